@@ -1,0 +1,161 @@
+//! Creating a profile's keys and registering them, and minting one-time prekeys later.
+//!
+//! Owns the key tables' lifecycle (what is generated, with which ids) and the profile's
+//! registration record. Must not run the session: that is the manager's.
+
+use std::time::SystemTime;
+
+use libsignal_protocol::{
+    IdentityKeyPair, KyberPreKeyId, PreKeyStore as _, SignedPreKeyStore as _,
+};
+use rand::{CryptoRng, Rng};
+
+use super::conn::{self, LinkError};
+use super::crypto;
+use super::signal_store::Stores;
+use super::store::{self, Registration, Store, StoreError};
+use crate::wire::{KeyUpload, PreKey, SignedKey};
+
+/// How many one-time prekeys of each kind are uploaded at a time.
+pub const PREKEY_BATCH: u32 = 100;
+/// Below this many left at the relay, the client uploads a new batch.
+pub const PREKEY_LOW: u32 = 20;
+
+const SIGNED_PREKEY_ID: u32 = 1;
+const LAST_RESORT_KYBER_ID: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("key generation failed: {0}")]
+    Keys(#[from] libsignal_protocol::SignalProtocolError),
+    #[error(
+        "this profile is already registered as {handle:?}; use another --data-dir or --profile for a second account"
+    )]
+    AlreadyRegistered { handle: String },
+    #[error("{0:?} is not a valid handle: use 1 to 32 characters of a-z, 0-9, '_', '.', '-'")]
+    InvalidHandle(String),
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// The profile's own identity and registration id.
+pub fn identity(store: &Store) -> Result<(IdentityKeyPair, u32), StoreError> {
+    let raw = store.get("identity")?.ok_or(StoreError::NotRegistered)?;
+    let pair = IdentityKeyPair::try_from(raw.as_slice()).map_err(corrupt)?;
+    let reg = store
+        .get("registration_id")?
+        .ok_or(StoreError::NotRegistered)?;
+    let reg = u32::from_le_bytes(reg.as_slice().try_into().map_err(corrupt)?);
+    Ok((pair, reg))
+}
+
+fn counter(store: &Store, key: &str) -> Result<u32, StoreError> {
+    Ok(match store.get(key)? {
+        Some(v) => u32::from_le_bytes(v.as_slice().try_into().map_err(corrupt)?),
+        None => 1,
+    })
+}
+
+/// Generates `n` one-time EC and Kyber prekeys, stores their private halves and returns the
+/// public halves to upload. Runs in one transaction with the id counters.
+pub async fn mint_one_time<R: Rng + CryptoRng>(
+    store: &Store,
+    n: u32,
+    now: SystemTime,
+    rng: &mut R,
+) -> Result<(Vec<PreKey>, Vec<SignedKey>), AccountError> {
+    let (identity, reg) = identity(store)?;
+    let tx = store
+        .conn()
+        .unchecked_transaction()
+        .map_err(StoreError::from)?;
+    let mut stores = Stores::new(&tx, &identity, reg);
+    let next_ec = counter(store, "next_prekey_id")?;
+    // Kyber ids start above the last-resort key's.
+    let next_kyber = counter(store, "next_kyber_id")?.max(LAST_RESORT_KYBER_ID + 1);
+    let mut ec = Vec::with_capacity(n as usize);
+    let mut kyber = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        // Ids wrap inside libsignal's 24-bit medium range, skipping 0.
+        let id = (next_ec + i - 1) % 0xFF_FFFF + 1;
+        let record = crypto::one_time_prekey(id, rng);
+        stores.prekeys.save_pre_key(id.into(), &record).await?;
+        ec.push(crypto::wire_prekey(&record)?);
+        let kid = (next_kyber + i - 2) % 0xFF_FFFE + 2;
+        let record = crypto::kyber_prekey(kid, &identity, now, rng)?;
+        stores
+            .kyber
+            .save(KyberPreKeyId::from(kid), &record, false)?;
+        kyber.push(crypto::wire_kyber(&record)?);
+    }
+    store::set(&tx, "next_prekey_id", &(next_ec + n).to_le_bytes())?;
+    store::set(&tx, "next_kyber_id", &(next_kyber + n).to_le_bytes())?;
+    tx.commit().map_err(StoreError::from)?;
+    Ok((ec, kyber))
+}
+
+/// Creates the profile's keys and registers `handle` at `relay_url`.
+pub async fn init<R: Rng + CryptoRng>(
+    store: &Store,
+    handle: &str,
+    relay_url: &str,
+    now: SystemTime,
+    rng: &mut R,
+) -> Result<Registration, AccountError> {
+    if let Ok(r) = store.registration() {
+        return Err(AccountError::AlreadyRegistered { handle: r.handle });
+    }
+    if !crate::wire::valid_handle(handle) {
+        return Err(AccountError::InvalidHandle(handle.to_string()));
+    }
+    // A failed earlier attempt may have left keys that were never registered: start afresh.
+    store
+        .conn()
+        .execute_batch(
+            "DELETE FROM prekeys; DELETE FROM signed_prekeys; DELETE FROM kyber_prekeys;
+             DELETE FROM profile;",
+        )
+        .map_err(StoreError::from)?;
+    let identity = IdentityKeyPair::generate(rng);
+    let reg = crypto::registration_id(rng);
+    store.set("identity", &identity.serialize())?;
+    store.set("registration_id", &reg.to_le_bytes())?;
+    let signed = crypto::signed_prekey(SIGNED_PREKEY_ID, &identity, now, rng)?;
+    let last_resort = crypto::kyber_prekey(LAST_RESORT_KYBER_ID, &identity, now, rng)?;
+    {
+        let mut stores = Stores::new(store.conn(), &identity, reg);
+        stores
+            .signed
+            .save_signed_pre_key(SIGNED_PREKEY_ID.into(), &signed)
+            .await?;
+        stores
+            .kyber
+            .save(LAST_RESORT_KYBER_ID.into(), &last_resort, true)?;
+    }
+    let (one_time_prekeys, one_time_kyber) = mint_one_time(store, PREKEY_BATCH, now, rng).await?;
+    let keys = KeyUpload {
+        identity_key: identity.identity_key().serialize().to_vec().into(),
+        registration_id: reg,
+        signed_prekey: crypto::wire_signed(&signed)?,
+        kyber_last_resort: crypto::wire_kyber(&last_resort)?,
+        one_time_prekeys,
+        one_time_kyber,
+    };
+    let registered = conn::register(relay_url, handle, keys, &identity).await?;
+    let tx = store
+        .conn()
+        .unchecked_transaction()
+        .map_err(StoreError::from)?;
+    store::set(&tx, "account_id", registered.account_id.as_bytes())?;
+    store::set(&tx, "handle", handle.as_bytes())?;
+    store::set(&tx, "relay_url", relay_url.as_bytes())?;
+    store::set(&tx, "trust_root", &registered.trust_root)?;
+    tx.commit().map_err(StoreError::from)?;
+    Ok(store.registration()?)
+}

@@ -1,0 +1,765 @@
+//! The session manager: one task that owns the store, the Signal sessions and the relay
+//! links, takes `Command`s and reports `Event`s.
+//!
+//! Runs on a thread of its own with a single-threaded runtime, because libsignal's store
+//! futures are not `Send` and SQLite calls block. The TUI and the headless commands are its
+//! users and know only `Command` and `Event`. Must not render anything or print to a terminal.
+
+use std::path::Path;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use libsignal_protocol::{
+    IdentityKeyPair, PublicKey, SenderCertificate, SessionStore as _, SignalProtocolError,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::account::{self, PREKEY_BATCH, PREKEY_LOW};
+use super::conn::{Hello, Link, LinkError, LinkEvent};
+use super::content::{self, Body, Content};
+use super::crypto;
+use super::signal_store::{Stores, is_storage_failure};
+use super::store::{Contact, Message, MessageState, Registration, Store, StoreError};
+use crate::wire::{ClientFrame, ErrorCode, Payload, RelayFrame};
+
+/// A sender certificate is renewed when it has less than this left.
+const CERT_MARGIN_MS: u64 = 60 * 60 * 1000;
+
+/// What the user (through the TUI or a headless command) asks of the manager.
+#[derive(Debug)]
+pub enum Command {
+    /// Send `text` to `to` (a handle) in its normal or secret thread. `id` is the new message's
+    /// id (a UUID the caller picks, so it can follow the message's events).
+    Send {
+        id: String,
+        to: String,
+        secret: bool,
+        text: String,
+    },
+    /// Look `handle` up in the directory and add it as a contact.
+    AddContact { tag: u64, handle: String },
+    /// Report the received messages not yet shown to the user.
+    FetchUnshown { tag: u64 },
+    /// The user has now seen these messages.
+    MarkShown { ids: Vec<String> },
+}
+
+/// The state of the relay connection, as the user should see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnState {
+    Connecting,
+    Online,
+    Offline { reason: String, retry_in: Duration },
+}
+
+/// What the manager reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Connection(ConnState),
+    /// A message was stored: one the user sent, or one that arrived.
+    Message(Message),
+    MessageState {
+        id: String,
+        state: MessageState,
+    },
+    /// A message could not be sent and will not be retried.
+    MessageFailed {
+        id: String,
+        error: String,
+    },
+    ContactAdded {
+        tag: u64,
+        contact: Contact,
+    },
+    Unshown {
+        tag: u64,
+        messages: Vec<Message>,
+    },
+    /// Everything the relay had queued when we connected has been received.
+    Drained,
+    /// A command failed; `tag` names it.
+    Failed {
+        tag: u64,
+        error: String,
+    },
+    /// Something the user should know that belongs to no command.
+    Warning(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(transparent)]
+    Account(#[from] account::AccountError),
+    #[error("{0}")]
+    Signal(#[from] SignalProtocolError),
+    #[error(
+        "no account named {0:?} at the relay; check the spelling, or ask them for their handle"
+    )]
+    UnknownHandle(String),
+    #[error("the relay's trust root in this profile is unreadable; the profile is damaged")]
+    BadTrustRoot,
+    #[error("a message cannot be empty")]
+    EmptyText,
+    #[error(
+        "{handle}'s safety number has changed; secret messages to them are blocked until you verify the new one"
+    )]
+    IdentityChanged { handle: String },
+    #[error("the manager has stopped")]
+    Stopped,
+}
+
+/// The caller's side of a running manager.
+pub struct ManagerHandle {
+    pub commands: mpsc::Sender<Command>,
+    pub events: mpsc::Receiver<Event>,
+    cancel: CancellationToken,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ManagerHandle {
+    /// Stops the manager and waits for its thread; everything it stored is committed.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    /// Closes the command channel: the manager finishes the commands already queued, then
+    /// stops its links and its thread ends.
+    fn stop(&mut self) {
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.commands, closed));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.cancel.cancel();
+    }
+}
+
+impl Drop for ManagerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts the manager of the registered profile in `dir` on a thread of its own.
+/// `relay_url` overrides the relay recorded at init.
+pub fn spawn(dir: &Path, relay_url: Option<String>) -> Result<ManagerHandle, ClientError> {
+    let store = Store::open(dir)?;
+    let mut reg = store.registration()?;
+    if let Some(url) = relay_url {
+        reg.relay_url = url;
+    }
+    let (identity, registration_id) = account::identity(&store)?;
+    let trust_root =
+        PublicKey::deserialize(&reg.trust_root).map_err(|_| ClientError::BadTrustRoot)?;
+    let (cmd_tx, cmd_rx) = mpsc::channel(256);
+    let (evt_tx, evt_rx) = mpsc::channel(1024);
+    let cancel = CancellationToken::new();
+    let token = cancel.clone();
+    let thread = std::thread::Builder::new()
+        .name("sotto-manager".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = evt_tx.try_send(Event::Warning(format!("cannot start: {e}")));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let (link_tx, link_rx) = mpsc::channel(256);
+                let hello = Hello::Account {
+                    account_id: reg.account_id.clone(),
+                    identity,
+                    trust_root: reg.trust_root.clone(),
+                };
+                let link = Link::spawn(reg.relay_url.clone(), hello, link_tx, token.clone());
+                // The anonymous link's own state changes are not the user's concern: a sealed
+                // send that finds it down fails with `Offline` and is retried.
+                let (anon_tx, anon_rx) = mpsc::channel(16);
+                let anon = Link::spawn(
+                    reg.relay_url.clone(),
+                    Hello::Anonymous,
+                    anon_tx,
+                    token.clone(),
+                );
+                let mut m = Manager {
+                    store,
+                    identity,
+                    registration_id,
+                    reg,
+                    trust_root,
+                    link,
+                    anon,
+                    cert: None,
+                    events: evt_tx,
+                };
+                m.run(cmd_rx, link_rx, anon_rx).await;
+                token.cancel();
+            });
+        })
+        .map_err(|_| ClientError::Stopped)?;
+    Ok(ManagerHandle {
+        commands: cmd_tx,
+        events: evt_rx,
+        cancel,
+        thread: Some(thread),
+    })
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+struct Manager {
+    store: Store,
+    identity: IdentityKeyPair,
+    registration_id: u32,
+    reg: Registration,
+    trust_root: PublicKey,
+    link: Link,
+    anon: Link,
+    cert: Option<SenderCertificate>,
+    events: mpsc::Sender<Event>,
+}
+
+impl Manager {
+    async fn run(
+        &mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut link: mpsc::Receiver<LinkEvent>,
+        mut anon: mpsc::Receiver<LinkEvent>,
+    ) {
+        self.emit(Event::Connection(ConnState::Connecting)).await;
+        loop {
+            tokio::select! {
+                biased;
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.command(cmd).await,
+                    None => return,
+                },
+                ev = link.recv() => match ev {
+                    Some(ev) => self.link_event(ev).await,
+                    None => return,
+                },
+                ev = anon.recv() => match ev {
+                    // Sealed sends that found the anonymous link down go out now.
+                    Some(LinkEvent::Online) => self.flush_unsent().await,
+                    Some(_) => {}
+                    None => return,
+                },
+            }
+        }
+    }
+
+    async fn emit(&self, e: Event) {
+        let _ = self.events.send(e).await;
+    }
+
+    async fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Send {
+                id,
+                to,
+                secret,
+                text,
+            } => self.send(id, to, secret, text).await,
+            Command::AddContact { tag, handle } => match self.contact_by_handle(&handle).await {
+                Ok(contact) => self.emit(Event::ContactAdded { tag, contact }).await,
+                Err(e) => {
+                    self.emit(Event::Failed {
+                        tag,
+                        error: e.to_string(),
+                    })
+                    .await
+                }
+            },
+            Command::FetchUnshown { tag } => match self.store.unshown() {
+                Ok(messages) => self.emit(Event::Unshown { tag, messages }).await,
+                Err(e) => {
+                    self.emit(Event::Failed {
+                        tag,
+                        error: e.to_string(),
+                    })
+                    .await
+                }
+            },
+            Command::MarkShown { ids } => {
+                if let Err(e) = self.store.mark_shown(&ids) {
+                    self.emit(Event::Warning(e.to_string())).await;
+                }
+            }
+        }
+    }
+
+    async fn link_event(&mut self, ev: LinkEvent) {
+        match ev {
+            LinkEvent::Online => {
+                self.emit(Event::Connection(ConnState::Online)).await;
+                self.flush_unsent().await;
+            }
+            LinkEvent::Offline { reason, retry_in } => {
+                self.emit(Event::Connection(ConnState::Offline { reason, retry_in }))
+                    .await;
+            }
+            LinkEvent::Frame(RelayFrame::Deliver { id, payload, .. }) => {
+                self.deliver(id, payload).await
+            }
+            LinkEvent::Frame(RelayFrame::Drained) => self.emit(Event::Drained).await,
+            LinkEvent::Frame(RelayFrame::PreKeyCount { ec, kyber }) => {
+                if (ec < PREKEY_LOW || kyber < PREKEY_LOW)
+                    && let Err(e) = self.top_up().await
+                {
+                    tracing::warn!(error = %e, "prekey top-up failed");
+                }
+            }
+            LinkEvent::Frame(other) => tracing::debug!(?other, "unsolicited frame"),
+        }
+    }
+
+    async fn top_up(&mut self) -> Result<(), ClientError> {
+        let (prekeys, kyber) = account::mint_one_time(
+            &self.store,
+            PREKEY_BATCH,
+            SystemTime::now(),
+            &mut rand::rng(),
+        )
+        .await?;
+        self.link
+            .request(|req| ClientFrame::UploadPreKeys {
+                req,
+                prekeys,
+                kyber,
+            })
+            .await?;
+        tracing::info!("uploaded a batch of one-time prekeys");
+        Ok(())
+    }
+
+    /// The contact with `handle`, from the store or else from the directory.
+    async fn contact_by_handle(&mut self, handle: &str) -> Result<Contact, ClientError> {
+        if let Some(c) = self.store.contact_by_handle(handle)? {
+            return Ok(c);
+        }
+        if !crate::wire::valid_handle(handle) {
+            return Err(ClientError::UnknownHandle(handle.to_string()));
+        }
+        let h = handle.to_string();
+        self.lookup(move |req| ClientFrame::Lookup {
+            req,
+            handle: Some(h),
+            account_id: None,
+        })
+        .await
+        .map_err(|e| match e {
+            ClientError::Link(LinkError::Refused {
+                code: ErrorCode::NotFound,
+                ..
+            }) => ClientError::UnknownHandle(handle.to_string()),
+            e => e,
+        })
+    }
+
+    async fn contact_by_id(&mut self, account_id: &str) -> Result<Contact, ClientError> {
+        if let Some(c) = self.store.contact_by_id(account_id)? {
+            return Ok(c);
+        }
+        let id = account_id.to_string();
+        self.lookup(move |req| ClientFrame::Lookup {
+            req,
+            handle: None,
+            account_id: Some(id),
+        })
+        .await
+    }
+
+    async fn lookup(
+        &mut self,
+        make: impl FnOnce(u64) -> ClientFrame,
+    ) -> Result<Contact, ClientError> {
+        match self.link.request(make).await? {
+            RelayFrame::Account {
+                account_id,
+                handle,
+                identity_key,
+                access_token,
+                ..
+            } => {
+                let c = Contact {
+                    account_id,
+                    handle,
+                    identity_key: identity_key.0,
+                    access_token: access_token.0,
+                };
+                self.store.upsert_contact(&c, now_ms())?;
+                Ok(c)
+            }
+            other => {
+                Err(LinkError::Protocol(format!("unexpected answer to lookup: {other:?}")).into())
+            }
+        }
+    }
+
+    async fn send(&mut self, id: String, to: String, secret: bool, text: String) {
+        let result = async {
+            if text.trim().is_empty() {
+                return Err(ClientError::EmptyText);
+            }
+            let contact = self.contact_by_handle(&to).await?;
+            let m = Message {
+                id: id.clone(),
+                contact: contact.handle.clone(),
+                secret,
+                outgoing: true,
+                text,
+                sent_at: now_ms(),
+                state: MessageState::Sending,
+            };
+            self.store
+                .insert_message(&contact.account_id, &m, now_ms())?;
+            self.emit(Event::Message(m.clone())).await;
+            Ok(m)
+        }
+        .await;
+        match result {
+            Ok(m) => self.transmit(&m).await,
+            Err(e) => {
+                self.emit(Event::MessageFailed {
+                    id,
+                    error: e.to_string(),
+                })
+                .await
+            }
+        }
+    }
+
+    /// Sends every message still marked `sending`, oldest first.
+    async fn flush_unsent(&mut self) {
+        match self.store.unsent() {
+            Ok(list) => {
+                for m in list {
+                    self.transmit(&m).await;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read unsent messages"),
+        }
+    }
+
+    /// Hands a stored message to the relay and records the outcome. A connection problem
+    /// leaves it `sending` for the next flush; a refusal marks it failed.
+    async fn transmit(&mut self, m: &Message) {
+        let outcome = if m.secret {
+            self.transmit_sealed(m).await
+        } else {
+            self.transmit_normal(m).await
+        };
+        let update = match outcome {
+            Ok(()) => Event::MessageState {
+                id: m.id.clone(),
+                state: MessageState::Sent,
+            },
+            Err(ClientError::Link(LinkError::Offline | LinkError::Timeout)) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "message failed");
+                if let Err(e) = self.store.set_state(&m.id, MessageState::Failed) {
+                    tracing::error!(error = %e, "cannot record failure");
+                }
+                self.emit(Event::MessageFailed {
+                    id: m.id.clone(),
+                    error: e.to_string(),
+                })
+                .await;
+                return;
+            }
+        };
+        if let Err(e) = self.store.set_state(&m.id, MessageState::Sent) {
+            tracing::error!(error = %e, "cannot record sent state");
+        }
+        self.emit(update).await;
+    }
+
+    fn content(m: &Message) -> Content {
+        Content::text(m.id.clone(), m.text.clone(), m.sent_at)
+    }
+
+    async fn transmit_normal(&mut self, m: &Message) -> Result<(), ClientError> {
+        let contact = self.contact_by_handle(&m.contact).await?;
+        let body = Self::content(m).encode();
+        self.link
+            .request(|req| ClientFrame::Send {
+                req,
+                to: contact.account_id,
+                body: body.into(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn sender_cert(&mut self) -> Result<SenderCertificate, ClientError> {
+        if let Some(c) = &self.cert
+            && crypto::cert_fresh(c, SystemTime::now(), CERT_MARGIN_MS)
+        {
+            return Ok(c.clone());
+        }
+        let frame = self
+            .link
+            .request(|req| ClientFrame::GetSenderCert { req })
+            .await?;
+        let RelayFrame::SenderCert { certificate, .. } = frame else {
+            return Err(
+                LinkError::Protocol("unexpected answer to a certificate request".into()).into(),
+            );
+        };
+        let cert = SenderCertificate::deserialize(&certificate.0)?;
+        if !cert.validate(
+            &self.trust_root,
+            libsignal_protocol::Timestamp::from_epoch_millis(now_ms()),
+        )? {
+            return Err(LinkError::Protocol(
+                "the relay issued a certificate that does not verify".into(),
+            )
+            .into());
+        }
+        self.cert = Some(cert.clone());
+        Ok(cert)
+    }
+
+    async fn transmit_sealed(&mut self, m: &Message) -> Result<(), ClientError> {
+        if !self.anon.is_online() {
+            return Err(LinkError::Offline.into());
+        }
+        let contact = self.contact_by_handle(&m.contact).await?;
+        let address = crypto::address(&contact.account_id);
+        let has_session = {
+            let stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
+            stores
+                .sessions
+                .load_session(&address)
+                .await?
+                .is_some_and(|s| {
+                    s.has_usable_sender_chain(
+                        SystemTime::now(),
+                        libsignal_protocol::SessionUsabilityRequirements::all(),
+                    )
+                    .unwrap_or(false)
+                })
+        };
+        if !has_session {
+            let id = contact.account_id.clone();
+            let frame = self
+                .link
+                .request(|req| ClientFrame::FetchBundle {
+                    req,
+                    account_id: id,
+                })
+                .await?;
+            let RelayFrame::Bundle { bundle, .. } = frame else {
+                return Err(
+                    LinkError::Protocol("unexpected answer to a bundle request".into()).into(),
+                );
+            };
+            let mut stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
+            crypto::start_session(&mut stores, &bundle, SystemTime::now(), &mut rand::rng())
+                .await
+                .map_err(|e| self.identity_error(e, &contact))?;
+        }
+        let cert = self.sender_cert().await?;
+        let plaintext = content::pad(Self::content(m).encode());
+        let envelope = {
+            let mut stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
+            crypto::seal(
+                &mut stores,
+                &contact.account_id,
+                &cert,
+                &plaintext,
+                SystemTime::now(),
+                &mut rand::rng(),
+            )
+            .await
+            .map_err(|e| self.identity_error(e, &contact))?
+        };
+        self.anon
+            .request(|req| ClientFrame::SendSealed {
+                req,
+                to: contact.account_id.clone(),
+                access_token: contact.access_token.clone().into(),
+                envelope: envelope.into(),
+                expires_at: None,
+            })
+            .await?;
+        Ok(())
+    }
+
+    fn identity_error(&self, e: SignalProtocolError, contact: &Contact) -> ClientError {
+        match e {
+            SignalProtocolError::UntrustedIdentity(_) => ClientError::IdentityChanged {
+                handle: contact.handle.clone(),
+            },
+            e => e.into(),
+        }
+    }
+
+    /// Stores an arriving envelope's message, then acknowledges it. The ack is withheld only
+    /// when our own storage failed, so the relay redelivers it later.
+    async fn deliver(&mut self, envelope_id: u64, payload: Payload) {
+        let result = match payload {
+            Payload::Normal { from, body, .. } => self.receive_normal(&from, &body.0).await,
+            Payload::Sealed { envelope } => self.receive_sealed(&envelope.0).await,
+        };
+        match result {
+            Ok(Some(m)) => self.emit(Event::Message(m)).await,
+            Ok(None) => {}
+            Err(Receive::Retry(e)) => {
+                tracing::error!(error = %e, "cannot store an arriving message; it stays queued at the relay");
+                self.emit(Event::Warning(format!(
+                    "could not store an arriving message ({e}); it will be retried"
+                )))
+                .await;
+                return;
+            }
+            Err(Receive::Drop(warning)) => {
+                tracing::warn!(%warning, "dropping an undeliverable envelope");
+                self.emit(Event::Warning(warning)).await;
+            }
+        }
+        if let Err(e) = self.link.send(ClientFrame::Ack { id: envelope_id }).await {
+            tracing::info!(error = %e, "ack not sent; the relay will redeliver and we will drop the duplicate");
+        }
+    }
+
+    fn text_message(
+        contact: &Contact,
+        secret: bool,
+        content: Content,
+    ) -> Result<Option<Message>, Receive> {
+        match content.body {
+            Body::Text {
+                id, text, sent_at, ..
+            } => Ok(Some(Message {
+                id,
+                contact: contact.handle.clone(),
+                secret,
+                outgoing: false,
+                text,
+                sent_at,
+                state: MessageState::Received,
+            })),
+            Body::Unknown => {
+                tracing::info!("ignoring a message kind this version does not know");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn receive_normal(
+        &mut self,
+        from: &str,
+        body: &[u8],
+    ) -> Result<Option<Message>, Receive> {
+        let contact = self.contact_by_id(from).await.map_err(Receive::retry)?;
+        let content = Content::decode(body).map_err(|e| {
+            Receive::Drop(format!(
+                "a message from {} was unreadable: {e}",
+                contact.handle
+            ))
+        })?;
+        let Some(m) = Self::text_message(&contact, false, content)? else {
+            return Ok(None);
+        };
+        let fresh = self
+            .store
+            .insert_message(&contact.account_id, &m, now_ms())
+            .map_err(Receive::retry)?;
+        Ok(fresh.then_some(m))
+    }
+
+    async fn receive_sealed(&mut self, envelope: &[u8]) -> Result<Option<Message>, Receive> {
+        let now = SystemTime::now();
+        let sender = {
+            let mut stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
+            crypto::peek_sender(&mut stores, envelope, &self.trust_root, now)
+                .await
+                .map_err(|e| Receive::Drop(format!("a secret message could not be opened: {e}")))?
+        };
+        // Learning who an unknown sender is needs the network, so it happens before the
+        // transaction that decrypts.
+        let contact = self.contact_by_id(&sender).await.map_err(Receive::retry)?;
+        let conn = self.store.conn();
+        let tx = conn
+            .unchecked_transaction()
+            .map_err(|e| Receive::retry(StoreError::from(e)))?;
+        let opened = {
+            let mut stores = Stores::new(&tx, &self.identity, self.registration_id);
+            crypto::open(
+                &mut stores,
+                envelope,
+                &self.trust_root,
+                &self.reg.account_id,
+                now,
+            )
+            .await
+        };
+        let opened = match opened {
+            Ok(o) => o,
+            // Already decrypted and stored before a crash cut the ack off: nothing to do.
+            Err(SignalProtocolError::DuplicatedMessage(..)) => return Ok(None),
+            Err(e) if is_storage_failure(&e) => return Err(Receive::retry(e)),
+            Err(e) => {
+                return Err(Receive::Drop(format!(
+                    "a secret message from {} could not be decrypted: {e}",
+                    contact.handle
+                )));
+            }
+        };
+        let content = content::unpad(&opened.plaintext)
+            .map_err(|e| e.to_string())
+            .and_then(|p| Content::decode(p).map_err(|e| e.to_string()));
+        let message = match content {
+            Ok(c) => Self::text_message(&contact, true, c)?,
+            Err(e) => {
+                // The ratchet has moved on; keep its state and drop the unreadable payload.
+                tx.commit()
+                    .map_err(|e| Receive::retry(StoreError::from(e)))?;
+                return Err(Receive::Drop(format!(
+                    "a secret message from {} was unreadable: {e}",
+                    contact.handle
+                )));
+            }
+        };
+        // `tx` is open on the store's connection, so this insert is part of it.
+        let fresh = match &message {
+            Some(m) => self
+                .store
+                .insert_message(&contact.account_id, m, now_ms())
+                .map_err(Receive::retry)?,
+            None => false,
+        };
+        tx.commit()
+            .map_err(|e| Receive::retry(StoreError::from(e)))?;
+        Ok(message.filter(|_| fresh))
+    }
+}
+
+/// Why an arriving envelope was not stored.
+enum Receive {
+    /// Our side failed (storage, network): keep the envelope queued.
+    Retry(String),
+    /// The envelope itself is bad: acknowledge it and tell the user.
+    Drop(String),
+}
+
+impl Receive {
+    fn retry(e: impl std::fmt::Display) -> Self {
+        Receive::Retry(e.to_string())
+    }
+}

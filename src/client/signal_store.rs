@@ -1,0 +1,330 @@
+//! libsignal's store traits over the client's SQLite connection.
+//!
+//! Owns the key tables (prekeys, signed prekeys, Kyber prekeys and their use log, sessions,
+//! peer identities). Each adapter borrows a connection, which may be an open transaction, so a
+//! whole decrypt and the message insert commit or roll back together. Must not touch the
+//! network, and must not hold its own transaction: the caller decides what is atomic.
+
+use async_trait::async_trait;
+use libsignal_protocol::{
+    Direction, GenericSignedPreKey, IdentityChange, IdentityKey, IdentityKeyPair, IdentityKeyStore,
+    KyberPreKeyId, KyberPreKeyRecord, KyberPreKeyStore, PreKeyId, PreKeyRecord, PreKeyStore,
+    ProtocolAddress, PublicKey, SessionRecord, SessionStore, SignalProtocolError, SignedPreKeyId,
+    SignedPreKeyRecord, SignedPreKeyStore,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+
+type SignalResult<T> = Result<T, SignalProtocolError>;
+
+/// A database failure inside a libsignal callback; `is_storage_failure` recognises it so that
+/// the caller can retry instead of treating the message as undecryptable.
+fn db_err(e: rusqlite::Error) -> SignalProtocolError {
+    SignalProtocolError::ApplicationCallbackError("sqlite", Box::new(DbFailure(e.to_string())))
+}
+
+/// rusqlite's error is not `UnwindSafe`, which libsignal's callback error requires.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct DbFailure(String);
+
+/// Whether a libsignal error came from our storage rather than from the message.
+pub fn is_storage_failure(e: &SignalProtocolError) -> bool {
+    matches!(
+        e,
+        SignalProtocolError::ApplicationCallbackError("sqlite", _)
+    )
+}
+
+fn address_key(a: &ProtocolAddress) -> String {
+    format!("{}.{}", a.name(), u32::from(a.device_id()))
+}
+
+/// All of libsignal's stores for one operation, each borrowing the same connection.
+pub struct Stores<'a> {
+    pub identity: Identities<'a>,
+    pub sessions: Sessions<'a>,
+    pub prekeys: PreKeys<'a>,
+    pub signed: SignedPreKeys<'a>,
+    pub kyber: KyberPreKeys<'a>,
+}
+
+impl<'a> Stores<'a> {
+    pub fn new(conn: &'a Connection, own: &'a IdentityKeyPair, registration_id: u32) -> Self {
+        Stores {
+            identity: Identities {
+                conn,
+                own,
+                registration_id,
+            },
+            sessions: Sessions(conn),
+            prekeys: PreKeys(conn),
+            signed: SignedPreKeys(conn),
+            kyber: KyberPreKeys(conn),
+        }
+    }
+}
+
+pub struct Identities<'a> {
+    conn: &'a Connection,
+    own: &'a IdentityKeyPair,
+    registration_id: u32,
+}
+
+impl Identities<'_> {
+    fn stored(&self, address: &ProtocolAddress) -> SignalResult<Option<IdentityKey>> {
+        let raw: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT identity_key FROM identities WHERE address = ?1",
+                [address_key(address)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        raw.map(|k| IdentityKey::decode(&k)).transpose()
+    }
+}
+
+#[async_trait(?Send)]
+impl IdentityKeyStore for Identities<'_> {
+    async fn get_identity_key_pair(&self) -> SignalResult<IdentityKeyPair> {
+        Ok(*self.own)
+    }
+
+    async fn get_local_registration_id(&self) -> SignalResult<u32> {
+        Ok(self.registration_id)
+    }
+
+    async fn save_identity(
+        &mut self,
+        address: &ProtocolAddress,
+        identity: &IdentityKey,
+    ) -> SignalResult<IdentityChange> {
+        let old = self.stored(address)?;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO identities (address, identity_key) VALUES (?1, ?2)",
+                params![address_key(address), identity.serialize().as_ref()],
+            )
+            .map_err(db_err)?;
+        Ok(IdentityChange::from_changed(
+            old.is_some_and(|o| &o != identity),
+        ))
+    }
+
+    /// Trust on first use. A key that differs from the stored one is not trusted for sending,
+    /// so a send to a contact whose key changed fails loudly instead of reaching a new key
+    /// silently; receiving from it is allowed and the change is recorded by `save_identity`.
+    async fn is_trusted_identity(
+        &self,
+        address: &ProtocolAddress,
+        identity: &IdentityKey,
+        direction: Direction,
+    ) -> SignalResult<bool> {
+        Ok(match self.stored(address)? {
+            None => true,
+            Some(known) => known == *identity || direction == Direction::Receiving,
+        })
+    }
+
+    async fn get_identity(&self, address: &ProtocolAddress) -> SignalResult<Option<IdentityKey>> {
+        self.stored(address)
+    }
+}
+
+pub struct Sessions<'a>(&'a Connection);
+
+#[async_trait(?Send)]
+impl SessionStore for Sessions<'_> {
+    async fn load_session(&self, address: &ProtocolAddress) -> SignalResult<Option<SessionRecord>> {
+        let raw: Option<Vec<u8>> = self
+            .0
+            .query_row(
+                "SELECT record FROM sessions WHERE address = ?1",
+                [address_key(address)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        raw.map(|r| SessionRecord::deserialize(&r)).transpose()
+    }
+
+    async fn store_session(
+        &mut self,
+        address: &ProtocolAddress,
+        record: &SessionRecord,
+    ) -> SignalResult<()> {
+        self.0
+            .execute(
+                "INSERT OR REPLACE INTO sessions (address, record) VALUES (?1, ?2)",
+                params![address_key(address), record.serialize()?],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
+
+pub struct PreKeys<'a>(&'a Connection);
+
+#[async_trait(?Send)]
+impl PreKeyStore for PreKeys<'_> {
+    async fn get_pre_key(&self, prekey_id: PreKeyId) -> SignalResult<PreKeyRecord> {
+        let raw: Option<Vec<u8>> = self
+            .0
+            .query_row(
+                "SELECT record FROM prekeys WHERE id = ?1",
+                [u32::from(prekey_id)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        PreKeyRecord::deserialize(&raw.ok_or(SignalProtocolError::InvalidPreKeyId)?)
+    }
+
+    async fn save_pre_key(
+        &mut self,
+        prekey_id: PreKeyId,
+        record: &PreKeyRecord,
+    ) -> SignalResult<()> {
+        self.0
+            .execute(
+                "INSERT OR REPLACE INTO prekeys (id, record) VALUES (?1, ?2)",
+                params![u32::from(prekey_id), record.serialize()?],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn remove_pre_key(&mut self, prekey_id: PreKeyId) -> SignalResult<()> {
+        self.0
+            .execute("DELETE FROM prekeys WHERE id = ?1", [u32::from(prekey_id)])
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
+
+pub struct SignedPreKeys<'a>(&'a Connection);
+
+#[async_trait(?Send)]
+impl SignedPreKeyStore for SignedPreKeys<'_> {
+    async fn get_signed_pre_key(&self, id: SignedPreKeyId) -> SignalResult<SignedPreKeyRecord> {
+        let raw: Option<Vec<u8>> = self
+            .0
+            .query_row(
+                "SELECT record FROM signed_prekeys WHERE id = ?1",
+                [u32::from(id)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        SignedPreKeyRecord::deserialize(&raw.ok_or(SignalProtocolError::InvalidSignedPreKeyId)?)
+    }
+
+    async fn save_signed_pre_key(
+        &mut self,
+        id: SignedPreKeyId,
+        record: &SignedPreKeyRecord,
+    ) -> SignalResult<()> {
+        self.0
+            .execute(
+                "INSERT OR REPLACE INTO signed_prekeys (id, record) VALUES (?1, ?2)",
+                params![u32::from(id), record.serialize()?],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
+
+pub struct KyberPreKeys<'a>(&'a Connection);
+
+impl KyberPreKeys<'_> {
+    /// Stores a Kyber prekey; `last_resort` ones are kept after use, one-time ones are not.
+    pub fn save(
+        &self,
+        id: KyberPreKeyId,
+        record: &KyberPreKeyRecord,
+        last_resort: bool,
+    ) -> SignalResult<()> {
+        self.0
+            .execute(
+                "INSERT OR REPLACE INTO kyber_prekeys (id, record, last_resort) VALUES (?1, ?2, ?3)",
+                params![u32::from(id), record.serialize()?, last_resort],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
+
+#[async_trait(?Send)]
+impl KyberPreKeyStore for KyberPreKeys<'_> {
+    async fn get_kyber_pre_key(&self, id: KyberPreKeyId) -> SignalResult<KyberPreKeyRecord> {
+        let raw: Option<Vec<u8>> = self
+            .0
+            .query_row(
+                "SELECT record FROM kyber_prekeys WHERE id = ?1",
+                [u32::from(id)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        KyberPreKeyRecord::deserialize(&raw.ok_or(SignalProtocolError::InvalidKyberPreKeyId)?)
+    }
+
+    async fn save_kyber_pre_key(
+        &mut self,
+        id: KyberPreKeyId,
+        record: &KyberPreKeyRecord,
+    ) -> SignalResult<()> {
+        self.save(id, record, false)
+    }
+
+    /// A one-time Kyber key is deleted on use. A last-resort key stays, so each
+    /// (key, signed prekey, base key) triple it was used with is logged, and a second use of
+    /// the same triple, which can only be a replayed pre-key message, is refused.
+    async fn mark_kyber_pre_key_used(
+        &mut self,
+        id: KyberPreKeyId,
+        ec_prekey_id: SignedPreKeyId,
+        base_key: &PublicKey,
+    ) -> SignalResult<()> {
+        let last_resort: Option<bool> = self
+            .0
+            .query_row(
+                "SELECT last_resort FROM kyber_prekeys WHERE id = ?1",
+                [u32::from(id)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        match last_resort {
+            None => Err(SignalProtocolError::InvalidKyberPreKeyId),
+            Some(false) => {
+                self.0
+                    .execute("DELETE FROM kyber_prekeys WHERE id = ?1", [u32::from(id)])
+                    .map_err(db_err)?;
+                Ok(())
+            }
+            Some(true) => {
+                let inserted = self
+                    .0
+                    .execute(
+                        "INSERT OR IGNORE INTO kyber_used (kyber_id, signed_id, base_key)
+                         VALUES (?1, ?2, ?3)",
+                        params![
+                            u32::from(id),
+                            u32::from(ec_prekey_id),
+                            base_key.serialize().as_ref()
+                        ],
+                    )
+                    .map_err(db_err)?;
+                if inserted == 0 {
+                    return Err(SignalProtocolError::InvalidMessage(
+                        libsignal_protocol::CiphertextMessageType::PreKey,
+                        "replayed pre-key message for a last-resort Kyber key",
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}

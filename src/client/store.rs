@@ -1,0 +1,338 @@
+//! The client's SQLite database: schema, migrations, the profile, contacts, threads and
+//! messages.
+//!
+//! Owns every SQL statement of the client except the libsignal key tables, which
+//! `signal_store` reads and writes through the same connection. Must not touch the network.
+//! Opened with `secure_delete` so deleted rows are overwritten, not just unlinked.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("profile database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("cannot use the profile directory {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("this profile is not registered yet; run `sotto init --handle NAME --relay URL`")]
+    NotRegistered,
+    #[error("the profile's keys are unreadable ({0}); the profile database is damaged")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE profile (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE prekeys (id INTEGER PRIMARY KEY, record BLOB NOT NULL);
+CREATE TABLE signed_prekeys (id INTEGER PRIMARY KEY, record BLOB NOT NULL);
+CREATE TABLE kyber_prekeys (
+    id INTEGER PRIMARY KEY,
+    record BLOB NOT NULL,
+    last_resort INTEGER NOT NULL
+);
+CREATE TABLE kyber_used (
+    kyber_id INTEGER NOT NULL,
+    signed_id INTEGER NOT NULL,
+    base_key BLOB NOT NULL,
+    UNIQUE (kyber_id, signed_id, base_key)
+);
+CREATE TABLE sessions (address TEXT PRIMARY KEY, record BLOB NOT NULL);
+CREATE TABLE identities (address TEXT PRIMARY KEY, identity_key BLOB NOT NULL);
+CREATE TABLE contacts (
+    account_id TEXT PRIMARY KEY,
+    handle TEXT NOT NULL UNIQUE,
+    identity_key BLOB NOT NULL,
+    access_token BLOB NOT NULL,
+    added_at INTEGER NOT NULL
+);
+CREATE TABLE threads (
+    contact TEXT NOT NULL REFERENCES contacts(account_id),
+    secret INTEGER NOT NULL,
+    timer_secs INTEGER,
+    PRIMARY KEY (contact, secret)
+);
+CREATE TABLE messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    contact TEXT NOT NULL REFERENCES contacts(account_id),
+    secret INTEGER NOT NULL,
+    outgoing INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    sent_at INTEGER NOT NULL,
+    received_at INTEGER,
+    state TEXT NOT NULL,
+    shown INTEGER NOT NULL DEFAULT 0,
+    timer_secs INTEGER,
+    expires_at INTEGER,
+    -- Ids are the sender's: unique per contact, so one peer cannot shadow another's messages.
+    UNIQUE (contact, id)
+);
+CREATE INDEX messages_by_thread ON messages(contact, secret, seq);
+CREATE INDEX messages_unshown ON messages(shown) WHERE shown = 0;
+"#];
+
+/// Where a message is on its way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageState {
+    /// Stored locally, not yet accepted by the relay.
+    Sending,
+    /// Committed to the relay's queue.
+    Sent,
+    /// Received from a peer.
+    Received,
+    /// The relay refused it for good.
+    Failed,
+}
+
+impl MessageState {
+    fn as_str(self) -> &'static str {
+        match self {
+            MessageState::Sending => "sending",
+            MessageState::Sent => "sent",
+            MessageState::Received => "received",
+            MessageState::Failed => "failed",
+        }
+    }
+    fn parse(s: &str) -> Self {
+        match s {
+            "sending" => MessageState::Sending,
+            "sent" => MessageState::Sent,
+            "received" => MessageState::Received,
+            _ => MessageState::Failed,
+        }
+    }
+}
+
+/// A contact as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Contact {
+    pub account_id: String,
+    pub handle: String,
+    #[serde(skip)]
+    pub identity_key: Vec<u8>,
+    #[serde(skip)]
+    pub access_token: Vec<u8>,
+}
+
+/// A message as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Message {
+    pub id: String,
+    /// The contact's handle: the peer of the thread.
+    pub contact: String,
+    pub secret: bool,
+    pub outgoing: bool,
+    pub text: String,
+    pub sent_at: u64,
+    pub state: MessageState,
+}
+
+/// The profile's registration: who this client is at which relay.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub account_id: String,
+    pub handle: String,
+    pub relay_url: String,
+    pub trust_root: Vec<u8>,
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) `sotto.db` in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        Ok(Store {
+            conn: crate::db::open(&dir.join("sotto.db"), MIGRATIONS)?,
+        })
+    }
+
+    /// The raw connection, for the libsignal store adapters and transactions spanning both.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        get(&self.conn, key)
+    }
+
+    pub fn set(&self, key: &str, value: &[u8]) -> Result<()> {
+        set(&self.conn, key, value)
+    }
+
+    pub fn registration(&self) -> Result<Registration> {
+        let text = |k: &str| -> Result<String> {
+            let v = self.get(k)?.ok_or(StoreError::NotRegistered)?;
+            String::from_utf8(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+        };
+        Ok(Registration {
+            account_id: text("account_id")?,
+            handle: text("handle")?,
+            relay_url: text("relay_url")?,
+            trust_root: self.get("trust_root")?.ok_or(StoreError::NotRegistered)?,
+        })
+    }
+
+    pub fn contacts(&self) -> Result<Vec<Contact>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT account_id, handle, identity_key, access_token FROM contacts ORDER BY handle",
+        )?;
+        let rows = stmt.query_map([], contact_row)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    pub fn contact_by_handle(&self, handle: &str) -> Result<Option<Contact>> {
+        self.contact_where("handle", handle)
+    }
+
+    pub fn contact_by_id(&self, account_id: &str) -> Result<Option<Contact>> {
+        self.contact_where("account_id", account_id)
+    }
+
+    fn contact_where(&self, column: &str, value: &str) -> Result<Option<Contact>> {
+        let sql = format!(
+            "SELECT account_id, handle, identity_key, access_token FROM contacts WHERE {column} = ?1"
+        );
+        Ok(self.conn.query_row(&sql, [value], contact_row).optional()?)
+    }
+
+    /// Adds a contact with both its threads, or refreshes its directory data.
+    pub fn upsert_contact(&self, c: &Contact, now: u64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO contacts (account_id, handle, identity_key, access_token, added_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(account_id) DO UPDATE SET handle = excluded.handle,
+                 identity_key = excluded.identity_key, access_token = excluded.access_token",
+            params![
+                c.account_id,
+                c.handle,
+                c.identity_key,
+                c.access_token,
+                now as i64
+            ],
+        )?;
+        self.conn.execute(
+            "INSERT OR IGNORE INTO threads (contact, secret) VALUES (?1, 0), (?1, 1)",
+            [&c.account_id],
+        )?;
+        Ok(())
+    }
+
+    /// Stores a message; returns false (and changes nothing) if its id is already known.
+    pub fn insert_message(&self, contact_id: &str, m: &Message, now: u64) -> Result<bool> {
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO messages (id, contact, secret, outgoing, text, sent_at,
+                 received_at, state, shown)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                m.id,
+                contact_id,
+                m.secret,
+                m.outgoing,
+                m.text,
+                m.sent_at as i64,
+                (!m.outgoing).then_some(now as i64),
+                m.state.as_str(),
+                // Our own messages were seen as they were typed.
+                m.outgoing,
+            ],
+        )?;
+        Ok(n > 0)
+    }
+
+    pub fn set_state(&self, id: &str, state: MessageState) -> Result<()> {
+        self.conn.execute(
+            "UPDATE messages SET state = ?2 WHERE id = ?1 AND outgoing = 1",
+            params![id, state.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// Outgoing messages not yet accepted by the relay, oldest first.
+    pub fn unsent(&self) -> Result<Vec<Message>> {
+        self.messages_where("m.state = 'sending' ORDER BY m.seq", [])
+    }
+
+    /// Received messages not yet shown to the user, oldest first.
+    pub fn unshown(&self) -> Result<Vec<Message>> {
+        self.messages_where("m.shown = 0 ORDER BY m.seq", [])
+    }
+
+    pub fn mark_shown(&self, ids: &[String]) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("UPDATE messages SET shown = 1 WHERE id = ?1")?;
+            for id in ids {
+                stmt.execute([id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The newest `limit` messages of a thread, oldest first.
+    pub fn history(&self, contact_id: &str, secret: bool, limit: usize) -> Result<Vec<Message>> {
+        let mut page = self.messages_where(
+            "m.contact = ?1 AND m.secret = ?2 ORDER BY m.seq DESC LIMIT ?3",
+            params![contact_id, secret, limit as i64],
+        )?;
+        page.reverse();
+        Ok(page)
+    }
+
+    fn messages_where(&self, cond: &str, args: impl rusqlite::Params) -> Result<Vec<Message>> {
+        let sql = format!(
+            "SELECT m.id, c.handle, m.secret, m.outgoing, m.text, m.sent_at, m.state
+             FROM messages m JOIN contacts c ON c.account_id = m.contact WHERE {cond}"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(args, |r| {
+            Ok(Message {
+                id: r.get(0)?,
+                contact: r.get(1)?,
+                secret: r.get(2)?,
+                outgoing: r.get(3)?,
+                text: r.get(4)?,
+                sent_at: r.get::<_, i64>(5)? as u64,
+                state: MessageState::parse(&r.get::<_, String>(6)?),
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+}
+
+fn contact_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
+    Ok(Contact {
+        account_id: r.get(0)?,
+        handle: r.get(1)?,
+        identity_key: r.get(2)?,
+        access_token: r.get(3)?,
+    })
+}
+
+pub(crate) fn get(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>> {
+    Ok(conn
+        .query_row("SELECT value FROM profile WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
+pub(crate) fn set(conn: &Connection, key: &str, value: &[u8]) -> Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO profile (key, value) VALUES (?1, ?2)",
+        params![key, value],
+    )?;
+    Ok(())
+}

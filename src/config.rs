@@ -1,0 +1,101 @@
+//! The config file (TOML) and where a profile lives.
+//!
+//! Owns the defaults and the lookup order: command-line flag, then config file, then default.
+//! Must not open databases or connections.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The relay a new profile registers at unless told otherwise.
+pub const DEFAULT_RELAY: &str = "ws://127.0.0.1:7878";
+/// Where `sotto relay` listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the config file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("no data directory found for this user; pass --data-dir DIR")]
+    NoDataDir,
+}
+
+/// Every key of the config file; `config.example.toml` documents each with its default.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Relay URL used by `init` and by a profile whose recorded relay is overridden.
+    pub relay: Option<String>,
+    /// `tracing` filter for the log file, e.g. "info" or "sotto=debug".
+    pub log: Option<String>,
+    /// Settings of `sotto relay`.
+    #[serde(default)]
+    pub relay_server: RelayServer,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RelayServer {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub max_connections: Option<usize>,
+    pub auth_timeout_secs: Option<u64>,
+}
+
+impl Config {
+    /// Reads `path`; a missing file at the default location is an empty config, a missing
+    /// file the user named is an error.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => match dirs::config_dir() {
+                Some(d) => (d.join("sotto").join("config.toml"), false),
+                None => return Ok(Config::default()),
+            },
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Config::default());
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// The directory of a profile: `--data-dir` wins, else `--profile NAME` (default "default")
+/// under the platform data directory.
+pub fn profile_dir(data_dir: Option<&Path>, profile: Option<&str>) -> Result<PathBuf, ConfigError> {
+    if let Some(d) = data_dir {
+        return Ok(d.to_path_buf());
+    }
+    let base = dirs::data_dir().ok_or(ConfigError::NoDataDir)?;
+    Ok(base.join("sotto").join(profile.unwrap_or("default")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_unknown_keys_are_refused() {
+        let example = include_str!("../config.example.toml");
+        let c: Config = toml::from_str(example).unwrap();
+        assert_eq!(c.relay.as_deref(), Some(DEFAULT_RELAY));
+        assert!(toml::from_str::<Config>("relya = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,31 @@
+//! Opening a SQLite database the way every sotto database is opened, and running its
+//! numbered migrations.
+//!
+//! Owns the connection settings (WAL, full sync, secure delete, foreign keys). Must not know
+//! any schema: each store brings its own migrations.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+/// Opens `path` with the settings every sotto database uses, then brings its schema up to
+/// date by running the `migrations` it has not run yet, each in its own transaction.
+pub fn open(path: &Path, migrations: &[&str]) -> rusqlite::Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    // secure_delete is per connection, not stored in the file: deleted rows are overwritten.
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a commit survives a power cut, which is what an `ok` or an ack promises.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, m) in migrations.iter().enumerate().skip(version.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(m)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(conn)
+}

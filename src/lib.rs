@@ -1,0 +1,8 @@
+//! sotto: a terminal chat client with per-contact Signal-Protocol secret conversations, and the
+//! relay it talks through. See `docs/architecture.md` for who may touch what.
+
+pub mod client;
+pub mod config;
+pub mod db;
+pub mod relay;
+pub mod wire;

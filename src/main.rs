@@ -1,0 +1,412 @@
+//! The `sotto` binary: command-line parsing and the headless commands. Errors become one
+//! `error: …` line on stderr and a non-zero exit; logs go to a file, never to the terminal.
+
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use sotto::client::account;
+use sotto::client::manager::{self, Command, ConnState, Event, ManagerHandle};
+use sotto::client::store::{Message, Store};
+use sotto::config::{self, Config};
+use sotto::relay::{self, RelayConfig};
+use tokio_util::sync::CancellationToken;
+
+/// How long a headless command waits for the relay before giving up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `send` waits for the relay to accept a message.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Parser)]
+#[command(
+    name = "sotto",
+    version,
+    about = "Terminal chat with per-contact Signal-Protocol secret conversations"
+)]
+struct Cli {
+    /// Profile directory (one profile per directory).
+    #[arg(long, value_name = "DIR", conflicts_with = "profile")]
+    data_dir: Option<PathBuf>,
+    /// Profile name: a directory under the platform data dir (default "default").
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
+    /// Relay URL, overriding the config file and the relay recorded at init.
+    #[arg(long, value_name = "URL")]
+    relay: Option<String>,
+    /// Config file (default ~/.config/sotto/config.toml).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a relay.
+    Relay {
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Where the relay keeps its database.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Create this profile's keys and register a handle at the relay.
+    Init {
+        #[arg(long)]
+        handle: String,
+        #[arg(long = "relay", value_name = "URL")]
+        init_relay: Option<String>,
+    },
+    /// Send one message; exits once the relay has accepted it.
+    Send {
+        /// Send in the secret (end-to-end encrypted, sealed-sender) thread.
+        #[arg(long)]
+        secret: bool,
+        handle: String,
+        text: String,
+    },
+    /// Receive queued messages (and those arriving within --wait), one JSON object per line.
+    Recv {
+        /// Keep listening this many seconds after the queue is drained.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+        wait: f64,
+    },
+    /// List contacts.
+    Contacts,
+    /// Print a thread's messages, one JSON object per line, oldest first.
+    History {
+        handle: String,
+        /// The secret thread instead of the normal one.
+        #[arg(long)]
+        secret: bool,
+        /// At most this many of the newest messages.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show this profile: handle, account id, relay and the relay's trust-root fingerprint.
+    Info,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    if let Cmd::Relay { listen, data_dir } = &cli.command {
+        init_logs(None, config.log.as_deref());
+        return rt.block_on(run_relay(&config, listen.clone(), data_dir.clone()));
+    }
+    let dir = config::profile_dir(cli.data_dir.as_deref(), cli.profile.as_deref())?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the profile directory {}", dir.display()))?;
+    init_logs(Some(&dir.join("sotto.log")), config.log.as_deref());
+    let relay_override = cli.relay.clone();
+    match cli.command {
+        Cmd::Relay { .. } => unreachable!("handled above"),
+        Cmd::Init { handle, init_relay } => {
+            let url = init_relay
+                .or(relay_override)
+                .or(config.relay.clone())
+                .unwrap_or_else(|| config::DEFAULT_RELAY.to_string());
+            let store = Store::open(&dir)?;
+            let reg = rt.block_on(account::init(
+                &store,
+                &handle,
+                &url,
+                std::time::SystemTime::now(),
+                &mut rand::rng(),
+            ))?;
+            println!("registered {} at {}", reg.handle, reg.relay_url);
+            println!("relay trust root: {}", fingerprint(&reg.trust_root));
+            Ok(())
+        }
+        Cmd::Send {
+            secret,
+            handle,
+            text,
+        } => rt.block_on(send(&dir, relay_override, handle, secret, text)),
+        Cmd::Recv { wait } => {
+            if !(0.0..=86_400.0).contains(&wait) {
+                bail!("--wait takes a number of seconds from 0 to 86400");
+            }
+            rt.block_on(recv(&dir, relay_override, Duration::from_secs_f64(wait)))
+        }
+        Cmd::Contacts => {
+            let store = Store::open(&dir)?;
+            store.registration()?;
+            for c in store.contacts()? {
+                println!("{}\t{}", c.handle, c.account_id);
+            }
+            Ok(())
+        }
+        Cmd::History {
+            handle,
+            secret,
+            limit,
+        } => {
+            let store = Store::open(&dir)?;
+            store.registration()?;
+            let contact = store.contact_by_handle(&handle)?.ok_or_else(|| {
+                anyhow!("{handle:?} is not among your contacts (see `sotto contacts`)")
+            })?;
+            let mut out = std::io::stdout().lock();
+            for m in store.history(&contact.account_id, secret, limit)? {
+                writeln!(out, "{}", history_json(&m))?;
+            }
+            Ok(())
+        }
+        Cmd::Info => {
+            let store = Store::open(&dir)?;
+            let reg = store.registration()?;
+            println!("handle:      {}", reg.handle);
+            println!("account id:  {}", reg.account_id);
+            println!("relay:       {}", reg.relay_url);
+            println!("trust root:  {}", fingerprint(&reg.trust_root));
+            println!("profile dir: {}", dir.display());
+            Ok(())
+        }
+    }
+}
+
+/// A public key shown in groups of four hex digits, for comparing by eye.
+fn fingerprint(key: &[u8]) -> String {
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    hex.as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn init_logs(file: Option<&Path>, filter: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SOTTO_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter.unwrap_or("info")))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
+    match file.and_then(|f| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(f)
+            .ok()
+    }) {
+        Some(f) => {
+            let _ = builder.with_writer(std::sync::Mutex::new(f)).try_init();
+        }
+        None => {
+            let _ = builder.with_writer(std::io::stderr).try_init();
+        }
+    }
+}
+
+async fn run_relay(
+    config: &Config,
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+) -> Result<()> {
+    let server = &config.relay_server;
+    let listen = listen
+        .or(server.listen.clone())
+        .unwrap_or_else(|| config::DEFAULT_LISTEN.to_string());
+    let data_dir = match data_dir.or(server.data_dir.clone()) {
+        Some(d) => d,
+        None => dirs::data_dir()
+            .ok_or_else(|| anyhow!("no data directory found for this user; pass --data-dir DIR"))?
+            .join("sotto")
+            .join("relay"),
+    };
+    let mut relay_config = RelayConfig::default();
+    if let Some(n) = server.max_connections {
+        relay_config.max_connections = n;
+    }
+    if let Some(s) = server.auth_timeout_secs {
+        relay_config.auth_timeout = Duration::from_secs(s);
+    }
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signal.cancel();
+    });
+    // Open the store before announcing, so "listening" means ready.
+    relay::trust_root(&data_dir)?;
+    println!("listening on ws://{}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    relay::run(listener, &data_dir, relay_config, shutdown).await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Waits until the manager reports the relay connection up, or fails with the last reason.
+async fn wait_online(m: &mut ManagerHandle) -> Result<()> {
+    let mut last = String::from("no answer");
+    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, m.events.recv()).await {
+            Err(_) => {
+                bail!("cannot reach the relay ({last}); is it running, and is the URL right?")
+            }
+            Ok(None) => {
+                bail!("the client stopped unexpectedly; see the log in the profile directory")
+            }
+            Ok(Some(Event::Connection(ConnState::Online))) => return Ok(()),
+            Ok(Some(Event::Connection(ConnState::Offline { reason, .. }))) => last = reason,
+            Ok(Some(_)) => {}
+        }
+    }
+}
+
+async fn send(
+    dir: &Path,
+    relay: Option<String>,
+    handle: String,
+    secret: bool,
+    text: String,
+) -> Result<()> {
+    if text.trim().is_empty() {
+        bail!("a message cannot be empty");
+    }
+    let mut m = manager::spawn(dir, relay)?;
+    wait_online(&mut m).await?;
+    let id = uuid::Uuid::new_v4().to_string();
+    m.commands
+        .send(Command::Send {
+            id: id.clone(),
+            to: handle,
+            secret,
+            text,
+        })
+        .await
+        .map_err(|_| anyhow!("the client stopped unexpectedly"))?;
+    let deadline = tokio::time::Instant::now() + SEND_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, m.events.recv()).await {
+            Err(_) => bail!(
+                "the relay did not accept the message in time; it is kept and sent on the next run"
+            ),
+            Ok(None) => bail!("the client stopped unexpectedly"),
+            Ok(Some(Event::MessageState { id: i, .. })) if i == id => break,
+            Ok(Some(Event::MessageFailed { id: i, error })) if i == id => bail!("{error}"),
+            Ok(Some(_)) => {}
+        }
+    }
+    m.shutdown();
+    Ok(())
+}
+
+fn recv_json(m: &Message) -> String {
+    serde_json::json!({
+        "id": m.id,
+        "from": m.contact,
+        "secret": m.secret,
+        "text": m.text,
+        "sent_at": m.sent_at,
+    })
+    .to_string()
+}
+
+fn history_json(m: &Message) -> String {
+    serde_json::json!({
+        "id": m.id,
+        "contact": m.contact,
+        "outgoing": m.outgoing,
+        "secret": m.secret,
+        "text": m.text,
+        "sent_at": m.sent_at,
+        "state": m.state,
+    })
+    .to_string()
+}
+
+async fn recv(dir: &Path, relay: Option<String>, wait: Duration) -> Result<()> {
+    let mut m = manager::spawn(dir, relay)?;
+    wait_online(&mut m).await?;
+    // First everything the relay had queued, then whatever comes within `wait`.
+    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, m.events.recv()).await {
+            Err(_) => bail!("the relay did not finish delivering the queue in time"),
+            Ok(None) => bail!("the client stopped unexpectedly"),
+            Ok(Some(Event::Drained)) => break,
+            Ok(Some(Event::Warning(w))) => eprintln!("warning: {w}"),
+            Ok(Some(_)) => {}
+        }
+    }
+    let _ = m.commands.send(Command::FetchUnshown { tag: 1 }).await;
+    let mut printed = HashSet::new();
+    let mut out = std::io::stdout().lock();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut fetched = false;
+    loop {
+        let event = if fetched {
+            match tokio::time::timeout_at(deadline, m.events.recv()).await {
+                Err(_) => break,
+                Ok(e) => e,
+            }
+        } else {
+            m.events.recv().await
+        };
+        let fresh: Vec<Message> = match event {
+            None => bail!("the client stopped unexpectedly"),
+            Some(Event::Unshown { messages, .. }) => {
+                fetched = true;
+                messages
+            }
+            Some(Event::Message(msg)) if fetched && !msg.outgoing => vec![msg],
+            Some(Event::Warning(w)) => {
+                eprintln!("warning: {w}");
+                continue;
+            }
+            Some(_) => continue,
+        };
+        let mut ids = Vec::new();
+        for msg in fresh {
+            if printed.insert((msg.contact.clone(), msg.id.clone())) {
+                writeln!(out, "{}", recv_json(&msg))?;
+                ids.push(msg.id);
+            }
+        }
+        out.flush()?;
+        if !ids.is_empty() {
+            let _ = m.commands.send(Command::MarkShown { ids }).await;
+        }
+    }
+    m.shutdown();
+    Ok(())
+}

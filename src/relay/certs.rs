@@ -1,0 +1,102 @@
+//! The relay's sealed-sender authority: its trust root and server certificate, created on first
+//! start and kept in the relay database, and the sender certificates it issues to accounts.
+//!
+//! Owns the relay's private keys. Must not touch sockets; all signing is libsignal's.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use libsignal_protocol::{
+    DeviceId, IdentityKey, KeyPair, PrivateKey, PublicKey, SenderCertificate, ServerCertificate,
+    Timestamp,
+};
+
+use super::store::{RelayStore, StoreError};
+
+/// The key id of our server certificate; libsignal reserves a few ids for Signal's own
+/// servers and a revoked one, so ours stays clear of them.
+const SERVER_KEY_ID: u32 = 1;
+
+/// How long an issued sender certificate is valid.
+pub const SENDER_CERT_LIFETIME_MS: u64 = 24 * 60 * 60 * 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the relay's stored keys are unreadable ({0}); the data directory is damaged")]
+    Corrupt(String),
+    #[error("could not issue a certificate: {0}")]
+    Signal(#[from] libsignal_protocol::SignalProtocolError),
+}
+
+pub struct Authority {
+    trust_root: PublicKey,
+    server_key: PrivateKey,
+    server_cert: ServerCertificate,
+}
+
+impl Authority {
+    /// Loads the authority from the store, creating it on first start.
+    pub fn load_or_create(store: &RelayStore) -> Result<Self, CertError> {
+        let corrupt =
+            |e: libsignal_protocol::SignalProtocolError| CertError::Corrupt(e.to_string());
+        if let (Some(root), Some(key), Some(cert)) = (
+            store.meta("trust_root_public")?,
+            store.meta("server_private")?,
+            store.meta("server_cert")?,
+        ) {
+            return Ok(Authority {
+                trust_root: PublicKey::deserialize(&root)
+                    .map_err(|e| CertError::Corrupt(e.to_string()))?,
+                server_key: PrivateKey::deserialize(&key)
+                    .map_err(|e| CertError::Corrupt(e.to_string()))?,
+                server_cert: ServerCertificate::deserialize(&cert).map_err(corrupt)?,
+            });
+        }
+        let mut rng = rand::rng();
+        let root = KeyPair::generate(&mut rng);
+        let server = KeyPair::generate(&mut rng);
+        let server_cert = ServerCertificate::new(
+            SERVER_KEY_ID,
+            server.public_key,
+            &root.private_key,
+            &mut rng,
+        )?;
+        // The root's private half is kept so that a later version can rotate the server key;
+        // it never leaves this database.
+        store.set_meta("trust_root_private", &root.private_key.serialize())?;
+        store.set_meta("trust_root_public", &root.public_key.serialize())?;
+        store.set_meta("server_private", &server.private_key.serialize())?;
+        store.set_meta("server_cert", server_cert.serialized()?)?;
+        Ok(Authority {
+            trust_root: root.public_key,
+            server_key: server.private_key,
+            server_cert,
+        })
+    }
+
+    pub fn trust_root(&self) -> &PublicKey {
+        &self.trust_root
+    }
+
+    /// A sender certificate for `account_id` (device 1) holding `identity_key`.
+    pub fn issue(&self, account_id: &str, identity_key: &[u8]) -> Result<Vec<u8>, CertError> {
+        let key = IdentityKey::decode(identity_key)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let device = DeviceId::new(1).map_err(|e| CertError::Corrupt(e.to_string()))?;
+        let cert = SenderCertificate::new(
+            account_id.to_string(),
+            None,
+            *key.public_key(),
+            device,
+            Timestamp::from_epoch_millis(now + SENDER_CERT_LIFETIME_MS),
+            self.server_cert.clone(),
+            &self.server_key,
+            &mut rand::rng(),
+        )?;
+        Ok(cert.serialized()?.to_vec())
+    }
+}

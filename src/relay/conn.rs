@@ -1,0 +1,669 @@
+//! One client connection on the relay: the challenge, authentication or registration, then
+//! the request loop and the push of queued envelopes within the delivery window.
+//!
+//! Owns a single WebSocket. Must not read envelope contents: bodies and sealed envelopes are
+//! passed to the store as opaque bytes. Any fault here ends only this connection.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use libsignal_protocol::IdentityKey;
+use rand::RngCore;
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::sync::CancellationToken;
+
+use super::store::StoreError;
+use super::{Relay, Signals};
+use crate::wire::{
+    self, B64, ClientFrame, ErrorCode, FrameError, MAX_FRAME_BYTES, MAX_PREKEYS_PER_UPLOAD,
+    Payload, RelayFrame,
+};
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// The WebSocket layer refuses messages beyond this outright (the connection is then closed);
+/// between `MAX_FRAME_BYTES` and this, a frame gets an error and the connection lives on.
+const HARD_LIMIT: usize = 4 * MAX_FRAME_BYTES;
+
+pub(crate) fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(HARD_LIMIT))
+        .max_frame_size(Some(HARD_LIMIT))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Why a connection ends.
+enum End {
+    /// The peer went away or broke the WebSocket.
+    Gone,
+    /// We close it after telling the peer why.
+    Close(ErrorCode, String),
+}
+
+/// Reads the next text/binary payload; pings, pongs and frames are handled by tungstenite.
+async fn next_payload(ws: &mut Ws) -> Result<Vec<u8>, End> {
+    loop {
+        match ws.next().await {
+            None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
+                return Err(End::Gone);
+            }
+            Some(Err(WsError::Capacity(e))) => {
+                return Err(End::Close(
+                    ErrorCode::TooLarge,
+                    format!("frame refused: {e}"),
+                ));
+            }
+            Some(Err(_)) => return Err(End::Gone),
+            Some(Ok(Message::Text(t))) => return Ok(t.as_bytes().to_vec()),
+            Some(Ok(Message::Binary(b))) => return Ok(b.to_vec()),
+            Some(Ok(Message::Close(_))) => return Err(End::Gone),
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, frame: &RelayFrame) -> Result<(), End> {
+    ws.send(Message::text(frame.encode()))
+        .await
+        .map_err(|_| End::Gone)
+}
+
+fn error(req: Option<u64>, code: ErrorCode, message: impl Into<String>) -> RelayFrame {
+    RelayFrame::Error {
+        req,
+        code,
+        message: message.into(),
+    }
+}
+
+fn frame_error(e: FrameError) -> RelayFrame {
+    match e {
+        FrameError::TooLarge(_) => error(None, ErrorCode::TooLarge, e.to_string()),
+        FrameError::Malformed(_) => error(None, ErrorCode::Malformed, e.to_string()),
+    }
+}
+
+/// Serves one accepted TCP connection to its end.
+pub(crate) async fn serve(
+    relay: Arc<Relay>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    conn_id: u64,
+    shutdown: CancellationToken,
+) {
+    let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await
+    else {
+        tracing::debug!(%peer, "websocket handshake failed");
+        return;
+    };
+    let Ok(_permit) = relay.slots.clone().try_acquire_owned() else {
+        tracing::warn!(%peer, "connection refused: relay full");
+        let _ = send(
+            &mut ws,
+            &error(
+                None,
+                ErrorCode::Full,
+                "the relay is at its connection limit; try again later",
+            ),
+        )
+        .await;
+        let _ = ws.close(None).await;
+        return;
+    };
+    let end = tokio::select! {
+        e = session(&relay, &mut ws, conn_id, &shutdown) => e,
+        _ = shutdown.cancelled() => End::Gone,
+    };
+    if let End::Close(code, message) = end {
+        let _ = send(&mut ws, &error(None, code, message)).await;
+    }
+    let _ = ws.close(None).await;
+}
+
+async fn session(
+    relay: &Arc<Relay>,
+    ws: &mut Ws,
+    conn_id: u64,
+    shutdown: &CancellationToken,
+) -> End {
+    let mut nonce = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut nonce);
+    let challenge = RelayFrame::Challenge {
+        nonce: B64(nonce.clone()),
+        version: wire::PROTOCOL_VERSION,
+        trust_root: relay.authority.trust_root().serialize().to_vec().into(),
+    };
+    if let Err(e) = send(ws, &challenge).await {
+        return e;
+    }
+    let first = match tokio::time::timeout(relay.config.auth_timeout, next_payload(ws)).await {
+        Err(_) => {
+            return End::Close(
+                ErrorCode::NotAuthenticated,
+                "no authentication within the time limit".into(),
+            );
+        }
+        Ok(Err(e)) => return e,
+        Ok(Ok(bytes)) => bytes,
+    };
+    let frame = match ClientFrame::decode(&first) {
+        Ok(f) => f,
+        Err(e) => {
+            return End::Close(
+                ErrorCode::NotAuthenticated,
+                format!("the first frame must authenticate; {e}"),
+            );
+        }
+    };
+    let account = match frame {
+        ClientFrame::Anonymous => {
+            if let Err(e) = send(ws, &RelayFrame::AnonymousOk).await {
+                return e;
+            }
+            return anonymous(relay, ws).await;
+        }
+        ClientFrame::Auth {
+            account_id,
+            signature,
+        } => match authenticate(relay, &account_id, &nonce, &signature.0).await {
+            Ok(handle) => (account_id, handle),
+            Err(e) => return e,
+        },
+        ClientFrame::Register {
+            handle,
+            keys,
+            signature,
+        } => match register(relay, handle.clone(), keys, &nonce, &signature.0).await {
+            Ok(account_id) => (account_id, handle),
+            Err(e) => return e,
+        },
+        _ => {
+            return End::Close(
+                ErrorCode::NotAuthenticated,
+                "authenticate before sending anything else".into(),
+            );
+        }
+    };
+    let (account_id, handle) = account;
+    let signals = Signals {
+        kick: shutdown.child_token(),
+        ..Signals::default()
+    };
+    relay.go_online(&account_id, conn_id, &signals);
+    let end = authenticated(relay, ws, &account_id, &handle, &signals).await;
+    relay.go_offline(&account_id, conn_id);
+    end
+}
+
+async fn authenticate(
+    relay: &Arc<Relay>,
+    account_id: &str,
+    nonce: &[u8],
+    signature: &[u8],
+) -> Result<String, End> {
+    let id = account_id.to_string();
+    let account = relay
+        .db(move |db| db.account_by_id(&id))
+        .await
+        .map_err(internal)?;
+    let Some(account) = account else {
+        return Err(End::Close(ErrorCode::AuthFailed, "unknown account".into()));
+    };
+    if !verify(&account.identity_key, nonce, signature) {
+        return Err(End::Close(
+            ErrorCode::AuthFailed,
+            "the challenge signature does not verify".into(),
+        ));
+    }
+    Ok(account.handle)
+}
+
+fn verify(identity_key: &[u8], nonce: &[u8], signature: &[u8]) -> bool {
+    IdentityKey::decode(identity_key)
+        .map(|k| {
+            k.public_key()
+                .verify_signature(&wire::auth_message(nonce), signature)
+        })
+        .unwrap_or(false)
+}
+
+fn internal(e: StoreError) -> End {
+    tracing::error!(error = %e, "store failure");
+    End::Close(
+        ErrorCode::Internal,
+        "the relay could not complete the request".into(),
+    )
+}
+
+async fn register(
+    relay: &Arc<Relay>,
+    handle: String,
+    keys: wire::KeyUpload,
+    nonce: &[u8],
+    signature: &[u8],
+) -> Result<String, End> {
+    if !wire::valid_handle(&handle) {
+        return Err(End::Close(
+            ErrorCode::InvalidHandle,
+            "a handle is 1 to 32 characters of a-z, 0-9, '_', '.', '-'".into(),
+        ));
+    }
+    if !verify(&keys.identity_key.0, nonce, signature) {
+        return Err(End::Close(
+            ErrorCode::AuthFailed,
+            "the challenge signature does not verify".into(),
+        ));
+    }
+    if keys.one_time_prekeys.len() > MAX_PREKEYS_PER_UPLOAD
+        || keys.one_time_kyber.len() > MAX_PREKEYS_PER_UPLOAD
+    {
+        return Err(End::Close(
+            ErrorCode::TooLarge,
+            format!("at most {MAX_PREKEYS_PER_UPLOAD} one-time keys of each kind per upload"),
+        ));
+    }
+    let account_id = uuid::Uuid::new_v4().to_string();
+    let mut token = vec![0u8; 16];
+    rand::rng().fill_bytes(&mut token);
+    let id = account_id.clone();
+    let now = now_ms();
+    match relay
+        .db(move |db| db.register(&id, &handle, &keys, &token, now))
+        .await
+    {
+        Ok(()) => Ok(account_id),
+        Err(e @ (StoreError::HandleTaken(_) | StoreError::KeyTaken)) => {
+            Err(End::Close(ErrorCode::HandleTaken, e.to_string()))
+        }
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// An anonymous connection may only submit sealed envelopes.
+async fn anonymous(relay: &Arc<Relay>, ws: &mut Ws) -> End {
+    loop {
+        let bytes = match next_payload(ws).await {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        let reply = match ClientFrame::decode(&bytes) {
+            Err(e) => frame_error(e),
+            Ok(ClientFrame::SendSealed {
+                req,
+                to,
+                access_token,
+                envelope,
+                expires_at,
+            }) => send_sealed(relay, req, to, access_token.0, envelope.0, expires_at).await,
+            Ok(_) => error(
+                None,
+                ErrorCode::Forbidden,
+                "an anonymous connection may only send sealed envelopes",
+            ),
+        };
+        if let Err(e) = send(ws, &reply).await {
+            return e;
+        }
+    }
+}
+
+async fn send_sealed(
+    relay: &Arc<Relay>,
+    req: u64,
+    to: String,
+    token: Vec<u8>,
+    envelope: Vec<u8>,
+    expires_at: Option<u64>,
+) -> RelayFrame {
+    let now = now_ms();
+    let recipient = to.clone();
+    let result = relay
+        .db(move |db| {
+            let Some(account) = db.account_by_id(&recipient)? else {
+                return Ok(None);
+            };
+            // Both tokens are 16 random bytes from the relay; comparing in constant time keeps
+            // a guesser from learning a prefix from the answer's timing.
+            let matches = account.access_token.len() == token.len()
+                && account
+                    .access_token
+                    .iter()
+                    .zip(&token)
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0;
+            if !matches {
+                return Ok(Some(false));
+            }
+            db.enqueue(&recipient, None, true, &envelope, now, expires_at)?;
+            Ok(Some(true))
+        })
+        .await;
+    match result {
+        Ok(Some(true)) => {
+            relay.wake(&to);
+            RelayFrame::Ok { req }
+        }
+        // One answer for "no such account" and "wrong token", so that the sealed path cannot
+        // be used to probe which account ids exist.
+        Ok(_) => error(
+            Some(req),
+            ErrorCode::NotFound,
+            "no such recipient, or the access token is wrong",
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "enqueue failed");
+            error(
+                Some(req),
+                ErrorCode::Internal,
+                "the relay could not store the envelope; try again",
+            )
+        }
+    }
+}
+
+/// Pushes queued envelopes while fewer than the window are unacknowledged.
+struct Pusher {
+    last_pushed: u64,
+    in_flight: HashSet<u64>,
+    drained_sent: bool,
+}
+
+impl Pusher {
+    async fn push(&mut self, relay: &Arc<Relay>, ws: &mut Ws, account_id: &str) -> Result<(), End> {
+        loop {
+            let room = relay
+                .config
+                .delivery_window
+                .saturating_sub(self.in_flight.len());
+            if room == 0 {
+                return Ok(());
+            }
+            let (id, after, now) = (account_id.to_string(), self.last_pushed, now_ms());
+            let batch = relay
+                .db(move |db| db.pending(&id, after, room, now))
+                .await
+                .map_err(internal)?;
+            let short = batch.len() < room;
+            for q in batch {
+                self.last_pushed = q.id;
+                self.in_flight.insert(q.id);
+                let payload = if q.sealed {
+                    Payload::Sealed {
+                        envelope: q.payload.into(),
+                    }
+                } else {
+                    let from = q.sender.unwrap_or_default();
+                    let id = from.clone();
+                    let from_handle = relay
+                        .db(move |db| db.account_by_id(&id))
+                        .await
+                        .map_err(internal)?
+                        .map(|a| a.handle)
+                        .unwrap_or_default();
+                    Payload::Normal {
+                        from,
+                        from_handle,
+                        body: q.payload.into(),
+                    }
+                };
+                send(
+                    ws,
+                    &RelayFrame::Deliver {
+                        id: q.id,
+                        received_at: q.received_at,
+                        payload,
+                    },
+                )
+                .await?;
+            }
+            if short {
+                if !self.drained_sent {
+                    self.drained_sent = true;
+                    send(ws, &RelayFrame::Drained).await?;
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn authenticated(
+    relay: &Arc<Relay>,
+    ws: &mut Ws,
+    account_id: &str,
+    handle: &str,
+    signals: &Signals,
+) -> End {
+    let hello = RelayFrame::Authenticated {
+        account_id: account_id.to_string(),
+        handle: handle.to_string(),
+    };
+    if let Err(e) = send(ws, &hello).await {
+        return e;
+    }
+    if let Err(e) = send_prekey_count(relay, ws, account_id).await {
+        return e;
+    }
+    let mut pusher = Pusher {
+        last_pushed: 0,
+        in_flight: HashSet::new(),
+        drained_sent: false,
+    };
+    if let Err(e) = pusher.push(relay, ws, account_id).await {
+        return e;
+    }
+    loop {
+        let bytes = tokio::select! {
+            _ = signals.kick.cancelled() => {
+                return End::Close(ErrorCode::Forbidden, "another connection signed in for this account".into());
+            }
+            _ = signals.wake.notified() => {
+                if let Err(e) = pusher.push(relay, ws, account_id).await {
+                    return e;
+                }
+                continue;
+            }
+            _ = signals.refill.notified() => {
+                if let Err(e) = send_prekey_count(relay, ws, account_id).await {
+                    return e;
+                }
+                continue;
+            }
+            b = next_payload(ws) => match b {
+                Ok(b) => b,
+                Err(e) => return e,
+            },
+        };
+        let frame = match ClientFrame::decode(&bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                if let Err(e) = send(ws, &frame_error(e)).await {
+                    return e;
+                }
+                continue;
+            }
+        };
+        let result = match frame {
+            ClientFrame::Ack { id } => {
+                let acc = account_id.to_string();
+                match relay.db(move |db| db.ack(&acc, id)).await {
+                    Ok(_) => {
+                        pusher.in_flight.remove(&id);
+                        pusher.push(relay, ws, account_id).await
+                    }
+                    Err(e) => Err(internal(e)),
+                }
+            }
+            other => {
+                let reply = request(relay, account_id, other).await;
+                let sent = send(ws, &reply).await;
+                if sent.is_ok() && matches!(reply, RelayFrame::Ok { .. }) {
+                    // An upload changes the count the client watches.
+                    send_prekey_count(relay, ws, account_id).await
+                } else {
+                    sent
+                }
+            }
+        };
+        if let Err(e) = result {
+            return e;
+        }
+    }
+}
+
+async fn send_prekey_count(relay: &Arc<Relay>, ws: &mut Ws, account_id: &str) -> Result<(), End> {
+    let id = account_id.to_string();
+    let (ec, kyber) = relay
+        .db(move |db| db.prekey_count(&id))
+        .await
+        .map_err(internal)?;
+    send(ws, &RelayFrame::PreKeyCount { ec, kyber }).await
+}
+
+/// Answers one request of an authenticated connection.
+async fn request(relay: &Arc<Relay>, account_id: &str, frame: ClientFrame) -> RelayFrame {
+    match frame {
+        ClientFrame::Lookup {
+            req,
+            handle,
+            account_id: by_id,
+        } => {
+            let found = relay
+                .db(move |db| match (handle, by_id) {
+                    (Some(h), None) => db.account_by_handle(&h),
+                    (None, Some(id)) => db.account_by_id(&id),
+                    _ => Ok(None),
+                })
+                .await;
+            match found {
+                Ok(Some(a)) => RelayFrame::Account {
+                    req,
+                    account_id: a.account_id,
+                    handle: a.handle,
+                    identity_key: a.identity_key.into(),
+                    access_token: a.access_token.into(),
+                },
+                Ok(None) => error(
+                    Some(req),
+                    ErrorCode::NotFound,
+                    "no account with that handle",
+                ),
+                Err(e) => store_error(req, e),
+            }
+        }
+        ClientFrame::FetchBundle {
+            req,
+            account_id: of,
+        } => {
+            let woken = of.clone();
+            match relay.db(move |db| db.take_bundle(&of)).await {
+                Ok(bundle) => {
+                    // The owner may want to top up its one-time keys.
+                    relay.refill(&woken);
+                    RelayFrame::Bundle { req, bundle }
+                }
+                Err(StoreError::NotFound) => {
+                    error(Some(req), ErrorCode::NotFound, "no such account")
+                }
+                Err(e) => store_error(req, e),
+            }
+        }
+        ClientFrame::GetSenderCert { req } => {
+            let id = account_id.to_string();
+            let account = relay.db(move |db| db.account_by_id(&id)).await;
+            match account {
+                Ok(Some(a)) => match relay.authority.issue(&a.account_id, &a.identity_key) {
+                    Ok(certificate) => RelayFrame::SenderCert {
+                        req,
+                        certificate: certificate.into(),
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, "certificate issue failed");
+                        error(
+                            Some(req),
+                            ErrorCode::Internal,
+                            "the relay could not issue a certificate",
+                        )
+                    }
+                },
+                Ok(None) => error(Some(req), ErrorCode::NotFound, "no such account"),
+                Err(e) => store_error(req, e),
+            }
+        }
+        ClientFrame::UploadPreKeys {
+            req,
+            prekeys,
+            kyber,
+        } => {
+            if prekeys.len() > MAX_PREKEYS_PER_UPLOAD || kyber.len() > MAX_PREKEYS_PER_UPLOAD {
+                return error(
+                    Some(req),
+                    ErrorCode::TooLarge,
+                    format!("at most {MAX_PREKEYS_PER_UPLOAD} keys of each kind per upload"),
+                );
+            }
+            let id = account_id.to_string();
+            match relay
+                .db(move |db| db.upload_prekeys(&id, &prekeys, &kyber))
+                .await
+            {
+                Ok(()) => RelayFrame::Ok { req },
+                Err(e) => store_error(req, e),
+            }
+        }
+        ClientFrame::Send { req, to, body } => {
+            let (from, recipient, now) = (account_id.to_string(), to.clone(), now_ms());
+            let result = relay
+                .db(move |db| {
+                    if db.account_by_id(&recipient)?.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    db.enqueue(&recipient, Some(&from), false, &body.0, now, None)
+                })
+                .await;
+            match result {
+                Ok(_) => {
+                    relay.wake(&to);
+                    RelayFrame::Ok { req }
+                }
+                Err(StoreError::NotFound) => {
+                    error(Some(req), ErrorCode::NotFound, "no such recipient")
+                }
+                Err(e) => store_error(req, e),
+            }
+        }
+        ClientFrame::SendSealed { req, .. } => error(
+            Some(req),
+            ErrorCode::Forbidden,
+            "sealed envelopes go over an anonymous connection, never one that names the sender",
+        ),
+        ClientFrame::Auth { .. } | ClientFrame::Register { .. } | ClientFrame::Anonymous => error(
+            None,
+            ErrorCode::Forbidden,
+            "this connection is already authenticated",
+        ),
+        // Acks are handled by the caller, which owns the delivery window.
+        ClientFrame::Ack { .. } => error(None, ErrorCode::Malformed, "unexpected ack"),
+    }
+}
+
+fn store_error(req: u64, e: StoreError) -> RelayFrame {
+    tracing::error!(error = %e, "store failure");
+    error(
+        Some(req),
+        ErrorCode::Internal,
+        "the relay could not complete the request; try again",
+    )
+}

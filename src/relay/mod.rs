@@ -1,0 +1,212 @@
+//! The relay server: accepts WebSocket connections, authenticates accounts, keeps the prekey
+//! directory and stores and forwards envelopes it cannot read.
+//!
+//! Owns the listener, the table of online accounts and the shared handle to the relay store.
+//! Must never see a plaintext of a secret message nor learn the sender of a sealed envelope:
+//! it only ever stores and forwards the opaque bytes `conn` hands it.
+
+mod certs;
+mod conn;
+pub mod store;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use certs::Authority;
+pub use certs::CertError;
+use store::RelayStore;
+
+/// Tunables of a relay; the defaults suit one machine.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// A connection that has not authenticated (or declared itself anonymous) within this time
+    /// is closed.
+    pub auth_timeout: Duration,
+    /// Connections beyond this many are refused with a `full` error.
+    pub max_connections: usize,
+    /// Envelopes pushed to one connection and not yet acknowledged: the bound on its outbox.
+    pub delivery_window: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            auth_timeout: Duration::from_secs(5),
+            max_connections: 16_384,
+            delivery_window: 64,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    #[error("cannot use the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// An online account's connection: how to wake it when mail arrives and how to push it off
+/// when a newer connection for the same account proves itself.
+struct Online {
+    conn_id: u64,
+    wake: Arc<Notify>,
+    refill: Arc<Notify>,
+    kick: CancellationToken,
+}
+
+/// The signals a connection task waits on besides its socket.
+#[derive(Clone, Default)]
+pub(crate) struct Signals {
+    /// Mail arrived for the account.
+    pub wake: Arc<Notify>,
+    /// Someone took one of the account's one-time prekeys.
+    pub refill: Arc<Notify>,
+    /// A newer connection for the same account proved itself.
+    pub kick: CancellationToken,
+}
+
+/// State shared by all connections of one relay.
+pub(crate) struct Relay {
+    db: Arc<Mutex<RelayStore>>,
+    authority: Authority,
+    online: Mutex<HashMap<String, Online>>,
+    config: RelayConfig,
+    slots: Arc<Semaphore>,
+}
+
+impl Relay {
+    /// Runs a blocking store operation off the async worker threads.
+    async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut RelayStore) -> store::Result<T> + Send + 'static,
+    ) -> store::Result<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock leaves the connection's state as SQLite left it:
+            // every write is a transaction, so continuing with the inner value is sound.
+            let mut guard = db.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    fn wake(&self, account_id: &str) {
+        if let Some(o) = self.lock_online().get(account_id) {
+            o.wake.notify_one();
+        }
+    }
+
+    fn refill(&self, account_id: &str) {
+        if let Some(o) = self.lock_online().get(account_id) {
+            o.refill.notify_one();
+        }
+    }
+
+    fn lock_online(&self) -> std::sync::MutexGuard<'_, HashMap<String, Online>> {
+        self.online.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks `account_id` online on connection `conn_id`, pushing off an older connection.
+    fn go_online(&self, account_id: &str, conn_id: u64, signals: &Signals) {
+        let old = self.lock_online().insert(
+            account_id.to_string(),
+            Online {
+                conn_id,
+                wake: signals.wake.clone(),
+                refill: signals.refill.clone(),
+                kick: signals.kick.clone(),
+            },
+        );
+        if let Some(old) = old {
+            old.kick.cancel();
+        }
+    }
+
+    fn go_offline(&self, account_id: &str, conn_id: u64) {
+        let mut online = self.lock_online();
+        if online.get(account_id).is_some_and(|o| o.conn_id == conn_id) {
+            online.remove(account_id);
+        }
+    }
+}
+
+/// Opens the relay's state under `data_dir`, creating it if needed.
+fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| RelayError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    let store = RelayStore::open(data_dir)?;
+    let authority = Authority::load_or_create(&store)?;
+    Ok(Relay {
+        db: Arc::new(Mutex::new(store)),
+        authority,
+        online: Mutex::new(HashMap::new()),
+        slots: Arc::new(Semaphore::new(config.max_connections)),
+        config,
+    })
+}
+
+/// Serves the relay on `listener` until `shutdown` is cancelled, then closes every connection
+/// and returns. Everything acknowledged with `ok` is already committed when this returns.
+pub async fn run(
+    listener: TcpListener,
+    data_dir: &Path,
+    config: RelayConfig,
+    shutdown: CancellationToken,
+) -> Result<(), RelayError> {
+    let relay = Arc::new(open(data_dir, config)?);
+    let tracker = TaskTracker::new();
+    let mut next_id = 0u64;
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer): (_, SocketAddr) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a moment rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        next_id += 1;
+        let _ = stream.set_nodelay(true);
+        tracker.spawn(conn::serve(
+            relay.clone(),
+            stream,
+            peer,
+            next_id,
+            shutdown.child_token(),
+        ));
+    }
+    tracker.close();
+    tracker.wait().await;
+    tracing::info!("relay stopped");
+    Ok(())
+}
+
+/// The public half of the relay's trust root, for `sotto relay` to print and for tests.
+pub fn trust_root(data_dir: &Path) -> Result<Vec<u8>, RelayError> {
+    let relay = open(data_dir, RelayConfig::default())?;
+    Ok(relay.authority.trust_root().serialize().to_vec())
+}

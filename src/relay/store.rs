@@ -1,0 +1,384 @@
+//! The relay's durable state in SQLite: accounts, the prekey directory, the envelope queue and
+//! the relay's own keys.
+//!
+//! Owns the schema and every SQL statement of the relay. Must not touch sockets or interpret
+//! envelopes: it stores bytes it is given and hands them back. Every method is blocking; the
+//! caller runs it off the async threads (`Relay::db`).
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::wire::{Bundle, KeyUpload, PreKey, SignedKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("relay database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("the handle {0:?} is already registered")]
+    HandleTaken(String),
+    #[error("the identity key is already registered to another handle")]
+    KeyTaken,
+    #[error("no such account")]
+    NotFound,
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A registered account as the directory knows it.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub account_id: String,
+    pub handle: String,
+    pub identity_key: Vec<u8>,
+    pub registration_id: u32,
+    pub access_token: Vec<u8>,
+}
+
+/// A queued envelope, as pushed to its recipient.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub id: u64,
+    pub sender: Option<String>,
+    pub sealed: bool,
+    pub payload: Vec<u8>,
+    pub received_at: u64,
+}
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE accounts (
+    account_id TEXT PRIMARY KEY,
+    handle TEXT NOT NULL UNIQUE,
+    identity_key BLOB NOT NULL UNIQUE,
+    registration_id INTEGER NOT NULL,
+    access_token BLOB NOT NULL,
+    signed_prekey_id INTEGER NOT NULL,
+    signed_prekey BLOB NOT NULL,
+    signed_prekey_sig BLOB NOT NULL,
+    kyber_id INTEGER NOT NULL,
+    kyber BLOB NOT NULL,
+    kyber_sig BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE one_time_prekeys (
+    account_id TEXT NOT NULL REFERENCES accounts(account_id),
+    id INTEGER NOT NULL,
+    public BLOB NOT NULL,
+    PRIMARY KEY (account_id, id)
+);
+CREATE TABLE one_time_kyber (
+    account_id TEXT NOT NULL REFERENCES accounts(account_id),
+    id INTEGER NOT NULL,
+    public BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    PRIMARY KEY (account_id, id)
+);
+CREATE TABLE queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient TEXT NOT NULL,
+    sender TEXT,
+    sealed INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    received_at INTEGER NOT NULL,
+    expires_at INTEGER
+);
+CREATE INDEX queue_by_recipient ON queue(recipient, id);
+"#];
+
+/// The relay's database connection.
+pub struct RelayStore {
+    conn: Connection,
+}
+
+impl RelayStore {
+    /// Opens (creating if needed) `relay.db` under `dir` and brings the schema up to date.
+    pub fn open(dir: &Path) -> Result<Self> {
+        Ok(RelayStore {
+            conn: crate::db::open(&dir.join("relay.db"), MIGRATIONS)?,
+        })
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    pub fn register(
+        &mut self,
+        account_id: &str,
+        handle: &str,
+        keys: &KeyUpload,
+        access_token: &[u8],
+        now: u64,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let taken: Option<String> = tx
+            .query_row(
+                "SELECT handle FROM accounts WHERE handle = ?1 OR identity_key = ?2",
+                params![handle, keys.identity_key.0],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match taken {
+            Some(h) if h == handle => return Err(StoreError::HandleTaken(handle.to_string())),
+            Some(_) => return Err(StoreError::KeyTaken),
+            None => {}
+        }
+        tx.execute(
+            "INSERT INTO accounts (account_id, handle, identity_key, registration_id, access_token,
+                signed_prekey_id, signed_prekey, signed_prekey_sig, kyber_id, kyber, kyber_sig,
+                created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                account_id,
+                handle,
+                keys.identity_key.0,
+                keys.registration_id,
+                access_token,
+                keys.signed_prekey.id,
+                keys.signed_prekey.public.0,
+                keys.signed_prekey.signature.0,
+                keys.kyber_last_resort.id,
+                keys.kyber_last_resort.public.0,
+                keys.kyber_last_resort.signature.0,
+                now as i64,
+            ],
+        )?;
+        insert_one_time(
+            &tx,
+            account_id,
+            &keys.one_time_prekeys,
+            &keys.one_time_kyber,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn upload_prekeys(
+        &mut self,
+        account_id: &str,
+        prekeys: &[PreKey],
+        kyber: &[SignedKey],
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        insert_one_time(&tx, account_id, prekeys, kyber)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// How many one-time EC and Kyber prekeys the account has left.
+    pub fn prekey_count(&self, account_id: &str) -> Result<(u32, u32)> {
+        let ec = self.conn.query_row(
+            "SELECT count(*) FROM one_time_prekeys WHERE account_id = ?1",
+            [account_id],
+            |r| r.get(0),
+        )?;
+        let kyber = self.conn.query_row(
+            "SELECT count(*) FROM one_time_kyber WHERE account_id = ?1",
+            [account_id],
+            |r| r.get(0),
+        )?;
+        Ok((ec, kyber))
+    }
+
+    pub fn account_by_id(&self, account_id: &str) -> Result<Option<Account>> {
+        self.account_where("account_id = ?1", account_id)
+    }
+
+    pub fn account_by_handle(&self, handle: &str) -> Result<Option<Account>> {
+        self.account_where("handle = ?1", handle)
+    }
+
+    fn account_where(&self, cond: &str, arg: &str) -> Result<Option<Account>> {
+        let sql = format!(
+            "SELECT account_id, handle, identity_key, registration_id, access_token
+             FROM accounts WHERE {cond}"
+        );
+        Ok(self
+            .conn
+            .query_row(&sql, [arg], |r| {
+                Ok(Account {
+                    account_id: r.get(0)?,
+                    handle: r.get(1)?,
+                    identity_key: r.get(2)?,
+                    registration_id: r.get(3)?,
+                    access_token: r.get(4)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Hands out a bundle, consuming one one-time EC prekey and one one-time Kyber prekey if
+    /// any are left, in one transaction so that no key is ever handed out twice.
+    pub fn take_bundle(&mut self, account_id: &str) -> Result<Bundle> {
+        let tx = self.conn.transaction()?;
+        let row = tx
+            .query_row(
+                "SELECT handle, identity_key, registration_id, signed_prekey_id, signed_prekey,
+                        signed_prekey_sig, kyber_id, kyber, kyber_sig
+                 FROM accounts WHERE account_id = ?1",
+                [account_id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, u32>(2)?,
+                        SignedKey {
+                            id: r.get(3)?,
+                            public: r.get::<_, Vec<u8>>(4)?.into(),
+                            signature: r.get::<_, Vec<u8>>(5)?.into(),
+                        },
+                        SignedKey {
+                            id: r.get(6)?,
+                            public: r.get::<_, Vec<u8>>(7)?.into(),
+                            signature: r.get::<_, Vec<u8>>(8)?.into(),
+                        },
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((handle, identity_key, registration_id, signed_prekey, last_resort)) = row else {
+            return Err(StoreError::NotFound);
+        };
+        let prekey = tx
+            .query_row(
+                "DELETE FROM one_time_prekeys WHERE rowid = (SELECT rowid FROM one_time_prekeys
+                 WHERE account_id = ?1 ORDER BY id LIMIT 1) RETURNING id, public",
+                [account_id],
+                |r| {
+                    Ok(PreKey {
+                        id: r.get(0)?,
+                        public: r.get::<_, Vec<u8>>(1)?.into(),
+                    })
+                },
+            )
+            .optional()?;
+        let kyber = tx
+            .query_row(
+                "DELETE FROM one_time_kyber WHERE rowid = (SELECT rowid FROM one_time_kyber
+                 WHERE account_id = ?1 ORDER BY id LIMIT 1) RETURNING id, public, signature",
+                [account_id],
+                |r| {
+                    Ok(SignedKey {
+                        id: r.get(0)?,
+                        public: r.get::<_, Vec<u8>>(1)?.into(),
+                        signature: r.get::<_, Vec<u8>>(2)?.into(),
+                    })
+                },
+            )
+            .optional()?
+            .unwrap_or(last_resort);
+        tx.commit()?;
+        Ok(Bundle {
+            account_id: account_id.to_string(),
+            handle,
+            identity_key: identity_key.into(),
+            registration_id,
+            signed_prekey,
+            prekey,
+            kyber,
+        })
+    }
+
+    /// Commits an envelope to the queue and returns its id. Returns only after the commit.
+    pub fn enqueue(
+        &self,
+        recipient: &str,
+        sender: Option<&str>,
+        sealed: bool,
+        payload: &[u8],
+        received_at: u64,
+        expires_at: Option<u64>,
+    ) -> Result<u64> {
+        self.conn.execute(
+            "INSERT INTO queue (recipient, sender, sealed, payload, received_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                recipient,
+                sender,
+                sealed,
+                payload,
+                received_at as i64,
+                expires_at.map(|e| e as i64)
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid() as u64)
+    }
+
+    /// Up to `limit` envelopes for `recipient` with ids above `after`, oldest first, skipping
+    /// (and deleting) those whose expiry has passed.
+    pub fn pending(
+        &self,
+        recipient: &str,
+        after: u64,
+        limit: usize,
+        now: u64,
+    ) -> Result<Vec<Queued>> {
+        self.conn.execute(
+            "DELETE FROM queue WHERE recipient = ?1 AND expires_at IS NOT NULL AND expires_at <= ?2",
+            params![recipient, now as i64],
+        )?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, sender, sealed, payload, received_at FROM queue
+             WHERE recipient = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![recipient, after as i64, limit as i64], |r| {
+            Ok(Queued {
+                id: r.get::<_, i64>(0)? as u64,
+                sender: r.get(1)?,
+                sealed: r.get(2)?,
+                payload: r.get(3)?,
+                received_at: r.get::<_, i64>(4)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Deletes envelope `id` if it belongs to `recipient`; returns whether it existed.
+    pub fn ack(&self, recipient: &str, id: u64) -> Result<bool> {
+        let n = self.conn.execute(
+            "DELETE FROM queue WHERE id = ?1 AND recipient = ?2",
+            params![id as i64, recipient],
+        )?;
+        Ok(n > 0)
+    }
+
+    pub fn queue_len(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM queue", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+}
+
+fn insert_one_time(
+    tx: &rusqlite::Transaction<'_>,
+    account_id: &str,
+    prekeys: &[PreKey],
+    kyber: &[SignedKey],
+) -> Result<()> {
+    let mut ec = tx.prepare_cached(
+        "INSERT OR REPLACE INTO one_time_prekeys (account_id, id, public) VALUES (?1, ?2, ?3)",
+    )?;
+    for k in prekeys {
+        ec.execute(params![account_id, k.id, k.public.0])?;
+    }
+    let mut ky = tx.prepare_cached(
+        "INSERT OR REPLACE INTO one_time_kyber (account_id, id, public, signature)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for k in kyber {
+        ky.execute(params![account_id, k.id, k.public.0, k.signature.0])?;
+    }
+    Ok(())
+}

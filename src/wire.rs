@@ -1,0 +1,333 @@
+//! The frames exchanged between a client and the relay: the only protocol definition.
+//!
+//! Owns the frame types, their JSON encoding, the size limit and handle validation.
+//! Must not do I/O: callers read and write WebSocket messages and hand the bytes here.
+//! Binary fields travel as standard base64 strings (`B64`).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Protocol version spoken by this build; the relay announces its own in `Challenge`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame either side accepts (WebSocket message and frame alike).
+pub const MAX_FRAME_BYTES: usize = 256 * 1024;
+
+/// Largest number of one-time prekeys of one kind accepted in a single upload.
+pub const MAX_PREKEYS_PER_UPLOAD: usize = 200;
+
+/// A request number chosen by the client; the relay echoes it in the answer.
+pub type ReqId = u64;
+
+/// Bytes that travel as a base64 string inside JSON.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct B64(pub Vec<u8>);
+
+impl std::fmt::Debug for B64 {
+    // Frames may carry ciphertexts and keys; a Debug print shows only the length.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "B64({} bytes)", self.0.len())
+    }
+}
+
+impl From<Vec<u8>> for B64 {
+    fn from(v: Vec<u8>) -> Self {
+        B64(v)
+    }
+}
+
+impl From<&[u8]> for B64 {
+    fn from(v: &[u8]) -> Self {
+        B64(v.to_vec())
+    }
+}
+
+impl Serialize for B64 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for B64 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        STANDARD
+            .decode(s.as_bytes())
+            .map(B64)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A one-time EC prekey as published in the directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PreKey {
+    pub id: u32,
+    pub public: B64,
+}
+
+/// A prekey signed by the account's identity key (the signed EC prekey, or any Kyber prekey).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SignedKey {
+    pub id: u32,
+    pub public: B64,
+    pub signature: B64,
+}
+
+/// What `Register` uploads: everything another client needs to start a session with us.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyUpload {
+    pub identity_key: B64,
+    pub registration_id: u32,
+    pub signed_prekey: SignedKey,
+    pub kyber_last_resort: SignedKey,
+    pub one_time_prekeys: Vec<PreKey>,
+    pub one_time_kyber: Vec<SignedKey>,
+}
+
+/// A prekey bundle handed out by the directory; one-time keys in it are never handed out again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Bundle {
+    pub account_id: String,
+    pub handle: String,
+    pub identity_key: B64,
+    pub registration_id: u32,
+    pub signed_prekey: SignedKey,
+    pub prekey: Option<PreKey>,
+    /// A one-time Kyber prekey if any is left, else the last-resort one.
+    pub kyber: SignedKey,
+}
+
+/// Frames a client sends.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Prove the account by signing `auth_message(challenge)` with the identity key.
+    Auth { account_id: String, signature: B64 },
+    /// Create an account; the signature over `auth_message(challenge)` proves the key is held.
+    /// A successful registration also authenticates the connection.
+    Register {
+        handle: String,
+        keys: KeyUpload,
+        signature: B64,
+    },
+    /// Declare this connection anonymous: it may then only submit sealed envelopes.
+    Anonymous,
+    /// Directory: find an account by handle or by account id (exactly one of them).
+    Lookup {
+        req: ReqId,
+        handle: Option<String>,
+        account_id: Option<String>,
+    },
+    /// Directory: take a prekey bundle of an account.
+    FetchBundle { req: ReqId, account_id: String },
+    /// Ask for a fresh sender certificate for sealed sending.
+    GetSenderCert { req: ReqId },
+    /// Add one-time prekeys to the directory.
+    UploadPreKeys {
+        req: ReqId,
+        prekeys: Vec<PreKey>,
+        kyber: Vec<SignedKey>,
+    },
+    /// A normal message: the relay sees the sender (the connection's account) and the body.
+    Send { req: ReqId, to: String, body: B64 },
+    /// A sealed-sender envelope, accepted only on an anonymous connection.
+    SendSealed {
+        req: ReqId,
+        to: String,
+        access_token: B64,
+        envelope: B64,
+        /// Unix ms after which the relay may drop the envelope undelivered.
+        expires_at: Option<u64>,
+    },
+    /// The recipient has durably stored envelope `id`; the relay may delete it.
+    Ack { id: u64 },
+}
+
+/// What a delivered envelope carries.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Payload {
+    Normal {
+        from: String,
+        from_handle: String,
+        body: B64,
+    },
+    Sealed {
+        envelope: B64,
+    },
+}
+
+/// Frames the relay sends.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RelayFrame {
+    /// First frame on every connection.
+    Challenge {
+        nonce: B64,
+        version: u32,
+        trust_root: B64,
+    },
+    /// The connection now acts for `account_id`.
+    Authenticated {
+        account_id: String,
+        handle: String,
+    },
+    /// The connection is anonymous.
+    AnonymousOk,
+    /// How many one-time prekeys the directory still holds for this account.
+    PreKeyCount {
+        ec: u32,
+        kyber: u32,
+    },
+    Account {
+        req: ReqId,
+        account_id: String,
+        handle: String,
+        identity_key: B64,
+        access_token: B64,
+    },
+    Bundle {
+        req: ReqId,
+        bundle: Bundle,
+    },
+    SenderCert {
+        req: ReqId,
+        certificate: B64,
+    },
+    /// The request succeeded; for sends, the envelope is committed to the queue.
+    Ok {
+        req: ReqId,
+    },
+    /// A queued envelope for this account.
+    Deliver {
+        id: u64,
+        received_at: u64,
+        payload: Payload,
+    },
+    /// Everything queued when the connection authenticated has been pushed.
+    Drained,
+    Error {
+        req: Option<ReqId>,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Machine-readable reason in an `Error` frame.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    Malformed,
+    TooLarge,
+    NotAuthenticated,
+    AuthFailed,
+    HandleTaken,
+    InvalidHandle,
+    NotFound,
+    Forbidden,
+    RateLimited,
+    Full,
+    Internal,
+}
+
+/// The bytes a client signs to answer a challenge; the prefix keeps the signature from being
+/// valid for anything else the identity key signs.
+pub fn auth_message(nonce: &[u8]) -> Vec<u8> {
+    let mut m = b"sotto-auth-v1:".to_vec();
+    m.extend_from_slice(nonce);
+    m
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes")]
+    TooLarge(usize),
+    #[error("frame is not valid: {0}")]
+    Malformed(String),
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, FrameError> {
+    if bytes.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(bytes.len()));
+    }
+    serde_json::from_slice(bytes).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+impl ClientFrame {
+    pub fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
+        decode(bytes)
+    }
+    pub fn encode(&self) -> String {
+        // Serializing these plain enums cannot fail: no maps with non-string keys, no floats.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl RelayFrame {
+    pub fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
+        decode(bytes)
+    }
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A handle is 1–32 characters of `[a-z0-9_.-]`.
+pub fn valid_handle(h: &str) -> bool {
+    (1..=32).contains(&h.len())
+        && h.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_bytes_are_base64() {
+        let f = ClientFrame::Send {
+            req: 7,
+            to: "acc".into(),
+            body: B64(vec![0, 255, 1]),
+        };
+        let s = f.encode();
+        assert!(s.contains("\"type\":\"send\""), "{s}");
+        assert!(s.contains("\"AP8B\""), "{s}");
+        assert_eq!(ClientFrame::decode(s.as_bytes()).unwrap(), f);
+    }
+
+    #[test]
+    fn oversized_and_unknown_frames_are_refused() {
+        let big = vec![b' '; MAX_FRAME_BYTES + 1];
+        assert!(matches!(
+            ClientFrame::decode(&big),
+            Err(FrameError::TooLarge(_))
+        ));
+        assert!(matches!(
+            ClientFrame::decode(br#"{"type":"launch_missiles"}"#),
+            Err(FrameError::Malformed(_))
+        ));
+        assert!(matches!(
+            ClientFrame::decode(br#"{"type":"ack","id":"x"}"#),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn handles_are_validated() {
+        assert!(valid_handle("alice"));
+        assert!(valid_handle("a.b-c_9"));
+        assert!(!valid_handle(""));
+        assert!(!valid_handle("Alice"));
+        assert!(!valid_handle("al ice"));
+        assert!(!valid_handle(&"a".repeat(33)));
+        assert!(valid_handle(&"a".repeat(32)));
+    }
+
+    #[test]
+    fn debug_of_bytes_hides_content() {
+        assert_eq!(format!("{:?}", B64(b"secret".to_vec())), "B64(6 bytes)");
+    }
+}
