@@ -52,8 +52,17 @@ enum End {
     Close(ErrorCode, String),
 }
 
+/// Reads the next text/binary payload and shows it to the tap, if any.
+async fn next_payload(relay: &Relay, ws: &mut Ws) -> Result<Vec<u8>, End> {
+    let payload = read_payload(ws).await?;
+    if let Some(tap) = &relay.config.tap {
+        tap(&payload);
+    }
+    Ok(payload)
+}
+
 /// Reads the next text/binary payload; pings, pongs and frames are handled by tungstenite.
-async fn next_payload(ws: &mut Ws) -> Result<Vec<u8>, End> {
+async fn read_payload(ws: &mut Ws) -> Result<Vec<u8>, End> {
     loop {
         match ws.next().await {
             None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
@@ -148,7 +157,8 @@ async fn session(
     if let Err(e) = send(ws, &challenge).await {
         return e;
     }
-    let first = match tokio::time::timeout(relay.config.auth_timeout, next_payload(ws)).await {
+    let first = match tokio::time::timeout(relay.config.auth_timeout, next_payload(relay, ws)).await
+    {
         Err(_) => {
             return End::Close(
                 ErrorCode::NotAuthenticated,
@@ -294,7 +304,7 @@ async fn register(
 /// An anonymous connection may only submit sealed envelopes.
 async fn anonymous(relay: &Arc<Relay>, ws: &mut Ws) -> End {
     loop {
-        let bytes = match next_payload(ws).await {
+        let bytes = match next_payload(relay, ws).await {
             Ok(b) => b,
             Err(e) => return e,
         };
@@ -481,7 +491,7 @@ async fn authenticated(
                 }
                 continue;
             }
-            b = next_payload(ws) => match b {
+            b = next_payload(relay, ws) => match b {
                 Ok(b) => b,
                 Err(e) => return e,
             },

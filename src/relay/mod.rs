@@ -24,8 +24,12 @@ use certs::Authority;
 pub use certs::CertError;
 use store::RelayStore;
 
+/// Called with every frame payload the relay receives, before it is decoded: lets a test or
+/// an operator's debugging tool see exactly what reaches the relay.
+pub type FrameTap = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
 /// Tunables of a relay; the defaults suit one machine.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RelayConfig {
     /// A connection that has not authenticated (or declared itself anonymous) within this time
     /// is closed.
@@ -34,6 +38,19 @@ pub struct RelayConfig {
     pub max_connections: usize,
     /// Envelopes pushed to one connection and not yet acknowledged: the bound on its outbox.
     pub delivery_window: usize,
+    /// Observer of received frames; none by default.
+    pub tap: Option<FrameTap>,
+}
+
+impl std::fmt::Debug for RelayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayConfig")
+            .field("auth_timeout", &self.auth_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("delivery_window", &self.delivery_window)
+            .field("tap", &self.tap.is_some())
+            .finish()
+    }
 }
 
 impl Default for RelayConfig {
@@ -42,6 +59,7 @@ impl Default for RelayConfig {
             auth_timeout: Duration::from_secs(5),
             max_connections: 16_384,
             delivery_window: 64,
+            tap: None,
         }
     }
 }

@@ -1,0 +1,276 @@
+//! alice and bob talking through a real relay on 127.0.0.1:0: normal and secret messages both
+//! ways, what the relay can and cannot see, and ordering faults on the wire.
+
+mod common;
+
+use std::time::SystemTime;
+
+use common::{Client, Raw, TestRelay, any_file_contains, register};
+use sotto::client::account;
+use sotto::client::content::{self, Content};
+use sotto::client::crypto;
+use sotto::client::manager::Event;
+use sotto::client::signal_store::Stores;
+use sotto::client::store::Store;
+use sotto::relay::store::RelayStore;
+use sotto::wire::{ClientFrame, RelayFrame};
+
+fn prekeys_left(relay_dir: &std::path::Path, profile: &std::path::Path) -> (u32, u32) {
+    let id = Store::open(profile)
+        .unwrap()
+        .registration()
+        .unwrap()
+        .account_id;
+    RelayStore::open(relay_dir)
+        .unwrap()
+        .prekey_count(&id)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn normal_and_secret_messages_flow_both_ways() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rd, ad, bd) = (
+        tmp.path().join("relay"),
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+    );
+    let relay = TestRelay::start(&rd).await;
+    register(&ad, "alice", &relay.url).await;
+    register(&bd, "bob", &relay.url).await;
+    let mut alice = Client::start(&ad, &relay.url).await;
+    let mut bob = Client::start(&bd, &relay.url).await;
+
+    alice.send("bob", false, "hi bob").await;
+    let m = bob.receive().await;
+    assert_eq!(
+        (m.contact.as_str(), m.secret, m.text.as_str()),
+        ("alice", false, "hi bob")
+    );
+    bob.send("alice", false, "hi alice").await;
+    let m = alice.receive().await;
+    assert_eq!(
+        (m.contact.as_str(), m.secret, m.text.as_str()),
+        ("bob", false, "hi alice")
+    );
+
+    // The first secret message sets the session up from one of bob's prekey bundles...
+    alice.send("bob", true, "secret one").await;
+    let m = bob.receive().await;
+    assert_eq!(
+        (m.contact.as_str(), m.secret, m.text.as_str()),
+        ("alice", true, "secret one")
+    );
+    // ...and everything after rides the ratchet, in both directions.
+    bob.send("alice", true, "secret two").await;
+    assert_eq!(alice.receive().await.text, "secret two");
+    for text in ["secret three", "secret four"] {
+        alice.send("bob", true, text).await;
+        assert_eq!(bob.receive().await.text, text);
+    }
+    // Exactly one bundle was taken, bob's, once; bob answered on the session alice started.
+    assert_eq!(prekeys_left(&rd, &bd), (99, 99));
+    assert_eq!(prekeys_left(&rd, &ad), (100, 100));
+
+    let texts = |c: &Client, secret| -> Vec<(bool, String)> {
+        c.history(if c.dir == ad { "bob" } else { "alice" }, secret)
+            .into_iter()
+            .map(|m| (m.outgoing, m.text))
+            .collect()
+    };
+    let want = vec![
+        (true, "secret one".to_string()),
+        (false, "secret two".to_string()),
+        (true, "secret three".to_string()),
+        (true, "secret four".to_string()),
+    ];
+    assert_eq!(texts(&alice, true), want);
+    let mirrored: Vec<_> = want.into_iter().map(|(o, t)| (!o, t)).collect();
+    assert_eq!(texts(&bob, true), mirrored);
+    assert_eq!(
+        texts(&bob, false),
+        vec![
+            (false, "hi bob".to_string()),
+            (true, "hi alice".to_string())
+        ]
+    );
+    alice.stop();
+    bob.stop();
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_plaintext_never_reaches_the_relay_while_normal_text_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rd, ad, bd) = (
+        tmp.path().join("relay"),
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+    );
+    let relay = TestRelay::start(&rd).await;
+    register(&ad, "alice", &relay.url).await;
+    register(&bd, "bob", &relay.url).await;
+    let normal_marker = "NORMAL-MARKER-7f3a91";
+    let secret_marker = "SECRET-MARKER-c44e02";
+
+    // bob is offline, so both envelopes sit in the relay's queue while we look.
+    let mut alice = Client::start(&ad, &relay.url).await;
+    alice.send("bob", false, normal_marker).await;
+    alice.send("bob", true, secret_marker).await;
+    alice
+        .send("bob", true, &format!("{secret_marker} again"))
+        .await;
+    alice.stop();
+
+    assert!(
+        !any_file_contains(&rd, normal_marker.as_bytes()).is_empty(),
+        "the control failed: the normal message should be readable in the relay's files"
+    );
+    assert!(relay.received_any(normal_marker.as_bytes()));
+    assert_eq!(
+        any_file_contains(&rd, secret_marker.as_bytes()),
+        Vec::<String>::new()
+    );
+    assert!(!relay.received_any(secret_marker.as_bytes()));
+
+    let mut bob = Client::start(&bd, &relay.url).await;
+    let mut got = [
+        bob.receive().await,
+        bob.receive().await,
+        bob.receive().await,
+    ];
+    got.sort_by_key(|m| m.text.clone());
+    assert_eq!(got[0].text, normal_marker);
+    assert!(!got[0].secret);
+    assert_eq!(got[1].text, secret_marker);
+    assert!(got[1].secret && got[2].secret);
+    bob.stop();
+    assert!(!relay.received_any(secret_marker.as_bytes()));
+    relay.stop().await;
+    assert_eq!(
+        any_file_contains(&rd, secret_marker.as_bytes()),
+        Vec::<String>::new()
+    );
+}
+
+/// Seals `texts` from the profile in `from` to `to` exactly as the client does, without
+/// sending them, so a test can put them on the wire in any order.
+async fn seal_by_hand(
+    url: &str,
+    from: &std::path::Path,
+    to: &str,
+    texts: &[&str],
+) -> (String, Vec<u8>, Vec<Vec<u8>>) {
+    let mut raw = Raw::auth(url, from).await;
+    raw.send(&ClientFrame::Lookup {
+        req: 1,
+        handle: Some(to.into()),
+        account_id: None,
+    })
+    .await;
+    let RelayFrame::Account {
+        account_id,
+        access_token,
+        ..
+    } = raw
+        .expect(|f| matches!(f, RelayFrame::Account { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    raw.send(&ClientFrame::FetchBundle {
+        req: 2,
+        account_id: account_id.clone(),
+    })
+    .await;
+    let RelayFrame::Bundle { bundle, .. } =
+        raw.expect(|f| matches!(f, RelayFrame::Bundle { .. })).await
+    else {
+        unreachable!()
+    };
+    raw.send(&ClientFrame::GetSenderCert { req: 3 }).await;
+    let RelayFrame::SenderCert { certificate, .. } = raw
+        .expect(|f| matches!(f, RelayFrame::SenderCert { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    let cert = libsignal_protocol::SenderCertificate::deserialize(&certificate.0).unwrap();
+    let store = Store::open(from).unwrap();
+    let (identity, reg) = account::identity(&store).unwrap();
+    let mut stores = Stores::new(store.conn(), &identity, reg);
+    let mut rng = rand::rng();
+    crypto::start_session(&mut stores, &bundle, SystemTime::now(), &mut rng)
+        .await
+        .unwrap();
+    let mut envelopes = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        let c = Content::text(format!("id-{i}"), text.to_string(), i as u64);
+        let env = crypto::seal(
+            &mut stores,
+            &account_id,
+            &cert,
+            &content::pad(c.encode()),
+            SystemTime::now(),
+            &mut rng,
+        )
+        .await
+        .unwrap();
+        envelopes.push(env);
+    }
+    (account_id, access_token.0, envelopes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_and_duplicate_envelopes_are_shown_once_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rd, ad, bd) = (
+        tmp.path().join("relay"),
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+    );
+    let relay = TestRelay::start(&rd).await;
+    register(&ad, "alice", &relay.url).await;
+    register(&bd, "bob", &relay.url).await;
+    let (bob_id, token, envs) =
+        seal_by_hand(&relay.url, &ad, "bob", &["first", "second", "third"]).await;
+
+    let mut anon = Raw::anonymous(&relay.url).await;
+    for (req, i) in [2usize, 0, 0, 1, 2].into_iter().enumerate() {
+        anon.send(&ClientFrame::SendSealed {
+            req: req as u64,
+            to: bob_id.clone(),
+            access_token: token.clone().into(),
+            envelope: envs[i].clone().into(),
+            expires_at: None,
+        })
+        .await;
+        assert!(matches!(anon.recv().await, Some(RelayFrame::Ok { .. })));
+    }
+
+    let mut bob = Client::start(&bd, &relay.url).await;
+    let mut arrived = Vec::new();
+    loop {
+        match bob
+            .expect(|e| matches!(e, Event::Message(_) | Event::Drained | Event::Warning(_)))
+            .await
+        {
+            Event::Message(m) => arrived.push(m.text),
+            Event::Drained => break,
+            Event::Warning(w) => panic!("unexpected warning: {w}"),
+            _ => unreachable!(),
+        }
+    }
+    assert_eq!(arrived, vec!["third", "first", "second"]);
+    let stored: Vec<String> = bob
+        .history("alice", true)
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(stored, vec!["third", "first", "second"]);
+    // Every envelope, duplicates included, was acknowledged and left the queue.
+    bob.barrier().await;
+    bob.stop();
+    assert_eq!(RelayStore::open(&rd).unwrap().queue_len().unwrap(), 0);
+    relay.stop().await;
+}

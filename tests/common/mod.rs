@@ -1,0 +1,312 @@
+//! Test harness: an in-process relay on 127.0.0.1:0, registered profiles with their managers,
+//! and a raw WebSocket client for speaking the protocol by hand.
+//!
+//! Waits are bounded by `PATIENCE` so a broken build fails instead of hanging; every wait is
+//! for a concrete event, never a sleep standing in for synchronisation.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures_util::{SinkExt, StreamExt};
+use sotto::client::account;
+use sotto::client::manager::{self, Command, ConnState, Event, ManagerHandle};
+use sotto::client::store::{Message, MessageState, Store};
+use sotto::relay::{self, RelayConfig};
+use sotto::wire::{self, ClientFrame, RelayFrame};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+/// The longest any single expected event may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub struct TestRelay {
+    pub url: String,
+    pub dir: PathBuf,
+    /// Every frame payload the relay received, in order.
+    pub frames: Arc<Mutex<Vec<Vec<u8>>>>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestRelay {
+    pub async fn start(dir: &Path) -> TestRelay {
+        Self::start_with(dir, RelayConfig::default()).await
+    }
+
+    pub async fn start_with(dir: &Path, mut config: RelayConfig) -> TestRelay {
+        let frames: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let sink = frames.clone();
+        config.tap = Some(Arc::new(move |f: &[u8]| {
+            sink.lock().unwrap().push(f.to_vec())
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        let cancel = CancellationToken::new();
+        let token = cancel.clone();
+        let d = dir.to_path_buf();
+        let task = tokio::spawn(async move {
+            relay::run(listener, &d, config, token)
+                .await
+                .expect("relay failed");
+        });
+        TestRelay {
+            url,
+            dir: dir.to_path_buf(),
+            frames,
+            cancel,
+            task,
+        }
+    }
+
+    /// Stops the relay the hard way: its task is aborted mid-flight, as a killed process.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    /// Stops the relay cleanly and waits until it has closed every connection.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        self.task.await.unwrap();
+    }
+
+    /// Whether `needle` is in any received frame, as raw bytes or inside a decoded
+    /// (base64) payload field: a grep of the JSON alone would miss what base64 hides.
+    pub fn received_any(&self, needle: &[u8]) -> bool {
+        self.frames.lock().unwrap().iter().any(|f| {
+            let decoded = match ClientFrame::decode(f) {
+                Ok(ClientFrame::Send { body, .. }) => body.0,
+                Ok(ClientFrame::SendSealed { envelope, .. }) => envelope.0,
+                _ => Vec::new(),
+            };
+            contains(f, needle) || contains(&decoded, needle)
+        })
+    }
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Whether any file directly in `dir` contains `needle` in its raw bytes.
+pub fn any_file_contains(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() && contains(&std::fs::read(&path).unwrap(), needle) {
+            hits.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    hits
+}
+
+/// Creates and registers a profile in `dir`.
+pub async fn register(dir: &Path, handle: &str, url: &str) {
+    let store = Store::open(dir).unwrap();
+    account::init(&store, handle, url, SystemTime::now(), &mut rand::rng())
+        .await
+        .unwrap();
+}
+
+/// A running client of a registered profile.
+pub struct Client {
+    pub dir: PathBuf,
+    pub handle: ManagerHandle,
+}
+
+impl Client {
+    /// Starts the manager and waits until it is connected.
+    pub async fn start(dir: &Path, url: &str) -> Client {
+        let handle = manager::spawn(dir, Some(url.to_string())).unwrap();
+        let mut c = Client {
+            dir: dir.to_path_buf(),
+            handle,
+        };
+        c.expect(|e| matches!(e, Event::Connection(ConnState::Online)))
+            .await;
+        c
+    }
+
+    /// Waits for the first event matching `pred`, failing the test after `PATIENCE`.
+    pub async fn expect(&mut self, mut pred: impl FnMut(&Event) -> bool) -> Event {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.handle.events.recv()).await {
+                Err(_) => panic!("no matching event within {PATIENCE:?}"),
+                Ok(None) => panic!("the manager stopped"),
+                Ok(Some(e)) if pred(&e) => return e,
+                Ok(Some(_)) => {}
+            }
+        }
+    }
+
+    /// Sends a message and waits until the relay has accepted it.
+    pub async fn send(&mut self, to: &str, secret: bool, text: &str) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.handle
+            .commands
+            .send(Command::Send {
+                id: id.clone(),
+                to: to.into(),
+                secret,
+                text: text.into(),
+            })
+            .await
+            .unwrap();
+        let want = id.clone();
+        match self
+            .expect(|e| {
+                matches!(e, Event::MessageState { id, .. } | Event::MessageFailed { id, .. } if *id == want)
+            })
+            .await
+        {
+            Event::MessageState { state, .. } => assert_eq!(state, MessageState::Sent),
+            other => panic!("send failed: {other:?}"),
+        }
+        id
+    }
+
+    /// Waits for an arriving message.
+    pub async fn receive(&mut self) -> Message {
+        match self
+            .expect(|e| matches!(e, Event::Message(m) if !m.outgoing))
+            .await
+        {
+            Event::Message(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Returns once the relay has processed everything this client sent before: a directory
+    /// lookup travels the same ordered connection as the acks, so its answer comes after them.
+    pub async fn barrier(&mut self) {
+        let tag = rand::random::<u64>();
+        self.handle
+            .commands
+            .send(Command::AddContact {
+                tag,
+                handle: "no-such-handle-barrier".into(),
+            })
+            .await
+            .unwrap();
+        self.expect(|e| matches!(e, Event::Failed { tag: t, .. } if *t == tag))
+            .await;
+    }
+
+    /// Stops the manager; everything it stored is committed.
+    pub fn stop(self) {
+        self.handle.shutdown();
+    }
+
+    /// The thread with `peer` as the store holds it.
+    pub fn history(&self, peer: &str, secret: bool) -> Vec<Message> {
+        history(&self.dir, peer, secret)
+    }
+}
+
+pub fn history(dir: &Path, peer: &str, secret: bool) -> Vec<Message> {
+    let store = Store::open(dir).unwrap();
+    let Some(c) = store.contact_by_handle(peer).unwrap() else {
+        return Vec::new();
+    };
+    store.history(&c.account_id, secret, 10_000).unwrap()
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A hand-driven protocol client.
+pub struct Raw {
+    pub ws: Ws,
+    pub nonce: Vec<u8>,
+}
+
+impl Raw {
+    /// Connects and reads the challenge.
+    pub async fn connect(url: &str) -> Raw {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let mut raw = Raw {
+            ws,
+            nonce: Vec::new(),
+        };
+        match raw.recv().await {
+            Some(RelayFrame::Challenge { nonce, .. }) => raw.nonce = nonce.0,
+            other => panic!("expected a challenge, got {other:?}"),
+        }
+        raw
+    }
+
+    /// Connects and signs in as the profile in `dir`.
+    pub async fn auth(url: &str, dir: &Path) -> Raw {
+        let store = Store::open(dir).unwrap();
+        let reg = store.registration().unwrap();
+        let (identity, _) = account::identity(&store).unwrap();
+        let mut raw = Raw::connect(url).await;
+        let signature = identity
+            .private_key()
+            .calculate_signature(&wire::auth_message(&raw.nonce), &mut rand::rng())
+            .unwrap();
+        raw.send(&ClientFrame::Auth {
+            account_id: reg.account_id,
+            signature: signature.to_vec().into(),
+        })
+        .await;
+        raw.expect(|f| matches!(f, RelayFrame::Authenticated { .. }))
+            .await;
+        raw
+    }
+
+    /// Connects as an anonymous (sealed-sending) connection.
+    pub async fn anonymous(url: &str) -> Raw {
+        let mut raw = Raw::connect(url).await;
+        raw.send(&ClientFrame::Anonymous).await;
+        raw.expect(|f| matches!(f, RelayFrame::AnonymousOk)).await;
+        raw
+    }
+
+    pub async fn send(&mut self, f: &ClientFrame) {
+        self.send_text(f.encode()).await;
+    }
+
+    pub async fn send_text(&mut self, s: String) {
+        self.ws.send(WsMessage::text(s)).await.unwrap();
+    }
+
+    /// The next frame, or None once the relay has closed the connection.
+    pub async fn recv(&mut self) -> Option<RelayFrame> {
+        loop {
+            let next = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("the relay said nothing in time");
+            match next {
+                Some(Ok(WsMessage::Text(t))) => {
+                    return Some(RelayFrame::decode(t.as_bytes()).unwrap());
+                }
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    pub async fn expect(&mut self, mut pred: impl FnMut(&RelayFrame) -> bool) -> RelayFrame {
+        loop {
+            match self.recv().await {
+                Some(f) if pred(&f) => return f,
+                Some(_) => {}
+                None => panic!("connection closed while waiting"),
+            }
+        }
+    }
+
+    /// Reads until the relay closes the connection; returns the frames seen.
+    pub async fn until_closed(&mut self) -> Vec<RelayFrame> {
+        let mut seen = Vec::new();
+        while let Some(f) = self.recv().await {
+            seen.push(f);
+        }
+        seen
+    }
+}

@@ -1,0 +1,146 @@
+//! Nothing lost, nothing twice: a relay killed between accepting and delivering, and a
+//! recipient that stored a message but never got its ack to the relay.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Client, TestRelay, register};
+use sotto::client::manager::Event;
+use sotto::relay::store::RelayStore;
+
+fn queue_len(relay_dir: &Path) -> u64 {
+    RelayStore::open(relay_dir).unwrap().queue_len().unwrap()
+}
+
+/// Drains a freshly started client's backlog; returns the texts that arrived as new.
+async fn drain(c: &mut Client) -> Vec<String> {
+    let mut texts = Vec::new();
+    loop {
+        match c
+            .expect(|e| matches!(e, Event::Message(_) | Event::Drained))
+            .await
+        {
+            Event::Message(m) => texts.push(m.text),
+            _ => return texts,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_killed_after_accepting_delivers_exactly_once_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rd, ad, bd) = (
+        tmp.path().join("relay"),
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+    );
+    let relay = TestRelay::start(&rd).await;
+    register(&ad, "alice", &relay.url).await;
+    register(&bd, "bob", &relay.url).await;
+    let mut alice = Client::start(&ad, &relay.url).await;
+    alice.send("bob", true, "survives a crash").await;
+    alice.send("bob", false, "so does this").await;
+    alice.stop();
+    // Accepted (`ok` came back), not delivered (bob is offline): now the relay dies hard.
+    relay.kill().await;
+
+    let relay = TestRelay::start(&rd).await;
+    let mut bob = Client::start(&bd, &relay.url).await;
+    let mut got = drain(&mut bob).await;
+    got.sort();
+    assert_eq!(got, vec!["so does this", "survives a crash"]);
+    bob.barrier().await;
+    bob.stop();
+    assert_eq!(queue_len(&rd), 0);
+
+    // A second run finds nothing new and the store holds each message once.
+    let mut bob = Client::start(&bd, &relay.url).await;
+    assert_eq!(drain(&mut bob).await, Vec::<String>::new());
+    bob.stop();
+    let secret: Vec<_> = common::history(&bd, "alice", true)
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(secret, vec!["survives a crash"]);
+    let normal: Vec<_> = common::history(&bd, "alice", false)
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(normal, vec!["so does this"]);
+    relay.stop().await;
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipient_that_stored_but_never_acked_shows_the_message_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rd, ad, bd) = (
+        tmp.path().join("relay"),
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+    );
+    let snapshot = tmp.path().join("relay-before-ack");
+    let relay = TestRelay::start(&rd).await;
+    register(&ad, "alice", &relay.url).await;
+    register(&bd, "bob", &relay.url).await;
+    let mut alice = Client::start(&ad, &relay.url).await;
+    alice.send("bob", true, "first secret").await;
+    alice.send("bob", false, "a normal one").await;
+    alice.send("bob", true, "second secret").await;
+    alice.stop();
+    relay.stop().await;
+    // The relay's state with the three envelopes queued: what it still holds if bob's acks
+    // never arrive because bob crashed right after committing.
+    copy_dir(&rd, &snapshot);
+
+    let relay = TestRelay::start(&rd).await;
+    let mut bob = Client::start(&bd, &relay.url).await;
+    let mut first = drain(&mut bob).await;
+    first.sort();
+    assert_eq!(first, vec!["a normal one", "first secret", "second secret"]);
+    bob.barrier().await;
+    bob.stop();
+    relay.stop().await;
+
+    std::fs::remove_dir_all(&rd).unwrap();
+    copy_dir(&snapshot, &rd);
+    assert_eq!(
+        queue_len(&rd),
+        3,
+        "the snapshot must hold the unacked envelopes"
+    );
+    let relay = TestRelay::start(&rd).await;
+    let mut bob = Client::start(&bd, &relay.url).await;
+    // Redelivered, recognised, acknowledged, and not shown again.
+    assert_eq!(drain(&mut bob).await, Vec::<String>::new());
+    bob.barrier().await;
+    bob.stop();
+    assert_eq!(queue_len(&rd), 0);
+    let acks = relay
+        .frames
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|f| common::contains(f, br#""type":"ack""#))
+        .count();
+    assert_eq!(
+        acks, 3,
+        "bob should have acknowledged each redelivered envelope"
+    );
+    let mut secret: Vec<_> = common::history(&bd, "alice", true)
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    secret.sort();
+    assert_eq!(secret, vec!["first secret", "second secret"]);
+    assert_eq!(common::history(&bd, "alice", false).len(), 1);
+    relay.stop().await;
+}
