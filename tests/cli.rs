@@ -1,0 +1,184 @@
+//! The built `sotto` binary end to end: a relay process and two profiles, driven only through
+//! the command line, as a script or a bot would.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sotto");
+
+struct RelayProcess {
+    child: Child,
+    url: String,
+}
+
+/// Starts `sotto relay` on a free port and reads the one line it promises on stdout.
+fn start_relay(dir: &Path) -> RelayProcess {
+    let mut child = Command::new(BIN)
+        .args(["relay", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("SOTTO_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim_end()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    assert!(
+        url.starts_with("ws://127.0.0.1:") && !url.ends_with(":0"),
+        "{url}"
+    );
+    RelayProcess { child, url }
+}
+
+fn sotto(profile: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--data-dir")
+        .arg(profile)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(profile: &Path, args: &[&str]) -> String {
+    let out = sotto(profile, args);
+    assert!(
+        out.status.success(),
+        "sotto {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a command that must fail; returns its stderr.
+fn fails(profile: &Path, args: &[&str]) -> String {
+    let out = sotto(profile, args);
+    assert!(!out.status.success(), "sotto {args:?} should have failed");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.starts_with("error: "), "{err}");
+    err
+}
+
+fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn headless_commands_chat_through_a_relay_process_that_survives_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rd, a, b) = (
+        tmp.path().join("relay"),
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+    );
+    let mut relay = start_relay(&rd);
+
+    let out = ok(&a, &["init", "--handle", "alice", "--relay", &relay.url]);
+    assert!(out.contains("registered alice at ws://127.0.0.1:"), "{out}");
+    assert!(out.contains("relay trust root: "), "{out}");
+    ok(&b, &["init", "--handle", "bob", "--relay", &relay.url]);
+    assert!(
+        fails(&a, &["init", "--handle", "alice2", "--relay", &relay.url])
+            .contains("already registered")
+    );
+    let taken = tmp.path().join("c");
+    assert!(
+        fails(&taken, &["init", "--handle", "bob", "--relay", &relay.url])
+            .contains("already registered")
+    );
+
+    ok(&a, &["send", "bob", "hello in the clear"]);
+    ok(&a, &["send", "--secret", "bob", "hello in secret"]);
+    assert!(fails(&a, &["send", "nobody", "x"]).contains("no account named \"nobody\""));
+    assert!(fails(&a, &["send", "bob", "  "]).contains("cannot be empty"));
+
+    let got = json_lines(&ok(&b, &["recv"]));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0]["from"], "alice");
+    assert_eq!(got[0]["secret"], false);
+    assert_eq!(got[0]["text"], "hello in the clear");
+    assert_eq!(got[1]["secret"], true);
+    assert_eq!(got[1]["text"], "hello in secret");
+    assert!(got[1]["id"].as_str().unwrap().len() == 36 && got[1]["sent_at"].as_u64().unwrap() > 0);
+    assert_eq!(ok(&b, &["recv"]), "", "a message is printed by recv once");
+
+    // bob answers in secret; alice reads it.
+    ok(&b, &["send", "--secret", "alice", "secret answer"]);
+    let got = json_lines(&ok(&a, &["recv", "--wait", "0.2"]));
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0]["from"].as_str(), got[0]["text"].as_str()),
+        (Some("bob"), Some("secret answer"))
+    );
+
+    // Accepted by the relay, then the relay process is killed before bob collects it.
+    ok(&a, &["send", "--secret", "bob", "outlives the relay"]);
+    relay.child.kill().unwrap();
+    relay.child.wait().unwrap();
+    let mut relay = start_relay(&rd);
+    let got = json_lines(&ok(&b, &["--relay", &relay.url, "recv"]));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["text"], "outlives the relay");
+    assert_eq!(ok(&b, &["--relay", &relay.url, "recv"]), "");
+
+    assert_eq!(
+        ok(&b, &["contacts"])
+            .lines()
+            .next()
+            .unwrap()
+            .split('\t')
+            .next(),
+        Some("alice")
+    );
+    let history = json_lines(&ok(&b, &["history", "alice", "--secret"]));
+    let texts: Vec<_> = history
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        vec!["hello in secret", "secret answer", "outlives the relay"]
+    );
+    assert_eq!(history[1]["outgoing"], true);
+    assert!(fails(&b, &["history", "carol"]).contains("not among your contacts"));
+    let info = ok(&b, &["info"]);
+    assert!(info.contains("handle:      bob"), "{info}");
+
+    // SIGTERM stops the relay cleanly.
+    let status = Command::new("kill")
+        .args(["-TERM", &relay.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        relay.child.wait().unwrap().success(),
+        "the relay should exit 0 on SIGTERM"
+    );
+}
+
+#[test]
+fn clear_errors_for_an_unreachable_relay_and_a_missing_profile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = fails(
+        &tmp.path().join("x"),
+        &["init", "--handle", "zed", "--relay", "ws://127.0.0.1:1"],
+    );
+    assert!(
+        err.contains("cannot reach the relay at ws://127.0.0.1:1"),
+        "{err}"
+    );
+    let err = fails(&tmp.path().join("y"), &["send", "bob", "hi"]);
+    assert!(
+        err.contains("not registered yet") && err.contains("sotto init"),
+        "{err}"
+    );
+}
