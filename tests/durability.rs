@@ -144,3 +144,128 @@ async fn recipient_that_stored_but_never_acked_shows_the_message_once() {
     assert_eq!(common::history(&bd, "alice", false).len(), 1);
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_typed_while_the_relay_is_down_go_out_when_it_is_back() {
+    use sotto::client::manager::{Command, ConnState};
+    use sotto::client::store::MessageState;
+    let tmp = tempfile::tempdir().unwrap();
+    let (rd, ad, bd) = (
+        tmp.path().join("relay"),
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+    );
+    let relay = TestRelay::start(&rd).await;
+    let addr = relay.url.trim_start_matches("ws://").to_string();
+    register(&ad, "alice", &relay.url).await;
+    register(&bd, "bob", &relay.url).await;
+    let mut alice = Client::start(&ad, &relay.url).await;
+    alice.send("bob", true, "before the outage").await;
+    relay.stop().await;
+    alice
+        .expect(|e| matches!(e, Event::Connection(ConnState::Offline { .. })))
+        .await;
+
+    for (text, secret) in [("typed while offline", true), ("this one too", false)] {
+        let id = uuid::Uuid::new_v4().to_string();
+        alice
+            .handle
+            .commands
+            .send(Command::Send {
+                id,
+                to: "bob".into(),
+                secret,
+                text: text.into(),
+            })
+            .await
+            .unwrap();
+        match alice
+            .expect(|e| matches!(e, Event::Message(_) | Event::MessageFailed { .. }))
+            .await
+        {
+            Event::Message(m) => assert_eq!(m.state, MessageState::Sending),
+            other => panic!("the message should wait, not fail: {other:?}"),
+        }
+    }
+
+    let relay = TestRelay::start_at(&rd, &addr, Default::default()).await;
+    alice
+        .expect(|e| matches!(e, Event::Connection(ConnState::Online)))
+        .await;
+    let mut sent = 0;
+    while sent < 2 {
+        alice
+            .expect(|e| {
+                matches!(
+                    e,
+                    Event::MessageState {
+                        state: MessageState::Sent,
+                        ..
+                    }
+                )
+            })
+            .await;
+        sent += 1;
+    }
+    let mut bob = Client::start(&bd, &relay.url).await;
+    let mut got = drain(&mut bob).await;
+    got.sort();
+    assert_eq!(
+        got,
+        vec!["before the outage", "this one too", "typed while offline"]
+    );
+    alice.stop();
+    bob.stop();
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_tops_up_its_one_time_prekeys_when_few_are_left() {
+    use common::Raw;
+    use sotto::wire::{ClientFrame, RelayFrame};
+    let tmp = tempfile::tempdir().unwrap();
+    let (rd, ad, bd) = (
+        tmp.path().join("relay"),
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+    );
+    let relay = TestRelay::start(&rd).await;
+    register(&ad, "alice", &relay.url).await;
+    register(&bd, "bob", &relay.url).await;
+    let bob_id = sotto::client::store::Store::open(&bd)
+        .unwrap()
+        .registration()
+        .unwrap()
+        .account_id;
+    let count = || {
+        RelayStore::open(&rd)
+            .unwrap()
+            .prekey_count(&bob_id)
+            .unwrap()
+    };
+    assert_eq!(count(), (100, 100));
+    // Someone drains bob's one-time keys while bob is offline.
+    let mut raw = Raw::auth(&relay.url, &ad).await;
+    for req in 0..85 {
+        raw.send(&ClientFrame::FetchBundle {
+            req,
+            account_id: bob_id.clone(),
+        })
+        .await;
+        let f = raw.expect(|f| matches!(f, RelayFrame::Bundle { .. })).await;
+        let RelayFrame::Bundle { bundle, .. } = f else {
+            unreachable!()
+        };
+        assert!(
+            bundle.prekey.is_some(),
+            "each bundle carries a fresh one-time key"
+        );
+    }
+    assert_eq!(count(), (15, 15));
+    // On connecting, bob hears the count and uploads a batch before the backlog is done.
+    let mut bob = Client::start(&bd, &relay.url).await;
+    bob.expect(|e| matches!(e, Event::Drained)).await;
+    assert_eq!(count(), (115, 115));
+    bob.stop();
+    relay.stop().await;
+}

@@ -37,13 +37,18 @@ impl TestRelay {
         Self::start_with(dir, RelayConfig::default()).await
     }
 
-    pub async fn start_with(dir: &Path, mut config: RelayConfig) -> TestRelay {
+    pub async fn start_with(dir: &Path, config: RelayConfig) -> TestRelay {
+        Self::start_at(dir, "127.0.0.1:0", config).await
+    }
+
+    /// Starts a relay on a given address, e.g. the one a stopped relay had.
+    pub async fn start_at(dir: &Path, addr: &str, mut config: RelayConfig) -> TestRelay {
         let frames: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
         let sink = frames.clone();
         config.tap = Some(Arc::new(move |f: &[u8]| {
             sink.lock().unwrap().push(f.to_vec())
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("ws://{}", listener.local_addr().unwrap());
         let cancel = CancellationToken::new();
         let token = cancel.clone();
