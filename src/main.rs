@@ -125,6 +125,7 @@ fn run(cli: Cli) -> Result<()> {
                 .or(relay_override)
                 .or(config.relay.clone())
                 .unwrap_or_else(|| config::DEFAULT_RELAY.to_string());
+            let _lock = sotto::client::store::lock_profile(&dir)?;
             let store = Store::open(&dir)?;
             let reg = rt.block_on(account::init(
                 &store,

@@ -14,6 +14,11 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Largest frame either side accepts (WebSocket message and frame alike).
 pub const MAX_FRAME_BYTES: usize = 256 * 1024;
 
+/// Largest message body or sealed envelope (decoded bytes) a relay accepts. Base64 makes it
+/// 4/3 as large inside a frame, and a `deliver` adds its own fields: this bound keeps the
+/// delivered frame under `MAX_FRAME_BYTES`, so what the relay accepts it can also deliver.
+pub const MAX_PAYLOAD_BYTES: usize = 160 * 1024;
+
 /// Largest number of one-time prekeys of one kind accepted in a single upload.
 pub const MAX_PREKEYS_PER_UPLOAD: usize = 200;
 
@@ -313,6 +318,20 @@ mod tests {
             ClientFrame::decode(br#"{"type":"ack","id":"x"}"#),
             Err(FrameError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_maximal_payload_still_fits_a_delivery_frame() {
+        let frame = RelayFrame::Deliver {
+            id: u64::MAX,
+            received_at: u64::MAX,
+            payload: Payload::Normal {
+                from: "f".repeat(36),
+                from_handle: "h".repeat(32),
+                body: B64(vec![0xff; MAX_PAYLOAD_BYTES]),
+            },
+        };
+        assert!(frame.encode().len() < MAX_FRAME_BYTES);
     }
 
     #[test]

@@ -127,14 +127,25 @@ async fn bad_input_is_refused_and_a_concurrent_conversation_carries_on() {
     .await;
     refused_and_closed(&mut raw, ErrorCode::AuthFailed).await;
 
-    // An unknown account.
-    let mut raw = Raw::connect(&relay.url).await;
-    raw.send(&ClientFrame::Auth {
-        account_id: "nobody".into(),
-        signature: forged.to_vec().into(),
-    })
-    .await;
-    refused_and_closed(&mut raw, ErrorCode::AuthFailed).await;
+    // An unknown account gets the very same answer as a bad signature: sign-in does not tell
+    // which accounts exist.
+    let mut answers = Vec::new();
+    for id in [alice_id.clone(), "nobody".to_string()] {
+        let mut raw = Raw::connect(&relay.url).await;
+        raw.send(&ClientFrame::Auth {
+            account_id: id,
+            signature: forged.to_vec().into(),
+        })
+        .await;
+        answers.push(raw.until_closed().await);
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert!(
+        answers[0]
+            .iter()
+            .any(|f| is_error(f, ErrorCode::AuthFailed)),
+        "got {answers:?}"
+    );
 
     // Registering a handle that is taken.
     let taken = account::init(
@@ -202,6 +213,35 @@ async fn bad_input_is_refused_and_a_concurrent_conversation_carries_on() {
     })
     .await;
     raw.expect(|f| is_error(f, ErrorCode::NotFound)).await;
+    lookup_works(&mut raw, "bob").await;
+    // A frame within the frame limit whose body could not be delivered within it.
+    let body = vec![b'x'; sotto::wire::MAX_PAYLOAD_BYTES + 1];
+    raw.send(&ClientFrame::Send {
+        req: 8,
+        to: alice_id.clone(),
+        body: body.into(),
+    })
+    .await;
+    let f = raw.expect(|f| matches!(f, RelayFrame::Error { .. })).await;
+    assert!(
+        matches!(
+            f,
+            RelayFrame::Error {
+                req: Some(8),
+                code: ErrorCode::TooLarge,
+                ..
+            }
+        ),
+        "got {f:?}"
+    );
+    // A lookup must name exactly one of handle and account id.
+    raw.send(&ClientFrame::Lookup {
+        req: 9,
+        handle: None,
+        account_id: None,
+    })
+    .await;
+    raw.expect(|f| is_error(f, ErrorCode::Malformed)).await;
     lookup_works(&mut raw, "bob").await;
 
     // Far beyond the limit: the WebSocket layer refuses it and the connection ends.

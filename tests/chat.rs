@@ -274,3 +274,56 @@ async fn out_of_order_and_duplicate_envelopes_are_shown_once_each() {
     assert_eq!(RelayStore::open(&rd).unwrap().queue_len().unwrap(), 0);
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_per_profile_and_over_long_texts_are_refused_before_sending() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rd, ad, bd) = (
+        tmp.path().join("relay"),
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+    );
+    let relay = TestRelay::start(&rd).await;
+    register(&ad, "alice", &relay.url).await;
+    register(&bd, "bob", &relay.url).await;
+    let mut alice = Client::start(&ad, &relay.url).await;
+    match sotto::client::manager::spawn(&ad, Some(relay.url.clone())) {
+        Err(e) => assert!(
+            e.to_string().contains("in use by another sotto process"),
+            "{e}"
+        ),
+        Ok(_) => panic!("a second manager on the same profile must be refused"),
+    }
+
+    let id = uuid::Uuid::new_v4().to_string();
+    let long = "x".repeat(content::MAX_TEXT_BYTES + 1);
+    alice
+        .handle
+        .commands
+        .send(sotto::client::manager::Command::Send {
+            id: id.clone(),
+            to: "bob".into(),
+            secret: true,
+            text: long,
+        })
+        .await
+        .unwrap();
+    match alice
+        .expect(|e| matches!(e, Event::MessageFailed { .. } | Event::Message(_)))
+        .await
+    {
+        Event::MessageFailed { id: failed, error } => {
+            assert_eq!(failed, id);
+            assert!(error.contains("split it"), "{error}");
+        }
+        other => panic!("an over-long text must not be stored or sent: {other:?}"),
+    }
+    // The longest allowed text goes through, sealed, and arrives whole.
+    let longest = "y".repeat(content::MAX_TEXT_BYTES);
+    alice.send("bob", true, &longest).await;
+    alice.stop();
+    let mut bob = Client::start(&bd, &relay.url).await;
+    assert_eq!(bob.receive().await.text, longest);
+    bob.stop();
+    relay.stop().await;
+}

@@ -43,6 +43,8 @@ pub enum LinkError {
         "the relay's trust root differs from the one pinned at init; refusing to talk to it (run `sotto info` to compare)"
     )]
     TrustRootChanged,
+    #[error("the relay speaks protocol version {0}, this client {v}; update the older side", v = wire::PROTOCOL_VERSION)]
+    Version(u32),
     #[error("the relay spoke out of turn: {0}")]
     Protocol(String),
 }
@@ -53,7 +55,8 @@ fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_FRAME_BYTES))
 }
 
-/// Who a link speaks as.
+/// Who a link speaks as. Both kinds check the relay's trust root against the one pinned at
+/// init: a sealed envelope handed to an impostor relay is lost, if not readable.
 #[derive(Clone)]
 pub enum Hello {
     Account {
@@ -61,7 +64,9 @@ pub enum Hello {
         identity: IdentityKeyPair,
         trust_root: Vec<u8>,
     },
-    Anonymous,
+    Anonymous {
+        trust_root: Vec<u8>,
+    },
 }
 
 /// What a link tells its owner.
@@ -173,6 +178,7 @@ async fn run(
             c = connect(&url, &hello) => match c {
                 Ok(mut ws) => {
                     backoff = BACKOFF_START;
+                    drop_stale(&mut out);
                     online.store(true, Ordering::Release);
                     if events.send(LinkEvent::Online).await.is_err() {
                         return;
@@ -206,6 +212,14 @@ async fn run(
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
+}
+
+/// Empties frames queued for a connection that broke before they went out. Their requests
+/// have already failed as `Offline` and will be made again, so sending them now would repeat
+/// them. Stale acks go too: the relay redelivers what was not acked on the new connection,
+/// and the client drops the duplicate and acks it then.
+fn drop_stale(out: &mut mpsc::Receiver<ClientFrame>) {
+    while out.try_recv().is_ok() {}
 }
 
 /// Relays frames both ways until the connection breaks; returns why it ended.
@@ -311,16 +325,19 @@ async fn finish_sign_in(ws: &mut Ws) -> Result<RelayFrame, LinkError> {
 
 async fn connect(url: &str, hello: &Hello) -> Result<Ws, LinkError> {
     let (mut ws, nonce, trust_root) = open(url).await?;
+    let pinned = match hello {
+        Hello::Account { trust_root, .. } | Hello::Anonymous { trust_root } => trust_root,
+    };
+    if *pinned != trust_root {
+        return Err(LinkError::TrustRootChanged);
+    }
     let frame = match hello {
-        Hello::Anonymous => ClientFrame::Anonymous,
+        Hello::Anonymous { .. } => ClientFrame::Anonymous,
         Hello::Account {
             account_id,
             identity,
-            trust_root: pinned,
+            ..
         } => {
-            if *pinned != trust_root {
-                return Err(LinkError::TrustRootChanged);
-            }
             let signature = identity
                 .private_key()
                 .calculate_signature(&wire::auth_message(&nonce), &mut rand::rng())

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 /// Version of the `Content` format written by this build.
 pub const CONTENT_VERSION: u32 = 1;
 
+/// Longest message text, in bytes of UTF-8. Far above any chat message, and far enough below
+/// the relay's payload limit that padding, encryption and the sealed envelope always fit.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
 /// Plaintexts are padded to a multiple of this before encryption.
 const PAD_BLOCK: usize = 160;
 

@@ -181,17 +181,19 @@ pub struct Opened {
 }
 
 /// Checks the envelope's sender certificate against the relay's trust root and decrypts it.
+/// `received_at` is when the relay accepted the envelope: the certificate must have been valid
+/// then, not now, or a recipient who was offline for a day would drop good messages.
 pub async fn open(
     stores: &mut Stores<'_>,
     envelope: &[u8],
     trust_root: &PublicKey,
     local_account: &str,
-    now: SystemTime,
+    received_at: SystemTime,
 ) -> Result<Opened> {
     let r = sealed_sender_decrypt(
         envelope,
         trust_root,
-        ts(now),
+        ts(received_at),
         None,
         local_account.to_string(),
         device(),
@@ -214,12 +216,12 @@ pub async fn peek_sender(
     stores: &mut Stores<'_>,
     envelope: &[u8],
     trust_root: &PublicKey,
-    now: SystemTime,
+    received_at: SystemTime,
 ) -> Result<String> {
     let usmc =
         libsignal_protocol::sealed_sender_decrypt_to_usmc(envelope, &stores.identity).await?;
     let cert = usmc.sender()?;
-    if !cert.validate(trust_root, ts(now))? {
+    if !cert.validate(trust_root, ts(received_at))? {
         return Err(SignalProtocolError::InvalidSealedSenderMessage(
             "sender certificate not valid under the relay's trust root".into(),
         ));

@@ -105,6 +105,8 @@ pub enum ClientError {
     BadTrustRoot,
     #[error("a message cannot be empty")]
     EmptyText,
+    #[error("the message is {0} bytes long; the limit is {max} bytes, so split it", max = content::MAX_TEXT_BYTES)]
+    TooLong(usize),
     #[error(
         "{handle}'s safety number has changed; secret messages to them are blocked until you verify the new one"
     )]
@@ -148,6 +150,7 @@ impl Drop for ManagerHandle {
 /// Starts the manager of the registered profile in `dir` on a thread of its own.
 /// `relay_url` overrides the relay recorded at init.
 pub fn spawn(dir: &Path, relay_url: Option<String>) -> Result<ManagerHandle, ClientError> {
+    let lock = super::store::lock_profile(dir)?;
     let store = Store::open(dir)?;
     let mut reg = store.registration()?;
     if let Some(url) = relay_url {
@@ -163,6 +166,8 @@ pub fn spawn(dir: &Path, relay_url: Option<String>) -> Result<ManagerHandle, Cli
     let thread = std::thread::Builder::new()
         .name("sotto-manager".into())
         .spawn(move || {
+            // Held for as long as this thread drives the profile.
+            let _lock = lock;
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -186,7 +191,9 @@ pub fn spawn(dir: &Path, relay_url: Option<String>) -> Result<ManagerHandle, Cli
                 let (anon_tx, anon_rx) = mpsc::channel(16);
                 let anon = Link::spawn(
                     reg.relay_url.clone(),
-                    Hello::Anonymous,
+                    Hello::Anonymous {
+                        trust_root: reg.trust_root.clone(),
+                    },
                     anon_tx,
                     token.clone(),
                 );
@@ -312,9 +319,11 @@ impl Manager {
                 self.emit(Event::Connection(ConnState::Offline { reason, retry_in }))
                     .await;
             }
-            LinkEvent::Frame(RelayFrame::Deliver { id, payload, .. }) => {
-                self.deliver(id, payload).await
-            }
+            LinkEvent::Frame(RelayFrame::Deliver {
+                id,
+                payload,
+                received_at,
+            }) => self.deliver(id, received_at, payload).await,
             LinkEvent::Frame(RelayFrame::Drained) => self.emit(Event::Drained).await,
             LinkEvent::Frame(RelayFrame::PreKeyCount { ec, kyber }) => {
                 if (ec < PREKEY_LOW || kyber < PREKEY_LOW)
@@ -414,6 +423,9 @@ impl Manager {
         let result = async {
             if text.trim().is_empty() {
                 return Err(ClientError::EmptyText);
+            }
+            if text.len() > content::MAX_TEXT_BYTES {
+                return Err(ClientError::TooLong(text.len()));
             }
             let contact = self.contact_by_handle(&to).await?;
             let m = Message {
@@ -611,10 +623,13 @@ impl Manager {
 
     /// Stores an arriving envelope's message, then acknowledges it. The ack is withheld only
     /// when our own storage failed, so the relay redelivers it later.
-    async fn deliver(&mut self, envelope_id: u64, payload: Payload) {
+    async fn deliver(&mut self, envelope_id: u64, received_at: u64, payload: Payload) {
         let result = match payload {
             Payload::Normal { from, body, .. } => self.receive_normal(&from, &body.0).await,
-            Payload::Sealed { envelope } => self.receive_sealed(&envelope.0).await,
+            Payload::Sealed { envelope } => {
+                let at = SystemTime::UNIX_EPOCH + Duration::from_millis(received_at);
+                self.receive_sealed(&envelope.0, at).await
+            }
         };
         match result {
             Ok(Some(m)) => self.emit(Event::Message(m)).await,
@@ -683,11 +698,14 @@ impl Manager {
         Ok(fresh.then_some(m))
     }
 
-    async fn receive_sealed(&mut self, envelope: &[u8]) -> Result<Option<Message>, Receive> {
-        let now = SystemTime::now();
+    async fn receive_sealed(
+        &mut self,
+        envelope: &[u8],
+        received_at: SystemTime,
+    ) -> Result<Option<Message>, Receive> {
         let sender = {
             let mut stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
-            crypto::peek_sender(&mut stores, envelope, &self.trust_root, now)
+            crypto::peek_sender(&mut stores, envelope, &self.trust_root, received_at)
                 .await
                 .map_err(|e| Receive::Drop(format!("a secret message could not be opened: {e}")))?
         };
@@ -705,7 +723,7 @@ impl Manager {
                 envelope,
                 &self.trust_root,
                 &self.reg.account_id,
-                now,
+                received_at,
             )
             .await
         };

@@ -22,6 +22,34 @@ pub enum StoreError {
     NotRegistered,
     #[error("the profile's keys are unreadable ({0}); the profile database is damaged")]
     Corrupt(String),
+    #[error(
+        "the profile {0} is in use by another sotto process; close it first, or use another --data-dir/--profile"
+    )]
+    InUse(String),
+}
+
+/// An exclusive claim on a profile directory. Two processes driving one profile would push
+/// each other off the relay in turn and race over the same sessions, so the second is refused.
+/// Released when dropped (or when the process dies).
+pub struct ProfileLock(#[allow(dead_code)] std::fs::File);
+
+pub fn lock_profile(dir: &Path) -> Result<ProfileLock> {
+    let io = |source| StoreError::Dir {
+        path: dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(ProfileLock(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse(dir.display().to_string())),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

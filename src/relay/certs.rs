@@ -37,7 +37,7 @@ pub struct Authority {
 
 impl Authority {
     /// Loads the authority from the store, creating it on first start.
-    pub fn load_or_create(store: &RelayStore) -> Result<Self, CertError> {
+    pub fn load_or_create(store: &mut RelayStore) -> Result<Self, CertError> {
         let corrupt =
             |e: libsignal_protocol::SignalProtocolError| CertError::Corrupt(e.to_string());
         if let (Some(root), Some(key), Some(cert)) = (
@@ -63,11 +63,14 @@ impl Authority {
             &mut rng,
         )?;
         // The root's private half is kept so that a later version can rotate the server key;
-        // it never leaves this database.
-        store.set_meta("trust_root_private", &root.private_key.serialize())?;
-        store.set_meta("trust_root_public", &root.public_key.serialize())?;
-        store.set_meta("server_private", &server.private_key.serialize())?;
-        store.set_meta("server_cert", server_cert.serialized()?)?;
+        // it never leaves this database. One transaction: a crash half-way would otherwise
+        // mint a new trust root on the next start, and every client would refuse the relay.
+        store.set_meta(&[
+            ("trust_root_private", &root.private_key.serialize()),
+            ("trust_root_public", &root.public_key.serialize()),
+            ("server_private", &server.private_key.serialize()),
+            ("server_cert", server_cert.serialized()?),
+        ])?;
         Ok(Authority {
             trust_root: root.public_key,
             server_key: server.private_key,

@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use super::store::StoreError;
 use super::{Relay, Signals};
 use crate::wire::{
-    self, B64, ClientFrame, ErrorCode, FrameError, MAX_FRAME_BYTES, MAX_PREKEYS_PER_UPLOAD,
-    Payload, RelayFrame,
+    self, B64, ClientFrame, ErrorCode, FrameError, MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES,
+    MAX_PREKEYS_PER_UPLOAD, Payload, RelayFrame,
 };
 
 type Ws = WebSocketStream<TcpStream>;
@@ -95,6 +95,14 @@ fn error(req: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Relay
         code,
         message: message.into(),
     }
+}
+
+fn too_large(req: u64) -> RelayFrame {
+    error(
+        Some(req),
+        ErrorCode::TooLarge,
+        format!("a message may carry at most {MAX_PAYLOAD_BYTES} bytes"),
+    )
 }
 
 fn frame_error(e: FrameError) -> RelayFrame {
@@ -228,16 +236,15 @@ async fn authenticate(
         .db(move |db| db.account_by_id(&id))
         .await
         .map_err(internal)?;
-    let Some(account) = account else {
-        return Err(End::Close(ErrorCode::AuthFailed, "unknown account".into()));
-    };
-    if !verify(&account.identity_key, nonce, signature) {
-        return Err(End::Close(
+    // One answer for an unknown account and a bad signature, so that sign-in cannot be used
+    // to learn which account ids exist.
+    match account {
+        Some(a) if verify(&a.identity_key, nonce, signature) => Ok(a.handle),
+        _ => Err(End::Close(
             ErrorCode::AuthFailed,
-            "the challenge signature does not verify".into(),
-        ));
+            "authentication failed".into(),
+        )),
     }
-    Ok(account.handle)
 }
 
 fn verify(identity_key: &[u8], nonce: &[u8], signature: &[u8]) -> bool {
@@ -310,6 +317,11 @@ async fn anonymous(relay: &Arc<Relay>, ws: &mut Ws) -> End {
         };
         let reply = match ClientFrame::decode(&bytes) {
             Err(e) => frame_error(e),
+            Ok(ClientFrame::SendSealed { req, envelope, .. })
+                if envelope.0.len() > MAX_PAYLOAD_BYTES =>
+            {
+                too_large(req)
+            }
             Ok(ClientFrame::SendSealed {
                 req,
                 to,
@@ -517,13 +529,13 @@ async fn authenticated(
                 }
             }
             other => {
+                let upload = matches!(other, ClientFrame::UploadPreKeys { .. });
                 let reply = request(relay, account_id, other).await;
-                let sent = send(ws, &reply).await;
-                if sent.is_ok() && matches!(reply, RelayFrame::Ok { .. }) {
-                    // An upload changes the count the client watches.
-                    send_prekey_count(relay, ws, account_id).await
-                } else {
-                    sent
+                let accepted = matches!(reply, RelayFrame::Ok { .. });
+                match send(ws, &reply).await {
+                    // The count the client watches has changed.
+                    Ok(()) if upload && accepted => send_prekey_count(relay, ws, account_id).await,
+                    sent => sent,
                 }
             }
         };
@@ -547,14 +559,28 @@ async fn request(relay: &Arc<Relay>, account_id: &str, frame: ClientFrame) -> Re
     match frame {
         ClientFrame::Lookup {
             req,
+            handle: None,
+            account_id: None,
+        }
+        | ClientFrame::Lookup {
+            req,
+            handle: Some(_),
+            account_id: Some(_),
+        } => error(
+            Some(req),
+            ErrorCode::Malformed,
+            "a lookup names exactly one of handle and account_id",
+        ),
+        ClientFrame::Lookup {
+            req,
             handle,
             account_id: by_id,
         } => {
             let found = relay
                 .db(move |db| match (handle, by_id) {
-                    (Some(h), None) => db.account_by_handle(&h),
-                    (None, Some(id)) => db.account_by_id(&id),
-                    _ => Ok(None),
+                    (Some(h), _) => db.account_by_handle(&h),
+                    (_, Some(id)) => db.account_by_id(&id),
+                    (None, None) => Ok(None),
                 })
                 .await;
             match found {
@@ -633,6 +659,7 @@ async fn request(relay: &Arc<Relay>, account_id: &str, frame: ClientFrame) -> Re
                 Err(e) => store_error(req, e),
             }
         }
+        ClientFrame::Send { req, body, .. } if body.0.len() > MAX_PAYLOAD_BYTES => too_large(req),
         ClientFrame::Send { req, to, body } => {
             let (from, recipient, now) = (account_id.to_string(), to.clone(), now_ms());
             let result = relay

@@ -171,8 +171,8 @@ fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
         path: data_dir.display().to_string(),
         source,
     })?;
-    let store = RelayStore::open(data_dir)?;
-    let authority = Authority::load_or_create(&store)?;
+    let mut store = RelayStore::open(data_dir)?;
+    let authority = Authority::load_or_create(&mut store)?;
     Ok(Relay {
         db: Arc::new(Mutex::new(store)),
         authority,

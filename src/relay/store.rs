@@ -106,11 +106,16 @@ impl RelayStore {
             .optional()?)
     }
 
-    pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<()> {
-        self.conn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-            params![key, value],
-        )?;
+    /// Writes several meta entries in one transaction: all of them or none.
+    pub fn set_meta(&mut self, entries: &[(&str, &[u8])]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for (key, value) in entries {
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, value],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
