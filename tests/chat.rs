@@ -5,7 +5,7 @@ mod common;
 
 use std::time::SystemTime;
 
-use common::{Client, Raw, TestRelay, any_file_contains, register};
+use common::{Client, Raw, Scene, any_file_contains};
 use sotto::client::account;
 use sotto::client::content::{self, Content};
 use sotto::client::crypto;
@@ -29,15 +29,13 @@ fn prekeys_left(relay_dir: &std::path::Path, profile: &std::path::Path) -> (u32,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn normal_and_secret_messages_flow_both_ways() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (rd, ad, bd) = (
-        tmp.path().join("relay"),
-        tmp.path().join("a"),
-        tmp.path().join("b"),
+    let scene = Scene::new().await;
+    let (rd, ad, bd, relay) = (
+        scene.relay_dir.clone(),
+        scene.alice.clone(),
+        scene.bob.clone(),
+        scene.relay,
     );
-    let relay = TestRelay::start(&rd).await;
-    register(&ad, "alice", &relay.url).await;
-    register(&bd, "bob", &relay.url).await;
     let mut alice = Client::start(&ad, &relay.url).await;
     let mut bob = Client::start(&bd, &relay.url).await;
 
@@ -101,15 +99,13 @@ async fn normal_and_secret_messages_flow_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_plaintext_never_reaches_the_relay_while_normal_text_does() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (rd, ad, bd) = (
-        tmp.path().join("relay"),
-        tmp.path().join("a"),
-        tmp.path().join("b"),
+    let scene = Scene::new().await;
+    let (rd, ad, bd, relay) = (
+        scene.relay_dir.clone(),
+        scene.alice.clone(),
+        scene.bob.clone(),
+        scene.relay,
     );
-    let relay = TestRelay::start(&rd).await;
-    register(&ad, "alice", &relay.url).await;
-    register(&bd, "bob", &relay.url).await;
     let normal_marker = "NORMAL-MARKER-7f3a91";
     let secret_marker = "SECRET-MARKER-c44e02";
 
@@ -223,15 +219,13 @@ async fn seal_by_hand(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_order_and_duplicate_envelopes_are_shown_once_each() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (rd, ad, bd) = (
-        tmp.path().join("relay"),
-        tmp.path().join("a"),
-        tmp.path().join("b"),
+    let scene = Scene::new().await;
+    let (rd, ad, bd, relay) = (
+        scene.relay_dir.clone(),
+        scene.alice.clone(),
+        scene.bob.clone(),
+        scene.relay,
     );
-    let relay = TestRelay::start(&rd).await;
-    register(&ad, "alice", &relay.url).await;
-    register(&bd, "bob", &relay.url).await;
     let (bob_id, token, envs) =
         seal_by_hand(&relay.url, &ad, "bob", &["first", "second", "third"]).await;
 
@@ -277,15 +271,8 @@ async fn out_of_order_and_duplicate_envelopes_are_shown_once_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_process_per_profile_and_over_long_texts_are_refused_before_sending() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (rd, ad, bd) = (
-        tmp.path().join("relay"),
-        tmp.path().join("a"),
-        tmp.path().join("b"),
-    );
-    let relay = TestRelay::start(&rd).await;
-    register(&ad, "alice", &relay.url).await;
-    register(&bd, "bob", &relay.url).await;
+    let scene = Scene::new().await;
+    let (ad, bd, relay) = (scene.alice.clone(), scene.bob.clone(), scene.relay);
     let mut alice = Client::start(&ad, &relay.url).await;
     match sotto::client::manager::spawn(&ad, Some(relay.url.clone())) {
         Err(e) => assert!(

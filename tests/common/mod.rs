@@ -315,3 +315,39 @@ impl Raw {
         seen
     }
 }
+
+/// The usual scene: a relay and two registered profiles, alice and bob, in a temp dir.
+pub struct Scene {
+    pub tmp: tempfile::TempDir,
+    pub relay_dir: PathBuf,
+    pub alice: PathBuf,
+    pub bob: PathBuf,
+    pub relay: TestRelay,
+}
+
+impl Scene {
+    pub async fn new() -> Scene {
+        Self::with(RelayConfig::default()).await
+    }
+
+    pub async fn with(config: RelayConfig) -> Scene {
+        let tmp = tempfile::tempdir().unwrap();
+        let relay_dir = tmp.path().join("relay");
+        let (alice, bob) = (tmp.path().join("a"), tmp.path().join("b"));
+        let relay = TestRelay::start_with(&relay_dir, config).await;
+        register(&alice, "alice", &relay.url).await;
+        register(&bob, "bob", &relay.url).await;
+        Scene {
+            tmp,
+            relay_dir,
+            alice,
+            bob,
+            relay,
+        }
+    }
+
+    /// A path for another profile or snapshot in the scene's temp dir.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+}
