@@ -29,13 +29,13 @@ fn prekeys_left(relay_dir: &std::path::Path, profile: &std::path::Path) -> (u32,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn normal_and_secret_messages_flow_both_ways() {
-    let scene = Scene::new().await;
-    let (rd, ad, bd, relay) = (
-        scene.relay_dir.clone(),
-        scene.alice.clone(),
-        scene.bob.clone(),
-        scene.relay,
-    );
+    let Scene {
+        relay_dir: rd,
+        alice: ad,
+        bob: bd,
+        relay,
+        tmp: _tmp,
+    } = Scene::new().await;
     let mut alice = Client::start(&ad, &relay.url).await;
     let mut bob = Client::start(&bd, &relay.url).await;
 
@@ -99,13 +99,13 @@ async fn normal_and_secret_messages_flow_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_plaintext_never_reaches_the_relay_while_normal_text_does() {
-    let scene = Scene::new().await;
-    let (rd, ad, bd, relay) = (
-        scene.relay_dir.clone(),
-        scene.alice.clone(),
-        scene.bob.clone(),
-        scene.relay,
-    );
+    let Scene {
+        relay_dir: rd,
+        alice: ad,
+        bob: bd,
+        relay,
+        tmp: _tmp,
+    } = Scene::new().await;
     let normal_marker = "NORMAL-MARKER-7f3a91";
     let secret_marker = "SECRET-MARKER-c44e02";
 
@@ -219,13 +219,13 @@ async fn seal_by_hand(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_order_and_duplicate_envelopes_are_shown_once_each() {
-    let scene = Scene::new().await;
-    let (rd, ad, bd, relay) = (
-        scene.relay_dir.clone(),
-        scene.alice.clone(),
-        scene.bob.clone(),
-        scene.relay,
-    );
+    let Scene {
+        relay_dir: rd,
+        alice: ad,
+        bob: bd,
+        relay,
+        tmp: _tmp,
+    } = Scene::new().await;
     let (bob_id, token, envs) =
         seal_by_hand(&relay.url, &ad, "bob", &["first", "second", "third"]).await;
 
@@ -271,8 +271,13 @@ async fn out_of_order_and_duplicate_envelopes_are_shown_once_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_process_per_profile_and_over_long_texts_are_refused_before_sending() {
-    let scene = Scene::new().await;
-    let (ad, bd, relay) = (scene.alice.clone(), scene.bob.clone(), scene.relay);
+    let Scene {
+        alice: ad,
+        bob: bd,
+        relay,
+        tmp: _tmp,
+        ..
+    } = Scene::new().await;
     let mut alice = Client::start(&ad, &relay.url).await;
     match sotto::client::manager::spawn(&ad, Some(relay.url.clone())) {
         Err(e) => assert!(

@@ -29,13 +29,13 @@ async fn drain(c: &mut Client) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_killed_after_accepting_delivers_exactly_once_after_restart() {
-    let scene = Scene::new().await;
-    let (rd, ad, bd, relay) = (
-        scene.relay_dir.clone(),
-        scene.alice.clone(),
-        scene.bob.clone(),
-        scene.relay,
-    );
+    let Scene {
+        relay_dir: rd,
+        alice: ad,
+        bob: bd,
+        relay,
+        tmp: _tmp,
+    } = Scene::new().await;
     let mut alice = Client::start(&ad, &relay.url).await;
     alice.send("bob", true, "survives a crash").await;
     alice.send("bob", false, "so does this").await;
@@ -79,14 +79,14 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recipient_that_stored_but_never_acked_shows_the_message_once() {
-    let scene = Scene::new().await;
-    let (rd, ad, bd, relay) = (
-        scene.relay_dir.clone(),
-        scene.alice.clone(),
-        scene.bob.clone(),
-        scene.relay,
-    );
-    let snapshot = scene.tmp.path().join("relay-before-ack");
+    let Scene {
+        relay_dir: rd,
+        alice: ad,
+        bob: bd,
+        relay,
+        tmp,
+    } = Scene::new().await;
+    let snapshot = tmp.path().join("relay-before-ack");
     let mut alice = Client::start(&ad, &relay.url).await;
     alice.send("bob", true, "first secret").await;
     alice.send("bob", false, "a normal one").await;
@@ -146,13 +146,13 @@ async fn messages_typed_while_the_relay_is_down_go_out_when_it_is_back() {
     use sotto::client::manager::{Command, ConnState};
 
     use sotto::client::store::MessageState;
-    let scene = Scene::new().await;
-    let (rd, ad, bd, relay) = (
-        scene.relay_dir.clone(),
-        scene.alice.clone(),
-        scene.bob.clone(),
-        scene.relay,
-    );
+    let Scene {
+        relay_dir: rd,
+        alice: ad,
+        bob: bd,
+        relay,
+        tmp: _tmp,
+    } = Scene::new().await;
     let addr = relay.url.trim_start_matches("ws://").to_string();
     let mut alice = Client::start(&ad, &relay.url).await;
     alice.send("bob", true, "before the outage").await;
@@ -213,13 +213,13 @@ async fn messages_typed_while_the_relay_is_down_go_out_when_it_is_back() {
 async fn a_client_tops_up_its_one_time_prekeys_when_few_are_left() {
     use common::Raw;
     use sotto::wire::{ClientFrame, RelayFrame};
-    let scene = Scene::new().await;
-    let (rd, ad, bd, relay) = (
-        scene.relay_dir.clone(),
-        scene.alice.clone(),
-        scene.bob.clone(),
-        scene.relay,
-    );
+    let Scene {
+        relay_dir: rd,
+        alice: ad,
+        bob: bd,
+        relay,
+        tmp: _tmp,
+    } = Scene::new().await;
     let bob_id = sotto::client::store::Store::open(&bd)
         .unwrap()
         .registration()

@@ -113,8 +113,11 @@ impl IdentityKeyStore for Identities<'_> {
     }
 
     /// Trust on first use. A key that differs from the stored one is not trusted for sending,
-    /// so a send to a contact whose key changed fails loudly instead of reaching a new key
-    /// silently; receiving from it is allowed and the change is recorded by `save_identity`.
+    /// so a send to a contact whose directory key changed fails loudly instead of reaching a
+    /// new key silently. Receiving from a changed key is allowed, and `save_identity` then
+    /// records the new key, after which sending to it is trusted again: the acknowledgement
+    /// step that should stand in between (block until the user re-verifies) is the trust
+    /// issue's to add; no key can change at the relay before that issue lands either.
     async fn is_trusted_identity(
         &self,
         address: &ProtocolAddress,

@@ -317,6 +317,8 @@ impl Raw {
 }
 
 /// The usual scene: a relay and two registered profiles, alice and bob, in a temp dir.
+/// When destructuring, bind `tmp` (as `tmp: _tmp`): `tmp: _` or `..` would drop the temp dir
+/// at the end of the `let`, deleting the profiles under the test.
 pub struct Scene {
     pub tmp: tempfile::TempDir,
     pub relay_dir: PathBuf,
