@@ -33,6 +33,11 @@ pub struct Config {
     pub relay: Option<String>,
     /// `tracing` filter for the log file, e.g. "info" or "sotto=debug".
     pub log: Option<String>,
+    /// Ring the terminal bell when a message arrives in a conversation that is not open.
+    pub bell: Option<bool>,
+    /// Key bindings of the TUI.
+    #[serde(default)]
+    pub keys: crate::tui::keys::KeyConfig,
     /// Settings of `sotto relay`.
     #[serde(default)]
     pub relay_server: RelayServer,
@@ -96,6 +101,9 @@ mod tests {
         let example = include_str!("../config.example.toml");
         let c: Config = toml::from_str(example).unwrap();
         assert_eq!(c.relay.as_deref(), Some(DEFAULT_RELAY));
+        let keys = crate::tui::keys::KeyMap::from_config(&c.keys).unwrap();
+        assert_eq!(keys, crate::tui::keys::KeyMap::default());
+        assert_eq!(c.bell, Some(true));
         assert!(toml::from_str::<Config>("relya = \"x\"").is_err());
     }
 }

@@ -4,5 +4,8 @@
 pub mod client;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod relay;
+pub mod timer;
+pub mod tui;
 pub mod wire;

@@ -40,12 +40,15 @@ struct Cli {
     /// Config file (default ~/.config/sotto/config.toml).
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Without a command, sotto opens the chat screen for the profile.
     #[command(subcommand)]
-    command: Cmd,
+    command: Option<Cmd>,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Try sotto: a relay, your profile and a bot to talk to, all temporary, in one command.
+    Demo,
     /// Run a relay.
     Relay {
         /// Address to listen on; port 0 picks a free port.
@@ -109,17 +112,32 @@ fn run(cli: Cli) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    if let Cmd::Relay { listen, data_dir } = &cli.command {
-        init_logs(None, config.log.as_deref());
-        return rt.block_on(run_relay(&config, listen.clone(), data_dir.clone()));
-    }
+    let command = match cli.command {
+        Some(Cmd::Relay { listen, data_dir }) => {
+            init_logs(None, config.log.as_deref());
+            return rt.block_on(run_relay(&config, listen, data_dir));
+        }
+        Some(Cmd::Demo) => {
+            init_logs(
+                Some(&std::env::temp_dir().join("sotto-demo.log")),
+                config.log.as_deref(),
+            );
+            return rt.block_on(demo(&config));
+        }
+        Some(c) => c,
+        None => {
+            let dir = config::profile_dir(cli.data_dir.as_deref(), cli.profile.as_deref())?;
+            init_logs(Some(&dir.join("sotto.log")), config.log.as_deref());
+            return rt.block_on(chat(&config, &dir, cli.relay));
+        }
+    };
     let dir = config::profile_dir(cli.data_dir.as_deref(), cli.profile.as_deref())?;
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the profile directory {}", dir.display()))?;
     init_logs(Some(&dir.join("sotto.log")), config.log.as_deref());
     let relay_override = cli.relay.clone();
-    match cli.command {
-        Cmd::Relay { .. } => unreachable!("handled above"),
+    match command {
+        Cmd::Relay { .. } | Cmd::Demo => unreachable!("handled above"),
         Cmd::Init { handle, init_relay } => {
             let url = init_relay
                 .or(relay_override)
@@ -184,6 +202,45 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn tui_options(config: &Config) -> Result<sotto::tui::Options> {
+    Ok(sotto::tui::Options {
+        keys: sotto::tui::keys::KeyMap::from_config(&config.keys).map_err(|e| anyhow!(e))?,
+        bell: config.bell.unwrap_or(true),
+        open: None,
+        greeting: None,
+    })
+}
+
+/// The chat screen on a registered profile.
+async fn chat(config: &Config, dir: &Path, relay: Option<String>) -> Result<()> {
+    let mut hangup = sotto::tui::Hangup::new()?;
+    let me = Store::open(dir)?
+        .registration()
+        .map_err(|e| anyhow!("{e}; or try `sotto demo`"))?
+        .handle;
+    let opts = tui_options(config)?;
+    let manager = manager::spawn(dir, relay)?;
+    sotto::tui::run(manager, me, opts, &mut hangup).await?;
+    Ok(())
+}
+
+async fn demo(config: &Config) -> Result<()> {
+    let mut hangup = sotto::tui::Hangup::new()?;
+    let mut opts = tui_options(config)?;
+    let demo = sotto::demo::Demo::start().await?;
+    opts.open = Some(sotto::demo::BOT.to_string());
+    opts.greeting = Some(format!(
+        "say hi to {}; {} switches to a secret thread; ? for help",
+        sotto::demo::BOT,
+        opts.keys.toggle_secret.label()
+    ));
+    let manager = manager::spawn(&demo.you, None)?;
+    let result = sotto::tui::run(manager, sotto::demo::YOU.to_string(), opts, &mut hangup).await;
+    demo.stop().await;
+    result?;
+    Ok(())
 }
 
 /// A public key shown in groups of four hex digits, for comparing by eye.

@@ -30,7 +30,7 @@ pub enum AccountError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Link(#[from] LinkError),
-    #[error("key generation failed: {0}")]
+    #[error("key generation failed")]
     Keys(#[from] libsignal_protocol::SignalProtocolError),
     #[error(
         "this profile is already registered as {handle:?}; use another --data-dir or --profile for a second account"

@@ -20,7 +20,9 @@ use super::conn::{Hello, Link, LinkError, LinkEvent};
 use super::content::{self, Body, Content};
 use super::crypto;
 use super::signal_store::{Stores, is_storage_failure};
-use super::store::{Contact, Message, MessageState, Registration, Store, StoreError};
+use super::store::{
+    Contact, ContactSummary, Message, MessageState, Registration, Store, StoreError,
+};
 use crate::wire::{ClientFrame, ErrorCode, Payload, RelayFrame};
 
 /// A sender certificate is renewed when it has less than this left.
@@ -43,6 +45,21 @@ pub enum Command {
     FetchUnshown { tag: u64 },
     /// The user has now seen these messages.
     MarkShown { ids: Vec<String> },
+    /// Report every contact with unread counts and timers (`Event::Contacts`).
+    ListContacts,
+    /// Report up to `limit` messages of a thread older than `before` (`Event::Page`).
+    LoadPage {
+        contact: String,
+        secret: bool,
+        before: Option<i64>,
+        limit: usize,
+    },
+    /// Set a thread's disappearing timer (seconds, already validated; None: off).
+    SetTimer {
+        contact: String,
+        secret: bool,
+        timer: Option<u32>,
+    },
 }
 
 /// The state of the relay connection, as the user should see it.
@@ -72,6 +89,21 @@ pub enum Event {
         tag: u64,
         contact: Contact,
     },
+    Contacts(Vec<ContactSummary>),
+    /// Messages of a thread older than `before`, oldest first; fewer than asked means the
+    /// start of the thread was reached.
+    Page {
+        contact: String,
+        secret: bool,
+        before: Option<i64>,
+        messages: Vec<Message>,
+        complete: bool,
+    },
+    TimerSet {
+        contact: String,
+        secret: bool,
+        timer: Option<u32>,
+    },
     Unshown {
         tag: u64,
         messages: Vec<Message>,
@@ -95,7 +127,7 @@ pub enum ClientError {
     Link(#[from] LinkError),
     #[error(transparent)]
     Account(#[from] account::AccountError),
-    #[error("{0}")]
+    #[error(transparent)]
     Signal(#[from] SignalProtocolError),
     #[error(
         "no account named {0:?} at the relay; check the spelling, or ask them for their handle"
@@ -113,6 +145,10 @@ pub enum ClientError {
     IdentityChanged { handle: String },
     #[error("the manager has stopped")]
     Stopped,
+    #[error("a message with this id exists already")]
+    DuplicateId,
+    #[error("{0:?} is not among your contacts; add them with /add {0}")]
+    NotAContact(String),
 }
 
 /// The caller's side of a running manager.
@@ -221,6 +257,18 @@ pub fn spawn(dir: &Path, relay_url: Option<String>) -> Result<ManagerHandle, Cli
     })
 }
 
+/// An error and its causes, "outer: inner: innermost", for an event the user will read.
+pub fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -286,7 +334,7 @@ impl Manager {
                 Err(e) => {
                     self.emit(Event::Failed {
                         tag,
-                        error: e.to_string(),
+                        error: describe(&e),
                     })
                     .await
                 }
@@ -296,17 +344,77 @@ impl Manager {
                 Err(e) => {
                     self.emit(Event::Failed {
                         tag,
-                        error: e.to_string(),
+                        error: describe(&e),
                     })
                     .await
                 }
             },
+            Command::ListContacts => match self.store.summaries() {
+                Ok(list) => self.emit(Event::Contacts(list)).await,
+                Err(e) => self.emit(Event::Warning(describe(&e))).await,
+            },
+            Command::LoadPage {
+                contact,
+                secret,
+                before,
+                limit,
+            } => match self.page(&contact, secret, before, limit) {
+                Ok(messages) => {
+                    let complete = messages.len() < limit;
+                    self.emit(Event::Page {
+                        contact,
+                        secret,
+                        before,
+                        messages,
+                        complete,
+                    })
+                    .await
+                }
+                Err(e) => self.emit(Event::Warning(describe(&e))).await,
+            },
+            Command::SetTimer {
+                contact,
+                secret,
+                timer,
+            } => match self.set_timer(&contact, secret, timer) {
+                Ok(()) => {
+                    self.emit(Event::TimerSet {
+                        contact,
+                        secret,
+                        timer,
+                    })
+                    .await
+                }
+                Err(e) => self.emit(Event::Warning(describe(&e))).await,
+            },
             Command::MarkShown { ids } => {
                 if let Err(e) = self.store.mark_shown(&ids) {
-                    self.emit(Event::Warning(e.to_string())).await;
+                    self.emit(Event::Warning(describe(&e))).await;
                 }
             }
         }
+    }
+
+    fn known(&self, handle: &str) -> Result<Contact, ClientError> {
+        self.store
+            .contact_by_handle(handle)?
+            .ok_or_else(|| ClientError::NotAContact(handle.to_string()))
+    }
+
+    fn page(
+        &self,
+        handle: &str,
+        secret: bool,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Message>, ClientError> {
+        let c = self.known(handle)?;
+        Ok(self.store.page(&c.account_id, secret, before, limit)?)
+    }
+
+    fn set_timer(&self, handle: &str, secret: bool, timer: Option<u32>) -> Result<(), ClientError> {
+        let c = self.known(handle)?;
+        Ok(self.store.set_timer(&c.account_id, secret, timer)?)
     }
 
     async fn link_event(&mut self, ev: LinkEvent) {
@@ -428,7 +536,8 @@ impl Manager {
                 return Err(ClientError::TooLong(text.len()));
             }
             let contact = self.contact_by_handle(&to).await?;
-            let m = Message {
+            let mut m = Message {
+                seq: 0,
                 id: id.clone(),
                 contact: contact.handle.clone(),
                 secret,
@@ -437,8 +546,11 @@ impl Manager {
                 sent_at: now_ms(),
                 state: MessageState::Sending,
             };
-            self.store
-                .insert_message(&contact.account_id, &m, now_ms())?;
+            // The caller picked a fresh UUID; a repeat is a caller bug, reported as such.
+            m.seq = self
+                .store
+                .insert_message(&contact.account_id, &m, now_ms())?
+                .ok_or(ClientError::DuplicateId)?;
             self.emit(Event::Message(m.clone())).await;
             Ok(m)
         }
@@ -448,7 +560,7 @@ impl Manager {
             Err(e) => {
                 self.emit(Event::MessageFailed {
                     id,
-                    error: e.to_string(),
+                    error: describe(&e),
                 })
                 .await
             }
@@ -488,7 +600,7 @@ impl Manager {
                 }
                 self.emit(Event::MessageFailed {
                     id: m.id.clone(),
-                    error: e.to_string(),
+                    error: describe(&e),
                 })
                 .await;
                 return;
@@ -661,6 +773,7 @@ impl Manager {
             Body::Text {
                 id, text, sent_at, ..
             } => Ok(Some(Message {
+                seq: 0,
                 id,
                 contact: contact.handle.clone(),
                 secret,
@@ -688,14 +801,17 @@ impl Manager {
                 contact.handle
             ))
         })?;
-        let Some(m) = Self::text_message(&contact, false, content)? else {
+        let Some(mut m) = Self::text_message(&contact, false, content)? else {
             return Ok(None);
         };
-        let fresh = self
+        let seq = self
             .store
             .insert_message(&contact.account_id, &m, now_ms())
             .map_err(Receive::retry)?;
-        Ok(fresh.then_some(m))
+        Ok(seq.map(|seq| {
+            m.seq = seq;
+            m
+        }))
     }
 
     async fn receive_sealed(
@@ -740,8 +856,8 @@ impl Manager {
             }
         };
         let content = content::unpad(&opened.plaintext)
-            .map_err(|e| e.to_string())
-            .and_then(|p| Content::decode(p).map_err(|e| e.to_string()));
+            .map_err(|e| describe(&e))
+            .and_then(|p| Content::decode(p).map_err(|e| describe(&e)));
         let message = match content {
             Ok(c) => Self::text_message(&contact, true, c)?,
             Err(e) => {
@@ -755,16 +871,19 @@ impl Manager {
             }
         };
         // `tx` is open on the store's connection, so this insert is part of it.
-        let fresh = match &message {
+        let seq = match &message {
             Some(m) => self
                 .store
                 .insert_message(&contact.account_id, m, now_ms())
                 .map_err(Receive::retry)?,
-            None => false,
+            None => None,
         };
         tx.commit()
             .map_err(|e| Receive::retry(StoreError::from(e)))?;
-        Ok(message.filter(|_| fresh))
+        Ok(message.zip(seq).map(|(mut m, seq)| {
+            m.seq = seq;
+            m
+        }))
     }
 }
 
@@ -777,7 +896,7 @@ enum Receive {
 }
 
 impl Receive {
-    fn retry(e: impl std::fmt::Display) -> Self {
-        Receive::Retry(e.to_string())
+    fn retry(e: impl std::error::Error) -> Self {
+        Receive::Retry(describe(&e))
     }
 }

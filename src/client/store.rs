@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("profile database error: {0}")]
+    #[error("profile database error")]
     Sql(#[from] rusqlite::Error),
     #[error("cannot use the profile directory {path}: {source}")]
     Dir {
@@ -151,6 +151,9 @@ pub struct Contact {
 /// A message as the store knows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Message {
+    /// Position in the store, increasing with arrival: the key for paging. 0 until stored.
+    #[serde(skip)]
+    pub seq: i64,
     pub id: String,
     /// The contact's handle: the peer of the thread.
     pub contact: String,
@@ -159,6 +162,18 @@ pub struct Message {
     pub text: String,
     pub sent_at: u64,
     pub state: MessageState,
+}
+
+/// A contact as the contact list shows it. Arrays are indexed by `secret as usize`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactSummary {
+    pub handle: String,
+    /// Received messages not yet shown, per thread.
+    pub unread: [u32; 2],
+    /// Whether the secret thread holds any message.
+    pub has_secret: bool,
+    /// Disappearing timer in seconds per thread; None: off.
+    pub timers: [Option<u32>; 2],
 }
 
 /// The profile's registration: who this client is at which relay.
@@ -257,8 +272,8 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a message; returns false (and changes nothing) if its id is already known.
-    pub fn insert_message(&self, contact_id: &str, m: &Message, now: u64) -> Result<bool> {
+    /// Stores a message; returns its `seq`, or None (changing nothing) if its id is known.
+    pub fn insert_message(&self, contact_id: &str, m: &Message, now: u64) -> Result<Option<i64>> {
         let n = self.conn.execute(
             "INSERT OR IGNORE INTO messages (id, contact, secret, outgoing, text, sent_at,
                  received_at, state, shown)
@@ -276,7 +291,7 @@ impl Store {
                 m.outgoing,
             ],
         )?;
-        Ok(n > 0)
+        Ok((n > 0).then(|| self.conn.last_insert_rowid()))
     }
 
     pub fn set_state(&self, id: &str, state: MessageState) -> Result<()> {
@@ -311,17 +326,62 @@ impl Store {
 
     /// The newest `limit` messages of a thread, oldest first.
     pub fn history(&self, contact_id: &str, secret: bool, limit: usize) -> Result<Vec<Message>> {
+        self.page(contact_id, secret, None, limit)
+    }
+
+    /// Up to `limit` messages of a thread older than `before` (a `seq`; None: the newest),
+    /// oldest first. Served from the thread index, so its cost does not grow with history.
+    pub fn page(
+        &self,
+        contact_id: &str,
+        secret: bool,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Message>> {
         let mut page = self.messages_where(
-            "m.contact = ?1 AND m.secret = ?2 ORDER BY m.seq DESC LIMIT ?3",
-            params![contact_id, secret, limit as i64],
+            "m.contact = ?1 AND m.secret = ?2 AND m.seq < ?3 ORDER BY m.seq DESC LIMIT ?4",
+            params![contact_id, secret, before.unwrap_or(i64::MAX), limit as i64],
         )?;
         page.reverse();
         Ok(page)
     }
 
+    /// Every contact with its threads' unread counts and timers, by handle.
+    pub fn summaries(&self) -> Result<Vec<ContactSummary>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT c.handle,
+                (SELECT count(*) FROM messages m WHERE m.contact = c.account_id AND m.secret = 0
+                    AND m.shown = 0),
+                (SELECT count(*) FROM messages m WHERE m.contact = c.account_id AND m.secret = 1
+                    AND m.shown = 0),
+                EXISTS (SELECT 1 FROM messages m WHERE m.contact = c.account_id AND m.secret = 1),
+                (SELECT timer_secs FROM threads t WHERE t.contact = c.account_id AND t.secret = 0),
+                (SELECT timer_secs FROM threads t WHERE t.contact = c.account_id AND t.secret = 1)
+             FROM contacts c ORDER BY c.handle",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(ContactSummary {
+                handle: r.get(0)?,
+                unread: [r.get(1)?, r.get(2)?],
+                has_secret: r.get(3)?,
+                timers: [r.get(4)?, r.get(5)?],
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Sets a thread's disappearing timer (seconds; None: off).
+    pub fn set_timer(&self, contact_id: &str, secret: bool, timer: Option<u32>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE threads SET timer_secs = ?3 WHERE contact = ?1 AND secret = ?2",
+            params![contact_id, secret, timer],
+        )?;
+        Ok(())
+    }
+
     fn messages_where(&self, cond: &str, args: impl rusqlite::Params) -> Result<Vec<Message>> {
         let sql = format!(
-            "SELECT m.id, c.handle, m.secret, m.outgoing, m.text, m.sent_at, m.state
+            "SELECT m.id, c.handle, m.secret, m.outgoing, m.text, m.sent_at, m.state, m.seq
              FROM messages m JOIN contacts c ON c.account_id = m.contact WHERE {cond}"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
@@ -334,6 +394,7 @@ impl Store {
                 text: r.get(4)?,
                 sent_at: r.get::<_, i64>(5)? as u64,
                 state: MessageState::parse(&r.get::<_, String>(6)?),
+                seq: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)

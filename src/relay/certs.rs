@@ -25,7 +25,7 @@ pub enum CertError {
     Store(#[from] StoreError),
     #[error("the relay's stored keys are unreadable ({0}); the data directory is damaged")]
     Corrupt(String),
-    #[error("could not issue a certificate: {0}")]
+    #[error("could not issue a certificate")]
     Signal(#[from] libsignal_protocol::SignalProtocolError),
 }
 

@@ -75,7 +75,7 @@ pub enum RelayError {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot listen: {0}")]
+    #[error("cannot listen")]
     Io(#[from] std::io::Error),
 }
 

@@ -13,7 +13,7 @@ use crate::wire::{Bundle, KeyUpload, PreKey, SignedKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("relay database error: {0}")]
+    #[error("relay database error")]
     Sql(#[from] rusqlite::Error),
     #[error("the handle {0:?} is already registered")]
     HandleTaken(String),

@@ -1,0 +1,163 @@
+//! The terminal user interface: the loop that draws the app, turns key presses into actions
+//! and carries commands and events between the app and the session manager.
+//!
+//! Owns the terminal (raw mode, alternate screen, restored on quit, on error and, through
+//! ratatui's panic hook, on panic). Talks to the manager only through `Command`/`Event`;
+//! never touches SQLite, sockets or keys. Redraws only when something happened: no busy loop.
+
+pub mod app;
+pub mod commands;
+pub mod keys;
+pub mod render;
+
+use std::io::Write as _;
+
+use crossterm::event::{Event as TermEvent, EventStream};
+use futures::StreamExt as _;
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::client::manager::{Command, ManagerHandle};
+use app::{Action, App};
+use keys::KeyMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TuiError {
+    #[error("terminal error")]
+    Io(#[from] std::io::Error),
+    #[error("the session manager stopped; see the log file in the profile directory")]
+    ManagerStopped,
+}
+
+/// How the TUI should behave, from the config file and the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub keys: KeyMap,
+    /// Ring the terminal bell when a message arrives in a thread that is not open.
+    pub bell: bool,
+    /// A contact to add (if needed) and open at start.
+    pub open: Option<String>,
+    /// A first line for the status bar.
+    pub greeting: Option<String>,
+}
+
+/// Runs the TUI until the user quits (or `hangup` fires), then restores the terminal and stops
+/// the manager.
+pub async fn run(
+    mut manager: ManagerHandle,
+    me: String,
+    opts: Options,
+    hangup: &mut Hangup,
+) -> Result<(), TuiError> {
+    let mut terminal = ratatui::try_init()?;
+    let result = event_loop(&mut terminal, &mut manager, me, &opts, hangup).await;
+    ratatui::restore();
+    tokio::task::block_in_place(|| manager.shutdown());
+    result
+}
+
+/// Hands commands to the manager without ever blocking the UI.
+fn send_all(manager: &ManagerHandle, app: &mut App, cmds: Vec<Command>) -> Result<(), TuiError> {
+    for cmd in cmds {
+        match manager.commands.try_send(cmd) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                app.on_event(crate::client::manager::Event::Warning(
+                    "busy: that was not done; try again in a moment".into(),
+                ));
+            }
+            Err(TrySendError::Closed(_)) => return Err(TuiError::ManagerStopped),
+        }
+    }
+    Ok(())
+}
+
+async fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    manager: &mut ManagerHandle,
+    me: String,
+    opts: &Options,
+    hangup: &mut Hangup,
+) -> Result<(), TuiError> {
+    let mut app = App::new(me);
+    app.bell = opts.bell;
+    if let Some(g) = &opts.greeting {
+        app.status = Some(app::Status {
+            text: g.clone(),
+            error: false,
+        });
+    }
+    let start = app.start(opts.open.as_deref());
+    send_all(manager, &mut app, start)?;
+    let mut input = EventStream::new();
+    loop {
+        terminal.draw(|f| render::draw(f, &app, &opts.keys))?;
+        if std::mem::take(&mut app.ring) {
+            let out = terminal.backend_mut();
+            out.write_all(b"\x07")?;
+            out.flush()?;
+        }
+        let cmds = tokio::select! {
+            // The terminal went away or we were asked to stop: leave as cleanly as on /quit.
+            _ = hangup.recv() => return Ok(()),
+            ev = input.next() => match ev {
+                Some(Ok(TermEvent::Key(k))) => match opts.keys.action(&app, k) {
+                    Some(a) => app.update(a),
+                    None => continue,
+                },
+                Some(Ok(TermEvent::Paste(s))) => app.update(Action::Paste(s)),
+                // A resize only needs the redraw at the top of the loop.
+                Some(Ok(_)) => Vec::new(),
+                Some(Err(e)) => return Err(e.into()),
+                None => return Ok(()),
+            },
+            ev = manager.events.recv() => {
+                let Some(ev) = ev else { return Err(TuiError::ManagerStopped) };
+                let mut cmds = app.on_event(ev);
+                // Take whatever else is already waiting before drawing once.
+                while let Ok(ev) = manager.events.try_recv() {
+                    cmds.extend(app.on_event(ev));
+                }
+                cmds
+            }
+        };
+        send_all(manager, &mut app, cmds)?;
+        if app.quit {
+            return Ok(());
+        }
+    }
+}
+
+/// SIGHUP (the terminal closed) and SIGTERM, so the TUI can restore the terminal and let the
+/// demo remove its files instead of dying mid-write. Create it first thing: a signal that
+/// comes before it exists still kills the process the default way.
+pub struct Hangup {
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Hangup {
+    pub fn new() -> std::io::Result<Hangup> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Hangup {
+                hup: signal(SignalKind::hangup())?,
+                term: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Hangup {})
+    }
+
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.hup.recv() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await
+    }
+}

@@ -1,0 +1,457 @@
+//! Drawing the screen: a pure function of the app state.
+//!
+//! Owns layout, wrapping and the look of normal and secret threads. Takes `&App` only, does
+//! no I/O, and lays out only the messages that fit on screen, so a frame costs the same for
+//! ten messages or a hundred thousand.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Position, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, BorderType, Borders, Clear, List, ListItem, Paragraph};
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+
+use super::app::{App, Focus, Overlay};
+use super::commands;
+use super::keys::KeyMap;
+use crate::client::manager::ConnState;
+use crate::client::store::{Message, MessageState};
+
+pub const LOCK: &str = "🔒";
+const CONTACTS_WIDTH: u16 = 26;
+const SECRET: Color = Color::Magenta;
+
+/// Draws the whole screen.
+pub fn draw(f: &mut Frame, app: &App, keys: &KeyMap) {
+    let composer_lines = app.composer.text.split('\n').count().clamp(1, 6) as u16;
+    let [main, composer, status] = Layout::vertical([
+        Constraint::Min(3),
+        Constraint::Length(composer_lines + 2),
+        Constraint::Length(1),
+    ])
+    .areas(f.area());
+    let [contacts, thread] =
+        Layout::horizontal([Constraint::Length(CONTACTS_WIDTH), Constraint::Min(10)]).areas(main);
+    draw_contacts(f, app, contacts);
+    draw_thread(f, app, thread);
+    draw_composer(f, app, keys, composer);
+    draw_status(f, app, keys, status);
+    match app.overlay {
+        Some(Overlay::Help) => draw_help(f, keys),
+        Some(Overlay::Verify) => draw_verify(f, app),
+        None => {}
+    }
+}
+
+fn focused(app: &App, focus: Focus) -> Style {
+    if app.focus == focus && app.overlay.is_none() {
+        Style::default().add_modifier(Modifier::BOLD)
+    } else {
+        Style::default().fg(Color::DarkGray)
+    }
+}
+
+fn draw_contacts(f: &mut Frame, app: &App, area: Rect) {
+    let rows = app.rows();
+    let items: Vec<ListItem> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            // A marker, not only colour, shows the selection and the open thread.
+            let cursor = if i == app.selected && app.focus == Focus::Contacts {
+                "▸"
+            } else {
+                " "
+            };
+            let open = if app.open.as_ref() == Some(&r.key) {
+                "•"
+            } else {
+                " "
+            };
+            let name = if r.key.secret {
+                format!("  {LOCK} secret")
+            } else {
+                r.key.handle.clone()
+            };
+            let unread = if r.unread > 0 {
+                format!(" ({})", r.unread)
+            } else {
+                String::new()
+            };
+            let mut style = Style::default();
+            if r.key.secret {
+                style = style.fg(SECRET);
+            }
+            if r.unread > 0 {
+                style = style.add_modifier(Modifier::BOLD);
+            }
+            if i == app.selected && app.focus == Focus::Contacts {
+                style = style.add_modifier(Modifier::REVERSED);
+            }
+            ListItem::new(Line::from(format!("{cursor}{open}{name}{unread}"))).style(style)
+        })
+        .collect();
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(" contacts ")
+        .border_style(focused(app, Focus::Contacts));
+    if items.is_empty() {
+        let hint = Paragraph::new("no contacts yet\n\n/add HANDLE").block(block);
+        f.render_widget(hint, area);
+    } else {
+        f.render_widget(List::new(items).block(block), area);
+    }
+}
+
+fn clock(ms: u64) -> String {
+    let secs = ms / 1000 % 86_400;
+    format!("{:02}:{:02}", secs / 3600, secs / 60 % 60)
+}
+
+/// Word-wraps `text` to `width` columns; words longer than a line are cut.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut out = Vec::new();
+    for para in text.split('\n') {
+        let mut line = String::new();
+        let mut line_w = 0;
+        for word in para.split(' ') {
+            let w = word.width();
+            let sep = usize::from(!line.is_empty());
+            if line_w + sep + w <= width {
+                if sep == 1 {
+                    line.push(' ');
+                }
+                line.push_str(word);
+                line_w += sep + w;
+                continue;
+            }
+            if !line.is_empty() {
+                out.push(std::mem::take(&mut line));
+                line_w = 0;
+            }
+            for c in word.chars() {
+                let cw = c.width().unwrap_or(0);
+                if line_w + cw > width {
+                    out.push(std::mem::take(&mut line));
+                    line_w = 0;
+                }
+                line.push(c);
+                line_w += cw;
+            }
+        }
+        out.push(line);
+    }
+    out
+}
+
+fn state_mark(m: &Message) -> &'static str {
+    match (m.outgoing, m.state) {
+        (false, _) => "",
+        (true, MessageState::Sending) => " …sending",
+        (true, MessageState::Sent) => " ✓",
+        (true, MessageState::Received) => "",
+        (true, MessageState::Failed) => " ✗ not sent",
+    }
+}
+
+/// The lines of one message at `width`.
+fn message_lines(app: &App, m: &Message, width: usize) -> Vec<Line<'static>> {
+    let who = if m.outgoing {
+        app.me.clone()
+    } else {
+        m.contact.clone()
+    };
+    let lock = if m.secret {
+        format!("{LOCK} ")
+    } else {
+        String::new()
+    };
+    let head = format!("{} {lock}{who}: ", clock(m.sent_at));
+    let indent = head.width().min(width / 2);
+    let body = format!("{}{}", m.text, state_mark(m));
+    let who_style = if m.outgoing {
+        Style::default().fg(Color::Cyan)
+    } else {
+        Style::default().fg(Color::Yellow)
+    };
+    let text_style = if m.state == MessageState::Failed {
+        Style::default().fg(Color::Red)
+    } else {
+        Style::default()
+    };
+    wrap(&body, width.saturating_sub(indent))
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let lead = if i == 0 {
+                Span::styled(head.clone(), who_style)
+            } else {
+                Span::raw(" ".repeat(indent))
+            };
+            Line::from(vec![lead, Span::styled(chunk, text_style)])
+        })
+        .collect()
+}
+
+fn draw_thread(f: &mut Frame, app: &App, area: Rect) {
+    let secret = app.secret();
+    let title = match &app.open {
+        Some(o) if o.secret => format!(" {LOCK} SECRET · {} ", o.handle),
+        Some(o) => format!(" {} · normal ", o.handle),
+        None => " sotto ".to_string(),
+    };
+    let block = if secret {
+        Block::default()
+            .borders(Borders::ALL)
+            .border_type(BorderType::Double)
+            .border_style(Style::default().fg(SECRET))
+            .title(Span::styled(
+                title,
+                Style::default().fg(SECRET).add_modifier(Modifier::BOLD),
+            ))
+    } else {
+        Block::default().borders(Borders::ALL).title(title)
+    };
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if app.open.is_none() {
+        let hint = "No conversation is open.\n\nTab moves to the contacts, Enter opens one.\n/add HANDLE adds a contact.\n? shows every key and command.";
+        f.render_widget(Paragraph::new(hint), inner);
+        return;
+    }
+    let (width, height) = (inner.width as usize, inner.height as usize);
+    let msgs = &app.thread.messages;
+    let end = msgs.len().saturating_sub(app.thread.scroll);
+    // Lay out from the newest visible message upwards, only until the view is full.
+    let mut lines: Vec<Line> = Vec::with_capacity(height + 8);
+    let mut i = end;
+    while i > 0 && lines.len() < height {
+        i -= 1;
+        let mut block = message_lines(app, &msgs[i], width);
+        block.append(&mut lines);
+        lines = block;
+    }
+    if i == 0 && lines.len() < height {
+        let marker = if app.thread.loading {
+            "loading…"
+        } else if app.thread.complete {
+            "— start of the conversation —"
+        } else {
+            "PageUp for more"
+        };
+        lines.insert(
+            0,
+            Line::styled(marker, Style::default().fg(Color::DarkGray)),
+        );
+    }
+    let skip = lines.len().saturating_sub(height);
+    let shown: Vec<Line> = lines.into_iter().skip(skip).collect();
+    f.render_widget(Paragraph::new(shown), inner);
+    if app.thread.scroll > 0 {
+        let more = format!(" ↓ {} newer ", app.thread.scroll);
+        let w = more.width() as u16;
+        let at = Rect::new(area.right().saturating_sub(w + 2), area.bottom() - 1, w, 1);
+        f.render_widget(
+            Paragraph::new(more).style(Style::default().add_modifier(Modifier::REVERSED)),
+            at,
+        );
+    }
+}
+
+fn draw_composer(f: &mut Frame, app: &App, keys: &KeyMap, area: Rect) {
+    let title = if app.secret() {
+        format!(
+            " {LOCK} secret message · Enter sends · Alt-Enter newline · {} normal ",
+            keys.toggle_secret.label()
+        )
+    } else {
+        format!(
+            " message · Enter sends · Alt-Enter newline · {} secret ",
+            keys.toggle_secret.label()
+        )
+    };
+    let mut block = Block::default()
+        .borders(Borders::ALL)
+        .title(title)
+        .border_style(focused(app, Focus::Composer));
+    if app.secret() {
+        block = block
+            .border_type(BorderType::Double)
+            .border_style(Style::default().fg(SECRET));
+    }
+    let inner = block.inner(area);
+    let text: Vec<&str> = app.composer.text.split('\n').collect();
+    // Show the last lines when there are more than fit.
+    let before_cursor: String = app
+        .composer
+        .text
+        .chars()
+        .take(app.composer.cursor)
+        .collect();
+    let row = before_cursor.matches('\n').count();
+    let col = before_cursor.rsplit('\n').next().unwrap_or("").width();
+    let top = row.saturating_sub(inner.height.saturating_sub(1) as usize);
+    let shown: Vec<Line> = text.iter().skip(top).map(|l| Line::from(*l)).collect();
+    let hscroll = col.saturating_sub(inner.width.saturating_sub(1) as usize);
+    f.render_widget(
+        Paragraph::new(shown)
+            .block(block)
+            .scroll((0, hscroll as u16)),
+        area,
+    );
+    if app.focus == Focus::Composer && app.overlay.is_none() {
+        f.set_cursor_position(Position::new(
+            inner.x + (col - hscroll) as u16,
+            inner.y + (row - top) as u16,
+        ));
+    }
+}
+
+fn draw_status(f: &mut Frame, app: &App, keys: &KeyMap, area: Rect) {
+    let sep = || Span::raw(" │ ");
+    let conn = match &app.conn {
+        ConnState::Online => Span::styled("● online", Style::default().fg(Color::Green)),
+        ConnState::Connecting => Span::styled("○ connecting…", Style::default().fg(Color::Yellow)),
+        ConnState::Offline { retry_in, .. } => Span::styled(
+            format!("✕ offline, retry in {}s", retry_in.as_secs().max(1)),
+            Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ),
+    };
+    let mode = if app.secret() {
+        Span::styled(
+            format!(" {LOCK} SECRET "),
+            Style::default()
+                .fg(Color::Black)
+                .bg(SECRET)
+                .add_modifier(Modifier::BOLD),
+        )
+    } else if app.open.is_some() {
+        Span::raw("normal")
+    } else {
+        Span::raw("no conversation")
+    };
+    let timer = match app.open_timer() {
+        Some(t) => format!("timer {}", crate::timer::short(t)),
+        None => "timer off".to_string(),
+    };
+    let mut spans = vec![conn, sep(), mode, sep(), Span::raw(timer), sep()];
+    match &app.status {
+        Some(s) if s.error => spans.push(Span::styled(
+            format!("! {}", s.text),
+            Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+        )),
+        Some(s) => spans.push(Span::raw(s.text.clone())),
+        None => spans.push(Span::styled(
+            format!("{} help", keys.help.label()),
+            Style::default().fg(Color::DarkGray),
+        )),
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let w = width.min(area.width);
+    let h = height.min(area.height);
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
+fn draw_help(f: &mut Frame, keys: &KeyMap) {
+    let mut lines = vec![Line::styled(
+        "Keys",
+        Style::default().add_modifier(Modifier::BOLD),
+    )];
+    let key_help = [
+        ("Enter".to_string(), "send the message, or run a /command"),
+        (
+            "Alt-Enter".to_string(),
+            "new line in the message (Shift-Enter where the terminal reports it)",
+        ),
+        (
+            keys.toggle_secret.label(),
+            "switch between the normal and the secret thread",
+        ),
+        (
+            keys.focus.label(),
+            "move between the composer and the contact list",
+        ),
+        (
+            "↑ ↓ / k j".to_string(),
+            "choose a contact (in the list); Enter opens it",
+        ),
+        ("PageUp PageDown".to_string(), "scroll the conversation"),
+        ("Esc".to_string(), "back to the composer; close this help"),
+        (
+            format!("? or {}", keys.help.label()),
+            "this help (? when the composer is empty)",
+        ),
+        (keys.quit.label(), "quit"),
+    ];
+    for (k, what) in key_help {
+        lines.push(Line::from(format!("  {k:<17} {what}")));
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::styled(
+        "Commands",
+        Style::default().add_modifier(Modifier::BOLD),
+    ));
+    for (cmd, what) in commands::HELP {
+        lines.push(Line::from(format!("  {cmd:<26} {what}")));
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::from(format!(
+        "  {LOCK} SECRET threads are end-to-end encrypted (Signal Protocol), sent sealed so the relay"
+    )));
+    lines.push(Line::from("  does not learn the sender, and bound to this device. normal threads are readable by the relay."));
+    let area = centered(f.area(), 100, lines.len() as u16 + 2);
+    f.render_widget(Clear, area);
+    f.render_widget(
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" help · Esc closes "),
+        ),
+        area,
+    );
+}
+
+fn draw_verify(f: &mut Frame, app: &App) {
+    let who = app
+        .open
+        .as_ref()
+        .map_or("this contact", |o| o.handle.as_str());
+    let text = format!(
+        "Safety numbers for {who} are not shown yet: verification comes in a later version.\n\nUntil then, secret messages are encrypted to the key the relay's directory gave\nfor {who} when you first wrote, and a change of that key stops secret sending."
+    );
+    let area = centered(f.area(), 90, 8);
+    f.render_widget(Clear, area);
+    f.render_widget(
+        Paragraph::new(text).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" verify · Esc closes "),
+        ),
+        area,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap;
+
+    #[test]
+    fn wrapping_breaks_words_and_cuts_long_ones() {
+        assert_eq!(wrap("aaa bbb ccc", 7), vec!["aaa bbb", "ccc"]);
+        assert_eq!(wrap("abcdefghij", 4), vec!["abcd", "efgh", "ij"]);
+        assert_eq!(wrap("one\ntwo", 10), vec!["one", "two"]);
+        assert_eq!(wrap("", 5), vec![""]);
+        for line in wrap(&"word ".repeat(100), 13) {
+            assert!(unicode_width::UnicodeWidthStr::width(line.as_str()) <= 13);
+        }
+    }
+}
