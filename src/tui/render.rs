@@ -194,6 +194,49 @@ fn message_lines(app: &App, m: &Message, width: usize) -> Vec<Line<'static>> {
         .collect()
 }
 
+/// The visible part of the open thread.
+pub struct ThreadView {
+    /// Exactly the lines on screen, top to bottom.
+    pub lines: Vec<Line<'static>>,
+    /// How many messages were laid out to fill the view: bounded by its height, whatever
+    /// the length of the thread.
+    pub laid_out: usize,
+}
+
+/// Lays out the open thread into `width` x `height`, from the newest visible message upwards,
+/// stopping as soon as the view is full.
+pub fn thread_view(app: &App, width: u16, height: u16) -> ThreadView {
+    let (width, height) = (width as usize, height as usize);
+    let msgs = &app.thread.messages;
+    let end = msgs.len().saturating_sub(app.thread.scroll);
+    let mut lines: Vec<Line> = Vec::with_capacity(height + 8);
+    let mut i = end;
+    while i > 0 && lines.len() < height {
+        i -= 1;
+        let mut block = message_lines(app, &msgs[i], width);
+        block.append(&mut lines);
+        lines = block;
+    }
+    if i == 0 && lines.len() < height {
+        let marker = if app.thread.loading {
+            "loading…"
+        } else if app.thread.complete {
+            "— start of the conversation —"
+        } else {
+            "PageUp for more"
+        };
+        lines.insert(
+            0,
+            Line::styled(marker, Style::default().fg(Color::DarkGray)),
+        );
+    }
+    let skip = lines.len().saturating_sub(height);
+    ThreadView {
+        lines: lines.into_iter().skip(skip).collect(),
+        laid_out: end - i,
+    }
+}
+
 fn draw_thread(f: &mut Frame, app: &App, area: Rect) {
     let secret = app.secret();
     let title = match &app.open {
@@ -220,34 +263,8 @@ fn draw_thread(f: &mut Frame, app: &App, area: Rect) {
         f.render_widget(Paragraph::new(hint), inner);
         return;
     }
-    let (width, height) = (inner.width as usize, inner.height as usize);
-    let msgs = &app.thread.messages;
-    let end = msgs.len().saturating_sub(app.thread.scroll);
-    // Lay out from the newest visible message upwards, only until the view is full.
-    let mut lines: Vec<Line> = Vec::with_capacity(height + 8);
-    let mut i = end;
-    while i > 0 && lines.len() < height {
-        i -= 1;
-        let mut block = message_lines(app, &msgs[i], width);
-        block.append(&mut lines);
-        lines = block;
-    }
-    if i == 0 && lines.len() < height {
-        let marker = if app.thread.loading {
-            "loading…"
-        } else if app.thread.complete {
-            "— start of the conversation —"
-        } else {
-            "PageUp for more"
-        };
-        lines.insert(
-            0,
-            Line::styled(marker, Style::default().fg(Color::DarkGray)),
-        );
-    }
-    let skip = lines.len().saturating_sub(height);
-    let shown: Vec<Line> = lines.into_iter().skip(skip).collect();
-    f.render_widget(Paragraph::new(shown), inner);
+    let view = thread_view(app, inner.width, inner.height);
+    f.render_widget(Paragraph::new(view.lines), inner);
     if app.thread.scroll > 0 {
         let more = format!(" ↓ {} newer ", app.thread.scroll);
         let w = more.width() as u16;

@@ -1,0 +1,423 @@
+//! The TUI without a terminal: key sequences through the key map and the pure app (what is
+//! sent to the manager, what the state becomes), and screens drawn on ratatui's TestBackend.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use sotto::client::manager::{Command, ConnState, Event};
+use sotto::client::store::{ContactSummary, Message, MessageState};
+use sotto::tui::app::{App, Focus, Overlay};
+use sotto::tui::keys::KeyMap;
+use sotto::tui::render;
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+fn ctrl(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)
+}
+
+/// Presses keys in order; returns every command the app produced.
+fn press(app: &mut App, keys: impl IntoIterator<Item = KeyEvent>) -> Vec<Command> {
+    let map = KeyMap::default();
+    let mut out = Vec::new();
+    for k in keys {
+        if let Some(a) = map.action(app, k) {
+            out.extend(app.update(a));
+        }
+    }
+    out
+}
+
+fn typing(text: &str) -> Vec<KeyEvent> {
+    text.chars().map(|c| key(KeyCode::Char(c))).collect()
+}
+
+fn contact(handle: &str) -> ContactSummary {
+    ContactSummary {
+        handle: handle.into(),
+        unread: [0, 0],
+        has_secret: false,
+        timers: [None, None],
+    }
+}
+
+fn msg(seq: i64, contact: &str, secret: bool, outgoing: bool, text: &str) -> Message {
+    Message {
+        seq,
+        id: format!("m{seq}"),
+        contact: contact.into(),
+        secret,
+        outgoing,
+        text: text.into(),
+        // 09:30:00 UTC on some day.
+        sent_at: 1_700_000_000_000 - 1_700_000_000_000 % 86_400_000 + 34_200_000,
+        state: if outgoing {
+            MessageState::Sent
+        } else {
+            MessageState::Received
+        },
+    }
+}
+
+/// An app with contacts bob and carol, connected, with bob's normal thread open and loaded.
+fn app_with_bob() -> App {
+    let mut app = App::new("alice");
+    app.on_event(Event::Connection(ConnState::Online));
+    app.on_event(Event::Contacts(vec![contact("bob"), contact("carol")]));
+    let cmds = press(&mut app, [key(KeyCode::Tab), key(KeyCode::Enter)]);
+    assert!(
+        matches!(&cmds[..], [Command::LoadPage { contact, secret: false, before: None, .. }] if contact == "bob")
+    );
+    app.on_event(Event::Page {
+        contact: "bob".into(),
+        secret: false,
+        before: None,
+        messages: vec![
+            msg(1, "bob", false, false, "hello alice"),
+            msg(2, "bob", false, true, "hi bob"),
+        ],
+        complete: true,
+    });
+    app
+}
+
+#[test]
+fn typing_and_enter_sends_in_the_open_thread() {
+    let mut app = app_with_bob();
+    assert_eq!(app.focus, Focus::Composer);
+    let cmds = press(
+        &mut app,
+        typing("lunch?").into_iter().chain([key(KeyCode::Enter)]),
+    );
+    match &cmds[..] {
+        [
+            Command::Send {
+                to, secret, text, ..
+            },
+        ] => {
+            assert_eq!(
+                (to.as_str(), *secret, text.as_str()),
+                ("bob", false, "lunch?")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(app.composer.text, "");
+    // Alt-Enter makes a new line instead of sending.
+    let cmds = press(
+        &mut app,
+        typing("a")
+            .into_iter()
+            .chain([KeyEvent::new(KeyCode::Enter, KeyModifiers::ALT)])
+            .chain(typing("b")),
+    );
+    assert!(cmds.is_empty());
+    assert_eq!(app.composer.text, "a\nb");
+}
+
+#[test]
+fn ctrl_s_switches_to_the_secret_thread_and_back() {
+    let mut app = app_with_bob();
+    let cmds = press(&mut app, [ctrl('s')]);
+    assert!(app.secret());
+    assert!(matches!(
+        &cmds[..],
+        [Command::LoadPage { secret: true, .. }]
+    ));
+    let cmds = press(
+        &mut app,
+        typing("psst").into_iter().chain([key(KeyCode::Enter)]),
+    );
+    assert!(matches!(&cmds[..], [Command::Send { secret: true, .. }]));
+    // /secret does the same as the key.
+    let cmds = press(
+        &mut app,
+        typing("/secret").into_iter().chain([key(KeyCode::Enter)]),
+    );
+    assert!(!app.secret());
+    assert!(matches!(
+        &cmds[..],
+        [Command::LoadPage { secret: false, .. }]
+    ));
+}
+
+#[test]
+fn timers_out_of_range_are_refused_with_a_message_and_nothing_is_sent() {
+    let mut app = app_with_bob();
+    for bad in ["/timer 4s", "/timer 25h", "/timer abc"] {
+        let cmds = press(
+            &mut app,
+            typing(bad).into_iter().chain([key(KeyCode::Enter)]),
+        );
+        assert!(cmds.is_empty(), "{bad} sent {cmds:?}");
+        let status = app.status.clone().unwrap();
+        assert!(status.error, "{bad}");
+        // The line stays in the composer to be fixed.
+        assert_eq!(app.composer.text, bad);
+        app.composer = Default::default();
+    }
+    let cmds = press(
+        &mut app,
+        typing("/timer 5s").into_iter().chain([key(KeyCode::Enter)]),
+    );
+    assert!(
+        matches!(&cmds[..], [Command::SetTimer { contact, secret: false, timer: Some(5) }] if contact == "bob")
+    );
+    app.on_event(Event::TimerSet {
+        contact: "bob".into(),
+        secret: false,
+        timer: Some(5),
+    });
+    assert_eq!(app.open_timer(), Some(5));
+}
+
+#[test]
+fn unknown_commands_and_bad_handles_are_explained() {
+    let mut app = app_with_bob();
+    let cmds = press(
+        &mut app,
+        typing("/frobnicate")
+            .into_iter()
+            .chain([key(KeyCode::Enter)]),
+    );
+    assert!(cmds.is_empty());
+    assert!(
+        app.status
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("unknown command")
+    );
+    app.composer = Default::default();
+    let cmds = press(
+        &mut app,
+        typing("/add Not Valid")
+            .into_iter()
+            .chain([key(KeyCode::Enter)]),
+    );
+    assert!(cmds.is_empty());
+    app.composer = Default::default();
+    let cmds = press(
+        &mut app,
+        typing("/add dave").into_iter().chain([key(KeyCode::Enter)]),
+    );
+    let [Command::AddContact { tag, handle }] = &cmds[..] else {
+        panic!("{cmds:?}")
+    };
+    assert_eq!(handle, "dave");
+    app.on_event(Event::Failed {
+        tag: *tag,
+        error: "no account named \"dave\"".into(),
+    });
+    assert!(app.status.as_ref().unwrap().error);
+}
+
+#[test]
+fn help_opens_on_question_mark_only_when_the_composer_is_empty() {
+    let mut app = app_with_bob();
+    press(&mut app, typing("why?"));
+    assert_eq!(app.overlay, None);
+    assert_eq!(app.composer.text, "why?");
+    app.composer = Default::default();
+    press(&mut app, typing("?"));
+    assert_eq!(app.overlay, Some(Overlay::Help));
+    press(&mut app, [key(KeyCode::Esc)]);
+    assert_eq!(app.overlay, None);
+    let cmds = press(&mut app, [ctrl('c')]);
+    assert!(cmds.is_empty() && app.quit);
+}
+
+#[test]
+fn messages_elsewhere_count_as_unread_and_ring_while_the_open_thread_marks_them_seen() {
+    let mut app = app_with_bob();
+    let cmds = app.on_event(Event::Message(msg(3, "bob", false, false, "still there?")));
+    assert_eq!(cmds.len(), 1);
+    assert!(matches!(&cmds[0], Command::MarkShown { ids } if ids == &vec!["m3".to_string()]));
+    assert!(!app.ring);
+    app.on_event(Event::Message(msg(4, "carol", true, false, "secret hello")));
+    assert!(app.ring);
+    let carol = app
+        .rows()
+        .into_iter()
+        .find(|r| r.key.handle == "carol" && r.key.secret)
+        .unwrap();
+    assert_eq!(carol.unread, 1);
+}
+
+#[test]
+fn scrolling_up_fetches_older_pages_before_the_top_is_reached() {
+    let mut app = App::new("alice");
+    app.on_event(Event::Contacts(vec![contact("bob")]));
+    press(&mut app, [key(KeyCode::Tab), key(KeyCode::Enter)]);
+    let page: Vec<Message> = (1000..1100)
+        .map(|s| msg(s, "bob", false, s % 2 == 0, "x"))
+        .collect();
+    app.on_event(Event::Page {
+        contact: "bob".into(),
+        secret: false,
+        before: None,
+        messages: page,
+        complete: false,
+    });
+    let mut asked = Vec::new();
+    for _ in 0..6 {
+        asked.extend(press(&mut app, [key(KeyCode::PageUp)]));
+    }
+    match &asked[..] {
+        [
+            Command::LoadPage {
+                before: Some(1000), ..
+            },
+        ] => {}
+        other => panic!("expected one request for the page before seq 1000, got {other:?}"),
+    }
+    let older: Vec<Message> = (950..1000)
+        .map(|s| msg(s, "bob", false, false, "old"))
+        .collect();
+    let cmds = app.on_event(Event::Page {
+        contact: "bob".into(),
+        secret: false,
+        before: Some(1000),
+        messages: older,
+        complete: true,
+    });
+    assert_eq!(app.thread.messages.len(), 150);
+    assert_eq!(app.thread.messages[0].seq, 950);
+    assert!(app.thread.complete);
+    assert!(matches!(&cmds[..], [Command::MarkShown { ids }] if ids.len() == 50));
+}
+
+fn screen(app: &App, width: u16, height: u16) -> TestBackend {
+    let mut term = Terminal::new(TestBackend::new(width, height)).unwrap();
+    term.draw(|f| render::draw(f, app, &KeyMap::default()))
+        .unwrap();
+    term.backend().clone()
+}
+
+fn rows(backend: &TestBackend) -> Vec<String> {
+    let buf = backend.buffer();
+    (0..buf.area.height)
+        .map(|y| {
+            (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol())
+                .collect::<String>()
+        })
+        .collect()
+}
+
+#[test]
+fn the_status_line_always_says_normal_or_secret() {
+    let mut app = app_with_bob();
+    let normal = screen(&app, 80, 16);
+    let status = rows(&normal).pop().unwrap();
+    assert!(
+        status.contains("normal") && !status.contains("SECRET"),
+        "{status}"
+    );
+    assert!(
+        status.contains("online") && status.contains("timer off"),
+        "{status}"
+    );
+    insta::assert_snapshot!("normal_thread", normal);
+
+    press(&mut app, [ctrl('s')]);
+    app.on_event(Event::Page {
+        contact: "bob".into(),
+        secret: true,
+        before: None,
+        messages: vec![
+            msg(7, "bob", true, false, "only for you"),
+            msg(8, "bob", true, true, "got it"),
+        ],
+        complete: true,
+    });
+    app.on_event(Event::TimerSet {
+        contact: "bob".into(),
+        secret: true,
+        timer: Some(30),
+    });
+    let secret = screen(&app, 80, 16);
+    let lines = rows(&secret);
+    let status = lines.last().unwrap();
+    assert!(
+        status.contains("SECRET") && status.contains("timer 30s"),
+        "{status}"
+    );
+    // Every message of a secret thread carries the lock.
+    let with_text: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("only for you") || l.contains("got it"))
+        .collect();
+    assert_eq!(with_text.len(), 2);
+    assert!(with_text.iter().all(|l| l.contains(render::LOCK)));
+    insta::assert_snapshot!("secret_thread", secret);
+}
+
+#[test]
+fn a_long_message_wraps_to_the_width() {
+    let mut app = app_with_bob();
+    let long = "the quick brown fox jumps over the lazy dog and keeps on running far beyond the edge of any reasonable terminal window";
+    app.on_event(Event::Message(msg(3, "bob", false, false, long)));
+    let backend = screen(&app, 60, 14);
+    let lines = rows(&backend);
+    let first = lines
+        .iter()
+        .position(|l| l.contains("the quick brown"))
+        .unwrap();
+    let last = lines.iter().position(|l| l.contains("window")).unwrap();
+    assert!(
+        last >= first + 2,
+        "the message should take several lines: {lines:#?}"
+    );
+    // Every word survives the wrapping, in order, within the thread pane.
+    let pane: String = lines[first..=last]
+        .iter()
+        .map(|l| l.chars().skip(27).take(60 - 28).collect::<String>())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let words: Vec<&str> = pane
+        .split_whitespace()
+        .skip_while(|w| *w != "the")
+        .collect();
+    assert_eq!(words.join(" "), long);
+    insta::assert_snapshot!("long_message_wraps", backend);
+}
+
+#[test]
+fn ten_thousand_messages_lay_out_only_the_visible_page() {
+    let mut app = App::new("alice");
+    app.on_event(Event::Contacts(vec![contact("bob")]));
+    press(&mut app, [key(KeyCode::Tab), key(KeyCode::Enter)]);
+    let all: Vec<Message> = (0..10_000)
+        .map(|s| msg(s, "bob", false, s % 3 == 0, &format!("message number {s}")))
+        .collect();
+    app.on_event(Event::Page {
+        contact: "bob".into(),
+        secret: false,
+        before: None,
+        messages: all,
+        complete: true,
+    });
+    let view = render::thread_view(&app, 70, 20);
+    assert_eq!(view.lines.len(), 20);
+    assert!(
+        view.laid_out <= 20,
+        "laid out {} messages for a 20-line view",
+        view.laid_out
+    );
+    let last: String = view
+        .lines
+        .last()
+        .unwrap()
+        .spans
+        .iter()
+        .map(|s| s.content.as_ref())
+        .collect();
+    assert!(last.contains("message number 9999"), "{last}");
+    // The full screen draws too.
+    let lines = rows(&screen(&app, 90, 24));
+    assert!(lines.iter().any(|l| l.contains("message number 9999")));
+    assert!(!lines.iter().any(|l| l.contains("message number 9000 ")));
+}

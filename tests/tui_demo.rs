@@ -1,0 +1,151 @@
+//! `sotto demo` in a real pseudo-terminal (tmux): type to the bot, switch to secret mode,
+//! quit, and find the terminal restored. tmux is a test dependency (README setup, .ci/run).
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sotto");
+const PATIENCE: Duration = Duration::from_secs(30);
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux is needed for this test: apt-get install -y tmux")
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "demo"]).stdout)
+            .into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "demo"];
+        args.extend_from_slice(keys);
+        assert!(self.run(&args).status.success());
+    }
+
+    /// Waits until the screen shows `what`; the screen is the only thing to synchronise on.
+    fn wait_for(&self, what: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if screen.contains(what) {
+                return screen;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{what:?} never appeared; the screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+fn wait_for_file(path: &Path) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path)
+            && s.ends_with("done\n")
+        {
+            return s;
+        }
+        assert!(start.elapsed() < PATIENCE, "the demo did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn demo_chats_with_the_bot_in_both_modes_and_restores_the_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("after-exit.txt");
+    let tmux = Tmux {
+        socket: format!("sotto-test-{}", std::process::id()),
+    };
+    // After the demo exits, record its exit code and the terminal's modes.
+    let script = format!(
+        "'{BIN}' demo; echo \"exit=$?\" > '{r}'; stty -a >> '{r}'; echo done >> '{r}'; sleep 60",
+        r = report.display()
+    );
+    let started = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "demo",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        "-e",
+        "TERM=xterm-256color",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+
+    let screen = tmux.wait_for("echo · normal");
+    assert!(screen.contains("● online") || tmux.wait_for("● online").contains("normal"));
+    tmux.keys(&["hello bot", "Enter"]);
+    tmux.wait_for("echo: hello bot");
+
+    tmux.keys(&["C-s"]);
+    let screen = tmux.wait_for("SECRET · echo");
+    let status = screen.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
+    assert!(status.contains("SECRET"), "status line: {status}");
+    tmux.keys(&["psst", "Enter"]);
+    let screen = tmux.wait_for("echo (secret): psst");
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.contains("🔒 echo: echo (secret): psst")),
+        "{screen}"
+    );
+
+    // Back to normal: the earlier exchange is still there and the status says so.
+    tmux.keys(&["C-s"]);
+    let screen = tmux.wait_for("echo · normal");
+    assert!(screen.contains("echo: hello bot"));
+    assert!(
+        !screen
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap()
+            .contains("SECRET")
+    );
+
+    tmux.keys(&["C-c"]);
+    let after = wait_for_file(&report);
+    assert!(after.starts_with("exit=0"), "{after}");
+    // Raw mode is off again: canonical input and echo are back.
+    assert!(
+        after.contains(" icanon") && !after.contains("-icanon"),
+        "{after}"
+    );
+    assert!(
+        after.contains(" echo ") && !after.contains("-echo "),
+        "{after}"
+    );
+    // The alternate screen is gone: the chat is no longer on the terminal.
+    let screen = tmux.screen();
+    assert!(!screen.contains("contacts"), "{screen}");
+}
