@@ -54,7 +54,8 @@ pub fn lock_profile(dir: &Path) -> Result<ProfileLock> {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE profile (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE prekeys (id INTEGER PRIMARY KEY, record BLOB NOT NULL);
 CREATE TABLE signed_prekeys (id INTEGER PRIMARY KEY, record BLOB NOT NULL);
@@ -102,7 +103,12 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_by_thread ON messages(contact, secret, seq);
 CREATE INDEX messages_unshown ON messages(shown) WHERE shown = 0;
-"#];
+"#,
+    r#"
+-- Unread counts per thread for the contact list, without walking each thread.
+CREATE INDEX messages_unread ON messages(contact, secret) WHERE shown = 0;
+"#,
+];
 
 /// Where a message is on its way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
