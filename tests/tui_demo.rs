@@ -122,8 +122,10 @@ fn demo_chats_with_the_bot_in_both_modes_and_restores_the_terminal() {
 
     // Back to normal: the earlier exchange is still there and the status says so.
     tmux.keys(&["C-s"]);
-    let screen = tmux.wait_for("echo · normal");
-    assert!(screen.contains("echo: hello bot"));
+    tmux.wait_for("echo · normal");
+    // The title switches at once; the thread's page follows from the store.
+    let screen = tmux.wait_for("echo: hello bot");
+    assert!(screen.contains("echo · normal"), "{screen}");
     assert!(
         !screen
             .lines()
