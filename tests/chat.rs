@@ -11,7 +11,7 @@ use sotto::client::content::{self, Content};
 use sotto::client::crypto;
 use sotto::client::manager::Event;
 use sotto::client::signal_store::Stores;
-use sotto::client::store::Store;
+use sotto::client::store::{MessageState, Store};
 use sotto::relay::store::RelayStore;
 use sotto::wire::{ClientFrame, RelayFrame};
 
@@ -66,6 +66,17 @@ async fn normal_and_secret_messages_flow_both_ways() {
         alice.send("bob", true, text).await;
         assert_eq!(bob.receive().await.text, text);
     }
+    // Delivery receipts come back in each mode and move alice's messages to delivered.
+    for (secret, text) in [(false, "did you get this?"), (true, "and this?")] {
+        let id = alice.send("bob", secret, text).await;
+        assert_eq!(bob.receive().await.text, text);
+        alice
+            .expect(|e| matches!(e, Event::MessageState { id: i, state: MessageState::Delivered } if *i == id))
+            .await;
+        let stored = alice.history("bob", secret);
+        let m = stored.iter().find(|m| m.id == id).unwrap();
+        assert_eq!(m.state, MessageState::Delivered);
+    }
     // Exactly one bundle was taken, bob's, once; bob answered on the session alice started.
     assert_eq!(prekeys_left(&rd, &bd), (99, 99));
     assert_eq!(prekeys_left(&rd, &ad), (100, 100));
@@ -81,6 +92,7 @@ async fn normal_and_secret_messages_flow_both_ways() {
         (false, "secret two".to_string()),
         (true, "secret three".to_string()),
         (true, "secret four".to_string()),
+        (true, "and this?".to_string()),
     ];
     assert_eq!(texts(&alice, true), want);
     let mirrored: Vec<_> = want.into_iter().map(|(o, t)| (!o, t)).collect();
@@ -89,7 +101,8 @@ async fn normal_and_secret_messages_flow_both_ways() {
         texts(&bob, false),
         vec![
             (false, "hi bob".to_string()),
-            (true, "hi alice".to_string())
+            (true, "hi alice".to_string()),
+            (false, "did you get this?".to_string()),
         ]
     );
     alice.stop();
@@ -265,7 +278,10 @@ async fn out_of_order_and_duplicate_envelopes_are_shown_once_each() {
     // Every envelope, duplicates included, was acknowledged and left the queue.
     bob.barrier().await;
     bob.stop();
-    assert_eq!(RelayStore::open(&rd).unwrap().queue_len().unwrap(), 0);
+    assert_eq!(
+        RelayStore::open(&rd).unwrap().queued_for(&bob_id).unwrap(),
+        0
+    );
     relay.stop().await;
 }
 

@@ -9,8 +9,17 @@ use common::{Client, Scene, TestRelay};
 use sotto::client::manager::Event;
 use sotto::relay::store::RelayStore;
 
-fn queue_len(relay_dir: &Path) -> u64 {
-    RelayStore::open(relay_dir).unwrap().queue_len().unwrap()
+/// Envelopes waiting at the relay for the profile in `profile`.
+fn queued_for(relay_dir: &Path, profile: &Path) -> u64 {
+    let id = sotto::client::store::Store::open(profile)
+        .unwrap()
+        .registration()
+        .unwrap()
+        .account_id;
+    RelayStore::open(relay_dir)
+        .unwrap()
+        .queued_for(&id)
+        .unwrap()
 }
 
 /// Drains a freshly started client's backlog; returns the texts that arrived as new.
@@ -50,7 +59,7 @@ async fn relay_killed_after_accepting_delivers_exactly_once_after_restart() {
     assert_eq!(got, vec!["so does this", "survives a crash"]);
     bob.barrier().await;
     bob.stop();
-    assert_eq!(queue_len(&rd), 0);
+    assert_eq!(queued_for(&rd, &bd), 0);
 
     // A second run finds nothing new and the store holds each message once.
     let mut bob = Client::start(&bd, &relay.url).await;
@@ -109,7 +118,7 @@ async fn recipient_that_stored_but_never_acked_shows_the_message_once() {
     std::fs::remove_dir_all(&rd).unwrap();
     copy_dir(&snapshot, &rd);
     assert_eq!(
-        queue_len(&rd),
+        queued_for(&rd, &bd),
         3,
         "the snapshot must hold the unacked envelopes"
     );
@@ -119,7 +128,7 @@ async fn recipient_that_stored_but_never_acked_shows_the_message_once() {
     assert_eq!(drain(&mut bob).await, Vec::<String>::new());
     bob.barrier().await;
     bob.stop();
-    assert_eq!(queue_len(&rd), 0);
+    assert_eq!(queued_for(&rd, &bd), 0);
     let acks = relay
         .frames
         .lock()

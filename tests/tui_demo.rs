@@ -35,15 +35,21 @@ impl Tmux {
 
     /// Waits until the screen shows `what`; the screen is the only thing to synchronise on.
     fn wait_for(&self, what: &str) -> String {
+        self.wait_until(what, |screen| screen.contains(what))
+    }
+
+    /// Waits until `ok` holds for the whole screen. A frame can reach the terminal in several
+    /// writes, so a test checks one condition over everything it needs, not one part of it.
+    fn wait_until(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
         let start = Instant::now();
         loop {
             let screen = self.screen();
-            if screen.contains(what) {
+            if ok(&screen) {
                 return screen;
             }
             assert!(
                 start.elapsed() < PATIENCE,
-                "{what:?} never appeared; the screen:\n{screen}"
+                "{what} never appeared; the screen:\n{screen}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -54,6 +60,14 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.run(&["kill-server"]);
     }
+}
+
+fn status_line(screen: &str) -> &str {
+    screen
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
 }
 
 fn wait_for_file(path: &Path) -> String {
@@ -108,32 +122,26 @@ fn demo_chats_with_the_bot_in_both_modes_and_restores_the_terminal() {
     tmux.wait_for("echo: hello bot");
 
     tmux.keys(&["C-s"]);
-    let screen = tmux.wait_for("SECRET · echo");
-    let status = screen.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
-    assert!(status.contains("SECRET"), "status line: {status}");
+    tmux.wait_until(
+        "the secret thread, named so in title and status line",
+        |screen| screen.contains("SECRET · echo") && status_line(screen).contains("SECRET"),
+    );
     tmux.keys(&["psst", "Enter"]);
-    let screen = tmux.wait_for("echo (secret): psst");
-    assert!(
+    // The bot's answer comes back secret, with the lock on its line.
+    tmux.wait_until("the bot's secret answer", |screen| {
         screen
             .lines()
-            .any(|l| l.contains("🔒 echo: echo (secret): psst")),
-        "{screen}"
-    );
+            .any(|l| l.contains("🔒 echo: echo (secret): psst"))
+    });
 
     // Back to normal: the earlier exchange is still there and the status says so.
     tmux.keys(&["C-s"]);
-    tmux.wait_for("echo · normal");
-    // The title switches at once; the thread's page follows from the store.
-    let screen = tmux.wait_for("echo: hello bot");
-    assert!(screen.contains("echo · normal"), "{screen}");
-    assert!(
-        !screen
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap()
-            .contains("SECRET")
-    );
+    tmux.wait_until("the normal thread with its messages", |screen| {
+        screen.contains("echo · normal")
+            && screen.contains("echo: hello bot")
+            && status_line(screen).contains("normal")
+            && !status_line(screen).contains("SECRET")
+    });
 
     tmux.keys(&["C-c"]);
     let after = wait_for_file(&report);

@@ -36,6 +36,8 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timer: Option<u32>,
     },
+    /// The sender's messages `ids` are stored on the recipient's device.
+    Receipt { ids: Vec<String> },
     /// A kind this build does not know; a newer peer sent it.
     #[serde(other)]
     Unknown,
@@ -59,6 +61,13 @@ impl Content {
                 sent_at,
                 timer: None,
             },
+        }
+    }
+
+    pub fn receipt(ids: Vec<String>) -> Self {
+        Content {
+            v: CONTENT_VERSION,
+            body: Body::Receipt { ids },
         }
     }
 

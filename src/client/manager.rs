@@ -5,6 +5,7 @@
 //! futures are not `Send` and SQLite calls block. The TUI and the headless commands are its
 //! users and know only `Command` and `Event`. Must not render anything or print to a terminal.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -243,6 +244,7 @@ pub fn spawn(dir: &Path, relay_url: Option<String>) -> Result<ManagerHandle, Cli
                     anon,
                     cert: None,
                     events: evt_tx,
+                    receipts: BTreeMap::new(),
                 };
                 m.run(cmd_rx, link_rx, anon_rx).await;
                 token.cancel();
@@ -286,7 +288,12 @@ struct Manager {
     anon: Link,
     cert: Option<SenderCertificate>,
     events: mpsc::Sender<Event>,
+    /// Delivery receipts owed, per (contact handle, secret thread).
+    receipts: BTreeMap<(String, bool), Vec<String>>,
 }
+
+/// At most this many message ids in one receipt.
+const RECEIPT_BATCH: usize = 200;
 
 impl Manager {
     async fn run(
@@ -304,7 +311,13 @@ impl Manager {
                     None => return,
                 },
                 ev = link.recv() => match ev {
-                    Some(ev) => self.link_event(ev).await,
+                    Some(ev) => {
+                        self.link_event(ev).await;
+                        // Receipts for a burst of deliveries go out together once it is over.
+                        if link.is_empty() {
+                            self.flush_receipts().await;
+                        }
+                    }
                     None => return,
                 },
                 ev = anon.recv() => match ev {
@@ -582,11 +595,9 @@ impl Manager {
     /// Hands a stored message to the relay and records the outcome. A connection problem
     /// leaves it `sending` for the next flush; a refusal marks it failed.
     async fn transmit(&mut self, m: &Message) {
-        let outcome = if m.secret {
-            self.transmit_sealed(m).await
-        } else {
-            self.transmit_normal(m).await
-        };
+        let outcome = self
+            .send_content(&m.contact, m.secret, &Self::content(m))
+            .await;
         let update = match outcome {
             Ok(()) => Event::MessageState {
                 id: m.id.clone(),
@@ -616,9 +627,23 @@ impl Manager {
         Content::text(m.id.clone(), m.text.clone(), m.sent_at)
     }
 
-    async fn transmit_normal(&mut self, m: &Message) -> Result<(), ClientError> {
-        let contact = self.contact_by_handle(&m.contact).await?;
-        let body = Self::content(m).encode();
+    /// Sends `content` to `handle` in its normal or secret thread.
+    async fn send_content(
+        &mut self,
+        handle: &str,
+        secret: bool,
+        content: &Content,
+    ) -> Result<(), ClientError> {
+        if secret {
+            self.send_sealed(handle, content).await
+        } else {
+            self.send_normal(handle, content).await
+        }
+    }
+
+    async fn send_normal(&mut self, handle: &str, content: &Content) -> Result<(), ClientError> {
+        let contact = self.contact_by_handle(handle).await?;
+        let body = content.encode();
         self.link
             .request(|req| ClientFrame::Send {
                 req,
@@ -627,6 +652,18 @@ impl Manager {
             })
             .await?;
         Ok(())
+    }
+
+    /// Sends the delivery receipts owed; they are best effort, so a failure is only logged.
+    async fn flush_receipts(&mut self) {
+        for ((handle, secret), ids) in std::mem::take(&mut self.receipts) {
+            for chunk in ids.chunks(RECEIPT_BATCH) {
+                let receipt = Content::receipt(chunk.to_vec());
+                if let Err(e) = self.send_content(&handle, secret, &receipt).await {
+                    tracing::info!(error = %describe(&e), "a delivery receipt was not sent");
+                }
+            }
+        }
     }
 
     async fn sender_cert(&mut self) -> Result<SenderCertificate, ClientError> {
@@ -658,11 +695,11 @@ impl Manager {
         Ok(cert)
     }
 
-    async fn transmit_sealed(&mut self, m: &Message) -> Result<(), ClientError> {
+    async fn send_sealed(&mut self, handle: &str, content: &Content) -> Result<(), ClientError> {
         if !self.anon.is_online() {
             return Err(LinkError::Offline.into());
         }
-        let contact = self.contact_by_handle(&m.contact).await?;
+        let contact = self.contact_by_handle(handle).await?;
         let address = crypto::address(&contact.account_id);
         let has_session = {
             let stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
@@ -698,7 +735,7 @@ impl Manager {
                 .map_err(|e| self.identity_error(e, &contact))?;
         }
         let cert = self.sender_cert().await?;
-        let plaintext = content::pad(Self::content(m).encode());
+        let plaintext = content::pad(content.encode());
         let envelope = {
             let mut stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
             crypto::seal(
@@ -744,8 +781,23 @@ impl Manager {
             }
         };
         match result {
-            Ok(Some(m)) => self.emit(Event::Message(m)).await,
-            Ok(None) => {}
+            Ok(Incoming::Message(m)) => {
+                self.receipts
+                    .entry((m.contact.clone(), m.secret))
+                    .or_default()
+                    .push(m.id.clone());
+                self.emit(Event::Message(m)).await
+            }
+            Ok(Incoming::Delivered(ids)) => {
+                for id in ids {
+                    self.emit(Event::MessageState {
+                        id,
+                        state: MessageState::Delivered,
+                    })
+                    .await;
+                }
+            }
+            Ok(Incoming::Nothing) => {}
             Err(Receive::Retry(e)) => {
                 tracing::error!(error = %e, "cannot store an arriving message; it stays queued at the relay");
                 self.emit(Event::Warning(format!(
@@ -764,36 +816,53 @@ impl Manager {
         }
     }
 
-    fn text_message(
+    /// Applies decoded content from `contact` inside the caller's transaction: stores a text
+    /// (unless its id is known) or marks our messages delivered.
+    fn apply(
+        &self,
         contact: &Contact,
         secret: bool,
         content: Content,
-    ) -> Result<Option<Message>, Receive> {
+    ) -> Result<Incoming, Receive> {
         match content.body {
             Body::Text {
                 id, text, sent_at, ..
-            } => Ok(Some(Message {
-                seq: 0,
-                id,
-                contact: contact.handle.clone(),
-                secret,
-                outgoing: false,
-                text,
-                sent_at,
-                state: MessageState::Received,
-            })),
+            } => {
+                let mut m = Message {
+                    seq: 0,
+                    id,
+                    contact: contact.handle.clone(),
+                    secret,
+                    outgoing: false,
+                    text,
+                    sent_at,
+                    state: MessageState::Received,
+                };
+                let seq = self
+                    .store
+                    .insert_message(&contact.account_id, &m, now_ms())
+                    .map_err(Receive::retry)?;
+                Ok(match seq {
+                    Some(seq) => {
+                        m.seq = seq;
+                        Incoming::Message(m)
+                    }
+                    None => Incoming::Nothing,
+                })
+            }
+            Body::Receipt { ids } => Ok(Incoming::Delivered(
+                self.store
+                    .mark_delivered(&contact.account_id, &ids)
+                    .map_err(Receive::retry)?,
+            )),
             Body::Unknown => {
                 tracing::info!("ignoring a message kind this version does not know");
-                Ok(None)
+                Ok(Incoming::Nothing)
             }
         }
     }
 
-    async fn receive_normal(
-        &mut self,
-        from: &str,
-        body: &[u8],
-    ) -> Result<Option<Message>, Receive> {
+    async fn receive_normal(&mut self, from: &str, body: &[u8]) -> Result<Incoming, Receive> {
         let contact = self.contact_by_id(from).await.map_err(Receive::retry)?;
         let content = Content::decode(body).map_err(|e| {
             Receive::Drop(format!(
@@ -801,24 +870,14 @@ impl Manager {
                 contact.handle
             ))
         })?;
-        let Some(mut m) = Self::text_message(&contact, false, content)? else {
-            return Ok(None);
-        };
-        let seq = self
-            .store
-            .insert_message(&contact.account_id, &m, now_ms())
-            .map_err(Receive::retry)?;
-        Ok(seq.map(|seq| {
-            m.seq = seq;
-            m
-        }))
+        self.apply(&contact, false, content)
     }
 
     async fn receive_sealed(
         &mut self,
         envelope: &[u8],
         received_at: SystemTime,
-    ) -> Result<Option<Message>, Receive> {
+    ) -> Result<Incoming, Receive> {
         let sender = {
             let mut stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
             crypto::peek_sender(&mut stores, envelope, &self.trust_root, received_at)
@@ -846,7 +905,7 @@ impl Manager {
         let opened = match opened {
             Ok(o) => o,
             // Already decrypted and stored before a crash cut the ack off: nothing to do.
-            Err(SignalProtocolError::DuplicatedMessage(..)) => return Ok(None),
+            Err(SignalProtocolError::DuplicatedMessage(..)) => return Ok(Incoming::Nothing),
             Err(e) if is_storage_failure(&e) => return Err(Receive::retry(e)),
             Err(e) => {
                 return Err(Receive::Drop(format!(
@@ -858,8 +917,8 @@ impl Manager {
         let content = content::unpad(&opened.plaintext)
             .map_err(|e| describe(&e))
             .and_then(|p| Content::decode(p).map_err(|e| describe(&e)));
-        let message = match content {
-            Ok(c) => Self::text_message(&contact, true, c)?,
+        let content = match content {
+            Ok(c) => c,
             Err(e) => {
                 // The ratchet has moved on; keep its state and drop the unreadable payload.
                 tx.commit()
@@ -870,21 +929,22 @@ impl Manager {
                 )));
             }
         };
-        // `tx` is open on the store's connection, so this insert is part of it.
-        let seq = match &message {
-            Some(m) => self
-                .store
-                .insert_message(&contact.account_id, m, now_ms())
-                .map_err(Receive::retry)?,
-            None => None,
-        };
+        // `tx` is open on the store's connection, so what `apply` writes is part of it.
+        let incoming = self.apply(&contact, true, content)?;
         tx.commit()
             .map_err(|e| Receive::retry(StoreError::from(e)))?;
-        Ok(message.zip(seq).map(|(mut m, seq)| {
-            m.seq = seq;
-            m
-        }))
+        Ok(incoming)
     }
+}
+
+/// What an arriving envelope turned out to carry.
+enum Incoming {
+    /// A new message, now stored.
+    Message(Message),
+    /// Our messages with these ids reached the peer's device.
+    Delivered(Vec<String>),
+    /// A duplicate, or a kind this version ignores.
+    Nothing,
 }
 
 /// Why an arriving envelope was not stored.

@@ -118,6 +118,8 @@ pub enum MessageState {
     Sending,
     /// Committed to the relay's queue.
     Sent,
+    /// The peer's device has stored it (a delivery receipt came back).
+    Delivered,
     /// Received from a peer.
     Received,
     /// The relay refused it for good.
@@ -129,6 +131,7 @@ impl MessageState {
         match self {
             MessageState::Sending => "sending",
             MessageState::Sent => "sent",
+            MessageState::Delivered => "delivered",
             MessageState::Received => "received",
             MessageState::Failed => "failed",
         }
@@ -137,6 +140,7 @@ impl MessageState {
         match s {
             "sending" => MessageState::Sending,
             "sent" => MessageState::Sent,
+            "delivered" => MessageState::Delivered,
             "received" => MessageState::Received,
             _ => MessageState::Failed,
         }
@@ -302,10 +306,25 @@ impl Store {
 
     pub fn set_state(&self, id: &str, state: MessageState) -> Result<()> {
         self.conn.execute(
-            "UPDATE messages SET state = ?2 WHERE id = ?1 AND outgoing = 1",
+            "UPDATE messages SET state = ?2 WHERE id = ?1 AND outgoing = 1 AND state != 'delivered'",
             params![id, state.as_str()],
         )?;
         Ok(())
+    }
+
+    /// Marks outgoing messages to `contact_id` delivered; returns the ids that changed.
+    pub fn mark_delivered(&self, contact_id: &str, ids: &[String]) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE messages SET state = 'delivered'
+             WHERE contact = ?1 AND id = ?2 AND outgoing = 1 AND state IN ('sending', 'sent')",
+        )?;
+        let mut changed = Vec::new();
+        for id in ids {
+            if stmt.execute(params![contact_id, id])? > 0 {
+                changed.push(id.clone());
+            }
+        }
+        Ok(changed)
     }
 
     /// Outgoing messages not yet accepted by the relay, oldest first.

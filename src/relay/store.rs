@@ -359,6 +359,15 @@ impl RelayStore {
         Ok(n > 0)
     }
 
+    /// Envelopes waiting for `recipient`.
+    pub fn queued_for(&self, recipient: &str) -> Result<u64> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM queue WHERE recipient = ?1",
+            [recipient],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
     pub fn queue_len(&self) -> Result<u64> {
         Ok(self
             .conn

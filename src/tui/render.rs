@@ -151,6 +151,7 @@ fn state_mark(m: &Message) -> &'static str {
         (true, MessageState::Sending) => " …sending",
         (true, MessageState::Sent) => " ✓",
         (true, MessageState::Received) => "",
+        (true, MessageState::Delivered) => " ✓✓",
         (true, MessageState::Failed) => " ✗ not sent",
     }
 }
@@ -409,9 +410,12 @@ fn draw_help(f: &mut Frame, keys: &KeyMap) {
         ),
         (keys.quit.label(), "quit"),
     ];
+    let marks =
+        "  after your messages: …sending   ✓ on the relay   ✓✓ on their device   ✗ not sent";
     for (k, what) in key_help {
         lines.push(Line::from(format!("  {k:<17} {what}")));
     }
+    lines.push(Line::from(marks));
     lines.push(Line::raw(""));
     lines.push(Line::styled(
         "Commands",
