@@ -15,7 +15,7 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use sotto::client::account;
 use sotto::client::manager::{self, Command, Event};
-use sotto::client::store::{Contact, Message, MessageState, Store};
+use sotto::client::store::{Contact, Message, MessageKind, MessageState, Store};
 use sotto::tui::app::{App, PAGE, ThreadKey};
 use sotto::tui::keys::KeyMap;
 use sotto::tui::render;
@@ -32,6 +32,9 @@ fn message(i: i64) -> Message {
         text: format!("message {i}: the quick brown fox jumps over the lazy dog, again and again"),
         sent_at: 1_700_000_000_000 + i as u64 * 1000,
         state: MessageState::Sent,
+        kind: MessageKind::Text,
+        timer: None,
+        expires_at: None,
     }
 }
 
@@ -72,7 +75,6 @@ fn profile(dir: &Path) {
             .unwrap();
     }
     tx.commit().unwrap();
-    store.mark_shown(&[]).unwrap();
 }
 
 fn app_with(messages: Vec<Message>) -> App {

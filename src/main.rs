@@ -11,7 +11,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use sotto::client::account;
 use sotto::client::manager::{self, Command, ConnState, Event, ManagerHandle};
-use sotto::client::store::{Message, Store};
+use sotto::client::store::{Message, MessageKind, Store};
 use sotto::config::{self, Config};
 use sotto::relay::{self, RelayConfig};
 use tokio_util::sync::CancellationToken;
@@ -70,8 +70,21 @@ enum Cmd {
         /// Send in the secret (end-to-end encrypted, sealed-sender) thread.
         #[arg(long)]
         secret: bool,
+        /// First set the thread's disappearing timer: 30s, 5m, 1h, 1d (5s to 24h) or off.
+        #[arg(long, value_name = "DURATION", value_parser = parse_timer)]
+        timer: Option<Option<u32>>,
         handle: String,
         text: String,
+    },
+    /// Set a thread's disappearing timer (5s to 24h, or off) and tell the contact.
+    Timer {
+        handle: String,
+        /// 30s, 5m, 1h, 1d or off.
+        #[arg(value_parser = parse_timer)]
+        duration: Option<u32>,
+        /// The secret thread instead of the normal one.
+        #[arg(long)]
+        secret: bool,
     },
     /// Receive queued messages (and those arriving within --wait), one JSON object per line.
     Recv {
@@ -158,9 +171,15 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Send {
             secret,
+            timer,
             handle,
             text,
-        } => rt.block_on(send(&dir, relay_override, handle, secret, text)),
+        } => rt.block_on(send(&dir, relay_override, handle, secret, timer, text)),
+        Cmd::Timer {
+            handle,
+            duration,
+            secret,
+        } => rt.block_on(set_timer(&dir, relay_override, handle, secret, duration)),
         Cmd::Recv { wait } => {
             if !(0.0..=86_400.0).contains(&wait) {
                 bail!("--wait takes a number of seconds from 0 to 86400");
@@ -241,6 +260,10 @@ async fn demo(config: &Config) -> Result<()> {
     demo.stop().await;
     result?;
     Ok(())
+}
+
+fn parse_timer(s: &str) -> Result<Option<u32>, String> {
+    sotto::timer::parse(s).map_err(|e| e.to_string())
 }
 
 /// A public key shown in groups of four hex digits, for comparing by eye.
@@ -350,26 +373,11 @@ async fn wait_online(m: &mut ManagerHandle) -> Result<()> {
     }
 }
 
-async fn send(
-    dir: &Path,
-    relay: Option<String>,
-    handle: String,
-    secret: bool,
-    text: String,
-) -> Result<()> {
-    if text.trim().is_empty() {
-        bail!("a message cannot be empty");
-    }
-    let mut m = manager::spawn(dir, relay)?;
-    wait_online(&mut m).await?;
-    let id = uuid::Uuid::new_v4().to_string();
+/// Hands `cmd` (which creates the message `id`) to the manager and waits until the relay has
+/// accepted that message.
+async fn until_sent(m: &mut ManagerHandle, id: &str, cmd: Command) -> Result<()> {
     m.commands
-        .send(Command::Send {
-            id: id.clone(),
-            to: handle,
-            secret,
-            text,
-        })
+        .send(cmd)
         .await
         .map_err(|_| anyhow!("the client stopped unexpectedly"))?;
     let deadline = tokio::time::Instant::now() + SEND_TIMEOUT;
@@ -379,24 +387,97 @@ async fn send(
                 "the relay did not accept the message in time; it is kept and sent on the next run"
             ),
             Ok(None) => bail!("the client stopped unexpectedly"),
-            Ok(Some(Event::MessageState { id: i, .. })) if i == id => break,
+            Ok(Some(Event::MessageState { id: i, .. })) if i == id => return Ok(()),
             Ok(Some(Event::MessageFailed { id: i, error })) if i == id => bail!("{error}"),
             Ok(Some(_)) => {}
         }
     }
+}
+
+fn timer_command(handle: &str, secret: bool, timer: Option<u32>) -> (String, Command) {
+    let id = uuid::Uuid::new_v4().to_string();
+    let cmd = Command::SetTimer {
+        id: id.clone(),
+        contact: handle.to_string(),
+        secret,
+        timer,
+    };
+    (id, cmd)
+}
+
+async fn send(
+    dir: &Path,
+    relay: Option<String>,
+    handle: String,
+    secret: bool,
+    timer: Option<Option<u32>>,
+    text: String,
+) -> Result<()> {
+    if text.trim().is_empty() {
+        bail!("a message cannot be empty");
+    }
+    let mut m = manager::spawn(dir, relay)?;
+    wait_online(&mut m).await?;
+    if let Some(timer) = timer {
+        let (id, cmd) = timer_command(&handle, secret, timer);
+        until_sent(&mut m, &id, cmd).await?;
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let cmd = Command::Send {
+        id: id.clone(),
+        to: handle,
+        secret,
+        text,
+    };
+    until_sent(&mut m, &id, cmd).await?;
     m.shutdown();
     Ok(())
 }
 
+async fn set_timer(
+    dir: &Path,
+    relay: Option<String>,
+    handle: String,
+    secret: bool,
+    timer: Option<u32>,
+) -> Result<()> {
+    let mut m = manager::spawn(dir, relay)?;
+    wait_online(&mut m).await?;
+    let (id, cmd) = timer_command(&handle, secret, timer);
+    until_sent(&mut m, &id, cmd).await?;
+    m.shutdown();
+    match timer {
+        Some(t) => println!(
+            "messages with {handle} now disappear after {}",
+            sotto::timer::short(t)
+        ),
+        None => println!("disappearing messages with {handle} are off"),
+    }
+    Ok(())
+}
+
 fn recv_json(m: &Message) -> String {
-    serde_json::json!({
-        "id": m.id,
-        "from": m.contact,
-        "secret": m.secret,
-        "text": m.text,
-        "sent_at": m.sent_at,
-    })
-    .to_string()
+    let mut j = match m.kind {
+        MessageKind::Text => serde_json::json!({
+            "id": m.id,
+            "from": m.contact,
+            "secret": m.secret,
+            "text": m.text,
+            "sent_at": m.sent_at,
+        }),
+        MessageKind::Timer => serde_json::json!({
+            "id": m.id,
+            "kind": "timer",
+            "from": m.contact,
+            "secret": m.secret,
+            "timer": m.timer,
+            "sent_at": m.sent_at,
+        }),
+    };
+    if let (MessageKind::Text, Some(t)) = (m.kind, m.timer) {
+        j["timer"] = t.into();
+    }
+    j.to_string()
 }
 
 fn history_json(m: &Message) -> String {
@@ -408,6 +489,9 @@ fn history_json(m: &Message) -> String {
         "text": m.text,
         "sent_at": m.sent_at,
         "state": m.state,
+        "kind": m.kind,
+        "timer": m.timer,
+        "expires_at": m.expires_at,
     })
     .to_string()
 }

@@ -40,6 +40,15 @@ pub fn parse(s: &str) -> Result<Option<u32>, TimerError> {
     Ok(Some(secs as u32))
 }
 
+/// Checks that `secs` is within the allowed range.
+pub fn check(secs: u32) -> Result<u32, TimerError> {
+    if (MIN_SECS..=MAX_SECS).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err(TimerError::Range(short(secs)))
+    }
+}
+
 /// The shortest exact spelling: 30s, 90s, 5m, 1h, 1d.
 pub fn short(secs: u32) -> String {
     match secs {

@@ -135,7 +135,14 @@ pub enum ClientFrame {
         kyber: Vec<SignedKey>,
     },
     /// A normal message: the relay sees the sender (the connection's account) and the body.
-    Send { req: ReqId, to: String, body: B64 },
+    Send {
+        req: ReqId,
+        to: String,
+        body: B64,
+        /// Unix ms after which the relay may drop the message undelivered.
+        #[serde(default)]
+        expires_at: Option<u64>,
+    },
     /// A sealed-sender envelope, accepted only on an anonymous connection.
     SendSealed {
         req: ReqId,
@@ -296,6 +303,7 @@ mod tests {
             req: 7,
             to: "acc".into(),
             body: B64(vec![0, 255, 1]),
+            expires_at: None,
         };
         let s = f.encode();
         assert!(s.contains("\"type\":\"send\""), "{s}");

@@ -210,6 +210,7 @@ async fn bad_input_is_refused_and_a_concurrent_conversation_carries_on() {
         req: 4,
         to: "nobody".into(),
         body: b"x".to_vec().into(),
+        expires_at: None,
     })
     .await;
     raw.expect(|f| is_error(f, ErrorCode::NotFound)).await;
@@ -220,6 +221,7 @@ async fn bad_input_is_refused_and_a_concurrent_conversation_carries_on() {
         req: 8,
         to: alice_id.clone(),
         body: body.into(),
+        expires_at: None,
     })
     .await;
     let f = raw.expect(|f| matches!(f, RelayFrame::Error { .. })).await;

@@ -214,7 +214,7 @@ async fn seal_by_hand(
         .unwrap();
     let mut envelopes = Vec::new();
     for (i, text) in texts.iter().enumerate() {
-        let c = Content::text(format!("id-{i}"), text.to_string(), i as u64);
+        let c = Content::text(format!("id-{i}"), text.to_string(), i as u64, None);
         let env = crypto::seal(
             &mut stores,
             &account_id,

@@ -5,7 +5,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use sotto::client::manager::{Command, ConnState, Event};
-use sotto::client::store::{ContactSummary, Message, MessageState};
+use sotto::client::store::{ContactSummary, Message, MessageKind, MessageState};
 use sotto::tui::app::{App, Focus, Overlay};
 use sotto::tui::keys::KeyMap;
 use sotto::tui::render;
@@ -58,6 +58,9 @@ fn msg(seq: i64, contact: &str, secret: bool, outgoing: bool, text: &str) -> Mes
         } else {
             MessageState::Received
         },
+        kind: MessageKind::Text,
+        timer: None,
+        expires_at: None,
     }
 }
 
@@ -163,7 +166,7 @@ fn timers_out_of_range_are_refused_with_a_message_and_nothing_is_sent() {
         typing("/timer 5s").into_iter().chain([key(KeyCode::Enter)]),
     );
     assert!(
-        matches!(&cmds[..], [Command::SetTimer { contact, secret: false, timer: Some(5) }] if contact == "bob")
+        matches!(&cmds[..], [Command::SetTimer { contact, secret: false, timer: Some(5), .. }] if contact == "bob")
     );
     app.on_event(Event::TimerSet {
         contact: "bob".into(),

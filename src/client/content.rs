@@ -36,6 +36,12 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timer: Option<u32>,
     },
+    /// The sender changed the thread's disappearing timer (seconds; None: off).
+    TimerChange {
+        id: String,
+        timer: Option<u32>,
+        sent_at: u64,
+    },
     /// The sender's messages `ids` are stored on the recipient's device.
     Receipt { ids: Vec<String> },
     /// A kind this build does not know; a newer peer sent it.
@@ -52,15 +58,22 @@ pub enum ContentError {
 }
 
 impl Content {
-    pub fn text(id: String, text: String, sent_at: u64) -> Self {
+    pub fn text(id: String, text: String, sent_at: u64, timer: Option<u32>) -> Self {
         Content {
             v: CONTENT_VERSION,
             body: Body::Text {
                 id,
                 text,
                 sent_at,
-                timer: None,
+                timer,
             },
+        }
+    }
+
+    pub fn timer_change(id: String, timer: Option<u32>, sent_at: u64) -> Self {
+        Content {
+            v: CONTENT_VERSION,
+            body: Body::TimerChange { id, timer, sent_at },
         }
     }
 
@@ -121,7 +134,7 @@ mod tests {
     fn unknown_kinds_from_newer_peers_decode() {
         let c = Content::decode(br#"{"v":2,"kind":"reaction","emoji":"x"}"#).unwrap();
         assert_eq!(c.body, Body::Unknown);
-        let t = Content::text("id".into(), "hi".into(), 5);
+        let t = Content::text("id".into(), "hi".into(), 5, Some(30));
         assert_eq!(Content::decode(&t.encode()).unwrap(), t);
     }
 }

@@ -17,13 +17,16 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::account::{self, PREKEY_BATCH, PREKEY_LOW};
+use super::clock::Clock;
 use super::conn::{Hello, Link, LinkError, LinkEvent};
 use super::content::{self, Body, Content};
 use super::crypto;
 use super::signal_store::{Stores, is_storage_failure};
 use super::store::{
-    Contact, ContactSummary, Message, MessageState, Registration, Store, StoreError,
+    Contact, ContactSummary, Expired, Message, MessageKind, MessageState, Registration, Store,
+    StoreError,
 };
+use super::sweeper::{self, Deadlines};
 use crate::wire::{ClientFrame, ErrorCode, Payload, RelayFrame};
 
 /// A sender certificate is renewed when it has less than this left.
@@ -55,8 +58,10 @@ pub enum Command {
         before: Option<i64>,
         limit: usize,
     },
-    /// Set a thread's disappearing timer (seconds, already validated; None: off).
+    /// Set a thread's disappearing timer (seconds; None: off) and tell the peer. `id` names
+    /// the timer-change line, so the caller can follow it like a message.
     SetTimer {
+        id: String,
         contact: String,
         secret: bool,
         timer: Option<u32>,
@@ -100,11 +105,16 @@ pub enum Event {
         messages: Vec<Message>,
         complete: bool,
     },
+    /// A thread's timer changed, by us or by the peer.
     TimerSet {
         contact: String,
         secret: bool,
         timer: Option<u32>,
     },
+    /// The countdowns of these shown messages started: (id, expires_at in Unix ms).
+    Expiring(Vec<(String, u64)>),
+    /// The sweeper deleted these messages.
+    Expired(Vec<Expired>),
     Unshown {
         tag: u64,
         messages: Vec<Message>,
@@ -150,6 +160,8 @@ pub enum ClientError {
     DuplicateId,
     #[error("{0:?} is not among your contacts; add them with /add {0}")]
     NotAContact(String),
+    #[error(transparent)]
+    Timer(#[from] crate::timer::TimerError),
 }
 
 /// The caller's side of a running manager.
@@ -188,7 +200,8 @@ impl Drop for ManagerHandle {
 /// `relay_url` overrides the relay recorded at init.
 pub fn spawn(dir: &Path, relay_url: Option<String>) -> Result<ManagerHandle, ClientError> {
     let lock = super::store::lock_profile(dir)?;
-    let store = Store::open(dir)?;
+    let dir = dir.to_path_buf();
+    let store = Store::open(&dir)?;
     let mut reg = store.registration()?;
     if let Some(url) = relay_url {
         reg.relay_url = url;
@@ -234,6 +247,25 @@ pub fn spawn(dir: &Path, relay_url: Option<String>) -> Result<ManagerHandle, Cli
                     anon_tx,
                     token.clone(),
                 );
+                let clock = Clock::system();
+                let deadlines = Deadlines::default();
+                let (expired_tx, expired_rx) = mpsc::channel(16);
+                let sweeper_dir = dir.clone();
+                let (sweep_clock, sweep_deadlines, sweep_cancel) =
+                    (clock, deadlines.clone(), token.clone());
+                tokio::spawn(async move {
+                    let r = sweeper::run(
+                        &sweeper_dir,
+                        sweep_clock,
+                        sweep_deadlines,
+                        expired_tx,
+                        sweep_cancel,
+                    )
+                    .await;
+                    if let Err(e) = r {
+                        tracing::error!(error = %describe(&e), "the sweeper stopped");
+                    }
+                });
                 let mut m = Manager {
                     store,
                     identity,
@@ -245,8 +277,10 @@ pub fn spawn(dir: &Path, relay_url: Option<String>) -> Result<ManagerHandle, Cli
                     cert: None,
                     events: evt_tx,
                     receipts: BTreeMap::new(),
+                    clock,
+                    deadlines,
                 };
-                m.run(cmd_rx, link_rx, anon_rx).await;
+                m.run(cmd_rx, link_rx, anon_rx, expired_rx).await;
                 token.cancel();
             });
         })
@@ -290,6 +324,9 @@ struct Manager {
     events: mpsc::Sender<Event>,
     /// Delivery receipts owed, per (contact handle, secret thread).
     receipts: BTreeMap<(String, bool), Vec<String>>,
+    clock: Clock,
+    /// Where new expiry times go, for the sweeper.
+    deadlines: Deadlines,
 }
 
 /// At most this many message ids in one receipt.
@@ -301,6 +338,7 @@ impl Manager {
         mut commands: mpsc::Receiver<Command>,
         mut link: mpsc::Receiver<LinkEvent>,
         mut anon: mpsc::Receiver<LinkEvent>,
+        mut expired: mpsc::Receiver<Vec<Expired>>,
     ) {
         self.emit(Event::Connection(ConnState::Connecting)).await;
         loop {
@@ -320,6 +358,7 @@ impl Manager {
                     }
                     None => return,
                 },
+                Some(gone) = expired.recv() => self.emit(Event::Expired(gone)).await,
                 ev = anon.recv() => match ev {
                     // Sealed sends that found the anonymous link down go out now.
                     Some(LinkEvent::Online) => self.flush_unsent().await,
@@ -386,25 +425,21 @@ impl Manager {
                 Err(e) => self.emit(Event::Warning(describe(&e))).await,
             },
             Command::SetTimer {
+                id,
                 contact,
                 secret,
                 timer,
-            } => match self.set_timer(&contact, secret, timer) {
-                Ok(()) => {
-                    self.emit(Event::TimerSet {
-                        contact,
-                        secret,
-                        timer,
-                    })
-                    .await
+            } => self.change_timer(id, contact, secret, timer).await,
+            Command::MarkShown { ids } => match self.store.mark_shown(&ids, self.clock.now_ms()) {
+                Ok(started) if !started.is_empty() => {
+                    for (_, at) in &started {
+                        self.deadlines.add(*at);
+                    }
+                    self.emit(Event::Expiring(started)).await
                 }
+                Ok(_) => {}
                 Err(e) => self.emit(Event::Warning(describe(&e))).await,
             },
-            Command::MarkShown { ids } => {
-                if let Err(e) = self.store.mark_shown(&ids) {
-                    self.emit(Event::Warning(describe(&e))).await;
-                }
-            }
         }
     }
 
@@ -425,9 +460,84 @@ impl Manager {
         Ok(self.store.page(&c.account_id, secret, before, limit)?)
     }
 
-    fn set_timer(&self, handle: &str, secret: bool, timer: Option<u32>) -> Result<(), ClientError> {
-        let c = self.known(handle)?;
-        Ok(self.store.set_timer(&c.account_id, secret, timer)?)
+    /// Sets a thread's timer, records the change as a line in the thread and sends it to
+    /// the peer like a message (kept and retried if the relay is out of reach).
+    async fn change_timer(&mut self, id: String, handle: String, secret: bool, timer: Option<u32>) {
+        let result = async {
+            if let Some(t) = timer {
+                crate::timer::check(t)?;
+            }
+            let contact = self.contact_by_handle(&handle).await?;
+            self.store.set_timer(&contact.account_id, secret, timer)?;
+            self.originate(
+                id.clone(),
+                &contact,
+                secret,
+                MessageKind::Timer,
+                String::new(),
+                timer,
+            )
+        }
+        .await;
+        match result {
+            Ok(line) => {
+                self.emit(Event::TimerSet {
+                    contact: line.contact.clone(),
+                    secret,
+                    timer,
+                })
+                .await;
+                self.emit(Event::Message(line.clone())).await;
+                self.transmit(&line).await;
+            }
+            Err(e) => {
+                self.emit(Event::MessageFailed {
+                    id,
+                    error: describe(&e),
+                })
+                .await
+            }
+        }
+    }
+
+    /// Stores a message of ours (state `sending`). A text takes the thread's timer and starts
+    /// counting down now.
+    fn originate(
+        &mut self,
+        id: String,
+        contact: &Contact,
+        secret: bool,
+        kind: MessageKind,
+        text: String,
+        timer: Option<u32>,
+    ) -> Result<Message, ClientError> {
+        let now = self.clock.now_ms();
+        let expires_at = match kind {
+            MessageKind::Text => timer.map(|t| now + u64::from(t) * 1000),
+            MessageKind::Timer => None,
+        };
+        let mut m = Message {
+            seq: 0,
+            id,
+            contact: contact.handle.clone(),
+            secret,
+            outgoing: true,
+            text,
+            sent_at: now,
+            state: MessageState::Sending,
+            kind,
+            timer,
+            expires_at,
+        };
+        // The caller picked a fresh UUID; a repeat is a caller bug, reported as such.
+        m.seq = self
+            .store
+            .insert_message(&contact.account_id, &m, now)?
+            .ok_or(ClientError::DuplicateId)?;
+        if let Some(at) = expires_at {
+            self.deadlines.add(at);
+        }
+        Ok(m)
     }
 
     async fn link_event(&mut self, ev: LinkEvent) {
@@ -549,21 +659,8 @@ impl Manager {
                 return Err(ClientError::TooLong(text.len()));
             }
             let contact = self.contact_by_handle(&to).await?;
-            let mut m = Message {
-                seq: 0,
-                id: id.clone(),
-                contact: contact.handle.clone(),
-                secret,
-                outgoing: true,
-                text,
-                sent_at: now_ms(),
-                state: MessageState::Sending,
-            };
-            // The caller picked a fresh UUID; a repeat is a caller bug, reported as such.
-            m.seq = self
-                .store
-                .insert_message(&contact.account_id, &m, now_ms())?
-                .ok_or(ClientError::DuplicateId)?;
+            let timer = self.store.thread_timer(&contact.account_id, secret)?;
+            let m = self.originate(id.clone(), &contact, secret, MessageKind::Text, text, timer)?;
             self.emit(Event::Message(m.clone())).await;
             Ok(m)
         }
@@ -595,8 +692,13 @@ impl Manager {
     /// Hands a stored message to the relay and records the outcome. A connection problem
     /// leaves it `sending` for the next flush; a refusal marks it failed.
     async fn transmit(&mut self, m: &Message) {
+        // The relay may drop the envelope once the message would have disappeared anyway.
+        let relay_expiry = match m.kind {
+            MessageKind::Text => m.timer.map(|t| m.sent_at + u64::from(t) * 1000),
+            MessageKind::Timer => None,
+        };
         let outcome = self
-            .send_content(&m.contact, m.secret, &Self::content(m))
+            .send_content(&m.contact, m.secret, &Self::content(m), relay_expiry)
             .await;
         let update = match outcome {
             Ok(()) => Event::MessageState {
@@ -624,24 +726,35 @@ impl Manager {
     }
 
     fn content(m: &Message) -> Content {
-        Content::text(m.id.clone(), m.text.clone(), m.sent_at)
+        match m.kind {
+            MessageKind::Text => Content::text(m.id.clone(), m.text.clone(), m.sent_at, m.timer),
+            MessageKind::Timer => Content::timer_change(m.id.clone(), m.timer, m.sent_at),
+        }
     }
 
-    /// Sends `content` to `handle` in its normal or secret thread.
+    /// Sends `content` to `handle` in its normal or secret thread. `expires_at` (Unix ms) is
+    /// told to the relay in the clear, so it can drop an envelope whose message would already
+    /// have disappeared.
     async fn send_content(
         &mut self,
         handle: &str,
         secret: bool,
         content: &Content,
+        expires_at: Option<u64>,
     ) -> Result<(), ClientError> {
         if secret {
-            self.send_sealed(handle, content).await
+            self.send_sealed(handle, content, expires_at).await
         } else {
-            self.send_normal(handle, content).await
+            self.send_normal(handle, content, expires_at).await
         }
     }
 
-    async fn send_normal(&mut self, handle: &str, content: &Content) -> Result<(), ClientError> {
+    async fn send_normal(
+        &mut self,
+        handle: &str,
+        content: &Content,
+        expires_at: Option<u64>,
+    ) -> Result<(), ClientError> {
         let contact = self.contact_by_handle(handle).await?;
         let body = content.encode();
         self.link
@@ -649,6 +762,7 @@ impl Manager {
                 req,
                 to: contact.account_id,
                 body: body.into(),
+                expires_at,
             })
             .await?;
         Ok(())
@@ -659,7 +773,7 @@ impl Manager {
         for ((handle, secret), ids) in std::mem::take(&mut self.receipts) {
             for chunk in ids.chunks(RECEIPT_BATCH) {
                 let receipt = Content::receipt(chunk.to_vec());
-                if let Err(e) = self.send_content(&handle, secret, &receipt).await {
+                if let Err(e) = self.send_content(&handle, secret, &receipt, None).await {
                     tracing::info!(error = %describe(&e), "a delivery receipt was not sent");
                 }
             }
@@ -695,7 +809,12 @@ impl Manager {
         Ok(cert)
     }
 
-    async fn send_sealed(&mut self, handle: &str, content: &Content) -> Result<(), ClientError> {
+    async fn send_sealed(
+        &mut self,
+        handle: &str,
+        content: &Content,
+        expires_at: Option<u64>,
+    ) -> Result<(), ClientError> {
         if !self.anon.is_online() {
             return Err(LinkError::Offline.into());
         }
@@ -755,7 +874,7 @@ impl Manager {
                 to: contact.account_id.clone(),
                 access_token: contact.access_token.clone().into(),
                 envelope: envelope.into(),
-                expires_at: None,
+                expires_at,
             })
             .await?;
         Ok(())
@@ -786,6 +905,14 @@ impl Manager {
                     .entry((m.contact.clone(), m.secret))
                     .or_default()
                     .push(m.id.clone());
+                if m.kind == MessageKind::Timer {
+                    self.emit(Event::TimerSet {
+                        contact: m.contact.clone(),
+                        secret: m.secret,
+                        timer: m.timer,
+                    })
+                    .await;
+                }
                 self.emit(Event::Message(m)).await
             }
             Ok(Incoming::Delivered(ids)) => {
@@ -824,42 +951,69 @@ impl Manager {
         secret: bool,
         content: Content,
     ) -> Result<Incoming, Receive> {
-        match content.body {
+        let line = |id, text, sent_at, kind, timer| Message {
+            seq: 0,
+            id,
+            contact: contact.handle.clone(),
+            secret,
+            outgoing: false,
+            text,
+            sent_at,
+            state: MessageState::Received,
+            kind,
+            timer,
+            // Counting starts when the user first sees it.
+            expires_at: None,
+        };
+        let mut m = match content.body {
             Body::Text {
-                id, text, sent_at, ..
+                id,
+                text,
+                sent_at,
+                timer,
             } => {
-                let mut m = Message {
-                    seq: 0,
-                    id,
-                    contact: contact.handle.clone(),
-                    secret,
-                    outgoing: false,
-                    text,
-                    sent_at,
-                    state: MessageState::Received,
-                };
-                let seq = self
-                    .store
-                    .insert_message(&contact.account_id, &m, now_ms())
-                    .map_err(Receive::retry)?;
-                Ok(match seq {
-                    Some(seq) => {
-                        m.seq = seq;
-                        Incoming::Message(m)
-                    }
-                    None => Incoming::Nothing,
-                })
+                // A peer's timer out of range is brought into range, never dropped: the
+                // sender asked for the message to disappear.
+                let timer = timer.map(|t| t.clamp(crate::timer::MIN_SECS, crate::timer::MAX_SECS));
+                line(id, text, sent_at, MessageKind::Text, timer)
             }
-            Body::Receipt { ids } => Ok(Incoming::Delivered(
+            Body::TimerChange { id, timer, sent_at } => {
+                if let Some(t) = timer
+                    && crate::timer::check(t).is_err()
+                {
+                    return Err(Receive::Drop(format!(
+                        "{} sent a disappearing timer of {t} seconds, outside 5s to 24h; it was not applied",
+                        contact.handle
+                    )));
+                }
                 self.store
-                    .mark_delivered(&contact.account_id, &ids)
-                    .map_err(Receive::retry)?,
-            )),
+                    .set_timer(&contact.account_id, secret, timer)
+                    .map_err(Receive::retry)?;
+                line(id, String::new(), sent_at, MessageKind::Timer, timer)
+            }
+            Body::Receipt { ids } => {
+                return Ok(Incoming::Delivered(
+                    self.store
+                        .mark_delivered(&contact.account_id, &ids)
+                        .map_err(Receive::retry)?,
+                ));
+            }
             Body::Unknown => {
                 tracing::info!("ignoring a message kind this version does not know");
-                Ok(Incoming::Nothing)
+                return Ok(Incoming::Nothing);
             }
-        }
+        };
+        let seq = self
+            .store
+            .insert_message(&contact.account_id, &m, now_ms())
+            .map_err(Receive::retry)?;
+        Ok(match seq {
+            Some(seq) => {
+                m.seq = seq;
+                Incoming::Message(m)
+            }
+            None => Incoming::Nothing,
+        })
     }
 
     async fn receive_normal(&mut self, from: &str, body: &[u8]) -> Result<Incoming, Receive> {

@@ -3,9 +3,11 @@
 //! `Command`/`Event` (and read-only store queries for the offline listing commands).
 
 pub mod account;
+pub mod clock;
 pub mod conn;
 pub mod content;
 pub mod crypto;
 pub mod manager;
 pub mod signal_store;
 pub mod store;
+pub mod sweeper;

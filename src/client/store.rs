@@ -108,6 +108,11 @@ CREATE INDEX messages_unshown ON messages(shown) WHERE shown = 0;
 -- Unread counts per thread for the contact list, without walking each thread.
 CREATE INDEX messages_unread ON messages(contact, secret) WHERE shown = 0;
 "#,
+    r#"
+-- 'text', or 'timer' for a line recording a change of the thread's disappearing timer.
+ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'text';
+CREATE INDEX messages_expiry ON messages(expires_at) WHERE expires_at IS NOT NULL;
+"#,
 ];
 
 /// Where a message is on its way.
@@ -147,6 +152,34 @@ impl MessageState {
     }
 }
 
+/// What a stored message is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// Something a person wrote.
+    #[default]
+    Text,
+    /// A change of the thread's disappearing timer; `timer` holds the new value.
+    Timer,
+}
+
+impl MessageKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Text => "text",
+            MessageKind::Timer => "timer",
+        }
+    }
+}
+
+/// A message that the sweeper deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub id: String,
+    pub contact: String,
+    pub secret: bool,
+}
+
 /// A contact as the store knows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Contact {
@@ -172,6 +205,12 @@ pub struct Message {
     pub text: String,
     pub sent_at: u64,
     pub state: MessageState,
+    pub kind: MessageKind,
+    /// Disappearing timer in force when it was sent, in seconds.
+    pub timer: Option<u32>,
+    /// Unix ms when it is deleted: for our own messages `timer` after sending, for received
+    /// ones `timer` after first shown (None until then).
+    pub expires_at: Option<u64>,
 }
 
 /// A contact as the contact list shows it. Arrays are indexed by `secret as usize`.
@@ -286,8 +325,8 @@ impl Store {
     pub fn insert_message(&self, contact_id: &str, m: &Message, now: u64) -> Result<Option<i64>> {
         let n = self.conn.execute(
             "INSERT OR IGNORE INTO messages (id, contact, secret, outgoing, text, sent_at,
-                 received_at, state, shown)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 received_at, state, shown, kind, timer_secs, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 m.id,
                 contact_id,
@@ -299,6 +338,9 @@ impl Store {
                 m.state.as_str(),
                 // Our own messages were seen as they were typed.
                 m.outgoing,
+                m.kind.as_str(),
+                m.timer,
+                m.expires_at.map(|e| e as i64),
             ],
         )?;
         Ok((n > 0).then(|| self.conn.last_insert_rowid()))
@@ -337,15 +379,93 @@ impl Store {
         self.messages_where("m.shown = 0 ORDER BY m.seq", [])
     }
 
-    pub fn mark_shown(&self, ids: &[String]) -> Result<()> {
+    /// Marks messages seen by the user at `now`. Their disappearing timers start now: returns
+    /// the (id, expires_at) of each message whose countdown this started.
+    pub fn mark_shown(&self, ids: &[String], now: u64) -> Result<Vec<(String, u64)>> {
         let tx = self.conn.unchecked_transaction()?;
+        let mut started = Vec::new();
         {
-            let mut stmt = tx.prepare_cached("UPDATE messages SET shown = 1 WHERE id = ?1")?;
+            let mut stmt = tx.prepare_cached(
+                "UPDATE messages SET shown = 1,
+                     expires_at = CASE WHEN timer_secs IS NOT NULL AND expires_at IS NULL
+                                       THEN ?2 + timer_secs * 1000 ELSE expires_at END
+                 WHERE id = ?1 AND shown = 0
+                 RETURNING expires_at",
+            )?;
             for id in ids {
-                stmt.execute([id])?;
+                let at: Option<Option<i64>> = stmt
+                    .query_row(params![id, now as i64], |r| r.get(0))
+                    .optional()?;
+                if let Some(Some(at)) = at {
+                    started.push((id.clone(), at as u64));
+                }
             }
         }
         tx.commit()?;
+        Ok(started)
+    }
+
+    /// The earliest expiry of any stored message.
+    pub fn next_expiry(&self) -> Result<Option<u64>> {
+        let at: Option<i64> = self.conn.query_row(
+            "SELECT min(expires_at) FROM messages WHERE expires_at IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(at.map(|a| a as u64))
+    }
+
+    /// Deletes every message due at `now` in one transaction, then checkpoints and truncates
+    /// the WAL: with `secure_delete`, the text is then in neither the database nor the WAL.
+    pub fn delete_expired(&self, now: u64) -> Result<Vec<Expired>> {
+        let tx = self.conn.unchecked_transaction()?;
+        let gone = {
+            let mut stmt = tx.prepare_cached(
+                "DELETE FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?1
+                 RETURNING id, contact, secret",
+            )?;
+            let rows = stmt.query_map([now as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, bool>(2)?,
+                ))
+            })?;
+            rows.collect::<std::result::Result<Vec<_>, _>>()?
+        };
+        let mut expired = Vec::with_capacity(gone.len());
+        {
+            let mut handle =
+                tx.prepare_cached("SELECT handle FROM contacts WHERE account_id = ?1")?;
+            for (id, contact, secret) in gone {
+                let contact: String = handle.query_row([&contact], |r| r.get(0))?;
+                expired.push(Expired {
+                    id,
+                    contact,
+                    secret,
+                });
+            }
+        }
+        tx.commit()?;
+        if !expired.is_empty() {
+            self.truncate_wal()?;
+        }
+        Ok(expired)
+    }
+
+    /// Copies the WAL into the database and empties it. A reader on another connection can
+    /// hold the checkpoint back for a moment, so it is tried a few times.
+    pub fn truncate_wal(&self) -> Result<()> {
+        for attempt in 0..20 {
+            let busy: i64 = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+            if busy == 0 {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5 << attempt.min(4)));
+        }
+        tracing::warn!("the WAL could not be truncated: another connection kept reading");
         Ok(())
     }
 
@@ -395,6 +515,19 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    /// A thread's disappearing timer in seconds; None: off.
+    pub fn thread_timer(&self, contact_id: &str, secret: bool) -> Result<Option<u32>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT timer_secs FROM threads WHERE contact = ?1 AND secret = ?2",
+                params![contact_id, secret],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
     /// Sets a thread's disappearing timer (seconds; None: off).
     pub fn set_timer(&self, contact_id: &str, secret: bool, timer: Option<u32>) -> Result<()> {
         self.conn.execute(
@@ -406,7 +539,8 @@ impl Store {
 
     fn messages_where(&self, cond: &str, args: impl rusqlite::Params) -> Result<Vec<Message>> {
         let sql = format!(
-            "SELECT m.id, c.handle, m.secret, m.outgoing, m.text, m.sent_at, m.state, m.seq
+            "SELECT m.id, c.handle, m.secret, m.outgoing, m.text, m.sent_at, m.state, m.seq,
+                    m.kind, m.timer_secs, m.expires_at
              FROM messages m JOIN contacts c ON c.account_id = m.contact WHERE {cond}"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
@@ -420,6 +554,13 @@ impl Store {
                 sent_at: r.get::<_, i64>(5)? as u64,
                 state: MessageState::parse(&r.get::<_, String>(6)?),
                 seq: r.get(7)?,
+                kind: if r.get::<_, String>(8)? == "timer" {
+                    MessageKind::Timer
+                } else {
+                    MessageKind::Text
+                },
+                timer: r.get(9)?,
+                expires_at: r.get::<_, Option<i64>>(10)?.map(|e| e as u64),
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)

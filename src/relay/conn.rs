@@ -660,14 +660,19 @@ async fn request(relay: &Arc<Relay>, account_id: &str, frame: ClientFrame) -> Re
             }
         }
         ClientFrame::Send { req, body, .. } if body.0.len() > MAX_PAYLOAD_BYTES => too_large(req),
-        ClientFrame::Send { req, to, body } => {
+        ClientFrame::Send {
+            req,
+            to,
+            body,
+            expires_at,
+        } => {
             let (from, recipient, now) = (account_id.to_string(), to.clone(), now_ms());
             let result = relay
                 .db(move |db| {
                     if db.account_by_id(&recipient)?.is_none() {
                         return Err(StoreError::NotFound);
                     }
-                    db.enqueue(&recipient, Some(&from), false, &body.0, now, None)
+                    db.enqueue(&recipient, Some(&from), false, &body.0, now, expires_at)
                 })
                 .await;
             match result {

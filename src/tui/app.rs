@@ -146,6 +146,9 @@ pub struct App {
     pub bell: bool,
     /// A bell is due at the next draw.
     pub ring: bool,
+    /// Unix ms as of the last tick, for countdowns: set by the terminal loop, so the app
+    /// itself reads no clock.
+    pub now_ms: u64,
     next_tag: u64,
     /// Tag of the last /add, to open the contact it adds.
     pending_add: Option<u64>,
@@ -169,6 +172,7 @@ impl App {
             quit: false,
             bell: true,
             ring: false,
+            now_ms: 0,
             next_tag: 1,
             pending_add: None,
             open_when_online: None,
@@ -406,6 +410,7 @@ impl App {
             Slash::Secret => self.toggle_secret(),
             Slash::Timer(timer) => match self.open.clone() {
                 Some(open) => vec![Command::SetTimer {
+                    id: uuid::Uuid::new_v4().to_string(),
                     contact: open.handle,
                     secret: open.secret,
                     timer,
@@ -506,6 +511,28 @@ impl App {
                 self.error(error);
             }
             Event::Warning(w) => self.error(w),
+            Event::Expiring(started) => {
+                for (id, at) in started {
+                    if let Some(m) = self.thread.messages.iter_mut().find(|m| m.id == id) {
+                        m.expires_at = Some(at);
+                    }
+                }
+            }
+            Event::Expired(gone) => {
+                let open = self.open.clone();
+                let before = self.thread.messages.len();
+                self.thread.messages.retain(|m| {
+                    !gone.iter().any(|g| {
+                        g.id == m.id
+                            && open
+                                .as_ref()
+                                .is_some_and(|o| o.handle == g.contact && o.secret == g.secret)
+                    })
+                });
+                if self.thread.messages.len() != before {
+                    self.thread.scroll = self.thread.scroll.min(self.thread.messages.len());
+                }
+            }
             Event::Drained | Event::Unshown { .. } => {}
         }
         Vec::new()
@@ -586,6 +613,21 @@ impl App {
         {
             m.state = state;
         }
+    }
+
+    /// Whether a message with a running countdown is loaded in the open thread: only then
+    /// does the screen need a tick each second.
+    pub fn counting_down(&self) -> bool {
+        let end = self
+            .thread
+            .messages
+            .len()
+            .saturating_sub(self.thread.scroll);
+        // The newest screenful is what can be visible; a generous bound keeps this cheap.
+        let start = end.saturating_sub(200);
+        self.thread.messages[start..end]
+            .iter()
+            .any(|m| m.expires_at.is_some())
     }
 
     /// Whether the open thread is secret: what the status line must never leave in doubt.

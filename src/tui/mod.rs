@@ -55,6 +55,13 @@ pub async fn run(
     result
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Hands commands to the manager without ever blocking the UI.
 fn send_all(manager: &ManagerHandle, app: &mut App, cmds: Vec<Command>) -> Result<(), TuiError> {
     for cmd in cmds {
@@ -90,6 +97,7 @@ async fn event_loop(
     send_all(manager, &mut app, start)?;
     let mut input = EventStream::new();
     loop {
+        app.now_ms = now_ms();
         terminal.draw(|f| render::draw(f, &app, &opts.keys))?;
         if std::mem::take(&mut app.ring) {
             let out = terminal.backend_mut();
@@ -99,6 +107,9 @@ async fn event_loop(
         let cmds = tokio::select! {
             // The terminal went away or we were asked to stop: leave as cleanly as on /quit.
             _ = hangup.recv() => return Ok(()),
+            // Countdowns on screen move once a second; with none, nothing ticks.
+            _ = tokio::time::sleep(std::time::Duration::from_millis(1000 - now_ms() % 1000)),
+                if app.counting_down() => Vec::new(),
             ev = input.next() => match ev {
                 Some(Ok(TermEvent::Key(k))) => match opts.keys.action(&app, k) {
                     Some(a) => app.update(a),

@@ -15,7 +15,7 @@ use super::app::{App, Focus, Overlay};
 use super::commands;
 use super::keys::KeyMap;
 use crate::client::manager::ConnState;
-use crate::client::store::{Message, MessageState};
+use crate::client::store::{Message, MessageKind, MessageState};
 
 pub const LOCK: &str = "🔒";
 const CONTACTS_WIDTH: u16 = 26;
@@ -156,8 +156,49 @@ fn state_mark(m: &Message) -> &'static str {
     }
 }
 
+/// Time left until `at`, as the countdown shows it: 24s, 4m, 2h.
+fn left(at: u64, now: u64) -> String {
+    let secs = at.saturating_sub(now).div_ceil(1000);
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s.div_ceil(60)),
+        s => format!("{}h", s.div_ceil(3600)),
+    }
+}
+
+/// The countdown after a message: `⏱ 24s` once counting, `⏱ 30s` (its timer) before.
+fn countdown(app: &App, m: &Message) -> String {
+    match (m.expires_at, m.timer) {
+        (Some(at), _) => format!(" ⏱ {}", left(at, app.now_ms)),
+        (None, Some(t)) => format!(" ⏱ {}", crate::timer::short(t)),
+        (None, None) => String::new(),
+    }
+}
+
+/// A timer change as a line across the thread.
+fn timer_line(m: &Message) -> Line<'static> {
+    let who = if m.outgoing {
+        "you"
+    } else {
+        m.contact.as_str()
+    };
+    let what = match m.timer {
+        Some(t) => format!("set disappearing messages to {}", crate::timer::short(t)),
+        None => "turned disappearing messages off".to_string(),
+    };
+    Line::styled(
+        format!("{} — {who} {what} —", clock(m.sent_at)),
+        Style::default()
+            .fg(Color::DarkGray)
+            .add_modifier(Modifier::ITALIC),
+    )
+}
+
 /// The lines of one message at `width`.
 fn message_lines(app: &App, m: &Message, width: usize) -> Vec<Line<'static>> {
+    if m.kind == MessageKind::Timer {
+        return vec![timer_line(m)];
+    }
     let who = if m.outgoing {
         app.me.clone()
     } else {
@@ -170,7 +211,7 @@ fn message_lines(app: &App, m: &Message, width: usize) -> Vec<Line<'static>> {
     };
     let head = format!("{} {lock}{who}: ", clock(m.sent_at));
     let indent = head.width().min(width / 2);
-    let body = format!("{}{}", m.text, state_mark(m));
+    let body = format!("{}{}{}", m.text, state_mark(m), countdown(app, m));
     let who_style = if m.outgoing {
         Style::default().fg(Color::Cyan)
     } else {
