@@ -1,0 +1,289 @@
+//! Disappearing messages end to end, on both sides of a conversation, over a real relay:
+//! timer changes reach the peer, each copy expires on its own schedule, and an expired
+//! message is gone from every file either client or the relay keeps.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Client, Raw, Scene, any_file_contains};
+use sotto::client::content::Content;
+use sotto::client::manager::{Command, Event};
+use sotto::client::store::{MessageKind, MessageState};
+use sotto::wire::{ClientFrame, RelayFrame};
+
+/// Sets the timer of alice's thread with bob and waits until the relay has the change.
+async fn set_timer(alice: &mut Client, secret: bool, timer: Option<u32>) {
+    let id = uuid::Uuid::new_v4().to_string();
+    alice
+        .handle
+        .commands
+        .send(Command::SetTimer {
+            id: id.clone(),
+            contact: "bob".into(),
+            secret,
+            timer,
+        })
+        .await
+        .unwrap();
+    alice
+        .expect(
+            |e| matches!(e, Event::MessageState { id: i, state: MessageState::Sent } if *i == id),
+        )
+        .await;
+}
+
+/// Waits for the sweeper to report `id` gone; returns when.
+async fn expired(c: &mut Client, id: &str) -> Instant {
+    c.expect(|e| matches!(e, Event::Expired(gone) if gone.iter().any(|g| g.id == id)))
+        .await;
+    Instant::now()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_change_reaches_the_peer_and_each_copy_expires_on_its_own_clock() {
+    let Scene {
+        alice: ad,
+        bob: bd,
+        relay,
+        tmp: _tmp,
+        ..
+    } = Scene::new().await;
+    let mut alice = Client::start(&ad, &relay.url).await;
+    let mut bob = Client::start(&bd, &relay.url).await;
+    // A first message sets the secret session up.
+    alice.send("bob", true, "hello").await;
+    bob.receive().await;
+
+    set_timer(&mut alice, true, Some(5)).await;
+    // bob's side takes the new timer and shows the change as a line in the thread.
+    match bob.expect(|e| matches!(e, Event::TimerSet { .. })).await {
+        Event::TimerSet {
+            contact,
+            secret,
+            timer,
+        } => {
+            assert_eq!((contact.as_str(), secret, timer), ("alice", true, Some(5)));
+        }
+        _ => unreachable!(),
+    }
+    let line = bob.receive().await;
+    assert_eq!((line.kind, line.timer), (MessageKind::Timer, Some(5)));
+
+    let sent = Instant::now();
+    let id = alice.send("bob", true, "this will vanish").await;
+    let m = bob.receive().await;
+    assert_eq!(
+        (m.text.as_str(), m.timer, m.expires_at),
+        ("this will vanish", Some(5), None)
+    );
+    // bob looks at it two seconds later: his copy counts from then.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let shown = Instant::now();
+    bob.handle
+        .commands
+        .send(Command::MarkShown {
+            ids: vec![id.clone()],
+        })
+        .await
+        .unwrap();
+    match bob.expect(|e| matches!(e, Event::Expiring(_))).await {
+        Event::Expiring(started) => assert_eq!(started.len(), 1),
+        _ => unreachable!(),
+    }
+
+    let alice_gone = expired(&mut alice, &id).await;
+    let bob_gone = expired(&mut bob, &id).await;
+    assert!(
+        alice_gone - sent >= Duration::from_secs(5),
+        "alice's copy went early"
+    );
+    assert!(
+        bob_gone - shown >= Duration::from_secs(5),
+        "bob's copy went early"
+    );
+    // bob's copy outlived alice's by about the two seconds before he looked.
+    assert!(bob_gone > alice_gone + Duration::from_millis(1500));
+    assert!(alice.history("bob", true).iter().all(|m| m.id != id));
+    assert!(bob.history("alice", true).iter().all(|m| m.id != id));
+    // The timer lines stay: they are not messages that disappear.
+    assert!(
+        bob.history("alice", true)
+            .iter()
+            .any(|m| m.kind == MessageKind::Timer)
+    );
+    alice.stop();
+    bob.stop();
+    relay.stop().await;
+}
+
+/// Sends `marker` from alice to bob in secret with `timer`, lets bob see it, and waits for
+/// both sweeps if there is a timer. Then searches every file of both profiles and the relay
+/// for the marker: first with both clients still running (the WAL is live then), then after
+/// everything has stopped. Returns the files that held it, both times.
+async fn marker_on_disk(marker: &str, timer: Option<u32>) -> (Vec<String>, Vec<String>) {
+    let Scene {
+        alice: ad,
+        bob: bd,
+        relay_dir,
+        relay,
+        tmp: _tmp,
+    } = Scene::new().await;
+    let mut alice = Client::start(&ad, &relay.url).await;
+    let mut bob = Client::start(&bd, &relay.url).await;
+    if timer.is_some() {
+        set_timer(&mut alice, true, timer).await;
+    }
+    let id = alice.send("bob", true, marker).await;
+    let m = loop {
+        let m = bob.receive().await;
+        if m.kind == MessageKind::Text {
+            break m;
+        }
+    };
+    assert_eq!(m.text, marker);
+    bob.handle
+        .commands
+        .send(Command::MarkShown {
+            ids: vec![id.clone()],
+        })
+        .await
+        .unwrap();
+    if timer.is_some() {
+        expired(&mut alice, &id).await;
+        expired(&mut bob, &id).await;
+    }
+    // Let the delivery receipt land too, so every file is in its final state.
+    alice.barrier().await;
+    bob.barrier().await;
+    let search = || {
+        let mut hits = Vec::new();
+        for dir in [&ad, &bd, &relay_dir] {
+            assert!(std::fs::read_dir(dir).unwrap().count() > 0);
+            for f in any_file_contains(dir, marker.as_bytes()) {
+                hits.push(format!(
+                    "{}/{f}",
+                    dir.file_name().unwrap().to_string_lossy()
+                ));
+            }
+        }
+        hits.sort();
+        hits
+    };
+    let running = search();
+    alice.stop();
+    bob.stop();
+    relay.stop().await;
+    (running, search())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_secret_message_is_in_no_file_of_either_client_or_the_relay() {
+    let (running, stopped) = marker_on_disk("FORENSIC-MARKER-9b1e77", Some(5)).await;
+    assert_eq!(running, Vec::<String>::new(), "found while the clients run");
+    assert_eq!(stopped, Vec::<String>::new(), "found after they stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_timer_the_same_search_finds_the_text_on_disk() {
+    // The control for the test above: the search sees the text when it is there, in both
+    // profiles, while running and after.
+    let (running, stopped) = marker_on_disk("FORENSIC-CONTROL-51aa0c", None).await;
+    for hits in [running, stopped] {
+        assert!(hits.iter().any(|h| h.starts_with("a/")), "{hits:?}");
+        assert!(hits.iter().any(|h| h.starts_with("b/")), "{hits:?}");
+        assert!(!hits.iter().any(|h| h.starts_with("relay/")), "{hits:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_change_out_of_range_from_a_peer_is_refused_and_not_applied() {
+    let Scene {
+        alice: ad,
+        bob: bd,
+        relay,
+        tmp: _tmp,
+        ..
+    } = Scene::new().await;
+    let mut bob = Client::start(&bd, &relay.url).await;
+    let bob_id = sotto::client::store::Store::open(&bd)
+        .unwrap()
+        .registration()
+        .unwrap()
+        .account_id;
+    // alice's client would never send these; a modified one could.
+    let mut raw = Raw::auth(&relay.url, &ad).await;
+    for (req, secs) in [(1, 3u32), (2, 90_000)] {
+        let body = Content::timer_change(format!("bad-{secs}"), Some(secs), 0).encode();
+        raw.send(&ClientFrame::Send {
+            req,
+            to: bob_id.clone(),
+            body: body.into(),
+            expires_at: None,
+        })
+        .await;
+        raw.expect(|f| matches!(f, RelayFrame::Ok { .. })).await;
+        match bob
+            .expect(|e| matches!(e, Event::Warning(_) | Event::TimerSet { .. }))
+            .await
+        {
+            Event::Warning(w) => assert!(w.contains("outside 5s to 24h"), "{w}"),
+            other => panic!("an out-of-range timer was applied: {other:?}"),
+        }
+    }
+    let store = sotto::client::store::Store::open(&bd).unwrap();
+    let alice = store.contact_by_handle("alice").unwrap().unwrap();
+    assert_eq!(store.thread_timer(&alice.account_id, false).unwrap(), None);
+    assert!(
+        bob.history("alice", false).is_empty(),
+        "no timer line was recorded"
+    );
+    bob.stop();
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_drops_an_envelope_whose_timer_ran_out_before_delivery() {
+    let Scene {
+        alice: ad,
+        bob: bd,
+        relay,
+        tmp: _tmp,
+        ..
+    } = Scene::new().await;
+    let bob_id = sotto::client::store::Store::open(&bd)
+        .unwrap()
+        .registration()
+        .unwrap()
+        .account_id;
+    let mut raw = Raw::auth(&relay.url, &ad).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for (req, text, expires_at) in [
+        (1, "too late", Some(now - 1)),
+        (2, "in time", Some(now + 600_000)),
+    ] {
+        let body = Content::text(format!("id-{req}"), text.into(), now - 10_000, Some(5)).encode();
+        raw.send(&ClientFrame::Send {
+            req,
+            to: bob_id.clone(),
+            body: body.into(),
+            expires_at,
+        })
+        .await;
+        raw.expect(|f| matches!(f, RelayFrame::Ok { .. })).await;
+    }
+    let mut bob = Client::start(&bd, &relay.url).await;
+    let mut got = Vec::new();
+    while let Event::Message(m) = bob
+        .expect(|e| matches!(e, Event::Message(_) | Event::Drained))
+        .await
+    {
+        got.push(m.text);
+    }
+    assert_eq!(got, ["in time"]);
+    bob.stop();
+    relay.stop().await;
+}
