@@ -72,7 +72,7 @@ enum Cmd {
         secret: bool,
         /// First set the thread's disappearing timer: 30s, 5m, 1h, 1d (5s to 24h) or off.
         #[arg(long, value_name = "DURATION", value_parser = parse_timer)]
-        timer: Option<Option<u32>>,
+        timer: Option<TimerArg>,
         handle: String,
         text: String,
     },
@@ -81,7 +81,7 @@ enum Cmd {
         handle: String,
         /// 30s, 5m, 1h, 1d or off.
         #[arg(value_parser = parse_timer)]
-        duration: Option<u32>,
+        duration: TimerArg,
         /// The secret thread instead of the normal one.
         #[arg(long)]
         secret: bool,
@@ -174,12 +174,19 @@ fn run(cli: Cli) -> Result<()> {
             timer,
             handle,
             text,
-        } => rt.block_on(send(&dir, relay_override, handle, secret, timer, text)),
+        } => rt.block_on(send(
+            &dir,
+            relay_override,
+            handle,
+            secret,
+            timer.map(|t| t.0),
+            text,
+        )),
         Cmd::Timer {
             handle,
             duration,
             secret,
-        } => rt.block_on(set_timer(&dir, relay_override, handle, secret, duration)),
+        } => rt.block_on(set_timer(&dir, relay_override, handle, secret, duration.0)),
         Cmd::Recv { wait } => {
             if !(0.0..=86_400.0).contains(&wait) {
                 bail!("--wait takes a number of seconds from 0 to 86400");
@@ -262,8 +269,15 @@ async fn demo(config: &Config) -> Result<()> {
     Ok(())
 }
 
-fn parse_timer(s: &str) -> Result<Option<u32>, String> {
-    sotto::timer::parse(s).map_err(|e| e.to_string())
+/// A timer as given on the command line: seconds, or None for `off`. A newtype, because clap
+/// would read a bare `Option` as "the argument may be missing".
+#[derive(Debug, Clone, Copy)]
+struct TimerArg(Option<u32>);
+
+fn parse_timer(s: &str) -> Result<TimerArg, String> {
+    sotto::timer::parse(s)
+        .map(TimerArg)
+        .map_err(|e| e.to_string())
 }
 
 /// A public key shown in groups of four hex digits, for comparing by eye.

@@ -182,3 +182,54 @@ fn clear_errors_for_an_unreachable_relay_and_a_missing_profile() {
         "{err}"
     );
 }
+
+#[test]
+fn timers_from_the_command_line_reach_the_contact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rd, a, b) = (
+        tmp.path().join("relay"),
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+    );
+    let relay = start_relay(&rd);
+    ok(&a, &["init", "--handle", "alice", "--relay", &relay.url]);
+    ok(&b, &["init", "--handle", "bob", "--relay", &relay.url]);
+
+    for bad in ["4s", "25h", "abc"] {
+        let err = fails(&a, &["timer", "bob", bad]);
+        assert!(
+            err.contains("5s to 24h") || err.contains("not a timer"),
+            "{err}"
+        );
+    }
+    let out = ok(&a, &["timer", "--secret", "bob", "30s"]);
+    assert!(out.contains("now disappear after 30s"), "{out}");
+    ok(
+        &a,
+        &["send", "--secret", "--timer", "5s", "bob", "short-lived"],
+    );
+
+    let got = json_lines(&ok(&b, &["recv"]));
+    let kinds: Vec<_> = got
+        .iter()
+        .map(|m| (m["kind"].as_str(), m["timer"].as_u64()))
+        .collect();
+    // Two timer changes (30 s, then 5 s from --timer) and the message under the last one.
+    assert_eq!(
+        kinds,
+        vec![
+            (Some("timer"), Some(30)),
+            (Some("timer"), Some(5)),
+            (None, Some(5))
+        ]
+    );
+    assert_eq!(got[2]["text"], "short-lived");
+    assert_eq!(got[2]["secret"], true);
+    let history = json_lines(&ok(&a, &["history", "bob", "--secret"]));
+    let mine = history.iter().find(|m| m["text"] == "short-lived").unwrap();
+    assert_eq!(mine["timer"], 5);
+    assert!(mine["expires_at"].as_u64().unwrap() > mine["sent_at"].as_u64().unwrap());
+    let mut relay = relay;
+    relay.child.kill().unwrap();
+    relay.child.wait().unwrap();
+}

@@ -424,3 +424,44 @@ fn ten_thousand_messages_lay_out_only_the_visible_page() {
     assert!(lines.iter().any(|l| l.contains("message number 9999")));
     assert!(!lines.iter().any(|l| l.contains("message number 9000 ")));
 }
+
+#[test]
+fn countdowns_show_tick_only_when_needed_and_expired_messages_leave_the_screen() {
+    let mut app = app_with_bob();
+    assert!(!app.counting_down(), "nothing to count down: no tick");
+    let mut m = msg(3, "bob", false, false, "gone soon");
+    m.timer = Some(30);
+    let cmds = app.on_event(Event::Message(m));
+    // Displayed in the open thread: seen now, which starts its countdown in the manager.
+    assert!(matches!(&cmds[..], [Command::MarkShown { ids }] if ids == &vec!["m3".to_string()]));
+    app.on_event(Event::Expiring(vec![("m3".into(), 1_000_000 + 24_400)]));
+    app.now_ms = 1_000_000;
+    assert!(app.counting_down());
+    let lines = rows(&screen(&app, 80, 12));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("gone soon") && l.contains("⏱ 25s")),
+        "{lines:#?}"
+    );
+    app.on_event(Event::Expired(vec![sotto::client::store::Expired {
+        id: "m3".into(),
+        contact: "bob".into(),
+        secret: false,
+    }]));
+    assert!(!app.counting_down());
+    let lines = rows(&screen(&app, 80, 12));
+    assert!(!lines.iter().any(|l| l.contains("gone soon")));
+    // A timer change shows as a line of its own.
+    let mut line = msg(4, "bob", false, false, "");
+    line.kind = MessageKind::Timer;
+    line.timer = Some(300);
+    app.on_event(Event::Message(line));
+    let lines = rows(&screen(&app, 80, 12));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("bob set disappearing messages to 5m")),
+        "{lines:#?}"
+    );
+}

@@ -435,10 +435,19 @@ impl Store {
         };
         let mut expired = Vec::with_capacity(gone.len());
         {
-            let mut handle =
+            // A sweep usually takes many messages of few contacts: one lookup per contact.
+            let mut handles = std::collections::HashMap::new();
+            let mut lookup =
                 tx.prepare_cached("SELECT handle FROM contacts WHERE account_id = ?1")?;
-            for (id, contact, secret) in gone {
-                let contact: String = handle.query_row([&contact], |r| r.get(0))?;
+            for (id, contact_id, secret) in gone {
+                let contact = match handles.get(&contact_id) {
+                    Some(h) => String::clone(h),
+                    None => {
+                        let h: String = lookup.query_row([&contact_id], |r| r.get(0))?;
+                        handles.insert(contact_id, h.clone());
+                        h
+                    }
+                };
                 expired.push(Expired {
                     id,
                     contact,
