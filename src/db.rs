@@ -29,3 +29,18 @@ pub fn open(path: &Path, migrations: &[&str]) -> rusqlite::Result<Connection> {
     }
     Ok(conn)
 }
+
+/// Copies the WAL into the database file and truncates it to zero bytes, so that rows deleted
+/// under `secure_delete` survive in neither file. A reader on another connection can hold the
+/// checkpoint back for a moment, so it is tried a few times before giving up with a warning.
+pub fn truncate_wal(conn: &Connection) -> rusqlite::Result<()> {
+    for attempt in 0..20 {
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy == 0 {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(5 << attempt.min(4)));
+    }
+    tracing::warn!("the WAL could not be truncated: another connection kept reading");
+    Ok(())
+}

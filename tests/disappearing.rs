@@ -121,7 +121,11 @@ async fn a_timer_change_reaches_the_peer_and_each_copy_expires_on_its_own_clock(
 /// both sweeps if there is a timer. Then searches every file of both profiles and the relay
 /// for the marker: first with both clients still running (the WAL is live then), then after
 /// everything has stopped. Returns the files that held it, both times.
-async fn marker_on_disk(marker: &str, timer: Option<u32>) -> (Vec<String>, Vec<String>) {
+async fn marker_on_disk(
+    marker: &str,
+    secret: bool,
+    timer: Option<u32>,
+) -> (Vec<String>, Vec<String>) {
     let Scene {
         alice: ad,
         bob: bd,
@@ -132,9 +136,9 @@ async fn marker_on_disk(marker: &str, timer: Option<u32>) -> (Vec<String>, Vec<S
     let mut alice = Client::start(&ad, &relay.url).await;
     let mut bob = Client::start(&bd, &relay.url).await;
     if timer.is_some() {
-        set_timer(&mut alice, true, timer).await;
+        set_timer(&mut alice, secret, timer).await;
     }
-    let id = alice.send("bob", true, marker).await;
+    let id = alice.send("bob", secret, marker).await;
     let m = loop {
         let m = bob.receive().await;
         if m.kind == MessageKind::Text {
@@ -179,7 +183,7 @@ async fn marker_on_disk(marker: &str, timer: Option<u32>) -> (Vec<String>, Vec<S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_secret_message_is_in_no_file_of_either_client_or_the_relay() {
-    let (running, stopped) = marker_on_disk("FORENSIC-MARKER-9b1e77", Some(5)).await;
+    let (running, stopped) = marker_on_disk("FORENSIC-MARKER-9b1e77", true, Some(5)).await;
     assert_eq!(running, Vec::<String>::new(), "found while the clients run");
     assert_eq!(stopped, Vec::<String>::new(), "found after they stopped");
 }
@@ -188,12 +192,31 @@ async fn an_expired_secret_message_is_in_no_file_of_either_client_or_the_relay()
 async fn without_a_timer_the_same_search_finds_the_text_on_disk() {
     // The control for the test above: the search sees the text when it is there, in both
     // profiles, while running and after.
-    let (running, stopped) = marker_on_disk("FORENSIC-CONTROL-51aa0c", None).await;
+    let (running, stopped) = marker_on_disk("FORENSIC-CONTROL-51aa0c", true, None).await;
     for hits in [running, stopped] {
         assert!(hits.iter().any(|h| h.starts_with("a/")), "{hits:?}");
         assert!(hits.iter().any(|h| h.starts_with("b/")), "{hits:?}");
         assert!(!hits.iter().any(|h| h.starts_with("relay/")), "{hits:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_normal_message_is_gone_from_the_relay_too() {
+    // The relay read this one (normal thread); after delivery it must not keep the text in
+    // its database or its WAL.
+    let (running, stopped) = marker_on_disk("FORENSIC-NORMAL-e3d920", false, Some(5)).await;
+    assert_eq!(running, Vec::<String>::new(), "found while running");
+    assert_eq!(stopped, Vec::<String>::new(), "found after stopping");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_timer_a_normal_text_is_found_at_the_relay_while_it_runs() {
+    // The control for the test above: the search does see the relay's WAL.
+    let (running, _) = marker_on_disk("FORENSIC-NORMAL-CONTROL-7c0f4b", false, None).await;
+    assert!(
+        running.iter().any(|h| h.starts_with("relay/")),
+        "{running:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

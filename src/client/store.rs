@@ -462,20 +462,9 @@ impl Store {
         Ok(expired)
     }
 
-    /// Copies the WAL into the database and empties it. A reader on another connection can
-    /// hold the checkpoint back for a moment, so it is tried a few times.
+    /// Copies the WAL into the database and empties it (see `db::truncate_wal`).
     pub fn truncate_wal(&self) -> Result<()> {
-        for attempt in 0..20 {
-            let busy: i64 = self
-                .conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
-            if busy == 0 {
-                return Ok(());
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5 << attempt.min(4)));
-        }
-        tracing::warn!("the WAL could not be truncated: another connection kept reading");
-        Ok(())
+        Ok(crate::db::truncate_wal(&self.conn)?)
     }
 
     /// The newest `limit` messages of a thread, oldest first.

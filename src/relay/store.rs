@@ -330,10 +330,13 @@ impl RelayStore {
         limit: usize,
         now: u64,
     ) -> Result<Vec<Queued>> {
-        self.conn.execute(
+        let dropped = self.conn.execute(
             "DELETE FROM queue WHERE recipient = ?1 AND expires_at IS NOT NULL AND expires_at <= ?2",
             params![recipient, now as i64],
         )?;
+        if dropped > 0 {
+            crate::db::truncate_wal(&self.conn)?;
+        }
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, sender, sealed, payload, received_at FROM queue
              WHERE recipient = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
@@ -351,12 +354,21 @@ impl RelayStore {
     }
 
     /// Deletes envelope `id` if it belongs to `recipient`; returns whether it existed.
+    /// An envelope with an expiry belongs to a disappearing message: once it is gone, the WAL
+    /// is truncated too, so a normal thread's text does not linger there after delivery.
     pub fn ack(&self, recipient: &str, id: u64) -> Result<bool> {
-        let n = self.conn.execute(
-            "DELETE FROM queue WHERE id = ?1 AND recipient = ?2",
-            params![id as i64, recipient],
-        )?;
-        Ok(n > 0)
+        let gone: Option<Option<i64>> = self
+            .conn
+            .query_row(
+                "DELETE FROM queue WHERE id = ?1 AND recipient = ?2 RETURNING expires_at",
+                params![id as i64, recipient],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if matches!(gone, Some(Some(_))) {
+            crate::db::truncate_wal(&self.conn)?;
+        }
+        Ok(gone.is_some())
     }
 
     /// Envelopes waiting for `recipient`.
