@@ -25,6 +25,8 @@ fn store_with_bob(dir: &Path) -> Store {
         handle: "bob".into(),
         identity_key: vec![5; 33],
         access_token: vec![0; 16],
+        verified: false,
+        key_changed: false,
     };
     store.upsert_contact(&bob, 0).unwrap();
     store

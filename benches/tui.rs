@@ -66,6 +66,8 @@ fn profile(dir: &Path) {
         handle: "bob".into(),
         identity_key: vec![5; 33],
         access_token: vec![0; 16],
+        verified: false,
+        key_changed: false,
     };
     store.upsert_contact(&bob, 0).unwrap();
     let tx = store.conn().unchecked_transaction().unwrap();

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use sotto::client::account;
 use sotto::client::manager::{self, Command, ConnState, Event, ManagerHandle};
 use sotto::client::store::{Message, MessageKind, Store};
+use sotto::client::trust;
 use sotto::config::{self, Config};
 use sotto::relay::{self, RelayConfig};
 use tokio_util::sync::CancellationToken;
@@ -106,6 +107,28 @@ enum Cmd {
     },
     /// Show this profile: handle, account id, relay and the relay's trust-root fingerprint.
     Info,
+    /// Replace this profile's identity key (signed by the current one); contacts will see
+    /// that your safety number changed.
+    Rekey,
+    /// Show the safety number with a contact (compare it with theirs), or record a verdict.
+    Verify {
+        handle: String,
+        /// Mark the contact verified: you compared the numbers and they match.
+        #[arg(long, group = "action")]
+        mark: bool,
+        /// Remove the verified mark.
+        #[arg(long, group = "action")]
+        unmark: bool,
+        /// Accept the contact's new identity key after a change, unblocking secret messages.
+        #[arg(long, group = "action")]
+        accept_change: bool,
+        /// Print the scannable form as hex, for the other side's --compare.
+        #[arg(long, group = "action")]
+        scannable: bool,
+        /// Compare with the other side's --scannable output, from a file or - for stdin.
+        #[arg(long, group = "action", value_name = "FILE")]
+        compare: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -217,6 +240,79 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Rekey => {
+            let _lock = sotto::client::store::lock_profile(&dir)?;
+            let store = Store::open(&dir)?;
+            let url = match relay_override {
+                Some(u) => u,
+                None => store.registration()?.relay_url,
+            };
+            rt.block_on(account::rekey(
+                &store,
+                &url,
+                std::time::SystemTime::now(),
+                &mut rand::rng(),
+            ))?;
+            println!(
+                "your identity key is replaced; your contacts will see that your safety number changed"
+            );
+            Ok(())
+        }
+        Cmd::Verify {
+            handle,
+            mark,
+            unmark,
+            accept_change,
+            scannable,
+            compare,
+        } => {
+            let store = Store::open(&dir)?;
+            store.registration()?;
+            if mark || unmark {
+                trust::set_verified(&store, &handle, mark)?;
+                println!(
+                    "{handle} is {}",
+                    if mark {
+                        "marked verified"
+                    } else {
+                        "no longer marked verified"
+                    }
+                );
+                return Ok(());
+            }
+            if accept_change {
+                if trust::accept_change(&store, &handle)? {
+                    println!(
+                        "accepted {handle}'s new safety number; secret messages can go to them again"
+                    );
+                } else {
+                    println!("{handle}'s safety number has not changed; nothing to accept");
+                }
+                return Ok(());
+            }
+            if let Some(path) = compare {
+                let theirs = if path.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())?
+                } else {
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?
+                };
+                if trust::compare(&store, &handle, &theirs)? {
+                    println!("match: you and {handle} see each other's real keys");
+                    return Ok(());
+                }
+                bail!(
+                    "no match: this is not {handle}'s safety number with you; do not mark them verified"
+                );
+            }
+            let number = trust::safety_number(&store, &handle)?;
+            if scannable {
+                println!("{}", trust::hex(&number.scannable));
+                return Ok(());
+            }
+            print_safety_number(&number);
+            Ok(())
+        }
         Cmd::Info => {
             let store = Store::open(&dir)?;
             let reg = store.registration()?;
@@ -278,6 +374,34 @@ fn parse_timer(s: &str) -> Result<TimerArg, String> {
     sotto::timer::parse(s)
         .map(TimerArg)
         .map_err(|e| e.to_string())
+}
+
+fn print_safety_number(n: &trust::SafetyNumber) {
+    println!("safety number with {}:", n.handle);
+    let groups: Vec<&str> = n.display.split(' ').collect();
+    for row in groups.chunks(4) {
+        println!("    {}", row.join(" "));
+    }
+    println!();
+    print!("{}", trust::qr(&n.scannable));
+    println!();
+    if n.key_changed {
+        println!(
+            "{0}'s key CHANGED and is not accepted: secret messages to {0} are blocked.",
+            n.handle
+        );
+        println!(
+            "Compare the number with {0}, then run: sotto verify {0} --accept-change",
+            n.handle
+        );
+    } else if n.verified {
+        println!("{} is marked verified", n.handle);
+    } else {
+        println!(
+            "not verified: compare the number with {0} in person or on a call, then: sotto verify {0} --mark",
+            n.handle
+        );
+    }
 }
 
 /// A public key shown in groups of four hex digits, for comparing by eye.
@@ -474,6 +598,14 @@ fn recv_json(m: &Message) -> String {
     let mut j = match m.kind {
         MessageKind::Text => serde_json::json!({
             "id": m.id,
+            "from": m.contact,
+            "secret": m.secret,
+            "text": m.text,
+            "sent_at": m.sent_at,
+        }),
+        MessageKind::KeyChange => serde_json::json!({
+            "id": m.id,
+            "kind": "key_change",
             "from": m.contact,
             "secret": m.secret,
             "text": m.text,

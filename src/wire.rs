@@ -151,9 +151,22 @@ pub enum ClientFrame {
         envelope: B64,
         /// Unix ms after which the relay may drop the envelope undelivered.
         expires_at: Option<u64>,
+        /// The identity key the sender encrypted to; the relay refuses the envelope with
+        /// `identity_changed` if the recipient's key is another one now.
+        #[serde(default)]
+        recipient_key: Option<B64>,
     },
     /// The recipient has durably stored envelope `id`; the relay may delete it.
     Ack { id: u64 },
+    /// Replace this account's identity key and prekeys. `proof` is the new key's signature
+    /// over `auth_message(challenge)` of this connection; `endorsement` is the current key's
+    /// signature over `rekey_message(new identity key)`.
+    Rekey {
+        req: ReqId,
+        keys: KeyUpload,
+        proof: B64,
+        endorsement: B64,
+    },
 }
 
 /// What a delivered envelope carries.
@@ -240,6 +253,7 @@ pub enum ErrorCode {
     Forbidden,
     RateLimited,
     Full,
+    IdentityChanged,
     Internal,
 }
 
@@ -248,6 +262,13 @@ pub enum ErrorCode {
 pub fn auth_message(nonce: &[u8]) -> Vec<u8> {
     let mut m = b"sotto-auth-v1:".to_vec();
     m.extend_from_slice(nonce);
+    m
+}
+
+/// The bytes the current identity key signs to endorse a new one.
+pub fn rekey_message(new_identity_key: &[u8]) -> Vec<u8> {
+    let mut m = b"sotto-rekey-v1:".to_vec();
+    m.extend_from_slice(new_identity_key);
     m
 }
 

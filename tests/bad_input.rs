@@ -202,6 +202,7 @@ async fn bad_input_is_refused_and_a_concurrent_conversation_carries_on() {
         access_token: vec![0; 16].into(),
         envelope: vec![1, 2, 3].into(),
         expires_at: None,
+        recipient_key: None,
     })
     .await;
     raw.expect(|f| is_error(f, ErrorCode::Forbidden)).await;
@@ -267,6 +268,7 @@ async fn bad_input_is_refused_and_a_concurrent_conversation_carries_on() {
         access_token: vec![0; 16].into(),
         envelope: vec![1; 100].into(),
         expires_at: None,
+        recipient_key: None,
     })
     .await;
     anon.expect(|f| is_error(f, ErrorCode::NotFound)).await;
@@ -276,6 +278,7 @@ async fn bad_input_is_refused_and_a_concurrent_conversation_carries_on() {
         access_token: vec![0; 16].into(),
         envelope: vec![1; 100].into(),
         expires_at: None,
+        recipient_key: None,
     })
     .await;
     anon.expect(|f| is_error(f, ErrorCode::NotFound)).await;

@@ -250,6 +250,7 @@ async fn out_of_order_and_duplicate_envelopes_are_shown_once_each() {
             access_token: token.clone().into(),
             envelope: envs[i].clone().into(),
             expires_at: None,
+            recipient_key: None,
         })
         .await;
         assert!(matches!(anon.recv().await, Some(RelayFrame::Ok { .. })));

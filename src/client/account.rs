@@ -55,13 +55,6 @@ pub fn identity(store: &Store) -> Result<(IdentityKeyPair, u32), StoreError> {
     Ok((pair, reg))
 }
 
-fn counter(store: &Store, key: &str) -> Result<u32, StoreError> {
-    Ok(match store.get(key)? {
-        Some(v) => u32::from_le_bytes(v.as_slice().try_into().map_err(corrupt)?),
-        None => 1,
-    })
-}
-
 /// Generates `n` one-time EC and Kyber prekeys, stores their private halves and returns the
 /// public halves to upload. Runs in one transaction with the id counters.
 pub async fn mint_one_time<R: Rng + CryptoRng>(
@@ -75,10 +68,30 @@ pub async fn mint_one_time<R: Rng + CryptoRng>(
         .conn()
         .unchecked_transaction()
         .map_err(StoreError::from)?;
-    let mut stores = Stores::new(&tx, &identity, reg);
-    let next_ec = counter(store, "next_prekey_id")?;
+    let minted = mint(&tx, &identity, reg, n, now, rng).await?;
+    tx.commit().map_err(StoreError::from)?;
+    Ok(minted)
+}
+
+/// The body of `mint_one_time`, inside the caller's transaction and for a given identity.
+async fn mint<R: Rng + CryptoRng>(
+    conn: &rusqlite::Connection,
+    identity: &IdentityKeyPair,
+    reg: u32,
+    n: u32,
+    now: SystemTime,
+    rng: &mut R,
+) -> Result<(Vec<PreKey>, Vec<SignedKey>), AccountError> {
+    let mut stores = Stores::new(conn, identity, reg);
+    let counter = |key: &str| -> Result<u32, StoreError> {
+        Ok(match store::get(conn, key)? {
+            Some(v) => u32::from_le_bytes(v.as_slice().try_into().map_err(corrupt)?),
+            None => 1,
+        })
+    };
+    let next_ec = counter("next_prekey_id")?;
     // Kyber ids start above the last-resort key's.
-    let next_kyber = counter(store, "next_kyber_id")?.max(LAST_RESORT_KYBER_ID + 1);
+    let next_kyber = counter("next_kyber_id")?.max(LAST_RESORT_KYBER_ID + 1);
     let mut ec = Vec::with_capacity(n as usize);
     let mut kyber = Vec::with_capacity(n as usize);
     for i in 0..n {
@@ -88,16 +101,87 @@ pub async fn mint_one_time<R: Rng + CryptoRng>(
         stores.prekeys.save_pre_key(id.into(), &record).await?;
         ec.push(crypto::wire_prekey(&record)?);
         let kid = (next_kyber + i - 2) % 0xFF_FFFE + 2;
-        let record = crypto::kyber_prekey(kid, &identity, now, rng)?;
+        let record = crypto::kyber_prekey(kid, identity, now, rng)?;
         stores
             .kyber
             .save(KyberPreKeyId::from(kid), &record, false)?;
         kyber.push(crypto::wire_kyber(&record)?);
     }
-    store::set(&tx, "next_prekey_id", &(next_ec + n).to_le_bytes())?;
-    store::set(&tx, "next_kyber_id", &(next_kyber + n).to_le_bytes())?;
-    tx.commit().map_err(StoreError::from)?;
+    store::set(conn, "next_prekey_id", &(next_ec + n).to_le_bytes())?;
+    store::set(conn, "next_kyber_id", &(next_kyber + n).to_le_bytes())?;
     Ok((ec, kyber))
+}
+
+/// Writes a fresh identity with its signed, last-resort and one-time prekeys into `conn`
+/// (replacing any there), and returns what to upload.
+async fn fresh_keys<R: Rng + CryptoRng>(
+    conn: &rusqlite::Connection,
+    now: SystemTime,
+    rng: &mut R,
+) -> Result<(IdentityKeyPair, KeyUpload), AccountError> {
+    conn.execute_batch(
+        "DELETE FROM prekeys; DELETE FROM signed_prekeys; DELETE FROM kyber_prekeys;
+         DELETE FROM kyber_used;",
+    )
+    .map_err(StoreError::from)?;
+    let identity = IdentityKeyPair::generate(rng);
+    let reg = crypto::registration_id(rng);
+    store::set(conn, "identity", &identity.serialize())?;
+    store::set(conn, "registration_id", &reg.to_le_bytes())?;
+    let signed = crypto::signed_prekey(SIGNED_PREKEY_ID, &identity, now, rng)?;
+    let last_resort = crypto::kyber_prekey(LAST_RESORT_KYBER_ID, &identity, now, rng)?;
+    {
+        let mut stores = Stores::new(conn, &identity, reg);
+        stores
+            .signed
+            .save_signed_pre_key(SIGNED_PREKEY_ID.into(), &signed)
+            .await?;
+        stores
+            .kyber
+            .save(LAST_RESORT_KYBER_ID.into(), &last_resort, true)?;
+    }
+    let (one_time_prekeys, one_time_kyber) =
+        mint(conn, &identity, reg, PREKEY_BATCH, now, rng).await?;
+    let keys = KeyUpload {
+        identity_key: identity.identity_key().serialize().to_vec().into(),
+        registration_id: reg,
+        signed_prekey: crypto::wire_signed(&signed)?,
+        kyber_last_resort: crypto::wire_kyber(&last_resort)?,
+        one_time_prekeys,
+        one_time_kyber,
+    };
+    Ok((identity, keys))
+}
+
+/// Replaces this profile's identity key, at the relay and here. The new keys are written in
+/// a transaction that commits only once the relay has accepted them, so a failure leaves the
+/// profile as it was. Sessions made with the old key end; contacts see the change.
+pub async fn rekey<R: Rng + CryptoRng>(
+    store: &Store,
+    relay_url: &str,
+    now: SystemTime,
+    rng: &mut R,
+) -> Result<(), AccountError> {
+    let reg = store.registration()?;
+    let (current, _) = identity(store)?;
+    let tx = store
+        .conn()
+        .unchecked_transaction()
+        .map_err(StoreError::from)?;
+    let (new, keys) = fresh_keys(&tx, now, rng).await?;
+    conn::rekey(
+        relay_url,
+        &reg.account_id,
+        &current,
+        &reg.trust_root,
+        keys,
+        &new,
+    )
+    .await?;
+    tx.execute("DELETE FROM sessions", [])
+        .map_err(StoreError::from)?;
+    tx.commit().map_err(StoreError::from)?;
+    Ok(())
 }
 
 /// Creates the profile's keys and registers `handle` at `relay_url`.
@@ -117,36 +201,9 @@ pub async fn init<R: Rng + CryptoRng>(
     // A failed earlier attempt may have left keys that were never registered: start afresh.
     store
         .conn()
-        .execute_batch(
-            "DELETE FROM prekeys; DELETE FROM signed_prekeys; DELETE FROM kyber_prekeys;
-             DELETE FROM profile;",
-        )
+        .execute_batch("DELETE FROM profile;")
         .map_err(StoreError::from)?;
-    let identity = IdentityKeyPair::generate(rng);
-    let reg = crypto::registration_id(rng);
-    store.set("identity", &identity.serialize())?;
-    store.set("registration_id", &reg.to_le_bytes())?;
-    let signed = crypto::signed_prekey(SIGNED_PREKEY_ID, &identity, now, rng)?;
-    let last_resort = crypto::kyber_prekey(LAST_RESORT_KYBER_ID, &identity, now, rng)?;
-    {
-        let mut stores = Stores::new(store.conn(), &identity, reg);
-        stores
-            .signed
-            .save_signed_pre_key(SIGNED_PREKEY_ID.into(), &signed)
-            .await?;
-        stores
-            .kyber
-            .save(LAST_RESORT_KYBER_ID.into(), &last_resort, true)?;
-    }
-    let (one_time_prekeys, one_time_kyber) = mint_one_time(store, PREKEY_BATCH, now, rng).await?;
-    let keys = KeyUpload {
-        identity_key: identity.identity_key().serialize().to_vec().into(),
-        registration_id: reg,
-        signed_prekey: crypto::wire_signed(&signed)?,
-        kyber_last_resort: crypto::wire_kyber(&last_resort)?,
-        one_time_prekeys,
-        one_time_kyber,
-    };
+    let (identity, keys) = fresh_keys(store.conn(), now, rng).await?;
     let registered = conn::register(relay_url, handle, keys, &identity).await?;
     let tx = store
         .conn()

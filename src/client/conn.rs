@@ -397,3 +397,55 @@ pub async fn register(
         ))),
     }
 }
+
+/// Replaces the account's identity key at the relay over a connection of its own: signs in
+/// with the current key, then sends the new keys with the new key's proof over this
+/// connection's challenge and the current key's endorsement.
+pub async fn rekey(
+    url: &str,
+    account_id: &str,
+    current: &IdentityKeyPair,
+    pinned_trust_root: &[u8],
+    keys: KeyUpload,
+    new: &IdentityKeyPair,
+) -> Result<(), LinkError> {
+    let (mut ws, nonce, trust_root) = open(url).await?;
+    if trust_root != pinned_trust_root {
+        return Err(LinkError::TrustRootChanged);
+    }
+    let sign = |key: &IdentityKeyPair, msg: &[u8]| {
+        key.private_key()
+            .calculate_signature(msg, &mut rand::rng())
+            .map(|s| s.to_vec())
+            .map_err(|e| LinkError::Protocol(e.to_string()))
+    };
+    let auth = ClientFrame::Auth {
+        account_id: account_id.to_string(),
+        signature: sign(current, &wire::auth_message(&nonce))?.into(),
+    };
+    let rekey = ClientFrame::Rekey {
+        req: 1,
+        proof: sign(new, &wire::auth_message(&nonce))?.into(),
+        endorsement: sign(current, &wire::rekey_message(&keys.identity_key.0))?.into(),
+        keys,
+    };
+    for frame in [auth, rekey] {
+        ws.send(Message::text(frame.encode()))
+            .await
+            .map_err(|e| LinkError::Protocol(e.to_string()))?;
+    }
+    let answer = loop {
+        match finish_sign_in(&mut ws).await? {
+            RelayFrame::Ok { req: 1 } => break Ok(()),
+            RelayFrame::Error {
+                req: Some(1),
+                code,
+                message,
+            } => break Err(LinkError::Refused { code, message }),
+            // Sign-in answers, counts and deliveries: the key change is what we wait for.
+            _ => continue,
+        }
+    };
+    let _ = ws.close(None).await;
+    answer
+}

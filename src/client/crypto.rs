@@ -27,6 +27,11 @@ pub fn device() -> DeviceId {
     DeviceId::new(1).unwrap_or_else(|_| unreachable!())
 }
 
+/// The key under which libsignal's per-address state (sessions, identities) is stored.
+pub fn address_key(account_id: &str) -> String {
+    format!("{account_id}.{}", u32::from(device()))
+}
+
 pub fn address(account_id: &str) -> ProtocolAddress {
     ProtocolAddress::new(account_id.to_string(), device())
 }
@@ -212,12 +217,13 @@ pub async fn open(
 
 /// The sender named by an envelope's certificate, checked against the trust root, without
 /// touching any session: used to look an unknown sender up before decrypting.
+/// The sender named by an envelope's certificate and the identity key it certifies.
 pub async fn peek_sender(
     stores: &mut Stores<'_>,
     envelope: &[u8],
     trust_root: &PublicKey,
     received_at: SystemTime,
-) -> Result<String> {
+) -> Result<(String, Vec<u8>)> {
     let usmc =
         libsignal_protocol::sealed_sender_decrypt_to_usmc(envelope, &stores.identity).await?;
     let cert = usmc.sender()?;
@@ -226,7 +232,10 @@ pub async fn peek_sender(
             "sender certificate not valid under the relay's trust root".into(),
         ));
     }
-    Ok(cert.sender_uuid()?.to_string())
+    Ok((
+        cert.sender_uuid()?.to_string(),
+        IdentityKey::new(cert.key()?).serialize().to_vec(),
+    ))
 }
 
 /// Whether a sender certificate is still good for at least `margin_ms`.

@@ -27,6 +27,7 @@ use super::store::{
     StoreError,
 };
 use super::sweeper::{self, Deadlines};
+use super::trust;
 use crate::wire::{ClientFrame, ErrorCode, Payload, RelayFrame};
 
 /// A sender certificate is renewed when it has less than this left.
@@ -151,7 +152,7 @@ pub enum ClientError {
     #[error("the message is {0} bytes long; the limit is {max} bytes, so split it", max = content::MAX_TEXT_BYTES)]
     TooLong(usize),
     #[error(
-        "{handle}'s safety number has changed; secret messages to them are blocked until you verify the new one"
+        "{handle}'s safety number has changed; secret messages to them are blocked until you check the new one: `sotto verify {handle}`, then `sotto verify {handle} --accept-change` (or /verify in the chat screen)"
     )]
     IdentityChanged { handle: String },
     #[error("the manager has stopped")]
@@ -162,6 +163,8 @@ pub enum ClientError {
     NotAContact(String),
     #[error(transparent)]
     Timer(#[from] crate::timer::TimerError),
+    #[error(transparent)]
+    Trust(#[from] trust::TrustError),
 }
 
 /// The caller's side of a running manager.
@@ -514,7 +517,7 @@ impl Manager {
         let now = self.clock.now_ms();
         let expires_at = match kind {
             MessageKind::Text => timer.map(|t| now + u64::from(t) * 1000),
-            MessageKind::Timer => None,
+            MessageKind::Timer | MessageKind::KeyChange => None,
         };
         let mut m = Message {
             seq: 0,
@@ -635,19 +638,44 @@ impl Manager {
                 access_token,
                 ..
             } => {
+                let known = self.store.contact_by_id(&account_id)?;
                 let c = Contact {
                     account_id,
                     handle,
                     identity_key: identity_key.0,
                     access_token: access_token.0,
+                    verified: known.as_ref().is_some_and(|k| k.verified),
+                    key_changed: known.as_ref().is_some_and(|k| k.key_changed),
                 };
                 self.store.upsert_contact(&c, now_ms())?;
+                if known.is_some_and(|k| k.identity_key != c.identity_key) {
+                    self.key_changed(&c.account_id, &c.identity_key).await?;
+                    return Ok(self.store.contact_by_id(&c.account_id)?.unwrap_or(c));
+                }
                 Ok(c)
             }
             other => {
                 Err(LinkError::Protocol(format!("unexpected answer to lookup: {other:?}")).into())
             }
         }
+    }
+
+    /// A contact's identity key is now `new_key`: record it (blocking secret sends until the
+    /// user accepts it) and show the "safety number changed" lines.
+    async fn key_changed(&mut self, contact_id: &str, new_key: &[u8]) -> Result<(), ClientError> {
+        let lines = trust::key_changed(&self.store, contact_id, new_key, now_ms())?;
+        if let Some(first) = lines.first() {
+            tracing::warn!("a contact's identity key changed");
+            self.emit(Event::Warning(format!(
+                "{}'s safety number changed: check it with /verify before sending secret messages",
+                first.contact
+            )))
+            .await;
+        }
+        for line in lines {
+            self.emit(Event::Message(line)).await;
+        }
+        Ok(())
     }
 
     async fn send(&mut self, id: String, to: String, secret: bool, text: String) {
@@ -695,7 +723,7 @@ impl Manager {
         // The relay may drop the envelope once the message would have disappeared anyway.
         let relay_expiry = match m.kind {
             MessageKind::Text => m.timer.map(|t| m.sent_at + u64::from(t) * 1000),
-            MessageKind::Timer => None,
+            MessageKind::Timer | MessageKind::KeyChange => None,
         };
         let outcome = self
             .send_content(&m.contact, m.secret, &Self::content(m), relay_expiry)
@@ -729,6 +757,8 @@ impl Manager {
         match m.kind {
             MessageKind::Text => Content::text(m.id.clone(), m.text.clone(), m.sent_at, m.timer),
             MessageKind::Timer => Content::timer_change(m.id.clone(), m.timer, m.sent_at),
+            // Never stored as outgoing; a local line has nothing to send.
+            MessageKind::KeyChange => Content::receipt(Vec::new()),
         }
     }
 
@@ -868,16 +898,37 @@ impl Manager {
             .await
             .map_err(|e| self.identity_error(e, &contact))?
         };
-        self.anon
+        let sent = self
+            .anon
             .request(|req| ClientFrame::SendSealed {
                 req,
                 to: contact.account_id.clone(),
                 access_token: contact.access_token.clone().into(),
                 envelope: envelope.into(),
                 expires_at,
+                recipient_key: Some(contact.identity_key.clone().into()),
             })
-            .await?;
-        Ok(())
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(LinkError::Refused {
+                code: ErrorCode::IdentityChanged,
+                ..
+            }) => {
+                // Learn the new key now, so the user sees the change and the block.
+                let id = contact.account_id.clone();
+                self.lookup(move |req| ClientFrame::Lookup {
+                    req,
+                    handle: None,
+                    account_id: Some(id),
+                })
+                .await?;
+                Err(ClientError::IdentityChanged {
+                    handle: contact.handle.clone(),
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn identity_error(&self, e: SignalProtocolError, contact: &Contact) -> ClientError {
@@ -1032,7 +1083,7 @@ impl Manager {
         envelope: &[u8],
         received_at: SystemTime,
     ) -> Result<Incoming, Receive> {
-        let sender = {
+        let (sender, sender_key) = {
             let mut stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
             crypto::peek_sender(&mut stores, envelope, &self.trust_root, received_at)
                 .await
@@ -1040,7 +1091,20 @@ impl Manager {
         };
         // Learning who an unknown sender is needs the network, so it happens before the
         // transaction that decrypts.
-        let contact = self.contact_by_id(&sender).await.map_err(Receive::retry)?;
+        let mut contact = self.contact_by_id(&sender).await.map_err(Receive::retry)?;
+        if contact.identity_key != sender_key {
+            // The relay certified a new key for this sender: confirm it at the directory and
+            // record the change before showing what they sent.
+            let id = sender.clone();
+            contact = self
+                .lookup(move |req| ClientFrame::Lookup {
+                    req,
+                    handle: None,
+                    account_id: Some(id),
+                })
+                .await
+                .map_err(Receive::retry)?;
+        }
         let conn = self.store.conn();
         let tx = conn
             .unchecked_transaction()

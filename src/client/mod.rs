@@ -11,3 +11,4 @@ pub mod manager;
 pub mod signal_store;
 pub mod store;
 pub mod sweeper;
+pub mod trust;

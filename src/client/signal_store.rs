@@ -36,7 +36,7 @@ pub fn is_storage_failure(e: &SignalProtocolError) -> bool {
 }
 
 fn address_key(a: &ProtocolAddress) -> String {
-    format!("{}.{}", a.name(), u32::from(a.device_id()))
+    super::crypto::address_key(a.name())
 }
 
 /// All of libsignal's stores for one operation, each borrowing the same connection.
@@ -112,21 +112,34 @@ impl IdentityKeyStore for Identities<'_> {
         ))
     }
 
-    /// Trust on first use. A key that differs from the stored one is not trusted for sending,
-    /// so a send to a contact whose directory key changed fails loudly instead of reaching a
-    /// new key silently. Receiving from a changed key is allowed, and `save_identity` then
-    /// records the new key, after which sending to it is trusted again: the acknowledgement
-    /// step that should stand in between (block until the user re-verifies) is the trust
-    /// issue's to add; no key can change at the relay before that issue lands either.
+    /// Trust on first use, and never silently after a change. For sending, a key is trusted
+    /// only if it is the one stored and the contact has no unaccepted key change
+    /// (`trust::key_changed` sets that; `trust::accept_change` clears it). Receiving from a
+    /// changed key is allowed: the user sees the message after a "safety number changed" line.
     async fn is_trusted_identity(
         &self,
         address: &ProtocolAddress,
         identity: &IdentityKey,
         direction: Direction,
     ) -> SignalResult<bool> {
+        if direction == Direction::Receiving {
+            return Ok(true);
+        }
+        let blocked: Option<bool> = self
+            .conn
+            .query_row(
+                "SELECT key_changed FROM contacts WHERE account_id = ?1",
+                [address.name()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        if blocked == Some(true) {
+            return Ok(false);
+        }
         Ok(match self.stored(address)? {
             None => true,
-            Some(known) => known == *identity || direction == Direction::Receiving,
+            Some(known) => known == *identity,
         })
     }
 

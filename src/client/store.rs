@@ -113,6 +113,13 @@ CREATE INDEX messages_unread ON messages(contact, secret) WHERE shown = 0;
 ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'text';
 CREATE INDEX messages_expiry ON messages(expires_at) WHERE expires_at IS NOT NULL;
 "#,
+    r#"
+-- The user compared safety numbers and marked the contact verified.
+ALTER TABLE contacts ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;
+-- The contact's identity key changed and the user has not accepted the new one yet:
+-- secret sending to them is blocked until then.
+ALTER TABLE contacts ADD COLUMN key_changed INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Where a message is on its way.
@@ -161,6 +168,8 @@ pub enum MessageKind {
     Text,
     /// A change of the thread's disappearing timer; `timer` holds the new value.
     Timer,
+    /// The contact's identity key (safety number) changed.
+    KeyChange,
 }
 
 impl MessageKind {
@@ -168,6 +177,7 @@ impl MessageKind {
         match self {
             MessageKind::Text => "text",
             MessageKind::Timer => "timer",
+            MessageKind::KeyChange => "key_change",
         }
     }
 }
@@ -189,6 +199,10 @@ pub struct Contact {
     pub identity_key: Vec<u8>,
     #[serde(skip)]
     pub access_token: Vec<u8>,
+    /// The user marked this contact verified after comparing safety numbers.
+    pub verified: bool,
+    /// The identity key changed and the change is not accepted yet: secret sending blocked.
+    pub key_changed: bool,
 }
 
 /// A message as the store knows it.
@@ -278,7 +292,8 @@ impl Store {
 
     pub fn contacts(&self) -> Result<Vec<Contact>> {
         let mut stmt = self.conn.prepare(
-            "SELECT account_id, handle, identity_key, access_token FROM contacts ORDER BY handle",
+            "SELECT account_id, handle, identity_key, access_token, verified, key_changed
+             FROM contacts ORDER BY handle",
         )?;
         let rows = stmt.query_map([], contact_row)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
@@ -294,18 +309,20 @@ impl Store {
 
     fn contact_where(&self, column: &str, value: &str) -> Result<Option<Contact>> {
         let sql = format!(
-            "SELECT account_id, handle, identity_key, access_token FROM contacts WHERE {column} = ?1"
+            "SELECT account_id, handle, identity_key, access_token, verified, key_changed
+             FROM contacts WHERE {column} = ?1"
         );
         Ok(self.conn.query_row(&sql, [value], contact_row).optional()?)
     }
 
-    /// Adds a contact with both its threads, or refreshes its directory data.
+    /// Adds a contact with both its threads, or refreshes its handle and access token. An
+    /// existing contact's identity key is never replaced here: that is `trust::key_changed`.
     pub fn upsert_contact(&self, c: &Contact, now: u64) -> Result<()> {
         self.conn.execute(
             "INSERT INTO contacts (account_id, handle, identity_key, access_token, added_at)
              VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(account_id) DO UPDATE SET handle = excluded.handle,
-                 identity_key = excluded.identity_key, access_token = excluded.access_token",
+                 access_token = excluded.access_token",
             params![
                 c.account_id,
                 c.handle,
@@ -552,10 +569,10 @@ impl Store {
                 sent_at: r.get::<_, i64>(5)? as u64,
                 state: MessageState::parse(&r.get::<_, String>(6)?),
                 seq: r.get(7)?,
-                kind: if r.get::<_, String>(8)? == "timer" {
-                    MessageKind::Timer
-                } else {
-                    MessageKind::Text
+                kind: match r.get::<_, String>(8)?.as_str() {
+                    "timer" => MessageKind::Timer,
+                    "key_change" => MessageKind::KeyChange,
+                    _ => MessageKind::Text,
                 },
                 timer: r.get(9)?,
                 expires_at: r.get::<_, Option<i64>>(10)?.map(|e| e as u64),
@@ -571,6 +588,8 @@ fn contact_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
         handle: r.get(1)?,
         identity_key: r.get(2)?,
         access_token: r.get(3)?,
+        verified: r.get(4)?,
+        key_changed: r.get(5)?,
     })
 }
 

@@ -220,7 +220,7 @@ async fn session(
         ..Signals::default()
     };
     relay.go_online(&account_id, conn_id, &signals);
-    let end = authenticated(relay, ws, &account_id, &handle, &signals).await;
+    let end = authenticated(relay, ws, &account_id, &handle, &signals, &nonce).await;
     relay.go_offline(&account_id, conn_id);
     end
 }
@@ -328,7 +328,11 @@ async fn anonymous(relay: &Arc<Relay>, ws: &mut Ws) -> End {
                 access_token,
                 envelope,
                 expires_at,
-            }) => send_sealed(relay, req, to, access_token.0, envelope.0, expires_at).await,
+                recipient_key,
+            }) => {
+                let key = recipient_key.map(|k| k.0);
+                send_sealed(relay, req, to, access_token.0, envelope.0, expires_at, key).await
+            }
             Ok(_) => error(
                 None,
                 ErrorCode::Forbidden,
@@ -341,6 +345,15 @@ async fn anonymous(relay: &Arc<Relay>, ws: &mut Ws) -> End {
     }
 }
 
+/// What became of a sealed envelope.
+enum Sealed {
+    Queued,
+    /// No such account, or a wrong access token: one answer for both.
+    Refused,
+    /// The sender encrypted to a key the recipient no longer has.
+    StaleKey,
+}
+
 async fn send_sealed(
     relay: &Arc<Relay>,
     req: u64,
@@ -348,13 +361,14 @@ async fn send_sealed(
     token: Vec<u8>,
     envelope: Vec<u8>,
     expires_at: Option<u64>,
+    recipient_key: Option<Vec<u8>>,
 ) -> RelayFrame {
     let now = now_ms();
     let recipient = to.clone();
     let result = relay
         .db(move |db| {
             let Some(account) = db.account_by_id(&recipient)? else {
-                return Ok(None);
+                return Ok(Sealed::Refused);
             };
             // Both tokens are 16 random bytes from the relay; comparing in constant time keeps
             // a guesser from learning a prefix from the answer's timing.
@@ -366,23 +380,31 @@ async fn send_sealed(
                     .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                     == 0;
             if !matches {
-                return Ok(Some(false));
+                return Ok(Sealed::Refused);
+            }
+            if recipient_key.is_some_and(|k| k != account.identity_key) {
+                return Ok(Sealed::StaleKey);
             }
             db.enqueue(&recipient, None, true, &envelope, now, expires_at)?;
-            Ok(Some(true))
+            Ok(Sealed::Queued)
         })
         .await;
     match result {
-        Ok(Some(true)) => {
+        Ok(Sealed::Queued) => {
             relay.wake(&to);
             RelayFrame::Ok { req }
         }
         // One answer for "no such account" and "wrong token", so that the sealed path cannot
         // be used to probe which account ids exist.
-        Ok(_) => error(
+        Ok(Sealed::Refused) => error(
             Some(req),
             ErrorCode::NotFound,
             "no such recipient, or the access token is wrong",
+        ),
+        Ok(Sealed::StaleKey) => error(
+            Some(req),
+            ErrorCode::IdentityChanged,
+            "the recipient's identity key has changed; look them up again",
         ),
         Err(e) => {
             tracing::error!(error = %e, "enqueue failed");
@@ -467,6 +489,7 @@ async fn authenticated(
     account_id: &str,
     handle: &str,
     signals: &Signals,
+    nonce: &[u8],
 ) -> End {
     let hello = RelayFrame::Authenticated {
         account_id: account_id.to_string(),
@@ -530,7 +553,7 @@ async fn authenticated(
             }
             other => {
                 let upload = matches!(other, ClientFrame::UploadPreKeys { .. });
-                let reply = request(relay, account_id, other).await;
+                let reply = request(relay, account_id, nonce, other).await;
                 let accepted = matches!(reply, RelayFrame::Ok { .. });
                 match send(ws, &reply).await {
                     // The count the client watches has changed.
@@ -555,7 +578,12 @@ async fn send_prekey_count(relay: &Arc<Relay>, ws: &mut Ws, account_id: &str) ->
 }
 
 /// Answers one request of an authenticated connection.
-async fn request(relay: &Arc<Relay>, account_id: &str, frame: ClientFrame) -> RelayFrame {
+async fn request(
+    relay: &Arc<Relay>,
+    account_id: &str,
+    nonce: &[u8],
+    frame: ClientFrame,
+) -> RelayFrame {
     match frame {
         ClientFrame::Lookup {
             req,
@@ -696,6 +724,23 @@ async fn request(relay: &Arc<Relay>, account_id: &str, frame: ClientFrame) -> Re
             ErrorCode::Forbidden,
             "this connection is already authenticated",
         ),
+        ClientFrame::Rekey {
+            req,
+            keys,
+            proof,
+            endorsement,
+        } => {
+            rekey(
+                relay,
+                account_id,
+                nonce,
+                req,
+                keys,
+                &proof.0,
+                &endorsement.0,
+            )
+            .await
+        }
         // Acks are handled by the caller, which owns the delivery window.
         ClientFrame::Ack { .. } => error(None, ErrorCode::Malformed, "unexpected ack"),
     }
@@ -708,4 +753,55 @@ fn store_error(req: u64, e: StoreError) -> RelayFrame {
         ErrorCode::Internal,
         "the relay could not complete the request; try again",
     )
+}
+
+/// Replaces the account's identity key. The connection proved the current key at sign-in;
+/// the current key must also endorse the new one, and the new one must sign this
+/// connection's challenge, so neither a hijacked session nor a replayed request can do it.
+async fn rekey(
+    relay: &Arc<Relay>,
+    account_id: &str,
+    nonce: &[u8],
+    req: u64,
+    keys: wire::KeyUpload,
+    proof: &[u8],
+    endorsement: &[u8],
+) -> RelayFrame {
+    let id = account_id.to_string();
+    let current = match relay.db(move |db| db.account_by_id(&id)).await {
+        Ok(Some(a)) => a.identity_key,
+        Ok(None) => return error(Some(req), ErrorCode::NotFound, "no such account"),
+        Err(e) => return store_error(req, e),
+    };
+    let endorsed = IdentityKey::decode(&current)
+        .map(|k| {
+            k.public_key()
+                .verify_signature(&wire::rekey_message(&keys.identity_key.0), endorsement)
+        })
+        .unwrap_or(false);
+    if !endorsed || !verify(&keys.identity_key.0, nonce, proof) {
+        return error(
+            Some(req),
+            ErrorCode::AuthFailed,
+            "the key change is not signed by both the current and the new identity key",
+        );
+    }
+    if keys.one_time_prekeys.len() > MAX_PREKEYS_PER_UPLOAD
+        || keys.one_time_kyber.len() > MAX_PREKEYS_PER_UPLOAD
+    {
+        return too_large(req);
+    }
+    let (id, now) = (account_id.to_string(), now_ms());
+    match relay.db(move |db| db.rekey(&id, &keys, "rekey", now)).await {
+        Ok(()) => {
+            tracing::info!("an account replaced its identity key");
+            RelayFrame::Ok { req }
+        }
+        Err(StoreError::KeyTaken) => error(
+            Some(req),
+            ErrorCode::HandleTaken,
+            "that identity key belongs to another account",
+        ),
+        Err(e) => store_error(req, e),
+    }
 }

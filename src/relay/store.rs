@@ -45,7 +45,8 @@ pub struct Queued {
     pub received_at: u64,
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE accounts (
     account_id TEXT PRIMARY KEY,
@@ -84,7 +85,19 @@ CREATE TABLE queue (
     expires_at INTEGER
 );
 CREATE INDEX queue_by_recipient ON queue(recipient, id);
-"#];
+"#,
+    r#"
+-- Every replacement of an account's identity key: by the account itself (rekey) or by the
+-- relay's operator (reset).
+CREATE TABLE key_changes (
+    account_id TEXT NOT NULL REFERENCES accounts(account_id),
+    old_key BLOB NOT NULL,
+    new_key BLOB NOT NULL,
+    via TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+"#,
+];
 
 /// The relay's database connection.
 pub struct RelayStore {
@@ -168,6 +181,78 @@ impl RelayStore {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Replaces an account's identity key and all its prekeys, and records the change.
+    pub fn rekey(&mut self, account_id: &str, keys: &KeyUpload, via: &str, now: u64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let old: Option<Vec<u8>> = tx
+            .query_row(
+                "SELECT identity_key FROM accounts WHERE account_id = ?1",
+                [account_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(old) = old else {
+            return Err(StoreError::NotFound);
+        };
+        let taken: Option<String> = tx
+            .query_row(
+                "SELECT account_id FROM accounts WHERE identity_key = ?1",
+                [&keys.identity_key.0],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if taken.is_some() {
+            return Err(StoreError::KeyTaken);
+        }
+        tx.execute(
+            "UPDATE accounts SET identity_key = ?2, registration_id = ?3, signed_prekey_id = ?4,
+                 signed_prekey = ?5, signed_prekey_sig = ?6, kyber_id = ?7, kyber = ?8,
+                 kyber_sig = ?9
+             WHERE account_id = ?1",
+            params![
+                account_id,
+                keys.identity_key.0,
+                keys.registration_id,
+                keys.signed_prekey.id,
+                keys.signed_prekey.public.0,
+                keys.signed_prekey.signature.0,
+                keys.kyber_last_resort.id,
+                keys.kyber_last_resort.public.0,
+                keys.kyber_last_resort.signature.0,
+            ],
+        )?;
+        tx.execute(
+            "DELETE FROM one_time_prekeys WHERE account_id = ?1",
+            [account_id],
+        )?;
+        tx.execute(
+            "DELETE FROM one_time_kyber WHERE account_id = ?1",
+            [account_id],
+        )?;
+        insert_one_time(
+            &tx,
+            account_id,
+            &keys.one_time_prekeys,
+            &keys.one_time_kyber,
+        )?;
+        tx.execute(
+            "INSERT INTO key_changes (account_id, old_key, new_key, via, at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![account_id, old, keys.identity_key.0, via, now as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// How many times an account's key was replaced, for the operator and the tests.
+    pub fn key_changes(&self, account_id: &str) -> Result<u64> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM key_changes WHERE account_id = ?1",
+            [account_id],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
     }
 
     pub fn upload_prekeys(

@@ -196,8 +196,21 @@ fn timer_line(m: &Message) -> Line<'static> {
 
 /// The lines of one message at `width`.
 fn message_lines(app: &App, m: &Message, width: usize) -> Vec<Line<'static>> {
-    if m.kind == MessageKind::Timer {
-        return vec![timer_line(m)];
+    match m.kind {
+        MessageKind::Timer => return vec![timer_line(m)],
+        MessageKind::KeyChange => {
+            return vec![Line::styled(
+                format!(
+                    "{} ⚠ {} · /verify to compare the new one",
+                    clock(m.sent_at),
+                    m.text
+                ),
+                Style::default()
+                    .fg(Color::Yellow)
+                    .add_modifier(Modifier::BOLD),
+            )];
+        }
+        MessageKind::Text => {}
     }
     let who = if m.outgoing {
         app.me.clone()

@@ -1,0 +1,208 @@
+//! Trust in a contact's identity key: safety numbers (libsignal's fingerprints), the user's
+//! verified mark, and what happens when a contact's key changes.
+//!
+//! Owns the `verified` and `key_changed` state of contacts. A changed key blocks secret
+//! sending (see `signal_store::Identities::is_trusted_identity`) until the user accepts it.
+//! Must not touch the network: the manager learns of changes and calls in here.
+
+use libsignal_protocol::{Fingerprint, IdentityKey};
+use rusqlite::params;
+
+use super::account;
+use super::crypto;
+use super::store::{Contact, Message, MessageKind, MessageState, Store, StoreError};
+
+/// Fingerprint format version and hash iterations, as libsignal's apps use them.
+const FINGERPRINT_VERSION: u32 = 2;
+const FINGERPRINT_ITERATIONS: u32 = 5200;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0:?} is not among your contacts (see `sotto contacts`)")]
+    NotAContact(String),
+    #[error("a stored identity key is unreadable; the profile is damaged")]
+    BadKey(#[from] libsignal_protocol::SignalProtocolError),
+    #[error("the safety number could not be computed: {0}")]
+    Fingerprint(String),
+    #[error(
+        "that is not a scanned safety number: expected the hex printed by `sotto verify HANDLE --scannable`"
+    )]
+    NotScannable,
+}
+
+impl From<rusqlite::Error> for TrustError {
+    fn from(e: rusqlite::Error) -> Self {
+        TrustError::Store(e.into())
+    }
+}
+
+/// What `/verify` and `sotto verify` show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafetyNumber {
+    pub handle: String,
+    /// 60 digits in 12 groups of 5, separated by spaces.
+    pub display: String,
+    /// The scannable form (what the QR code holds).
+    pub scannable: Vec<u8>,
+    pub verified: bool,
+    pub key_changed: bool,
+}
+
+// libsignal's fingerprint error implements Debug and Display but not std::error::Error.
+fn fp_err(e: libsignal_protocol::FingerprintError) -> TrustError {
+    TrustError::Fingerprint(format!("{e:?}"))
+}
+
+fn contact(store: &Store, handle: &str) -> Result<Contact, TrustError> {
+    store
+        .contact_by_handle(handle)?
+        .ok_or_else(|| TrustError::NotAContact(handle.to_string()))
+}
+
+fn fingerprint(store: &Store, c: &Contact) -> Result<Fingerprint, TrustError> {
+    let reg = store.registration()?;
+    let (own, _) = account::identity(store)?;
+    Fingerprint::new(
+        FINGERPRINT_VERSION,
+        FINGERPRINT_ITERATIONS,
+        reg.account_id.as_bytes(),
+        own.identity_key(),
+        c.account_id.as_bytes(),
+        &IdentityKey::decode(&c.identity_key)?,
+    )
+    .map_err(fp_err)
+}
+
+/// The safety number of the conversation with `handle`: the same on both sides.
+pub fn safety_number(store: &Store, handle: &str) -> Result<SafetyNumber, TrustError> {
+    let c = contact(store, handle)?;
+    let fp = fingerprint(store, &c)?;
+    let digits = fp.display_string().map_err(fp_err)?;
+    let display = digits
+        .as_bytes()
+        .chunks(5)
+        .map(|g| String::from_utf8_lossy(g).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(SafetyNumber {
+        handle: c.handle,
+        display,
+        scannable: fp.scannable.serialize().map_err(fp_err)?,
+        verified: c.verified,
+        key_changed: c.key_changed,
+    })
+}
+
+/// Compares the other side's scannable safety number (hex, as `--scannable` prints it) with
+/// ours; true means both sides hold each other's real keys.
+pub fn compare(store: &Store, handle: &str, theirs_hex: &str) -> Result<bool, TrustError> {
+    let hex: String = theirs_hex.chars().filter(|c| !c.is_whitespace()).collect();
+    if !hex.len().is_multiple_of(2) {
+        return Err(TrustError::NotScannable);
+    }
+    let theirs = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| TrustError::NotScannable)?;
+    let c = contact(store, handle)?;
+    fingerprint(store, &c)?
+        .scannable
+        .compare(&theirs)
+        .map_err(|_| TrustError::NotScannable)
+}
+
+/// Lower-case hex, for `--scannable`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The scannable form as a QR code drawn with Unicode half blocks, two modules a character
+/// high, with a quiet zone: readable by a phone camera from a terminal.
+pub fn qr(scannable: &[u8]) -> String {
+    match qrcode::QrCode::new(scannable) {
+        Ok(code) => code
+            .render::<qrcode::render::unicode::Dense1x2>()
+            .dark_color(qrcode::render::unicode::Dense1x2::Light)
+            .light_color(qrcode::render::unicode::Dense1x2::Dark)
+            .build(),
+        Err(_) => String::from("(no QR code: the safety number did not fit)"),
+    }
+}
+
+/// Records the user's verdict after comparing safety numbers.
+pub fn set_verified(store: &Store, handle: &str, verified: bool) -> Result<(), TrustError> {
+    let c = contact(store, handle)?;
+    store.conn().execute(
+        "UPDATE contacts SET verified = ?2 WHERE account_id = ?1",
+        params![c.account_id, verified],
+    )?;
+    Ok(())
+}
+
+/// The user accepts a contact's new key: secret sending is allowed again (to the new key).
+pub fn accept_change(store: &Store, handle: &str) -> Result<bool, TrustError> {
+    let c = contact(store, handle)?;
+    let n = store.conn().execute(
+        "UPDATE contacts SET key_changed = 0 WHERE account_id = ?1 AND key_changed = 1",
+        [&c.account_id],
+    )?;
+    // libsignal trusts what it has stored for the address: make that the accepted key.
+    store.conn().execute(
+        "INSERT OR REPLACE INTO identities (address, identity_key) VALUES (?1, ?2)",
+        params![format!("{}.1", c.account_id), c.identity_key],
+    )?;
+    Ok(n > 0)
+}
+
+/// Records that `contact_id`'s identity key is now `new_key`, if it differs from the one we
+/// hold. Clears the verified mark, blocks secret sending until accepted, drops the session
+/// with the old key (its messages stay), and puts a line in both threads. Returns the lines.
+pub fn key_changed(
+    store: &Store,
+    contact_id: &str,
+    new_key: &[u8],
+    now: u64,
+) -> Result<Vec<Message>, TrustError> {
+    let Some(c) = store.contact_by_id(contact_id)? else {
+        return Ok(Vec::new());
+    };
+    if c.identity_key == new_key {
+        return Ok(Vec::new());
+    }
+    IdentityKey::decode(new_key)?;
+    let tx = store.conn().unchecked_transaction()?;
+    tx.execute(
+        "UPDATE contacts SET identity_key = ?2, verified = 0, key_changed = 1
+         WHERE account_id = ?1",
+        params![contact_id, new_key],
+    )?;
+    tx.execute(
+        "DELETE FROM sessions WHERE address = ?1",
+        [crypto::address_key(contact_id)],
+    )?;
+    let mut lines = Vec::new();
+    for secret in [false, true] {
+        let mut m = Message {
+            seq: 0,
+            id: format!("key-change-{}-{now}-{}", c.account_id, u8::from(secret)),
+            contact: c.handle.clone(),
+            secret,
+            outgoing: false,
+            text: format!("{}'s safety number changed", c.handle),
+            sent_at: now,
+            state: MessageState::Received,
+            kind: MessageKind::KeyChange,
+            timer: None,
+            expires_at: None,
+        };
+        if let Some(seq) = store.insert_message(contact_id, &m, now)? {
+            m.seq = seq;
+            lines.push(m);
+        }
+    }
+    tx.commit()?;
+    Ok(lines)
+}
