@@ -40,6 +40,8 @@ fn contact(handle: &str) -> ContactSummary {
         unread: [0, 0],
         has_secret: false,
         timers: [None, None],
+        verified: false,
+        key_changed: false,
     }
 }
 
@@ -464,4 +466,96 @@ fn countdowns_show_tick_only_when_needed_and_expired_messages_leave_the_screen()
             .any(|l| l.contains("bob set disappearing messages to 5m")),
         "{lines:#?}"
     );
+}
+
+fn safety(handle: &str, verified: bool, key_changed: bool) -> sotto::client::trust::SafetyNumber {
+    sotto::client::trust::SafetyNumber {
+        handle: handle.into(),
+        display: "12345 67890 12345 67890 12345 67890 12345 67890 12345 67890 12345 67890".into(),
+        scannable: (0..74).collect(),
+        verified,
+        key_changed,
+    }
+}
+
+#[test]
+fn the_verify_overlay_shows_the_number_and_qr_and_marks_the_contact() {
+    let mut app = app_with_bob();
+    let cmds = press(
+        &mut app,
+        typing("/verify").into_iter().chain([key(KeyCode::Enter)]),
+    );
+    assert!(matches!(&cmds[..], [Command::Verify { handle }] if handle == "bob"));
+    assert_eq!(app.overlay, Some(Overlay::Verify));
+    app.on_event(Event::SafetyNumber(safety("bob", false, false)));
+    let lines = rows(&screen(&app, 100, 44));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("12345  67890  12345  67890")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.contains('█') || l.contains('▀') || l.contains('▄'))
+            .count()
+            > 10
+    );
+    assert!(lines.iter().any(|l| l.contains("not verified")));
+    // m marks verified; the manager answers with the new state, shown everywhere.
+    let cmds = press(&mut app, typing("m"));
+    assert!(
+        matches!(&cmds[..], [Command::SetVerified { handle, verified: true }] if handle == "bob")
+    );
+    app.on_event(Event::SafetyNumber(safety("bob", true, false)));
+    press(&mut app, [key(KeyCode::Esc)]);
+    let lines = rows(&screen(&app, 80, 14));
+    assert!(
+        lines.iter().any(|l| l.contains("bob ✔")),
+        "contact list: {lines:#?}"
+    );
+    assert!(lines.last().unwrap().contains("✔ verified"));
+}
+
+#[test]
+fn a_key_change_shows_in_the_thread_list_and_status_and_can_be_accepted() {
+    let mut app = app_with_bob();
+    let mut line = msg(5, "bob", false, false, "bob's safety number changed");
+    line.kind = MessageKind::KeyChange;
+    app.on_event(Event::Message(line));
+    let lines = rows(&screen(&app, 90, 14));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("⚠ bob's safety number changed")),
+        "{lines:#?}"
+    );
+    assert!(lines.iter().any(|l| l.contains("bob ⚠")));
+    assert!(lines.last().unwrap().contains("key changed"));
+    // The same line arrives in the secret thread.
+    press(&mut app, [ctrl('s')]);
+    let mut secret_line = msg(6, "bob", true, false, "bob's safety number changed");
+    secret_line.kind = MessageKind::KeyChange;
+    app.on_event(Event::Page {
+        contact: "bob".into(),
+        secret: true,
+        before: None,
+        messages: vec![secret_line],
+        complete: true,
+    });
+    let lines = rows(&screen(&app, 90, 14));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("⚠ bob's safety number changed"))
+    );
+    // Accepting from the overlay.
+    press(
+        &mut app,
+        typing("/verify").into_iter().chain([key(KeyCode::Enter)]),
+    );
+    app.on_event(Event::SafetyNumber(safety("bob", false, true)));
+    let cmds = press(&mut app, typing("a"));
+    assert!(matches!(&cmds[..], [Command::AcceptChange { handle }] if handle == "bob"));
 }

@@ -50,6 +50,12 @@ pub enum Command {
     FetchUnshown { tag: u64 },
     /// The user has now seen these messages.
     MarkShown { ids: Vec<String> },
+    /// Report the safety number with `handle` (`Event::SafetyNumber`).
+    Verify { handle: String },
+    /// Mark `handle` verified or not, then report the safety number again.
+    SetVerified { handle: String, verified: bool },
+    /// Accept `handle`'s changed key, then report the safety number again.
+    AcceptChange { handle: String },
     /// Report every contact with unread counts and timers (`Event::Contacts`).
     ListContacts,
     /// Report up to `limit` messages of a thread older than `before` (`Event::Page`).
@@ -116,6 +122,7 @@ pub enum Event {
     Expiring(Vec<(String, u64)>),
     /// The sweeper deleted these messages.
     Expired(Vec<Expired>),
+    SafetyNumber(trust::SafetyNumber),
     Unshown {
         tag: u64,
         messages: Vec<Message>,
@@ -433,6 +440,15 @@ impl Manager {
                 secret,
                 timer,
             } => self.change_timer(id, contact, secret, timer).await,
+            Command::Verify { handle } => self.report_safety_number(&handle, Ok(())).await,
+            Command::SetVerified { handle, verified } => {
+                let done = trust::set_verified(&self.store, &handle, verified);
+                self.report_safety_number(&handle, done).await
+            }
+            Command::AcceptChange { handle } => {
+                let done = trust::accept_change(&self.store, &handle).map(|_| ());
+                self.report_safety_number(&handle, done).await
+            }
             Command::MarkShown { ids } => match self.store.mark_shown(&ids, self.clock.now_ms()) {
                 Ok(started) if !started.is_empty() => {
                     for (_, at) in &started {
@@ -443,6 +459,14 @@ impl Manager {
                 Ok(_) => {}
                 Err(e) => self.emit(Event::Warning(describe(&e))).await,
             },
+        }
+    }
+
+    /// After `done`, reports the safety number with `handle` (or what went wrong).
+    async fn report_safety_number(&self, handle: &str, done: Result<(), trust::TrustError>) {
+        match done.and_then(|()| trust::safety_number(&self.store, handle)) {
+            Ok(n) => self.emit(Event::SafetyNumber(n)).await,
+            Err(e) => self.emit(Event::Warning(describe(&e))).await,
         }
     }
 

@@ -237,6 +237,10 @@ pub struct ContactSummary {
     pub has_secret: bool,
     /// Disappearing timer in seconds per thread; None: off.
     pub timers: [Option<u32>; 2],
+    /// Marked verified after comparing safety numbers.
+    pub verified: bool,
+    /// The identity key changed and the change is not accepted: secret sending blocked.
+    pub key_changed: bool,
 }
 
 /// The profile's registration: who this client is at which relay.
@@ -516,7 +520,8 @@ impl Store {
                     AND m.shown = 0),
                 EXISTS (SELECT 1 FROM messages m WHERE m.contact = c.account_id AND m.secret = 1),
                 (SELECT timer_secs FROM threads t WHERE t.contact = c.account_id AND t.secret = 0),
-                (SELECT timer_secs FROM threads t WHERE t.contact = c.account_id AND t.secret = 1)
+                (SELECT timer_secs FROM threads t WHERE t.contact = c.account_id AND t.secret = 1),
+                c.verified, c.key_changed
              FROM contacts c ORDER BY c.handle",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -525,6 +530,8 @@ impl Store {
                 unread: [r.get(1)?, r.get(2)?],
                 has_secret: r.get(3)?,
                 timers: [r.get(4)?, r.get(5)?],
+                verified: r.get(6)?,
+                key_changed: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)

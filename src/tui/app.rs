@@ -120,6 +120,12 @@ pub enum Action {
     Help,
     CloseOverlay,
     Quit,
+    /// In the verify overlay: the numbers match.
+    MarkVerified,
+    /// In the verify overlay: take the verified mark away.
+    Unmark,
+    /// In the verify overlay: accept the contact's new key.
+    AcceptChange,
 }
 
 /// One row of the contact list.
@@ -154,6 +160,8 @@ pub struct App {
     pending_add: Option<u64>,
     /// A contact to add and open once the relay is reachable (a directory lookup needs it).
     open_when_online: Option<String>,
+    /// What the verify overlay shows, once the manager has computed it.
+    pub safety: Option<crate::client::trust::SafetyNumber>,
 }
 
 impl App {
@@ -176,6 +184,7 @@ impl App {
             next_tag: 1,
             pending_add: None,
             open_when_online: None,
+            safety: None,
         }
     }
 
@@ -267,18 +276,43 @@ impl App {
     /// Applies a user action.
     pub fn update(&mut self, action: Action) -> Vec<Command> {
         if self.overlay.is_some() {
-            return match action {
-                Action::Quit => {
-                    self.quit = true;
-                    Vec::new()
+            let verifying = self.overlay == Some(Overlay::Verify);
+            let handle = self.safety.as_ref().map(|n| n.handle.clone());
+            return match (action, handle) {
+                (Action::MarkVerified, Some(handle)) if verifying => {
+                    vec![Command::SetVerified {
+                        handle,
+                        verified: true,
+                    }]
                 }
-                Action::CloseOverlay | Action::Help | Action::Submit | Action::FocusComposer => {
-                    self.overlay = None;
-                    Vec::new()
+                (Action::Unmark, Some(handle)) if verifying => {
+                    vec![Command::SetVerified {
+                        handle,
+                        verified: false,
+                    }]
                 }
-                _ => Vec::new(),
+                (Action::AcceptChange, Some(handle)) if verifying => {
+                    vec![Command::AcceptChange { handle }]
+                }
+                (action, _) => self.overlay_action(action),
             };
         }
+        self.act(action)
+    }
+
+    /// What an overlay (help, verify) does with the common keys.
+    fn overlay_action(&mut self, action: Action) -> Vec<Command> {
+        match action {
+            Action::Quit => self.quit = true,
+            Action::CloseOverlay | Action::Help | Action::Submit | Action::FocusComposer => {
+                self.overlay = None
+            }
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    fn act(&mut self, action: Action) -> Vec<Command> {
         match action {
             Action::Char(c) => self.composer.insert(c),
             Action::Paste(s) => s.chars().for_each(|c| self.composer.insert(c)),
@@ -318,7 +352,8 @@ impl App {
             Action::PageUp => return self.scroll_up(),
             Action::PageDown => self.thread.scroll = self.thread.scroll.saturating_sub(SCROLL_STEP),
             Action::Help => self.overlay = Some(Overlay::Help),
-            Action::CloseOverlay => {}
+            Action::CloseOverlay | Action::MarkVerified | Action::Unmark | Action::AcceptChange => {
+            }
             Action::Quit => self.quit = true,
         }
         Vec::new()
@@ -420,10 +455,19 @@ impl App {
                     Vec::new()
                 }
             },
-            Slash::Verify => {
-                self.overlay = Some(Overlay::Verify);
-                Vec::new()
-            }
+            Slash::Verify => match self.open.clone() {
+                Some(open) => {
+                    self.overlay = Some(Overlay::Verify);
+                    self.safety = None;
+                    vec![Command::Verify {
+                        handle: open.handle,
+                    }]
+                }
+                None => {
+                    self.error("open a conversation first, then /verify its contact");
+                    Vec::new()
+                }
+            },
             Slash::Help => {
                 self.overlay = Some(Overlay::Help);
                 Vec::new()
@@ -464,6 +508,8 @@ impl App {
                             unread: [0, 0],
                             has_secret: false,
                             timers: [None, None],
+                            verified: contact.verified,
+                            key_changed: contact.key_changed,
                         });
                     }
                     cmds.extend(self.open_thread(ThreadKey {
@@ -533,6 +579,13 @@ impl App {
                     self.thread.scroll = self.thread.scroll.min(self.thread.messages.len());
                 }
             }
+            Event::SafetyNumber(n) => {
+                if let Some(c) = self.summary_mut(&n.handle) {
+                    c.verified = n.verified;
+                    c.key_changed = n.key_changed;
+                }
+                self.safety = Some(n);
+            }
             Event::Drained | Event::Unshown { .. } => {}
         }
         Vec::new()
@@ -545,6 +598,13 @@ impl App {
     }
 
     fn on_message(&mut self, m: Message) -> Vec<Command> {
+        if m.kind == crate::client::store::MessageKind::KeyChange {
+            // The contact's verified mark and block changed: fetch the list again.
+            if let Some(c) = self.summary_mut(&m.contact) {
+                c.verified = false;
+                c.key_changed = true;
+            }
+        }
         if self.is_open(&m.contact, m.secret) {
             let seen = (!m.outgoing).then(|| m.id.clone());
             // Keep the view where it is if the user has scrolled up.
@@ -628,6 +688,13 @@ impl App {
         self.thread.messages[start..end]
             .iter()
             .any(|m| m.expires_at.is_some())
+    }
+
+    /// The open contact's trust state, for the status line.
+    pub fn open_trust(&self) -> Option<(bool, bool)> {
+        let open = self.open.as_ref()?;
+        self.summary(&open.handle)
+            .map(|c| (c.verified, c.key_changed))
     }
 
     /// Whether the open thread is secret: what the status line must never leave in doubt.

@@ -135,6 +135,14 @@ impl KeyMap {
         if self.quit.matches(&k) {
             return Some(Action::Quit);
         }
+        if app.overlay == Some(super::app::Overlay::Verify) {
+            match k.code {
+                KeyCode::Char('m') => return Some(Action::MarkVerified),
+                KeyCode::Char('u') => return Some(Action::Unmark),
+                KeyCode::Char('a') => return Some(Action::AcceptChange),
+                _ => {}
+            }
+        }
         if app.overlay.is_some() {
             return matches!(
                 k.code,

@@ -68,10 +68,19 @@ fn draw_contacts(f: &mut Frame, app: &App, area: Rect) {
             } else {
                 " "
             };
+            let trust = app
+                .contacts
+                .iter()
+                .find(|c| c.handle == r.key.handle)
+                .map(|c| (c.verified, c.key_changed));
             let name = if r.key.secret {
                 format!("  {LOCK} secret")
             } else {
-                r.key.handle.clone()
+                match trust {
+                    Some((_, true)) => format!("{} ⚠", r.key.handle),
+                    Some((true, _)) => format!("{} ✔", r.key.handle),
+                    _ => r.key.handle.clone(),
+                }
             };
             let unread = if r.unread > 0 {
                 format!(" ({})", r.unread)
@@ -408,6 +417,25 @@ fn draw_status(f: &mut Frame, app: &App, keys: &KeyMap, area: Rect) {
         None => "timer off".to_string(),
     };
     let mut spans = vec![conn, sep(), mode, sep(), Span::raw(timer), sep()];
+    match app.open_trust() {
+        Some((_, true)) => {
+            spans.push(Span::styled(
+                "⚠ key changed: /verify",
+                Style::default()
+                    .fg(Color::Yellow)
+                    .add_modifier(Modifier::BOLD),
+            ));
+            spans.push(sep());
+        }
+        Some((true, false)) => {
+            spans.push(Span::styled(
+                "✔ verified",
+                Style::default().fg(Color::Green),
+            ));
+            spans.push(sep());
+        }
+        _ => {}
+    }
     match &app.status {
         Some(s) if s.error => spans.push(Span::styled(
             format!("! {}", s.text),
@@ -500,13 +528,60 @@ fn draw_verify(f: &mut Frame, app: &App) {
         .open
         .as_ref()
         .map_or("this contact", |o| o.handle.as_str());
-    let text = format!(
-        "Safety numbers for {who} are not shown yet: verification comes in a later version.\n\nUntil then, secret messages are encrypted to the key the relay's directory gave\nfor {who} when you first wrote, and a change of that key stops secret sending."
-    );
-    let area = centered(f.area(), 90, 8);
+    let Some(n) = &app.safety else {
+        let area = centered(f.area(), 60, 3);
+        f.render_widget(Clear, area);
+        f.render_widget(
+            Paragraph::new(format!("computing the safety number with {who}…"))
+                .block(Block::default().borders(Borders::ALL).title(" verify ")),
+            area,
+        );
+        return;
+    };
+    let mut lines = vec![
+        Line::from(format!("Safety number with {}:", n.handle)),
+        Line::raw(""),
+    ];
+    let groups: Vec<&str> = n.display.split(' ').collect();
+    for row in groups.chunks(4) {
+        lines.push(Line::styled(
+            format!("    {}", row.join("  ")),
+            Style::default().add_modifier(Modifier::BOLD),
+        ));
+    }
+    lines.push(Line::raw(""));
+    for row in crate::client::trust::qr(&n.scannable).lines() {
+        lines.push(Line::raw(format!("  {row}")));
+    }
+    lines.push(Line::raw(""));
+    let (state, style) = if n.key_changed {
+        (
+            format!(
+                "⚠ {}'s key CHANGED: secret messages are blocked until you accept it",
+                n.handle
+            ),
+            Style::default()
+                .fg(Color::Yellow)
+                .add_modifier(Modifier::BOLD),
+        )
+    } else if n.verified {
+        ("✔ verified".to_string(), Style::default().fg(Color::Green))
+    } else {
+        ("not verified".to_string(), Style::default())
+    };
+    lines.push(Line::styled(state, style));
+    lines.push(Line::raw(
+        "Compare the digits (or scan the code) with the other side, in person or on a call.",
+    ));
+    lines.push(Line::raw(if n.key_changed {
+        "a accept the new key · m mark verified · Esc close"
+    } else {
+        "m mark verified · u unmark · Esc close"
+    }));
+    let area = centered(f.area(), 90, lines.len() as u16 + 2);
     f.render_widget(Clear, area);
     f.render_widget(
-        Paragraph::new(text).block(
+        Paragraph::new(lines).block(
             Block::default()
                 .borders(Borders::ALL)
                 .title(" verify · Esc closes "),
