@@ -47,17 +47,34 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum RelayCmd {
+    /// Operator commands; they open the relay's database directly and exist nowhere on the
+    /// network.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Let the owner of HANDLE, who lost their device, register new keys for it: prints a
+    /// one-time code for `sotto init --handle HANDLE --claim CODE`.
+    ResetHandle { handle: String },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Try sotto: a relay, your profile and a bot to talk to, all temporary, in one command.
     Demo,
-    /// Run a relay.
+    /// Run a relay (or, with `admin`, operate on its database on this machine).
     Relay {
         /// Address to listen on; port 0 picks a free port.
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
         /// Where the relay keeps its database.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", global = true)]
         data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        admin: Option<RelayCmd>,
     },
     /// Create this profile's keys and register a handle at the relay.
     Init {
@@ -65,6 +82,10 @@ enum Cmd {
         handle: String,
         #[arg(long = "relay", value_name = "URL")]
         init_relay: Option<String>,
+        /// Take over a handle the relay's operator reset for you (lost device), with the code
+        /// they gave you.
+        #[arg(long, value_name = "CODE")]
+        claim: Option<String>,
     },
     /// Send one message; exits once the relay has accepted it.
     Send {
@@ -149,7 +170,14 @@ fn run(cli: Cli) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let command = match cli.command {
-        Some(Cmd::Relay { listen, data_dir }) => {
+        Some(Cmd::Relay {
+            admin: Some(RelayCmd::Admin(AdminCmd::ResetHandle { handle })),
+            data_dir,
+            ..
+        }) => return reset_handle(&config, data_dir, &handle),
+        Some(Cmd::Relay {
+            listen, data_dir, ..
+        }) => {
             init_logs(None, config.log.as_deref());
             return rt.block_on(run_relay(&config, listen, data_dir));
         }
@@ -174,17 +202,22 @@ fn run(cli: Cli) -> Result<()> {
     let relay_override = cli.relay.clone();
     match command {
         Cmd::Relay { .. } | Cmd::Demo => unreachable!("handled above"),
-        Cmd::Init { handle, init_relay } => {
+        Cmd::Init {
+            handle,
+            init_relay,
+            claim,
+        } => {
             let url = init_relay
                 .or(relay_override)
                 .or(config.relay.clone())
                 .unwrap_or_else(|| config::DEFAULT_RELAY.to_string());
             let _lock = sotto::client::store::lock_profile(&dir)?;
             let store = Store::open(&dir)?;
-            let reg = rt.block_on(account::init(
+            let reg = rt.block_on(account::init_claiming(
                 &store,
                 &handle,
                 &url,
+                claim,
                 std::time::SystemTime::now(),
                 &mut rand::rng(),
             ))?;
@@ -437,6 +470,42 @@ fn init_logs(file: Option<&Path>, filter: Option<&str>) {
     }
 }
 
+fn relay_dir(config: &Config, data_dir: Option<PathBuf>) -> Result<PathBuf> {
+    match data_dir.or(config.relay_server.data_dir.clone()) {
+        Some(d) => Ok(d),
+        None => Ok(dirs::data_dir()
+            .ok_or_else(|| anyhow!("no data directory found for this user; pass --data-dir DIR"))?
+            .join("sotto")
+            .join("relay")),
+    }
+}
+
+/// `sotto relay admin reset-handle`: arms a one-time claim code for HANDLE.
+fn reset_handle(config: &Config, data_dir: Option<PathBuf>, handle: &str) -> Result<()> {
+    let dir = relay_dir(config, data_dir)?;
+    if !dir.join("relay.db").exists() {
+        bail!(
+            "no relay database in {}; pass the relay's --data-dir",
+            dir.display()
+        );
+    }
+    let store = relay::store::RelayStore::open(&dir)?;
+    // 20 characters from an alphabet without look-alikes: easy to read out, ~98 bits.
+    let alphabet = b"abcdefghjkmnpqrstuvwxyz23456789";
+    let code: String = (0..20)
+        .map(|_| char::from(alphabet[rand::random_range(0..alphabet.len())]))
+        .collect();
+    if store.arm_reset(handle, code.as_bytes())?.is_none() {
+        bail!("no account with the handle {handle:?} at this relay");
+    }
+    println!("reset code for {handle}: {code}");
+    println!(
+        "give it to them privately; they run: sotto init --handle {handle} --relay URL --claim {code}"
+    );
+    println!("their contacts will see that {handle}'s safety number changed.");
+    Ok(())
+}
+
 async fn run_relay(
     config: &Config,
     listen: Option<String>,
@@ -446,13 +515,7 @@ async fn run_relay(
     let listen = listen
         .or(server.listen.clone())
         .unwrap_or_else(|| config::DEFAULT_LISTEN.to_string());
-    let data_dir = match data_dir.or(server.data_dir.clone()) {
-        Some(d) => d,
-        None => dirs::data_dir()
-            .ok_or_else(|| anyhow!("no data directory found for this user; pass --data-dir DIR"))?
-            .join("sotto")
-            .join("relay"),
-    };
+    let data_dir = relay_dir(config, data_dir)?;
     let mut relay_config = RelayConfig::default();
     if let Some(n) = server.max_connections {
         relay_config.max_connections = n;

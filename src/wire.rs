@@ -115,6 +115,9 @@ pub enum ClientFrame {
         handle: String,
         keys: KeyUpload,
         signature: B64,
+        /// The code from the relay operator's reset of `handle`, to take it over with new keys.
+        #[serde(default)]
+        claim: Option<String>,
     },
     /// Declare this connection anonymous: it may then only submit sealed envelopes.
     Anonymous,

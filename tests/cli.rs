@@ -233,3 +233,117 @@ fn timers_from_the_command_line_reach_the_contact() {
     relay.child.kill().unwrap();
     relay.child.wait().unwrap();
 }
+
+#[test]
+fn safety_numbers_key_rotation_and_operator_reset_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n);
+    let (rd, a, b) = (p("relay"), p("a"), p("b"));
+    let mut relay = start_relay(&rd);
+    ok(&a, &["init", "--handle", "alice", "--relay", &relay.url]);
+    ok(&b, &["init", "--handle", "bob", "--relay", &relay.url]);
+    ok(&a, &["send", "--secret", "bob", "hello"]);
+    ok(&b, &["recv"]);
+
+    // Both sides print the same number; the scannable forms match across.
+    let digits = |out: &str| -> String {
+        out.lines()
+            .skip(1)
+            .take(3)
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (na, nb) = (ok(&a, &["verify", "bob"]), ok(&b, &["verify", "alice"]));
+    assert_eq!(digits(&na), digits(&nb));
+    assert_eq!(digits(&na).split(' ').count(), 12, "{na}");
+    assert!(na.contains("not verified"), "{na}");
+    std::fs::write(p("bob.scan"), ok(&b, &["verify", "alice", "--scannable"])).unwrap();
+    let file = p("bob.scan").display().to_string();
+    assert!(ok(&a, &["verify", "bob", "--compare", &file]).starts_with("match"));
+    std::fs::write(p("junk.scan"), "0a0b0c").unwrap();
+    let junk = p("junk.scan").display().to_string();
+    assert!(
+        !sotto(&a, &["verify", "bob", "--compare", &junk])
+            .status
+            .success()
+    );
+    ok(&a, &["verify", "bob", "--mark"]);
+    assert!(ok(&a, &["verify", "bob"]).contains("marked verified"));
+
+    // bob rotates his key: alice's next secret send fails, says why and how to fix it.
+    assert!(ok(&b, &["rekey"]).contains("safety number changed"));
+    let err = fails(&a, &["send", "--secret", "bob", "still you?"]);
+    assert!(
+        err.contains("safety number has changed")
+            && err.contains("sotto verify bob --accept-change"),
+        "{err}"
+    );
+    let shown = ok(&a, &["verify", "bob"]);
+    assert!(
+        shown.contains("CHANGED") && !shown.contains("marked verified"),
+        "{shown}"
+    );
+    ok(&a, &["send", "bob", "normal messages are not blocked"]);
+    ok(&a, &["verify", "bob", "--accept-change"]);
+    ok(&a, &["send", "--secret", "bob", "accepted"]);
+    let got = json_lines(&ok(&b, &["recv"]));
+    let texts: Vec<_> = got.iter().filter_map(|m| m["text"].as_str()).collect();
+    assert!(texts.contains(&"accepted"), "{got:?}");
+
+    // bob loses his device: the operator resets the handle on the relay's machine.
+    let out = Command::new(BIN)
+        .args(["relay", "admin", "reset-handle", "bob", "--data-dir"])
+        .arg(&rd)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = String::from_utf8(out.stdout).unwrap();
+    let code = out
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(code.len(), 20, "{out}");
+    let b2 = p("b2");
+    let wrong = fails(
+        &b2,
+        &[
+            "init",
+            "--handle",
+            "bob",
+            "--relay",
+            &relay.url,
+            "--claim",
+            "not-the-code",
+        ],
+    );
+    assert!(wrong.contains("claim code is not valid"), "{wrong}");
+    ok(
+        &b2,
+        &[
+            "init", "--handle", "bob", "--relay", &relay.url, "--claim", &code,
+        ],
+    );
+    // The code works once.
+    let again = fails(
+        &p("b3"),
+        &[
+            "init", "--handle", "bob", "--relay", &relay.url, "--claim", &code,
+        ],
+    );
+    assert!(again.contains("claim code is not valid"), "{again}");
+    // alice meets the new key as a change of the same contact.
+    let err = fails(&a, &["send", "--secret", "bob", "new phone?"]);
+    assert!(err.contains("safety number has changed"), "{err}");
+    assert_eq!(ok(&a, &["contacts"]).lines().count(), 1);
+    relay.child.kill().unwrap();
+    relay.child.wait().unwrap();
+}

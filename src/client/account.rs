@@ -192,6 +192,20 @@ pub async fn init<R: Rng + CryptoRng>(
     now: SystemTime,
     rng: &mut R,
 ) -> Result<Registration, AccountError> {
+    init_claiming(store, handle, relay_url, None, now, rng).await
+}
+
+/// As `init`; with `claim`, takes over `handle` after the relay operator reset it (the code
+/// comes from `sotto relay admin reset-handle`), keeping its account so contacts see a key
+/// change rather than a stranger.
+pub async fn init_claiming<R: Rng + CryptoRng>(
+    store: &Store,
+    handle: &str,
+    relay_url: &str,
+    claim: Option<String>,
+    now: SystemTime,
+    rng: &mut R,
+) -> Result<Registration, AccountError> {
     if let Ok(r) = store.registration() {
         return Err(AccountError::AlreadyRegistered { handle: r.handle });
     }
@@ -204,7 +218,7 @@ pub async fn init<R: Rng + CryptoRng>(
         .execute_batch("DELETE FROM profile;")
         .map_err(StoreError::from)?;
     let (identity, keys) = fresh_keys(store.conn(), now, rng).await?;
-    let registered = conn::register(relay_url, handle, keys, &identity).await?;
+    let registered = conn::register(relay_url, handle, keys, &identity, claim).await?;
     let tx = store
         .conn()
         .unchecked_transaction()

@@ -371,6 +371,7 @@ pub async fn register(
     handle: &str,
     keys: KeyUpload,
     identity: &IdentityKeyPair,
+    claim: Option<String>,
 ) -> Result<Registered, LinkError> {
     let (mut ws, nonce, trust_root) = open(url).await?;
     let signature = identity
@@ -381,6 +382,7 @@ pub async fn register(
         handle: handle.to_string(),
         keys,
         signature: signature.to_vec().into(),
+        claim,
     };
     ws.send(Message::text(frame.encode()))
         .await

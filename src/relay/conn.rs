@@ -203,7 +203,8 @@ async fn session(
             handle,
             keys,
             signature,
-        } => match register(relay, handle.clone(), keys, &nonce, &signature.0).await {
+            claim,
+        } => match register(relay, handle.clone(), keys, &nonce, &signature.0, claim).await {
             Ok(account_id) => (account_id, handle),
             Err(e) => return e,
         },
@@ -270,6 +271,7 @@ async fn register(
     keys: wire::KeyUpload,
     nonce: &[u8],
     signature: &[u8],
+    claim: Option<String>,
 ) -> Result<String, End> {
     if !wire::valid_handle(&handle) {
         return Err(End::Close(
@@ -290,6 +292,24 @@ async fn register(
             ErrorCode::TooLarge,
             format!("at most {MAX_PREKEYS_PER_UPLOAD} one-time keys of each kind per upload"),
         ));
+    }
+    if let Some(code) = claim {
+        let (h, now) = (handle.clone(), now_ms());
+        return match relay
+            .db(move |db| db.claim_reset(&h, code.as_bytes(), &keys, now))
+            .await
+        {
+            Ok(Some(account_id)) => {
+                tracing::info!("a reset handle was claimed with new keys");
+                Ok(account_id)
+            }
+            Ok(None) => Err(End::Close(
+                ErrorCode::AuthFailed,
+                "that claim code is not valid for this handle; ask the relay's operator".into(),
+            )),
+            Err(e @ StoreError::KeyTaken) => Err(End::Close(ErrorCode::HandleTaken, e.to_string())),
+            Err(e) => Err(internal(e)),
+        };
     }
     let account_id = uuid::Uuid::new_v4().to_string();
     let mut token = vec![0u8; 16];

@@ -97,6 +97,11 @@ CREATE TABLE key_changes (
     at INTEGER NOT NULL
 );
 "#,
+    r#"
+-- Set by the operator's `sotto relay admin reset-handle`: whoever presents it may register
+-- new keys for the handle (a user who lost their device). Used once.
+ALTER TABLE accounts ADD COLUMN reset_code BLOB;
+"#,
 ];
 
 /// The relay's database connection.
@@ -244,6 +249,55 @@ impl RelayStore {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Arms a reset of `handle`: returns the account id, or None if no such handle.
+    pub fn arm_reset(&self, handle: &str, code: &[u8]) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "UPDATE accounts SET reset_code = ?2 WHERE handle = ?1 RETURNING account_id",
+                params![handle, code],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// If `code` is the armed reset code of `handle`, replaces the account's keys with `keys`,
+    /// disarms the reset and returns the account id.
+    pub fn claim_reset(
+        &mut self,
+        handle: &str,
+        code: &[u8],
+        keys: &KeyUpload,
+        now: u64,
+    ) -> Result<Option<String>> {
+        let armed: Option<(String, Option<Vec<u8>>)> = self
+            .conn
+            .query_row(
+                "SELECT account_id, reset_code FROM accounts WHERE handle = ?1",
+                [handle],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((account_id, Some(expected))) = armed else {
+            return Ok(None);
+        };
+        let matches = expected.len() == code.len()
+            && expected
+                .iter()
+                .zip(code)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !matches {
+            return Ok(None);
+        }
+        self.rekey(&account_id, keys, "reset", now)?;
+        self.conn.execute(
+            "UPDATE accounts SET reset_code = NULL WHERE account_id = ?1",
+            [&account_id],
+        )?;
+        Ok(Some(account_id))
     }
 
     /// How many times an account's key was replaced, for the operator and the tests.
