@@ -8,75 +8,27 @@
 //! numbers are layout and buffer work without terminal I/O.
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
-use sotto::client::account;
 use sotto::client::manager::{self, Command, Event};
-use sotto::client::store::{Contact, Message, MessageKind, MessageState, Store};
+use sotto::client::store::{Message, Store};
 use sotto::tui::app::{App, PAGE, ThreadKey};
 use sotto::tui::keys::KeyMap;
 use sotto::tui::render;
 
 const MESSAGES: i64 = 100_000;
 
-fn message(i: i64) -> Message {
-    Message {
-        seq: 0,
-        id: format!("bench-{i}"),
-        contact: "bob".into(),
-        secret: i % 2 == 0,
-        outgoing: i % 3 == 0,
-        text: format!("message {i}: the quick brown fox jumps over the lazy dog, again and again"),
-        sent_at: 1_700_000_000_000 + i as u64 * 1000,
-        state: MessageState::Sent,
-        kind: MessageKind::Text,
-        timer: None,
-        expires_at: None,
-    }
-}
+#[path = "common/mod.rs"]
+mod common;
 
-/// A registered profile (at a relay that is gone by the time we read it) with a contact bob
-/// and `MESSAGES` messages in bob's secret and normal threads.
+/// A registered profile with a contact bob and `MESSAGES` messages in his two threads.
 fn profile(dir: &Path) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("ws://{}", listener.local_addr().unwrap());
-        let stop = tokio_util::sync::CancellationToken::new();
-        let relay_dir = dir.join("relay");
-        let token = stop.clone();
-        let relay = tokio::spawn(async move {
-            sotto::relay::run(listener, &relay_dir, Default::default(), token)
-                .await
-                .unwrap();
-        });
-        let store = Store::open(&dir.join("me")).unwrap();
-        account::init(&store, "me", &url, SystemTime::now(), &mut rand::rng())
-            .await
-            .unwrap();
-        stop.cancel();
-        relay.await.unwrap();
-    });
-    let store = Store::open(&dir.join("me")).unwrap();
-    let bob = Contact {
-        account_id: "bob-account".into(),
-        handle: "bob".into(),
-        identity_key: vec![5; 33],
-        access_token: vec![0; 16],
-        verified: false,
-        key_changed: false,
-    };
-    store.upsert_contact(&bob, 0).unwrap();
-    let tx = store.conn().unchecked_transaction().unwrap();
-    for i in 0..MESSAGES {
-        store
-            .insert_message(&bob.account_id, &message(i), 0)
-            .unwrap();
-    }
-    tx.commit().unwrap();
+    let me = dir.join("me");
+    common::register(&[(&me, "me")]);
+    common::fill_bob(&Store::open(&me).unwrap(), MESSAGES);
 }
 
 fn app_with(messages: Vec<Message>) -> App {

@@ -909,9 +909,16 @@ impl Manager {
         }
         let cert = self.sender_cert().await?;
         let plaintext = content::pad(content.encode());
+        // libsignal writes the peer's identity and then the ratchet state: one transaction
+        // makes the pair atomic and costs one sync instead of two.
         let envelope = {
-            let mut stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
-            crypto::seal(
+            let tx = self
+                .store
+                .conn()
+                .unchecked_transaction()
+                .map_err(StoreError::from)?;
+            let mut stores = Stores::new(&tx, &self.identity, self.registration_id);
+            let envelope = crypto::seal(
                 &mut stores,
                 &contact.account_id,
                 &cert,
@@ -920,7 +927,9 @@ impl Manager {
                 &mut rand::rng(),
             )
             .await
-            .map_err(|e| self.identity_error(e, &contact))?
+            .map_err(|e| self.identity_error(e, &contact))?;
+            tx.commit().map_err(StoreError::from)?;
+            envelope
         };
         let sent = self
             .anon

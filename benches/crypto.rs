@@ -1,0 +1,201 @@
+//! One secret message sealed by alice and opened by bob (sealed sender over an established
+//! Double Ratchet session, padded as sotto pads), with sotto's SQLite-backed stores against
+//! libsignal's in-memory stores. Their ratio is the cost of persistence.
+//!
+//! Run: `cargo bench --bench crypto`.
+
+use std::time::SystemTime;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use libsignal_protocol::{
+    DeviceId, IdentityKeyPair, IdentityKeyStore, InMemSignalProtocolStore, KeyPair,
+    KyberPreKeyStore, PreKeyStore, SenderCertificate, ServerCertificate, SignedPreKeyStore,
+    Timestamp, process_prekey_bundle, sealed_sender_decrypt, sealed_sender_encrypt,
+};
+use sotto::client::content::{self, Content};
+use sotto::client::signal_store::Stores;
+use sotto::client::store::Store;
+use sotto::client::{account, crypto};
+
+#[path = "common/mod.rs"]
+mod common;
+
+/// A trust root and a sender certificate for `account` holding `key`.
+fn certificate(
+    account: &str,
+    key: &IdentityKeyPair,
+) -> (libsignal_protocol::PublicKey, SenderCertificate) {
+    let mut rng = rand::rng();
+    let root = KeyPair::generate(&mut rng);
+    let server = KeyPair::generate(&mut rng);
+    let server_cert =
+        ServerCertificate::new(1, server.public_key, &root.private_key, &mut rng).unwrap();
+    let cert = SenderCertificate::new(
+        account.to_string(),
+        None,
+        *key.public_key(),
+        DeviceId::new(1).unwrap(),
+        Timestamp::from_epoch_millis(u64::MAX / 2),
+        server_cert,
+        &server.private_key,
+        &mut rng,
+    )
+    .unwrap();
+    (root.public_key, cert)
+}
+
+fn plaintext() -> Vec<u8> {
+    content::pad(
+        Content::text(
+            "id".into(),
+            "a typical chat message, a line or so long".into(),
+            0,
+            None,
+        )
+        .encode(),
+    )
+}
+
+fn sqlite_backed(c: &mut Criterion) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ad, bd) = (tmp.path().join("a"), tmp.path().join("b"));
+    common::register(&[(&ad, "alice"), (&bd, "bob")]);
+    let (alice, bob) = (Store::open(&ad).unwrap(), Store::open(&bd).unwrap());
+    let (a_key, a_reg) = account::identity(&alice).unwrap();
+    let (b_key, b_reg) = account::identity(&bob).unwrap();
+    let (a_id, b_id) = (
+        alice.registration().unwrap().account_id,
+        bob.registration().unwrap().account_id,
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    // bob's bundle, read from his store as the directory would hand it out.
+    let bundle = rt.block_on(async {
+        let s = Stores::new(bob.conn(), &b_key, b_reg);
+        sotto::wire::Bundle {
+            account_id: b_id.clone(),
+            handle: "bob".into(),
+            identity_key: b_key.identity_key().serialize().to_vec().into(),
+            registration_id: b_reg,
+            signed_prekey: crypto::wire_signed(
+                &s.signed.get_signed_pre_key(1.into()).await.unwrap(),
+            )
+            .unwrap(),
+            prekey: Some(
+                crypto::wire_prekey(&s.prekeys.get_pre_key(1.into()).await.unwrap()).unwrap(),
+            ),
+            kyber: crypto::wire_kyber(&s.kyber.get_kyber_pre_key(1.into()).await.unwrap()).unwrap(),
+        }
+    });
+    let (root, cert) = certificate(&a_id, &a_key);
+    let ptext = plaintext();
+    let mut rng = rand::rng();
+    // Set the session up, and get past the pre-key message: the bench measures the ratchet.
+    let seal_open = |rng: &mut rand::rngs::ThreadRng| {
+        rt.block_on(async {
+            // As the manager does: the sender's identity and session writes in one transaction.
+            let tx = alice.conn().unchecked_transaction().unwrap();
+            let mut sa = Stores::new(&tx, &a_key, a_reg);
+            let env = crypto::seal(&mut sa, &b_id, &cert, &ptext, SystemTime::now(), rng)
+                .await
+                .unwrap();
+            tx.commit().unwrap();
+            // As the manager does: decrypt and store in one transaction, then commit.
+            let tx = bob.conn().unchecked_transaction().unwrap();
+            let mut sb = Stores::new(&tx, &b_key, b_reg);
+            let opened = crypto::open(&mut sb, &env, &root, &b_id, SystemTime::now())
+                .await
+                .unwrap();
+            tx.commit().unwrap();
+            opened.plaintext.len()
+        })
+    };
+    rt.block_on(async {
+        let mut sa = Stores::new(alice.conn(), &a_key, a_reg);
+        crypto::start_session(&mut sa, &bundle, SystemTime::now(), &mut rng)
+            .await
+            .unwrap();
+    });
+    seal_open(&mut rng);
+    c.bench_function("seal_open/sqlite", |b| b.iter(|| seal_open(&mut rng)));
+}
+
+fn in_memory(c: &mut Criterion) {
+    let mut rng = rand::rng();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let a_key = IdentityKeyPair::generate(&mut rng);
+    let b_key = IdentityKeyPair::generate(&mut rng);
+    let mut alice = InMemSignalProtocolStore::new(a_key, 1).unwrap();
+    let mut bob = InMemSignalProtocolStore::new(b_key, 2).unwrap();
+    let now = SystemTime::now();
+    let (a_id, b_id) = ("alice-account", "bob-account");
+    rt.block_on(async {
+        let signed = crypto::signed_prekey(1, &b_key, now, &mut rng).unwrap();
+        let kyber = crypto::kyber_prekey(1, &b_key, now, &mut rng).unwrap();
+        let pre = crypto::one_time_prekey(1, &mut rng);
+        bob.save_signed_pre_key(1.into(), &signed).await.unwrap();
+        bob.save_kyber_pre_key(1.into(), &kyber).await.unwrap();
+        bob.save_pre_key(1.into(), &pre).await.unwrap();
+        let bundle = crypto::bundle(&sotto::wire::Bundle {
+            account_id: b_id.into(),
+            handle: "bob".into(),
+            identity_key: b_key.identity_key().serialize().to_vec().into(),
+            registration_id: bob.get_local_registration_id().await.unwrap(),
+            signed_prekey: crypto::wire_signed(&signed).unwrap(),
+            prekey: Some(crypto::wire_prekey(&pre).unwrap()),
+            kyber: crypto::wire_kyber(&kyber).unwrap(),
+        })
+        .unwrap();
+        process_prekey_bundle(
+            &crypto::address(b_id),
+            &mut alice.session_store,
+            &mut alice.identity_store,
+            &bundle,
+            now,
+            &mut rng,
+        )
+        .await
+        .unwrap();
+    });
+    let (root, cert) = certificate(a_id, &a_key);
+    let ptext = plaintext();
+    let mut seal_open = |rng: &mut rand::rngs::ThreadRng| {
+        rt.block_on(async {
+            let env = sealed_sender_encrypt(
+                &crypto::address(b_id),
+                &cert,
+                &ptext,
+                &mut alice.session_store,
+                &mut alice.identity_store,
+                SystemTime::now(),
+                rng,
+            )
+            .await
+            .unwrap();
+            let opened = sealed_sender_decrypt(
+                &env,
+                &root,
+                Timestamp::from_epoch_millis(1),
+                None,
+                b_id.to_string(),
+                crypto::device(),
+                &mut bob.identity_store,
+                &mut bob.session_store,
+                &mut bob.pre_key_store,
+                &bob.signed_pre_key_store,
+                &mut bob.kyber_pre_key_store,
+            )
+            .await
+            .unwrap();
+            opened.message.len()
+        })
+    };
+    seal_open(&mut rng);
+    c.bench_function("seal_open/in_memory", |b| b.iter(|| seal_open(&mut rng)));
+}
+
+criterion_group!(benches, sqlite_backed, in_memory);
+criterion_main!(benches);
