@@ -7,11 +7,7 @@
 use std::time::SystemTime;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use libsignal_protocol::{
-    DeviceId, IdentityKeyPair, IdentityKeyStore, InMemSignalProtocolStore, KeyPair,
-    KyberPreKeyStore, PreKeyStore, SenderCertificate, ServerCertificate, SignedPreKeyStore,
-    Timestamp, process_prekey_bundle, sealed_sender_decrypt, sealed_sender_encrypt,
-};
+use libsignal_protocol::{KyberPreKeyStore, PreKeyStore, SignedPreKeyStore};
 use sotto::client::content::{self, Content};
 use sotto::client::signal_store::Stores;
 use sotto::client::store::Store;
@@ -19,30 +15,6 @@ use sotto::client::{account, crypto};
 
 #[path = "common/mod.rs"]
 mod common;
-
-/// A trust root and a sender certificate for `account` holding `key`.
-fn certificate(
-    account: &str,
-    key: &IdentityKeyPair,
-) -> (libsignal_protocol::PublicKey, SenderCertificate) {
-    let mut rng = rand::rng();
-    let root = KeyPair::generate(&mut rng);
-    let server = KeyPair::generate(&mut rng);
-    let server_cert =
-        ServerCertificate::new(1, server.public_key, &root.private_key, &mut rng).unwrap();
-    let cert = SenderCertificate::new(
-        account.to_string(),
-        None,
-        *key.public_key(),
-        DeviceId::new(1).unwrap(),
-        Timestamp::from_epoch_millis(u64::MAX / 2),
-        server_cert,
-        &server.private_key,
-        &mut rng,
-    )
-    .unwrap();
-    (root.public_key, cert)
-}
 
 fn plaintext() -> Vec<u8> {
     content::pad(
@@ -88,7 +60,7 @@ fn sqlite_backed(c: &mut Criterion) {
             kyber: crypto::wire_kyber(&s.kyber.get_kyber_pre_key(1.into()).await.unwrap()).unwrap(),
         }
     });
-    let (root, cert) = certificate(&a_id, &a_key);
+    let (root, cert) = sotto::floor::certificate(&a_id, &a_key);
     let ptext = plaintext();
     let mut rng = rand::rng();
     // Set the session up, and get past the pre-key message: the bench measures the ratchet.
@@ -122,79 +94,14 @@ fn sqlite_backed(c: &mut Criterion) {
 }
 
 fn in_memory(c: &mut Criterion) {
-    let mut rng = rand::rng();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let a_key = IdentityKeyPair::generate(&mut rng);
-    let b_key = IdentityKeyPair::generate(&mut rng);
-    let mut alice = InMemSignalProtocolStore::new(a_key, 1).unwrap();
-    let mut bob = InMemSignalProtocolStore::new(b_key, 2).unwrap();
-    let now = SystemTime::now();
-    let (a_id, b_id) = ("alice-account", "bob-account");
-    rt.block_on(async {
-        let signed = crypto::signed_prekey(1, &b_key, now, &mut rng).unwrap();
-        let kyber = crypto::kyber_prekey(1, &b_key, now, &mut rng).unwrap();
-        let pre = crypto::one_time_prekey(1, &mut rng);
-        bob.save_signed_pre_key(1.into(), &signed).await.unwrap();
-        bob.save_kyber_pre_key(1.into(), &kyber).await.unwrap();
-        bob.save_pre_key(1.into(), &pre).await.unwrap();
-        let bundle = crypto::bundle(&sotto::wire::Bundle {
-            account_id: b_id.into(),
-            handle: "bob".into(),
-            identity_key: b_key.identity_key().serialize().to_vec().into(),
-            registration_id: bob.get_local_registration_id().await.unwrap(),
-            signed_prekey: crypto::wire_signed(&signed).unwrap(),
-            prekey: Some(crypto::wire_prekey(&pre).unwrap()),
-            kyber: crypto::wire_kyber(&kyber).unwrap(),
-        })
-        .unwrap();
-        process_prekey_bundle(
-            &crypto::address(b_id),
-            &mut alice.session_store,
-            &mut alice.identity_store,
-            &bundle,
-            now,
-            &mut rng,
-        )
-        .await
-        .unwrap();
-    });
-    let (root, cert) = certificate(a_id, &a_key);
+    let mut pair = rt.block_on(sotto::floor::InMemPair::new());
     let ptext = plaintext();
-    let mut seal_open = |rng: &mut rand::rngs::ThreadRng| {
-        rt.block_on(async {
-            let env = sealed_sender_encrypt(
-                &crypto::address(b_id),
-                &cert,
-                &ptext,
-                &mut alice.session_store,
-                &mut alice.identity_store,
-                SystemTime::now(),
-                rng,
-            )
-            .await
-            .unwrap();
-            let opened = sealed_sender_decrypt(
-                &env,
-                &root,
-                Timestamp::from_epoch_millis(1),
-                None,
-                b_id.to_string(),
-                crypto::device(),
-                &mut bob.identity_store,
-                &mut bob.session_store,
-                &mut bob.pre_key_store,
-                &bob.signed_pre_key_store,
-                &mut bob.kyber_pre_key_store,
-            )
-            .await
-            .unwrap();
-            opened.message.len()
-        })
-    };
-    seal_open(&mut rng);
-    c.bench_function("seal_open/in_memory", |b| b.iter(|| seal_open(&mut rng)));
+    c.bench_function("seal_open/in_memory", |b| {
+        b.iter(|| rt.block_on(pair.seal_open(&ptext)))
+    });
 }
 
 criterion_group!(benches, sqlite_backed, in_memory);

@@ -5,6 +5,7 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod floor;
 pub mod relay;
 pub mod timer;
 pub mod tui;
