@@ -12,23 +12,18 @@ use std::time::{Duration, Instant, SystemTime};
 use criterion::Criterion;
 use rand::Rng;
 use sotto::client::clock::Clock;
-use sotto::client::store::{Contact, Message, MessageKind, MessageState, Store};
+use sotto::client::store::{Message, MessageKind, MessageState, Store};
 use sotto::client::sweeper::{self, Deadlines};
 use tokio_util::sync::CancellationToken;
 
 const SWEPT: usize = 100_000;
 
+#[path = "common/mod.rs"]
+mod common;
+
 fn store_with_bob(dir: &Path) -> Store {
     let store = Store::open(dir).unwrap();
-    let bob = Contact {
-        account_id: "bob-id".into(),
-        handle: "bob".into(),
-        identity_key: vec![5; 33],
-        access_token: vec![0; 16],
-        verified: false,
-        key_changed: false,
-    };
-    store.upsert_contact(&bob, 0).unwrap();
+    store.upsert_contact(&common::bob(), 0).unwrap();
     store
 }
 
@@ -48,7 +43,7 @@ fn fill(store: &Store, expiries: impl Iterator<Item = u64>) {
             timer: Some(5),
             expires_at: Some(at),
         };
-        store.insert_message("bob-id", &m, 0).unwrap();
+        store.insert_message("bob-account", &m, 0).unwrap();
     }
     tx.commit().unwrap();
 }

@@ -88,11 +88,7 @@ async fn bad_input_is_refused_and_a_concurrent_conversation_carries_on() {
     refused_and_closed(&mut raw, ErrorCode::NotAuthenticated).await;
 
     // A signature by the wrong key for alice's account.
-    let alice_id = Store::open(&p("a"))
-        .unwrap()
-        .registration()
-        .unwrap()
-        .account_id;
+    let alice_id = common::account_id(&p("a"));
     let (mallory_key, _) = account::identity(&Store::open(&p("m")).unwrap()).unwrap();
     let mut raw = Raw::connect(&relay.url).await;
     let forged = mallory_key
@@ -115,11 +111,7 @@ async fn bad_input_is_refused_and_a_concurrent_conversation_carries_on() {
             &mut rand::rng(),
         )
         .unwrap();
-    let mallory_id = Store::open(&p("m"))
-        .unwrap()
-        .registration()
-        .unwrap()
-        .account_id;
+    let mallory_id = common::account_id(&p("m"));
     raw.send(&ClientFrame::Auth {
         account_id: mallory_id,
         signature: replayed.to_vec().into(),
@@ -296,11 +288,7 @@ async fn bad_input_is_refused_and_a_concurrent_conversation_carries_on() {
     bob.stop();
     // Nothing mallory sent was queued for anyone: no normal message from mallory, and none of
     // the refused sealed payloads (receipts between alice and bob may still be waiting).
-    let mallory_id = Store::open(&p("m"))
-        .unwrap()
-        .registration()
-        .unwrap()
-        .account_id;
+    let mallory_id = common::account_id(&p("m"));
     let db = rusqlite::Connection::open(p("relay").join("relay.db")).unwrap();
     let queued: i64 = db
         .query_row(

@@ -16,11 +16,7 @@ use sotto::relay::store::RelayStore;
 use sotto::wire::{ClientFrame, RelayFrame};
 
 fn prekeys_left(relay_dir: &std::path::Path, profile: &std::path::Path) -> (u32, u32) {
-    let id = Store::open(profile)
-        .unwrap()
-        .registration()
-        .unwrap()
-        .account_id;
+    let id = common::account_id(profile);
     RelayStore::open(relay_dir)
         .unwrap()
         .prekey_count(&id)

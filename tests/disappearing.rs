@@ -229,11 +229,7 @@ async fn a_timer_change_out_of_range_from_a_peer_is_refused_and_not_applied() {
         ..
     } = Scene::new().await;
     let mut bob = Client::start(&bd, &relay.url).await;
-    let bob_id = sotto::client::store::Store::open(&bd)
-        .unwrap()
-        .registration()
-        .unwrap()
-        .account_id;
+    let bob_id = common::account_id(&bd);
     // alice's client would never send these; a modified one could.
     let mut raw = Raw::auth(&relay.url, &ad).await;
     for (req, secs) in [(1, 3u32), (2, 90_000)] {
@@ -274,11 +270,7 @@ async fn the_relay_drops_an_envelope_whose_timer_ran_out_before_delivery() {
         tmp: _tmp,
         ..
     } = Scene::new().await;
-    let bob_id = sotto::client::store::Store::open(&bd)
-        .unwrap()
-        .registration()
-        .unwrap()
-        .account_id;
+    let bob_id = common::account_id(&bd);
     let mut raw = Raw::auth(&relay.url, &ad).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

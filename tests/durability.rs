@@ -11,11 +11,7 @@ use sotto::relay::store::RelayStore;
 
 /// Envelopes waiting at the relay for the profile in `profile`.
 fn queued_for(relay_dir: &Path, profile: &Path) -> u64 {
-    let id = sotto::client::store::Store::open(profile)
-        .unwrap()
-        .registration()
-        .unwrap()
-        .account_id;
+    let id = common::account_id(profile);
     RelayStore::open(relay_dir)
         .unwrap()
         .queued_for(&id)
@@ -229,11 +225,7 @@ async fn a_client_tops_up_its_one_time_prekeys_when_few_are_left() {
         relay,
         tmp: _tmp,
     } = Scene::new().await;
-    let bob_id = sotto::client::store::Store::open(&bd)
-        .unwrap()
-        .registration()
-        .unwrap()
-        .account_id;
+    let bob_id = common::account_id(&bd);
     let count = || {
         RelayStore::open(&rd)
             .unwrap()

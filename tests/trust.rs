@@ -222,7 +222,7 @@ async fn only_the_holder_of_the_current_key_can_rotate_it() {
         relay,
         tmp: _tmp,
     } = Scene::new().await;
-    let alice_id = Store::open(&ad).unwrap().registration().unwrap().account_id;
+    let alice_id = common::account_id(&ad);
     let (bob_key, _) = account::identity(&Store::open(&bd).unwrap()).unwrap();
     let fresh = libsignal_protocol::IdentityKeyPair::generate(&mut rand::rng());
     let (alice_key, _) = account::identity(&Store::open(&ad).unwrap()).unwrap();

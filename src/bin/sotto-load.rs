@@ -314,7 +314,7 @@ async fn relayed(secret: bool, args: &Args) -> Result<Outcome> {
     let text = "x".repeat(args.size);
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for (i, mut rx) in receivers.into_iter().enumerate() {
+    for mut rx in receivers {
         let sent_at = sent_at.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(m);
@@ -330,7 +330,6 @@ async fn relayed(secret: bool, args: &Args) -> Result<Outcome> {
                     None => break,
                 }
             }
-            let _ = i;
             (lat, Instant::now(), rx)
         }));
     }

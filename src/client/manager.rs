@@ -749,8 +749,11 @@ impl Manager {
             MessageKind::Text => m.timer.map(|t| m.sent_at + u64::from(t) * 1000),
             MessageKind::Timer | MessageKind::KeyChange => None,
         };
+        let Some(content) = Self::content(m) else {
+            return;
+        };
         let outcome = self
-            .send_content(&m.contact, m.secret, &Self::content(m), relay_expiry)
+            .send_content(&m.contact, m.secret, &content, relay_expiry)
             .await;
         let update = match outcome {
             Ok(()) => Event::MessageState {
@@ -777,12 +780,17 @@ impl Manager {
         self.emit(update).await;
     }
 
-    fn content(m: &Message) -> Content {
+    /// What goes on the wire for one of our messages; a key-change line is local only.
+    fn content(m: &Message) -> Option<Content> {
         match m.kind {
-            MessageKind::Text => Content::text(m.id.clone(), m.text.clone(), m.sent_at, m.timer),
-            MessageKind::Timer => Content::timer_change(m.id.clone(), m.timer, m.sent_at),
-            // Never stored as outgoing; a local line has nothing to send.
-            MessageKind::KeyChange => Content::receipt(Vec::new()),
+            MessageKind::Text => Some(Content::text(
+                m.id.clone(),
+                m.text.clone(),
+                m.sent_at,
+                m.timer,
+            )),
+            MessageKind::Timer => Some(Content::timer_change(m.id.clone(), m.timer, m.sent_at)),
+            MessageKind::KeyChange => None,
         }
     }
 

@@ -390,16 +390,7 @@ async fn send_sealed(
             let Some(account) = db.account_by_id(&recipient)? else {
                 return Ok(Sealed::Refused);
             };
-            // Both tokens are 16 random bytes from the relay; comparing in constant time keeps
-            // a guesser from learning a prefix from the answer's timing.
-            let matches = account.access_token.len() == token.len()
-                && account
-                    .access_token
-                    .iter()
-                    .zip(&token)
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0;
-            if !matches {
+            if !super::same_secret(&account.access_token, &token) {
                 return Ok(Sealed::Refused);
             }
             if recipient_key.is_some_and(|k| k != account.identity_key) {

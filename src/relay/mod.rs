@@ -165,6 +165,12 @@ impl Relay {
     }
 }
 
+/// Compares two secrets (access tokens, reset codes) in time that does not depend on where
+/// they first differ, so a guesser learns nothing from how fast the answer comes.
+pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Opens the relay's state under `data_dir`, creating it if needed.
 fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
     std::fs::create_dir_all(data_dir).map_err(|source| RelayError::DataDir {

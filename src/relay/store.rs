@@ -283,13 +283,7 @@ impl RelayStore {
         let Some((account_id, Some(expected))) = armed else {
             return Ok(None);
         };
-        let matches = expected.len() == code.len()
-            && expected
-                .iter()
-                .zip(code)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if !matches {
+        if !super::same_secret(&expected, code) {
             return Ok(None);
         }
         self.rekey(&account_id, keys, "reset", now)?;

@@ -213,6 +213,11 @@ impl Client {
     }
 }
 
+/// The account id of the registered profile in `dir`.
+pub fn account_id(dir: &Path) -> String {
+    Store::open(dir).unwrap().registration().unwrap().account_id
+}
+
 pub fn history(dir: &Path, peer: &str, secret: bool) -> Vec<Message> {
     let store = Store::open(dir).unwrap();
     let Some(c) = store.contact_by_handle(peer).unwrap() else {
