@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
-use super::store::StoreError;
+use super::store::{NewEnvelope, StoreError};
 use super::{Relay, Signals};
 use crate::wire::{
     self, B64, ClientFrame, ErrorCode, FrameError, MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES,
@@ -385,7 +385,7 @@ async fn send_sealed(
 ) -> RelayFrame {
     let now = now_ms();
     let recipient = to.clone();
-    let result = relay
+    let checked = relay
         .db(move |db| {
             let Some(account) = db.account_by_id(&recipient)? else {
                 return Ok(Sealed::Refused);
@@ -396,10 +396,28 @@ async fn send_sealed(
             if recipient_key.is_some_and(|k| k != account.identity_key) {
                 return Ok(Sealed::StaleKey);
             }
-            db.enqueue(&recipient, None, true, &envelope, now, expires_at)?;
             Ok(Sealed::Queued)
         })
         .await;
+    let result = match checked {
+        Ok(Sealed::Queued) => {
+            let queued = relay
+                .enqueue(NewEnvelope {
+                    recipient: to.clone(),
+                    sender: None,
+                    sealed: true,
+                    payload: envelope,
+                    received_at: now,
+                    expires_at,
+                })
+                .await;
+            if queued.is_none() {
+                return not_stored(req);
+            }
+            Ok(Sealed::Queued)
+        }
+        other => other,
+    };
     match result {
         Ok(Sealed::Queued) => {
             relay.wake(&to);
@@ -706,22 +724,30 @@ async fn request(
             expires_at,
         } => {
             let (from, recipient, now) = (account_id.to_string(), to.clone(), now_ms());
-            let result = relay
-                .db(move |db| {
-                    if db.account_by_id(&recipient)?.is_none() {
-                        return Err(StoreError::NotFound);
-                    }
-                    db.enqueue(&recipient, Some(&from), false, &body.0, now, expires_at)
-                })
+            let known = relay
+                .db(move |db| Ok(db.account_by_id(&recipient)?.is_some()))
                 .await;
-            match result {
-                Ok(_) => {
-                    relay.wake(&to);
-                    RelayFrame::Ok { req }
+            match known {
+                Ok(true) => {
+                    let queued = relay
+                        .enqueue(NewEnvelope {
+                            recipient: to.clone(),
+                            sender: Some(from),
+                            sealed: false,
+                            payload: body.0,
+                            received_at: now,
+                            expires_at,
+                        })
+                        .await;
+                    match queued {
+                        Some(_) => {
+                            relay.wake(&to);
+                            RelayFrame::Ok { req }
+                        }
+                        None => not_stored(req),
+                    }
                 }
-                Err(StoreError::NotFound) => {
-                    error(Some(req), ErrorCode::NotFound, "no such recipient")
-                }
+                Ok(false) => error(Some(req), ErrorCode::NotFound, "no such recipient"),
                 Err(e) => store_error(req, e),
             }
         }
@@ -755,6 +781,15 @@ async fn request(
         // Acks are handled by the caller, which owns the delivery window.
         ClientFrame::Ack { .. } => error(None, ErrorCode::Malformed, "unexpected ack"),
     }
+}
+
+/// The writer could not commit the envelope (it logged why).
+fn not_stored(req: u64) -> RelayFrame {
+    error(
+        Some(req),
+        ErrorCode::Internal,
+        "the relay could not store the envelope; try again",
+    )
 }
 
 fn store_error(req: u64, e: StoreError) -> RelayFrame {

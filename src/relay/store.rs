@@ -35,6 +35,17 @@ pub struct Account {
     pub access_token: Vec<u8>,
 }
 
+/// An envelope to be queued.
+#[derive(Debug, Clone)]
+pub struct NewEnvelope {
+    pub recipient: String,
+    pub sender: Option<String>,
+    pub sealed: bool,
+    pub payload: Vec<u8>,
+    pub received_at: u64,
+    pub expires_at: Option<u64>,
+}
+
 /// A queued envelope, as pushed to its recipient.
 #[derive(Debug, Clone)]
 pub struct Queued {
@@ -429,29 +440,31 @@ impl RelayStore {
         })
     }
 
-    /// Commits an envelope to the queue and returns its id. Returns only after the commit.
-    pub fn enqueue(
-        &self,
-        recipient: &str,
-        sender: Option<&str>,
-        sealed: bool,
-        payload: &[u8],
-        received_at: u64,
-        expires_at: Option<u64>,
-    ) -> Result<u64> {
-        self.conn.execute(
-            "INSERT INTO queue (recipient, sender, sealed, payload, received_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                recipient,
-                sender,
-                sealed,
-                payload,
-                received_at as i64,
-                expires_at.map(|e| e as i64)
-            ],
-        )?;
-        Ok(self.conn.last_insert_rowid() as u64)
+    /// Commits envelopes to the queue in one durable transaction and returns their ids in
+    /// order. Returns only after the commit has reached the disk: this is the promise behind
+    /// `ok`, kept for a whole batch with one sync (group commit).
+    pub fn enqueue(&mut self, batch: &[NewEnvelope]) -> Result<Vec<u64>> {
+        let tx = self.conn.transaction()?;
+        let mut ids = Vec::with_capacity(batch.len());
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO queue (recipient, sender, sealed, payload, received_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for e in batch {
+                stmt.execute(params![
+                    e.recipient,
+                    e.sender,
+                    e.sealed,
+                    e.payload,
+                    e.received_at as i64,
+                    e.expires_at.map(|x| x as i64)
+                ])?;
+                ids.push(tx.last_insert_rowid() as u64);
+            }
+        }
+        tx.commit()?;
+        Ok(ids)
     }
 
     /// Up to `limit` envelopes for `recipient` with ids above `after`, oldest first, skipping
@@ -489,19 +502,29 @@ impl RelayStore {
     /// Deletes envelope `id` if it belongs to `recipient`; returns whether it existed.
     /// An envelope with an expiry belongs to a disappearing message: once it is gone, the WAL
     /// is truncated too, so a normal thread's text does not linger there after delivery.
+    /// The delete is committed without waiting for the disk: if a power cut loses it, the
+    /// envelope is redelivered and the recipient drops it as a duplicate. Nothing is promised
+    /// to anyone on an ack, so nothing waits on a sync for it.
     pub fn ack(&self, recipient: &str, id: u64) -> Result<bool> {
-        let gone: Option<Option<i64>> = self
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let gone = self.ack_row(recipient, id);
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        let gone = gone?;
+        if matches!(gone, Some(Some(_))) {
+            crate::db::truncate_wal(&self.conn)?;
+        }
+        Ok(gone.is_some())
+    }
+
+    fn ack_row(&self, recipient: &str, id: u64) -> Result<Option<Option<i64>>> {
+        Ok(self
             .conn
             .query_row(
                 "DELETE FROM queue WHERE id = ?1 AND recipient = ?2 RETURNING expires_at",
                 params![id as i64, recipient],
                 |r| r.get(0),
             )
-            .optional()?;
-        if matches!(gone, Some(Some(_))) {
-            crate::db::truncate_wal(&self.conn)?;
-        }
-        Ok(gone.is_some())
+            .optional()?)
     }
 
     /// Envelopes waiting for `recipient`.
