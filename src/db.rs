@@ -44,3 +44,17 @@ pub fn truncate_wal(conn: &Connection) -> rusqlite::Result<()> {
     tracing::warn!("the WAL could not be truncated: another connection kept reading");
     Ok(())
 }
+
+/// Runs `f` with this connection's commits not waiting on the disk (`synchronous = NORMAL`),
+/// then restores `FULL`. For writes whose loss in a power cut is harmless: a lost delete or
+/// state change only repeats work that the other side drops as a duplicate. Never for a
+/// write someone is told is durable.
+pub fn without_sync<T>(
+    conn: &Connection,
+    f: impl FnOnce() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let out = f();
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    out
+}

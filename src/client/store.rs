@@ -367,11 +367,16 @@ impl Store {
         Ok((n > 0).then(|| self.conn.last_insert_rowid()))
     }
 
+    /// Records a message's new state without waiting on the disk: if a power cut loses it,
+    /// a `sent` message is sent again and its recipient drops the duplicate.
     pub fn set_state(&self, id: &str, state: MessageState) -> Result<()> {
-        self.conn.execute(
-            "UPDATE messages SET state = ?2 WHERE id = ?1 AND outgoing = 1 AND state != 'delivered'",
-            params![id, state.as_str()],
-        )?;
+        crate::db::without_sync(&self.conn, || {
+            self.conn.execute(
+                "UPDATE messages SET state = ?2
+                 WHERE id = ?1 AND outgoing = 1 AND state != 'delivered'",
+                params![id, state.as_str()],
+            )
+        })?;
         Ok(())
     }
 

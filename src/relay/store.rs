@@ -506,25 +506,21 @@ impl RelayStore {
     /// envelope is redelivered and the recipient drops it as a duplicate. Nothing is promised
     /// to anyone on an ack, so nothing waits on a sync for it.
     pub fn ack(&self, recipient: &str, id: u64) -> Result<bool> {
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let gone = self.ack_row(recipient, id);
-        self.conn.pragma_update(None, "synchronous", "FULL")?;
-        let gone = gone?;
+        let gone = crate::db::without_sync(&self.conn, || self.ack_row(recipient, id))?;
         if matches!(gone, Some(Some(_))) {
             crate::db::truncate_wal(&self.conn)?;
         }
         Ok(gone.is_some())
     }
 
-    fn ack_row(&self, recipient: &str, id: u64) -> Result<Option<Option<i64>>> {
-        Ok(self
-            .conn
+    fn ack_row(&self, recipient: &str, id: u64) -> rusqlite::Result<Option<Option<i64>>> {
+        self.conn
             .query_row(
                 "DELETE FROM queue WHERE id = ?1 AND recipient = ?2 RETURNING expires_at",
                 params![id as i64, recipient],
                 |r| r.get(0),
             )
-            .optional()?)
+            .optional()
     }
 
     /// Envelopes waiting for `recipient`.
