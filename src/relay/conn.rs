@@ -477,17 +477,9 @@ impl Pusher {
                         envelope: q.payload.into(),
                     }
                 } else {
-                    let from = q.sender.unwrap_or_default();
-                    let id = from.clone();
-                    let from_handle = relay
-                        .db(move |db| db.account_by_id(&id))
-                        .await
-                        .map_err(internal)?
-                        .map(|a| a.handle)
-                        .unwrap_or_default();
                     Payload::Normal {
-                        from,
-                        from_handle,
+                        from: q.sender.unwrap_or_default(),
+                        from_handle: q.sender_handle.unwrap_or_default(),
                         body: q.payload.into(),
                     }
                 };

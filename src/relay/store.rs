@@ -51,6 +51,8 @@ pub struct NewEnvelope {
 pub struct Queued {
     pub id: u64,
     pub sender: Option<String>,
+    /// The sender's handle, for normal messages (sealed ones have no sender).
+    pub sender_handle: Option<String>,
     pub sealed: bool,
     pub payload: Vec<u8>,
     pub received_at: u64,
@@ -484,8 +486,9 @@ impl RelayStore {
             crate::db::truncate_wal(&self.conn)?;
         }
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, sender, sealed, payload, received_at FROM queue
-             WHERE recipient = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            "SELECT q.id, q.sender, q.sealed, q.payload, q.received_at, a.handle
+             FROM queue q LEFT JOIN accounts a ON a.account_id = q.sender
+             WHERE q.recipient = ?1 AND q.id > ?2 ORDER BY q.id LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![recipient, after as i64, limit as i64], |r| {
             Ok(Queued {
@@ -494,6 +497,7 @@ impl RelayStore {
                 sealed: r.get(2)?,
                 payload: r.get(3)?,
                 received_at: r.get::<_, i64>(4)? as u64,
+                sender_handle: r.get(5)?,
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
