@@ -535,12 +535,6 @@ impl RelayStore {
             |r| r.get::<_, i64>(0),
         )? as u64)
     }
-
-    pub fn queue_len(&self) -> Result<u64> {
-        Ok(self
-            .conn
-            .query_row("SELECT count(*) FROM queue", [], |r| r.get::<_, i64>(0))? as u64)
-    }
 }
 
 fn insert_one_time(
