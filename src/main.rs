@@ -439,12 +439,7 @@ fn print_safety_number(n: &trust::SafetyNumber) {
 
 /// A public key shown in groups of four hex digits, for comparing by eye.
 fn fingerprint(key: &[u8]) -> String {
-    let hex = trust::hex(key);
-    hex.as_bytes()
-        .chunks(4)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
+    trust::grouped(&trust::hex(key), 4)
 }
 
 fn init_logs(file: Option<&Path>, filter: Option<&str>) {

@@ -80,12 +80,7 @@ pub fn safety_number(store: &Store, handle: &str) -> Result<SafetyNumber, TrustE
     let c = contact(store, handle)?;
     let fp = fingerprint(store, &c)?;
     let digits = fp.display_string().map_err(fp_err)?;
-    let display = digits
-        .as_bytes()
-        .chunks(5)
-        .map(|g| String::from_utf8_lossy(g).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let display = grouped(&digits, 5);
     Ok(SafetyNumber {
         handle: c.handle,
         display,
@@ -112,6 +107,15 @@ pub fn compare(store: &Store, handle: &str, theirs_hex: &str) -> Result<bool, Tr
         .scannable
         .compare(&theirs)
         .map_err(|_| TrustError::NotScannable)
+}
+
+/// `s` (ASCII digits or hex) in groups of `n` separated by spaces, for reading aloud.
+pub fn grouped(s: &str, n: usize) -> String {
+    s.as_bytes()
+        .chunks(n)
+        .map(|g| String::from_utf8_lossy(g).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Lower-case hex, for `--scannable`.
