@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use libsignal_protocol::IdentityKey;
 use rand::RngCore;
@@ -330,17 +332,26 @@ async fn register(
 
 /// An anonymous connection may only submit sealed envelopes.
 async fn anonymous(relay: &Arc<Relay>, ws: &mut Ws) -> End {
+    let mut committing = Committing::default();
     loop {
-        let bytes = match next_payload(relay, ws).await {
-            Ok(b) => b,
-            Err(e) => return e,
+        let bytes = tokio::select! {
+            reply = committing.next() => {
+                if let Err(e) = send(ws, &reply).await {
+                    return e;
+                }
+                continue;
+            }
+            b = next_payload(relay, ws), if committing.has_room() => match b {
+                Ok(b) => b,
+                Err(e) => return e,
+            },
         };
-        let reply = match ClientFrame::decode(&bytes) {
-            Err(e) => frame_error(e),
+        let accepted = match ClientFrame::decode(&bytes) {
+            Err(e) => Accepted::now(frame_error(e)),
             Ok(ClientFrame::SendSealed { req, envelope, .. })
                 if envelope.0.len() > MAX_PAYLOAD_BYTES =>
             {
-                too_large(req)
+                Accepted::now(too_large(req))
             }
             Ok(ClientFrame::SendSealed {
                 req,
@@ -353,13 +364,13 @@ async fn anonymous(relay: &Arc<Relay>, ws: &mut Ws) -> End {
                 let key = recipient_key.map(|k| k.0);
                 send_sealed(relay, req, to, access_token.0, envelope.0, expires_at, key).await
             }
-            Ok(_) => error(
+            Ok(_) => Accepted::now(error(
                 None,
                 ErrorCode::Forbidden,
                 "an anonymous connection may only send sealed envelopes",
-            ),
+            )),
         };
-        if let Err(e) = send(ws, &reply).await {
+        if let Err(e) = committing.answer(ws, accepted).await {
             return e;
         }
     }
@@ -382,7 +393,7 @@ async fn send_sealed(
     envelope: Vec<u8>,
     expires_at: Option<u64>,
     recipient_key: Option<Vec<u8>>,
-) -> RelayFrame {
+) -> Accepted {
     let now = now_ms();
     let recipient = to.clone();
     let checked = relay
@@ -399,10 +410,10 @@ async fn send_sealed(
             Ok(Sealed::Queued)
         })
         .await;
-    let result = match checked {
+    Accepted::now(match checked {
         Ok(Sealed::Queued) => {
-            let queued = relay
-                .enqueue(NewEnvelope {
+            let committed = relay
+                .submit(NewEnvelope {
                     recipient: to.clone(),
                     sender: None,
                     sealed: true,
@@ -411,17 +422,7 @@ async fn send_sealed(
                     expires_at,
                 })
                 .await;
-            if queued.is_none() {
-                return not_stored(req);
-            }
-            Ok(Sealed::Queued)
-        }
-        other => other,
-    };
-    match result {
-        Ok(Sealed::Queued) => {
-            relay.wake(&to);
-            RelayFrame::Ok { req }
+            return Accepted::Later(answer_when_committed(relay, req, to, committed));
         }
         // One answer for "no such account" and "wrong token", so that the sealed path cannot
         // be used to probe which account ids exist.
@@ -435,13 +436,106 @@ async fn send_sealed(
             ErrorCode::IdentityChanged,
             "the recipient's identity key has changed; look them up again",
         ),
-        Err(e) => {
-            tracing::error!(error = %e, "enqueue failed");
-            error(
-                Some(req),
-                ErrorCode::Internal,
-                "the relay could not store the envelope; try again",
-            )
+        Err(e) => store_error(req, e),
+    })
+}
+
+/// Queues a normal envelope from `from`.
+async fn send_normal(
+    relay: &Arc<Relay>,
+    from: &str,
+    req: u64,
+    to: String,
+    body: Vec<u8>,
+    expires_at: Option<u64>,
+) -> Accepted {
+    if body.len() > MAX_PAYLOAD_BYTES {
+        return Accepted::now(too_large(req));
+    }
+    let (from, recipient, now) = (from.to_string(), to.clone(), now_ms());
+    let known = relay
+        .db(move |db| Ok(db.account_by_id(&recipient)?.is_some()))
+        .await;
+    Accepted::now(match known {
+        Ok(true) => {
+            let committed = relay
+                .submit(NewEnvelope {
+                    recipient: to.clone(),
+                    sender: Some(from),
+                    sealed: false,
+                    payload: body,
+                    received_at: now,
+                    expires_at,
+                })
+                .await;
+            return Accepted::Later(answer_when_committed(relay, req, to, committed));
+        }
+        Ok(false) => error(Some(req), ErrorCode::NotFound, "no such recipient"),
+        Err(e) => store_error(req, e),
+    })
+}
+
+/// What a connection answers to an envelope: at once (a refusal), or once the envelope is
+/// committed, so that an `ok` always means it is on disk.
+enum Accepted {
+    Now(Box<RelayFrame>),
+    Later(BoxFuture<'static, RelayFrame>),
+}
+
+impl Accepted {
+    fn now(reply: RelayFrame) -> Self {
+        Accepted::Now(Box::new(reply))
+    }
+}
+
+/// The `ok` for envelope `req`, given once it is committed; the recipient is woken then.
+fn answer_when_committed(
+    relay: &Arc<Relay>,
+    req: u64,
+    to: String,
+    committed: impl Future<Output = Option<u64>> + Send + 'static,
+) -> BoxFuture<'static, RelayFrame> {
+    let relay = relay.clone();
+    Box::pin(async move {
+        match committed.await {
+            Some(_) => {
+                relay.wake(&to);
+                RelayFrame::Ok { req }
+            }
+            None => not_stored(req),
+        }
+    })
+}
+
+/// The answers a connection owes for envelopes still on their way to the disk, in the order
+/// the envelopes came.
+#[derive(Default)]
+struct Committing(FuturesOrdered<BoxFuture<'static, RelayFrame>>);
+
+impl Committing {
+    /// Envelopes one connection may have waiting for a commit before it stops reading more.
+    const MAX: usize = 256;
+
+    fn has_room(&self) -> bool {
+        self.0.len() < Self::MAX
+    }
+
+    /// Answers now, or queues the answer for when the envelope is committed.
+    async fn answer(&mut self, ws: &mut Ws, accepted: Accepted) -> Result<(), End> {
+        match accepted {
+            Accepted::Now(reply) => send(ws, &reply).await,
+            Accepted::Later(f) => {
+                self.0.push_back(f);
+                Ok(())
+            }
+        }
+    }
+
+    /// The next answer due; pending forever while nothing waits, for use in `select!`.
+    async fn next(&mut self) -> RelayFrame {
+        match self.0.next().await {
+            Some(reply) => reply,
+            None => std::future::pending().await,
         }
     }
 }
@@ -530,8 +624,15 @@ async fn authenticated(
     if let Err(e) = pusher.push(relay, ws, account_id).await {
         return e;
     }
+    let mut committing = Committing::default();
     loop {
         let bytes = tokio::select! {
+            reply = committing.next() => {
+                if let Err(e) = send(ws, &reply).await {
+                    return e;
+                }
+                continue;
+            }
             _ = signals.kick.cancelled() => {
                 return End::Close(ErrorCode::Forbidden, "another connection signed in for this account".into());
             }
@@ -547,7 +648,7 @@ async fn authenticated(
                 }
                 continue;
             }
-            b = next_payload(relay, ws) => match b {
+            b = next_payload(relay, ws), if committing.has_room() => match b {
                 Ok(b) => b,
                 Err(e) => return e,
             },
@@ -571,6 +672,15 @@ async fn authenticated(
                     }
                     Err(e) => Err(internal(e)),
                 }
+            }
+            ClientFrame::Send {
+                req,
+                to,
+                body,
+                expires_at,
+            } => {
+                let accepted = send_normal(relay, account_id, req, to, body.0, expires_at).await;
+                committing.answer(ws, accepted).await
             }
             other => {
                 let upload = matches!(other, ClientFrame::UploadPreKeys { .. });
@@ -708,41 +818,6 @@ async fn request(
                 Err(e) => store_error(req, e),
             }
         }
-        ClientFrame::Send { req, body, .. } if body.0.len() > MAX_PAYLOAD_BYTES => too_large(req),
-        ClientFrame::Send {
-            req,
-            to,
-            body,
-            expires_at,
-        } => {
-            let (from, recipient, now) = (account_id.to_string(), to.clone(), now_ms());
-            let known = relay
-                .db(move |db| Ok(db.account_by_id(&recipient)?.is_some()))
-                .await;
-            match known {
-                Ok(true) => {
-                    let queued = relay
-                        .enqueue(NewEnvelope {
-                            recipient: to.clone(),
-                            sender: Some(from),
-                            sealed: false,
-                            payload: body.0,
-                            received_at: now,
-                            expires_at,
-                        })
-                        .await;
-                    match queued {
-                        Some(_) => {
-                            relay.wake(&to);
-                            RelayFrame::Ok { req }
-                        }
-                        None => not_stored(req),
-                    }
-                }
-                Ok(false) => error(Some(req), ErrorCode::NotFound, "no such recipient"),
-                Err(e) => store_error(req, e),
-            }
-        }
         ClientFrame::SendSealed { req, .. } => error(
             Some(req),
             ErrorCode::Forbidden,
@@ -770,8 +845,11 @@ async fn request(
             )
             .await
         }
-        // Acks are handled by the caller, which owns the delivery window.
-        ClientFrame::Ack { .. } => error(None, ErrorCode::Malformed, "unexpected ack"),
+        // Acks and envelopes are handled by the caller, which owns the delivery window and
+        // the answers still waiting for a commit.
+        ClientFrame::Ack { .. } | ClientFrame::Send { .. } => {
+            error(None, ErrorCode::Malformed, "unexpected frame")
+        }
     }
 }
 

@@ -129,11 +129,22 @@ impl Relay {
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
-    /// Queues an envelope durably; returns its id once committed, None if the store failed.
-    async fn enqueue(&self, envelope: NewEnvelope) -> Option<u64> {
+    /// Hands an envelope to the group-commit writer; envelopes reach it in the order of the
+    /// calls. The returned future resolves to the envelope's id once it is committed, or None
+    /// if the store failed. It owns nothing borrowed, so a connection can read its next frame
+    /// while it waits, and one commit can serve a burst of envelopes from one client.
+    async fn submit(
+        &self,
+        envelope: NewEnvelope,
+    ) -> impl Future<Output = Option<u64>> + Send + 'static {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.writer.send((envelope, tx)).await.ok()?;
-        rx.await.ok().flatten()
+        let handed = self.writer.send((envelope, tx)).await.is_ok();
+        async move {
+            match handed {
+                true => rx.await.ok().flatten(),
+                false => None,
+            }
+        }
     }
 
     fn wake(&self, account_id: &str) {
