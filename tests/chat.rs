@@ -332,3 +332,101 @@ async fn one_process_per_profile_and_over_long_texts_are_refused_before_sending(
     bob.stop();
     relay.stop().await;
 }
+
+/// Sends go out without waiting for each other's `ok`, and arriving bursts are stored under
+/// one commit: neither may lose, repeat or reorder a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_arrive_complete_and_in_order_in_both_threads() {
+    let Scene {
+        alice: ad,
+        bob: bd,
+        relay,
+        tmp: _tmp,
+        ..
+    } = Scene::new().await;
+    const N: usize = 150;
+    let mut alice = Client::start(&ad, &relay.url).await;
+    // bob is introduced, then goes offline so that everything waits for him in one queue.
+    let bob = Client::start(&bd, &relay.url).await;
+    alice.send("bob", true, "hello").await;
+    bob.stop();
+
+    let mut ids = std::collections::HashSet::new();
+    for k in 0..N {
+        for secret in [false, true] {
+            let id = uuid::Uuid::new_v4().to_string();
+            ids.insert(id.clone());
+            alice
+                .handle
+                .commands
+                .send(sotto::client::manager::Command::Send {
+                    id,
+                    to: "bob".into(),
+                    secret,
+                    text: format!("{k}"),
+                })
+                .await
+                .unwrap();
+        }
+    }
+    while !ids.is_empty() {
+        match alice
+            .expect(|e| matches!(e, Event::MessageState { .. } | Event::MessageFailed { .. }))
+            .await
+        {
+            Event::MessageState { id, state } => {
+                assert_eq!(state, MessageState::Sent);
+                assert!(
+                    ids.remove(&id),
+                    "a state change for an unknown or settled message"
+                );
+            }
+            other => panic!("send failed: {other:?}"),
+        }
+    }
+
+    let mut bob = Client::start(&bd, &relay.url).await;
+    let mut seen = [Vec::new(), Vec::new()];
+    while seen[0].len() + seen[1].len() < 2 * N {
+        let m = bob.receive().await;
+        if m.text != "hello" {
+            seen[usize::from(m.secret)].push(m.text.parse::<usize>().unwrap());
+        }
+    }
+    let expected: Vec<usize> = (0..N).collect();
+    assert_eq!(seen[0], expected, "normal thread out of order");
+    assert_eq!(seen[1], expected, "secret thread out of order");
+    for secret in [false, true] {
+        let texts: Vec<String> = bob
+            .history("alice", secret)
+            .into_iter()
+            .map(|m| m.text)
+            .filter(|t| t != "hello")
+            .collect();
+        assert_eq!(texts.len(), N, "stored once each (secret: {secret})");
+    }
+    // Every message ends delivered at alice: the receipts for the burst came back.
+    let mut undelivered = 2 * N;
+    while undelivered > 0 {
+        if let Event::MessageState {
+            state: MessageState::Delivered,
+            ..
+        } = alice
+            .expect(|e| matches!(e, Event::MessageState { .. }))
+            .await
+        {
+            undelivered -= 1;
+        }
+    }
+    for secret in [false, true] {
+        assert!(
+            alice
+                .history("bob", secret)
+                .iter()
+                .all(|m| m.state == MessageState::Delivered),
+            "alice's copies all delivered (secret: {secret})"
+        );
+    }
+    alice.stop();
+    bob.stop();
+}

@@ -126,6 +126,16 @@ impl Link {
         &self,
         make: impl FnOnce(ReqId) -> ClientFrame,
     ) -> Result<RelayFrame, LinkError> {
+        self.submit(make).await?.answer().await
+    }
+
+    /// Sends a request without waiting for its answer, so the caller can go on with other
+    /// work (and other requests) while the relay works on it. Requests leave in the order
+    /// they are submitted.
+    pub async fn submit(
+        &self,
+        make: impl FnOnce(ReqId) -> ClientFrame,
+    ) -> Result<Reply, LinkError> {
         if !self.is_online() {
             return Err(LinkError::Offline);
         }
@@ -136,8 +146,35 @@ impl Link {
             lock(&self.pending).remove(&req);
             return Err(LinkError::Offline);
         }
-        let answer = tokio::time::timeout(REQUEST_TIMEOUT, rx).await;
-        lock(&self.pending).remove(&req);
+        Ok(Reply {
+            req,
+            rx,
+            pending: self.pending.clone(),
+        })
+    }
+
+    /// Sends a frame that has no answer (an ack).
+    pub async fn send(&self, frame: ClientFrame) -> Result<(), LinkError> {
+        if !self.is_online() {
+            return Err(LinkError::Offline);
+        }
+        self.out.send(frame).await.map_err(|_| LinkError::Offline)
+    }
+}
+
+/// The relay's answer to a submitted request, still to come.
+pub struct Reply {
+    req: ReqId,
+    rx: oneshot::Receiver<RelayFrame>,
+    pending: Pending,
+}
+
+impl Reply {
+    /// Waits for the answer, at most `REQUEST_TIMEOUT`. An `Error` frame comes back as
+    /// `LinkError::Refused`.
+    pub async fn answer(self) -> Result<RelayFrame, LinkError> {
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, self.rx).await;
+        lock(&self.pending).remove(&self.req);
         match answer {
             Err(_) => Err(LinkError::Timeout),
             // The connection dropped with the request in flight.
@@ -147,14 +184,6 @@ impl Link {
             }
             Ok(Ok(frame)) => Ok(frame),
         }
-    }
-
-    /// Sends a frame that has no answer (an ack).
-    pub async fn send(&self, frame: ClientFrame) -> Result<(), LinkError> {
-        if !self.is_online() {
-            return Err(LinkError::Offline);
-        }
-        self.out.send(frame).await.map_err(|_| LinkError::Offline)
     }
 }
 

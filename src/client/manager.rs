@@ -5,7 +5,7 @@
 //! futures are not `Send` and SQLite calls block. The TUI and the headless commands are its
 //! users and know only `Command` and `Event`. Must not render anything or print to a terminal.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::account::{self, PREKEY_BATCH, PREKEY_LOW};
 use super::clock::Clock;
-use super::conn::{Hello, Link, LinkError, LinkEvent};
+use super::conn::{Hello, Link, LinkError, LinkEvent, Reply};
 use super::content::{self, Body, Content};
 use super::crypto;
 use super::signal_store::{Stores, is_storage_failure};
@@ -276,6 +276,7 @@ pub fn spawn(dir: &Path, relay_url: Option<String>) -> Result<ManagerHandle, Cli
                         tracing::error!(error = %describe(&e), "the sweeper stopped");
                     }
                 });
+                let (sent_tx, sent_rx) = mpsc::unbounded_channel();
                 let mut m = Manager {
                     store,
                     identity,
@@ -289,8 +290,10 @@ pub fn spawn(dir: &Path, relay_url: Option<String>) -> Result<ManagerHandle, Cli
                     receipts: BTreeMap::new(),
                     clock,
                     deadlines,
+                    in_flight: HashSet::new(),
+                    sent: sent_tx,
                 };
-                m.run(cmd_rx, link_rx, anon_rx, expired_rx).await;
+                m.run(cmd_rx, link_rx, anon_rx, expired_rx, sent_rx).await;
                 token.cancel();
             });
         })
@@ -337,7 +340,23 @@ struct Manager {
     clock: Clock,
     /// Where new expiry times go, for the sweeper.
     deadlines: Deadlines,
+    /// Our messages whose requests the relay has not answered yet.
+    in_flight: HashSet<String>,
+    /// Where the relay's answers to our messages' requests come back to.
+    sent: mpsc::UnboundedSender<Sent>,
 }
+
+/// The relay's answer (or the lack of one) to a message's request.
+struct Sent {
+    id: String,
+    handle: String,
+    secret: bool,
+    result: Result<RelayFrame, LinkError>,
+}
+
+/// At most this many arriving envelopes stored under one commit; the relay's delivery
+/// window (64) bounds it in practice.
+const MAX_BURST: usize = 256;
 
 /// At most this many message ids in one receipt.
 const RECEIPT_BATCH: usize = 200;
@@ -349,6 +368,7 @@ impl Manager {
         mut link: mpsc::Receiver<LinkEvent>,
         mut anon: mpsc::Receiver<LinkEvent>,
         mut expired: mpsc::Receiver<Vec<Expired>>,
+        mut sent: mpsc::UnboundedReceiver<Sent>,
     ) {
         self.emit(Event::Connection(ConnState::Connecting)).await;
         loop {
@@ -360,7 +380,7 @@ impl Manager {
                 },
                 ev = link.recv() => match ev {
                     Some(ev) => {
-                        self.link_event(ev).await;
+                        self.link_events(ev, &mut link).await;
                         // Receipts for a burst of deliveries go out together once it is over.
                         if link.is_empty() {
                             self.flush_receipts().await;
@@ -368,6 +388,8 @@ impl Manager {
                     }
                     None => return,
                 },
+                // The manager holds a sender, so this channel never closes.
+                Some(done) = sent.recv() => self.on_sent(done).await,
                 Some(gone) = expired.recv() => self.emit(Event::Expired(gone)).await,
                 ev = anon.recv() => match ev {
                     // Sealed sends that found the anonymous link down go out now.
@@ -567,6 +589,40 @@ impl Manager {
         Ok(m)
     }
 
+    /// Handles `first` and, if it is a delivery, the deliveries queued right behind it, as
+    /// one burst under one commit.
+    async fn link_events(&mut self, first: LinkEvent, link: &mut mpsc::Receiver<LinkEvent>) {
+        let mut burst = Vec::new();
+        let mut next = Some(first);
+        while let Some(ev) = next.take() {
+            match ev {
+                LinkEvent::Frame(RelayFrame::Deliver {
+                    id,
+                    payload,
+                    received_at,
+                }) => {
+                    burst.push(Delivery {
+                        id,
+                        received_at,
+                        payload,
+                    });
+                    if burst.len() < MAX_BURST {
+                        next = link.try_recv().ok();
+                    }
+                }
+                other => {
+                    if !burst.is_empty() {
+                        self.deliver_all(std::mem::take(&mut burst)).await;
+                    }
+                    self.link_event(other).await;
+                }
+            }
+        }
+        if !burst.is_empty() {
+            self.deliver_all(burst).await;
+        }
+    }
+
     async fn link_event(&mut self, ev: LinkEvent) {
         match ev {
             LinkEvent::Online => {
@@ -581,7 +637,14 @@ impl Manager {
                 id,
                 payload,
                 received_at,
-            }) => self.deliver(id, received_at, payload).await,
+            }) => {
+                self.deliver_all(vec![Delivery {
+                    id,
+                    received_at,
+                    payload,
+                }])
+                .await
+            }
             LinkEvent::Frame(RelayFrame::Drained) => self.emit(Event::Drained).await,
             LinkEvent::Frame(RelayFrame::PreKeyCount { ec, kyber }) => {
                 if (ec < PREKEY_LOW || kyber < PREKEY_LOW)
@@ -741,9 +804,12 @@ impl Manager {
         }
     }
 
-    /// Hands a stored message to the relay and records the outcome. A connection problem
-    /// leaves it `sending` for the next flush; a refusal marks it failed.
+    /// Hands a stored message to the relay without waiting for its answer, which comes
+    /// back as a `Sent` (see `on_sent`), so the next message can follow at once.
     async fn transmit(&mut self, m: &Message) {
+        if self.in_flight.contains(&m.id) {
+            return;
+        }
         // The relay may drop the envelope once the message would have disappeared anyway.
         let relay_expiry = match m.kind {
             MessageKind::Text => m.timer.map(|t| m.sent_at + u64::from(t) * 1000),
@@ -752,32 +818,91 @@ impl Manager {
         let Some(content) = Self::content(m) else {
             return;
         };
-        let outcome = self
+        let reply = match self
             .send_content(&m.contact, m.secret, &content, relay_expiry)
-            .await;
-        let update = match outcome {
-            Ok(()) => Event::MessageState {
-                id: m.id.clone(),
-                state: MessageState::Sent,
+            .await
+        {
+            Ok(reply) => reply,
+            Err(e) => return self.settle(&m.id, Err(e)).await,
+        };
+        self.in_flight.insert(m.id.clone());
+        let done = self.sent.clone();
+        let (id, handle, secret) = (m.id.clone(), m.contact.clone(), m.secret);
+        tokio::spawn(async move {
+            let result = reply.answer().await;
+            let _ = done.send(Sent {
+                id,
+                handle,
+                secret,
+                result,
+            });
+        });
+    }
+
+    /// The relay answered (or not) a message's request.
+    async fn on_sent(&mut self, sent: Sent) {
+        self.in_flight.remove(&sent.id);
+        let outcome = match sent.result {
+            Ok(_) => Ok(()),
+            Err(LinkError::Refused {
+                code: ErrorCode::IdentityChanged,
+                ..
+            }) if sent.secret => Err(self.learn_key_change(&sent.handle).await),
+            Err(e) => Err(e.into()),
+        };
+        self.settle(&sent.id, outcome).await
+    }
+
+    /// Records what became of a message's send. A connection problem leaves it `sending`
+    /// for the next flush; a refusal marks it failed.
+    async fn settle(&mut self, id: &str, outcome: Result<(), ClientError>) {
+        match outcome {
+            Ok(()) => match self.store.set_state(id, MessageState::Sent) {
+                Ok(true) => {
+                    self.emit(Event::MessageState {
+                        id: id.to_string(),
+                        state: MessageState::Sent,
+                    })
+                    .await
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "cannot record sent state"),
             },
-            Err(ClientError::Link(LinkError::Offline | LinkError::Timeout)) => return,
+            Err(ClientError::Link(LinkError::Offline | LinkError::Timeout)) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "message failed");
-                if let Err(e) = self.store.set_state(&m.id, MessageState::Failed) {
+                if let Err(e) = self.store.set_state(id, MessageState::Failed) {
                     tracing::error!(error = %e, "cannot record failure");
                 }
                 self.emit(Event::MessageFailed {
-                    id: m.id.clone(),
+                    id: id.to_string(),
                     error: describe(&e),
                 })
                 .await;
-                return;
             }
-        };
-        if let Err(e) = self.store.set_state(&m.id, MessageState::Sent) {
-            tracing::error!(error = %e, "cannot record sent state");
         }
-        self.emit(update).await;
+    }
+
+    /// The relay refused a secret send because `handle`'s key changed: learn the new key
+    /// now, so the user sees the change and the block.
+    async fn learn_key_change(&mut self, handle: &str) -> ClientError {
+        let id = match self.known(handle) {
+            Ok(c) => c.account_id,
+            Err(e) => return e,
+        };
+        let looked_up = self
+            .lookup(move |req| ClientFrame::Lookup {
+                req,
+                handle: None,
+                account_id: Some(id),
+            })
+            .await;
+        match looked_up {
+            Ok(_) => ClientError::IdentityChanged {
+                handle: handle.to_string(),
+            },
+            Err(e) => e,
+        }
     }
 
     /// What goes on the wire for one of our messages; a key-change line is local only.
@@ -803,7 +928,7 @@ impl Manager {
         secret: bool,
         content: &Content,
         expires_at: Option<u64>,
-    ) -> Result<(), ClientError> {
+    ) -> Result<Reply, ClientError> {
         if secret {
             self.send_sealed(handle, content, expires_at).await
         } else {
@@ -816,18 +941,19 @@ impl Manager {
         handle: &str,
         content: &Content,
         expires_at: Option<u64>,
-    ) -> Result<(), ClientError> {
+    ) -> Result<Reply, ClientError> {
         let contact = self.contact_by_handle(handle).await?;
         let body = content.encode();
-        self.link
-            .request(|req| ClientFrame::Send {
+        let reply = self
+            .link
+            .submit(|req| ClientFrame::Send {
                 req,
                 to: contact.account_id,
                 body: body.into(),
                 expires_at,
             })
             .await?;
-        Ok(())
+        Ok(reply)
     }
 
     /// Sends the delivery receipts owed; they are best effort, so a failure is only logged.
@@ -835,8 +961,17 @@ impl Manager {
         for ((handle, secret), ids) in std::mem::take(&mut self.receipts) {
             for chunk in ids.chunks(RECEIPT_BATCH) {
                 let receipt = Content::receipt(chunk.to_vec());
-                if let Err(e) = self.send_content(&handle, secret, &receipt, None).await {
-                    tracing::info!(error = %describe(&e), "a delivery receipt was not sent");
+                match self.send_content(&handle, secret, &receipt, None).await {
+                    Ok(reply) => {
+                        tokio::spawn(async move {
+                            if let Err(e) = reply.answer().await {
+                                tracing::info!(error = %e, "a delivery receipt was not stored");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %describe(&e), "a delivery receipt was not sent")
+                    }
                 }
             }
         }
@@ -876,7 +1011,7 @@ impl Manager {
         handle: &str,
         content: &Content,
         expires_at: Option<u64>,
-    ) -> Result<(), ClientError> {
+    ) -> Result<Reply, ClientError> {
         if !self.anon.is_online() {
             return Err(LinkError::Offline.into());
         }
@@ -920,12 +1055,8 @@ impl Manager {
         // libsignal writes the peer's identity and then the ratchet state: one transaction
         // makes the pair atomic and costs one sync instead of two.
         let envelope = {
-            let tx = self
-                .store
-                .conn()
-                .unchecked_transaction()
-                .map_err(StoreError::from)?;
-            let mut stores = Stores::new(&tx, &self.identity, self.registration_id);
+            let work = self.store.atomic()?;
+            let mut stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
             let envelope = crypto::seal(
                 &mut stores,
                 &contact.account_id,
@@ -936,12 +1067,12 @@ impl Manager {
             )
             .await
             .map_err(|e| self.identity_error(e, &contact))?;
-            tx.commit().map_err(StoreError::from)?;
+            work.commit()?;
             envelope
         };
-        let sent = self
+        let reply = self
             .anon
-            .request(|req| ClientFrame::SendSealed {
+            .submit(|req| ClientFrame::SendSealed {
                 req,
                 to: contact.account_id.clone(),
                 access_token: contact.access_token.clone().into(),
@@ -949,27 +1080,8 @@ impl Manager {
                 expires_at,
                 recipient_key: Some(contact.identity_key.clone().into()),
             })
-            .await;
-        match sent {
-            Ok(_) => Ok(()),
-            Err(LinkError::Refused {
-                code: ErrorCode::IdentityChanged,
-                ..
-            }) => {
-                // Learn the new key now, so the user sees the change and the block.
-                let id = contact.account_id.clone();
-                self.lookup(move |req| ClientFrame::Lookup {
-                    req,
-                    handle: None,
-                    account_id: Some(id),
-                })
-                .await?;
-                Err(ClientError::IdentityChanged {
-                    handle: contact.handle.clone(),
-                })
-            }
-            Err(e) => Err(e.into()),
-        }
+            .await?;
+        Ok(reply)
     }
 
     fn identity_error(&self, e: SignalProtocolError, contact: &Contact) -> ClientError {
@@ -981,16 +1093,44 @@ impl Manager {
         }
     }
 
-    /// Stores an arriving envelope's message, then acknowledges it. The ack is withheld only
-    /// when our own storage failed, so the relay redelivers it later.
-    async fn deliver(&mut self, envelope_id: u64, received_at: u64, payload: Payload) {
-        let result = match payload {
-            Payload::Normal { from, body, .. } => self.receive_normal(&from, &body.0).await,
-            Payload::Sealed { envelope } => {
-                let at = SystemTime::UNIX_EPOCH + Duration::from_millis(received_at);
-                self.receive_sealed(&envelope.0, at).await
-            }
+    /// Stores a burst of arriving envelopes' messages under one commit, then reports them
+    /// and acknowledges them. An ack is withheld only when our own storage failed, so the
+    /// relay redelivers that envelope later.
+    async fn deliver_all(&mut self, burst: Vec<Delivery>) {
+        let mut outcomes = Vec::with_capacity(burst.len());
+        let open = match self.store.begin_burst() {
+            Ok(b) => b,
+            Err(e) => return self.not_stored(&describe(&e)).await,
         };
+        for d in burst {
+            let result = match d.payload {
+                Payload::Normal { from, body, .. } => self.receive_normal(&from, &body.0).await,
+                Payload::Sealed { envelope } => {
+                    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(d.received_at);
+                    self.receive_sealed(&envelope.0, at).await
+                }
+            };
+            outcomes.push((d.id, result));
+        }
+        if let Err(e) = self.store.end_burst(open) {
+            return self.not_stored(&describe(&e)).await;
+        }
+        for (id, result) in outcomes {
+            self.report(id, result).await;
+        }
+    }
+
+    /// Arriving messages could not be stored; they stay queued at the relay.
+    async fn not_stored(&mut self, e: &str) {
+        tracing::error!(error = %e, "cannot store arriving messages; they stay queued at the relay");
+        self.emit(Event::Warning(format!(
+            "could not store arriving messages ({e}); they will be retried"
+        )))
+        .await;
+    }
+
+    /// Tells the user about one stored envelope and acknowledges it.
+    async fn report(&mut self, envelope_id: u64, result: Result<Incoming, Receive>) {
         match result {
             Ok(Incoming::Message(m)) => {
                 self.receipts
@@ -1017,14 +1157,7 @@ impl Manager {
                 }
             }
             Ok(Incoming::Nothing) => {}
-            Err(Receive::Retry(e)) => {
-                tracing::error!(error = %e, "cannot store an arriving message; it stays queued at the relay");
-                self.emit(Event::Warning(format!(
-                    "could not store an arriving message ({e}); it will be retried"
-                )))
-                .await;
-                return;
-            }
+            Err(Receive::Retry(e)) => return self.not_stored(&e).await,
             Err(Receive::Drop(warning)) => {
                 tracing::warn!(%warning, "dropping an undeliverable envelope");
                 self.emit(Event::Warning(warning)).await;
@@ -1146,12 +1279,9 @@ impl Manager {
                 .await
                 .map_err(Receive::retry)?;
         }
-        let conn = self.store.conn();
-        let tx = conn
-            .unchecked_transaction()
-            .map_err(|e| Receive::retry(StoreError::from(e)))?;
+        let work = self.store.atomic().map_err(Receive::retry)?;
         let opened = {
-            let mut stores = Stores::new(&tx, &self.identity, self.registration_id);
+            let mut stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
             crypto::open(
                 &mut stores,
                 envelope,
@@ -1180,20 +1310,25 @@ impl Manager {
             Ok(c) => c,
             Err(e) => {
                 // The ratchet has moved on; keep its state and drop the unreadable payload.
-                tx.commit()
-                    .map_err(|e| Receive::retry(StoreError::from(e)))?;
+                work.commit().map_err(Receive::retry)?;
                 return Err(Receive::Drop(format!(
                     "a secret message from {} was unreadable: {e}",
                     contact.handle
                 )));
             }
         };
-        // `tx` is open on the store's connection, so what `apply` writes is part of it.
+        // `work` is open on the store's connection, so what `apply` writes is part of it.
         let incoming = self.apply(&contact, true, content)?;
-        tx.commit()
-            .map_err(|e| Receive::retry(StoreError::from(e)))?;
+        work.commit().map_err(Receive::retry)?;
         Ok(incoming)
     }
+}
+
+/// An envelope the relay pushed to us.
+struct Delivery {
+    id: u64,
+    received_at: u64,
+    payload: Payload,
 }
 
 /// What an arriving envelope turned out to carry.

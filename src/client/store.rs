@@ -256,6 +256,44 @@ pub struct Store {
     conn: Connection,
 }
 
+/// Begins work on `conn` that is kept or undone as a whole (see `Atomic`).
+pub fn atomic(conn: &Connection) -> Result<Atomic<'_>> {
+    conn.execute_batch("SAVEPOINT atomic")?;
+    Ok(Atomic { conn, done: false })
+}
+
+/// An open burst (see `Store::begin_burst`).
+pub struct Burst(());
+
+/// A piece of work that is kept or undone as a whole. Alone it is a transaction; begun while
+/// another is open it is a savepoint inside that one, and becomes durable with the outermost,
+/// so one commit (one sync) can cover a burst of arriving messages. Dropped without `commit`,
+/// it is undone.
+pub struct Atomic<'a> {
+    conn: &'a Connection,
+    done: bool,
+}
+
+impl Atomic<'_> {
+    pub fn commit(mut self) -> Result<()> {
+        self.done = true;
+        self.conn.execute_batch("RELEASE atomic")?;
+        Ok(())
+    }
+}
+
+impl Drop for Atomic<'_> {
+    fn drop(&mut self) {
+        if !self.done
+            && let Err(e) = self
+                .conn
+                .execute_batch("ROLLBACK TO atomic; RELEASE atomic")
+        {
+            tracing::error!(error = %e, "could not undo unfinished work");
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) `sotto.db` in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
@@ -271,6 +309,30 @@ impl Store {
     /// The raw connection, for the libsignal store adapters and transactions spanning both.
     pub fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    /// Begins work that is kept or undone as a whole (see `Atomic`).
+    pub fn atomic(&self) -> Result<Atomic<'_>> {
+        atomic(&self.conn)
+    }
+
+    /// Begins a burst: what is committed until `end_burst` (each piece in an `Atomic` of its
+    /// own) reaches the disk with one sync. The token borrows nothing, so the caller can go
+    /// on using the store mutably; it must hand it back to `end_burst`.
+    #[must_use = "a burst stays open until it is ended"]
+    pub fn begin_burst(&self) -> Result<Burst> {
+        self.conn.execute_batch("SAVEPOINT burst")?;
+        Ok(Burst(()))
+    }
+
+    /// Commits a burst; if that fails, nothing of it is kept.
+    pub fn end_burst(&self, _burst: Burst) -> Result<()> {
+        let ended = self.conn.execute_batch("RELEASE burst");
+        if ended.is_err() {
+            // A failed commit leaves the transaction open; close it so the next one can begin.
+            let _ = self.conn.execute_batch("ROLLBACK TO burst; RELEASE burst");
+        }
+        Ok(ended?)
     }
 
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -368,16 +430,19 @@ impl Store {
     }
 
     /// Records a message's new state without waiting on the disk: if a power cut loses it,
-    /// a `sent` message is sent again and its recipient drops the duplicate.
-    pub fn set_state(&self, id: &str, state: MessageState) -> Result<()> {
-        crate::db::without_sync(&self.conn, || {
-            self.conn.execute(
-                "UPDATE messages SET state = ?2
-                 WHERE id = ?1 AND outgoing = 1 AND state != 'delivered'",
-                params![id, state.as_str()],
-            )
+    /// a `sent` message is sent again and its recipient drops the duplicate. A delivered
+    /// message keeps its state (the receipt can overtake the relay's `ok`); returns whether
+    /// the state changed.
+    pub fn set_state(&self, id: &str, state: MessageState) -> Result<bool> {
+        let n = crate::db::without_sync(&self.conn, || {
+            self.conn
+                .prepare_cached(
+                    "UPDATE messages SET state = ?2
+                     WHERE id = ?1 AND outgoing = 1 AND state != 'delivered'",
+                )?
+                .execute(params![id, state.as_str()])
         })?;
-        Ok(())
+        Ok(n > 0)
     }
 
     /// Marks outgoing messages to `contact_id` delivered; returns the ids that changed.

@@ -177,7 +177,8 @@ pub fn key_changed(
         return Ok(Vec::new());
     }
     IdentityKey::decode(new_key)?;
-    let tx = store.conn().unchecked_transaction()?;
+    let work = store.atomic()?;
+    let tx = store.conn();
     tx.execute(
         "UPDATE contacts SET identity_key = ?2, verified = 0, key_changed = 1
          WHERE account_id = ?1",
@@ -207,6 +208,6 @@ pub fn key_changed(
             lines.push(m);
         }
     }
-    tx.commit()?;
+    work.commit()?;
     Ok(lines)
 }
