@@ -1,0 +1,283 @@
+//! The manager's arriving path: envelopes pushed by the relay, opened, stored in bursts
+//! under one commit, reported and acknowledged.
+//!
+//! Part of the manager (it works on `Manager`'s state). Must not send anything but acks and
+//! the lookups an unknown sender needs.
+
+use std::time::{Duration, SystemTime};
+
+use libsignal_protocol::SignalProtocolError;
+
+use super::{Event, Manager, describe, now_ms};
+use crate::client::content::{self, Body, Content};
+use crate::client::crypto;
+use crate::client::signal_store::{Stores, is_storage_failure};
+use crate::client::store::{Contact, Message, MessageKind, MessageState};
+use crate::wire::{ClientFrame, Payload};
+
+impl Manager {
+    /// Stores a burst of arriving envelopes' messages under one commit, then reports them
+    /// and acknowledges them. An ack is withheld only when our own storage failed, so the
+    /// relay redelivers that envelope later.
+    pub(super) async fn deliver_all(&mut self, burst: Vec<Delivery>) {
+        let mut outcomes = Vec::with_capacity(burst.len());
+        let open = match self.store.begin_burst() {
+            Ok(b) => b,
+            Err(e) => return self.not_stored(&describe(&e)).await,
+        };
+        for d in burst {
+            let result = match d.payload {
+                Payload::Normal { from, body, .. } => self.receive_normal(&from, &body.0).await,
+                Payload::Sealed { envelope } => {
+                    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(d.received_at);
+                    self.receive_sealed(&envelope.0, at).await
+                }
+            };
+            outcomes.push((d.id, result));
+        }
+        if let Err(e) = self.store.end_burst(open) {
+            return self.not_stored(&describe(&e)).await;
+        }
+        for (id, result) in outcomes {
+            self.report(id, result).await;
+        }
+    }
+
+    /// Arriving messages could not be stored; they stay queued at the relay.
+    pub(super) async fn not_stored(&mut self, e: &str) {
+        tracing::error!(error = %e, "cannot store arriving messages; they stay queued at the relay");
+        self.emit(Event::Warning(format!(
+            "could not store arriving messages ({e}); they will be retried"
+        )))
+        .await;
+    }
+
+    /// Tells the user about one stored envelope and acknowledges it.
+    pub(super) async fn report(&mut self, envelope_id: u64, result: Result<Incoming, Receive>) {
+        match result {
+            Ok(Incoming::Message(m)) => {
+                self.receipts
+                    .entry((m.contact.clone(), m.secret))
+                    .or_default()
+                    .push(m.id.clone());
+                if m.kind == MessageKind::Timer {
+                    self.emit(Event::TimerSet {
+                        contact: m.contact.clone(),
+                        secret: m.secret,
+                        timer: m.timer,
+                    })
+                    .await;
+                }
+                self.emit(Event::Message(m)).await
+            }
+            Ok(Incoming::Delivered(ids)) => {
+                for id in ids {
+                    self.emit(Event::MessageState {
+                        id,
+                        state: MessageState::Delivered,
+                    })
+                    .await;
+                }
+            }
+            Ok(Incoming::Nothing) => {}
+            Err(Receive::Retry(e)) => return self.not_stored(&e).await,
+            Err(Receive::Drop(warning)) => {
+                tracing::warn!(%warning, "dropping an undeliverable envelope");
+                self.emit(Event::Warning(warning)).await;
+            }
+        }
+        if let Err(e) = self.link.send(ClientFrame::Ack { id: envelope_id }).await {
+            tracing::info!(error = %e, "ack not sent; the relay will redeliver and we will drop the duplicate");
+        }
+    }
+
+    /// Applies decoded content from `contact` inside the caller's transaction: stores a text
+    /// (unless its id is known) or marks our messages delivered.
+    pub(super) fn apply(
+        &self,
+        contact: &Contact,
+        secret: bool,
+        content: Content,
+    ) -> Result<Incoming, Receive> {
+        let line = |id, text, sent_at, kind, timer| Message {
+            seq: 0,
+            id,
+            contact: contact.handle.clone(),
+            secret,
+            outgoing: false,
+            text,
+            sent_at,
+            state: MessageState::Received,
+            kind,
+            timer,
+            // Counting starts when the user first sees it.
+            expires_at: None,
+        };
+        let mut m = match content.body {
+            Body::Text {
+                id,
+                text,
+                sent_at,
+                timer,
+            } => {
+                // A peer's timer out of range is brought into range, never dropped: the
+                // sender asked for the message to disappear.
+                let timer = timer.map(|t| t.clamp(crate::timer::MIN_SECS, crate::timer::MAX_SECS));
+                line(id, text, sent_at, MessageKind::Text, timer)
+            }
+            Body::TimerChange { id, timer, sent_at } => {
+                if let Some(t) = timer
+                    && crate::timer::check(t).is_err()
+                {
+                    return Err(Receive::Drop(format!(
+                        "{} sent a disappearing timer of {t} seconds, outside 5s to 24h; it was not applied",
+                        contact.handle
+                    )));
+                }
+                self.store
+                    .set_timer(&contact.account_id, secret, timer)
+                    .map_err(Receive::retry)?;
+                line(id, String::new(), sent_at, MessageKind::Timer, timer)
+            }
+            Body::Receipt { ids } => {
+                return Ok(Incoming::Delivered(
+                    self.store
+                        .mark_delivered(&contact.account_id, &ids)
+                        .map_err(Receive::retry)?,
+                ));
+            }
+            Body::Unknown => {
+                tracing::info!("ignoring a message kind this version does not know");
+                return Ok(Incoming::Nothing);
+            }
+        };
+        let seq = self
+            .store
+            .insert_message(&contact.account_id, &m, now_ms())
+            .map_err(Receive::retry)?;
+        Ok(match seq {
+            Some(seq) => {
+                m.seq = seq;
+                Incoming::Message(m)
+            }
+            None => Incoming::Nothing,
+        })
+    }
+
+    pub(super) async fn receive_normal(
+        &mut self,
+        from: &str,
+        body: &[u8],
+    ) -> Result<Incoming, Receive> {
+        let contact = self.contact_by_id(from).await.map_err(Receive::retry)?;
+        let content = Content::decode(body).map_err(|e| {
+            Receive::Drop(format!(
+                "a message from {} was unreadable: {e}",
+                contact.handle
+            ))
+        })?;
+        self.apply(&contact, false, content)
+    }
+
+    pub(super) async fn receive_sealed(
+        &mut self,
+        envelope: &[u8],
+        received_at: SystemTime,
+    ) -> Result<Incoming, Receive> {
+        let (sender, sender_key) = {
+            let mut stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
+            crypto::peek_sender(&mut stores, envelope, &self.trust_root, received_at)
+                .await
+                .map_err(|e| Receive::Drop(format!("a secret message could not be opened: {e}")))?
+        };
+        // Learning who an unknown sender is needs the network, so it happens before the
+        // transaction that decrypts.
+        let mut contact = self.contact_by_id(&sender).await.map_err(Receive::retry)?;
+        if contact.identity_key != sender_key {
+            // The relay certified a new key for this sender: confirm it at the directory and
+            // record the change before showing what they sent.
+            let id = sender.clone();
+            contact = self
+                .lookup(move |req| ClientFrame::Lookup {
+                    req,
+                    handle: None,
+                    account_id: Some(id),
+                })
+                .await
+                .map_err(Receive::retry)?;
+        }
+        let work = self.store.atomic().map_err(Receive::retry)?;
+        let opened = {
+            let mut stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
+            crypto::open(
+                &mut stores,
+                envelope,
+                &self.trust_root,
+                &self.reg.account_id,
+                received_at,
+            )
+            .await
+        };
+        let opened = match opened {
+            Ok(o) => o,
+            // Already decrypted and stored before a crash cut the ack off: nothing to do.
+            Err(SignalProtocolError::DuplicatedMessage(..)) => return Ok(Incoming::Nothing),
+            Err(e) if is_storage_failure(&e) => return Err(Receive::retry(e)),
+            Err(e) => {
+                return Err(Receive::Drop(format!(
+                    "a secret message from {} could not be decrypted: {e}",
+                    contact.handle
+                )));
+            }
+        };
+        let content = content::unpad(&opened.plaintext)
+            .map_err(|e| describe(&e))
+            .and_then(|p| Content::decode(p).map_err(|e| describe(&e)));
+        let content = match content {
+            Ok(c) => c,
+            Err(e) => {
+                // The ratchet has moved on; keep its state and drop the unreadable payload.
+                work.commit().map_err(Receive::retry)?;
+                return Err(Receive::Drop(format!(
+                    "a secret message from {} was unreadable: {e}",
+                    contact.handle
+                )));
+            }
+        };
+        // `work` is open on the store's connection, so what `apply` writes is part of it.
+        let incoming = self.apply(&contact, true, content)?;
+        work.commit().map_err(Receive::retry)?;
+        Ok(incoming)
+    }
+}
+
+/// An envelope the relay pushed to us.
+pub(super) struct Delivery {
+    pub(super) id: u64,
+    pub(super) received_at: u64,
+    pub(super) payload: Payload,
+}
+
+/// What an arriving envelope turned out to carry.
+pub(super) enum Incoming {
+    /// A new message, now stored.
+    Message(Message),
+    /// Our messages with these ids reached the peer's device.
+    Delivered(Vec<String>),
+    /// A duplicate, or a kind this version ignores.
+    Nothing,
+}
+
+/// Why an arriving envelope was not stored.
+pub(super) enum Receive {
+    /// Our side failed (storage, network): keep the envelope queued.
+    Retry(String),
+    /// The envelope itself is bad: acknowledge it and tell the user.
+    Drop(String),
+}
+
+impl Receive {
+    pub(super) fn retry(e: impl std::error::Error) -> Self {
+        Receive::Retry(describe(&e))
+    }
+}
