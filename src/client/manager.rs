@@ -8,6 +8,7 @@
 //! loop, the commands and the contact directory.
 
 use std::collections::{BTreeMap, HashSet};
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -32,7 +33,7 @@ mod send;
 
 use crate::wire::{ClientFrame, ErrorCode, RelayFrame};
 use receive::Delivery;
-use send::Sent;
+use send::{Draft, Sent};
 
 /// A sender certificate is renewed when it has less than this left.
 const CERT_MARGIN_MS: u64 = 60 * 60 * 1000;
@@ -350,6 +351,27 @@ struct Manager {
     sent: mpsc::UnboundedSender<Sent>,
 }
 
+/// Takes `first` and the items queued right behind it in `rx`, for as long as `pick` takes
+/// them and up to `MAX_BURST`; returns those it took and the one it refused, if any.
+fn gather<T, I>(
+    first: T,
+    rx: &mut mpsc::Receiver<T>,
+    pick: impl Fn(T) -> ControlFlow<T, I>,
+) -> (Vec<I>, Option<T>) {
+    let mut taken = Vec::new();
+    let mut next = Some(first);
+    while let Some(item) = next.take() {
+        match pick(item) {
+            ControlFlow::Continue(i) => taken.push(i),
+            ControlFlow::Break(refused) => return (taken, Some(refused)),
+        }
+        if taken.len() < MAX_BURST {
+            next = rx.try_recv().ok();
+        }
+    }
+    (taken, None)
+}
+
 /// At most this many arriving envelopes, or messages to send, handled under one commit; the
 /// relay's delivery window (64) bounds a burst of arrivals in practice.
 const MAX_BURST: usize = 256;
@@ -368,7 +390,7 @@ impl Manager {
             tokio::select! {
                 biased;
                 cmd = commands.recv() => match cmd {
-                    Some(cmd) => self.command(cmd).await,
+                    Some(cmd) => self.commands(cmd, &mut commands).await,
                     None => return,
                 },
                 ev = link.recv() => match ev {
@@ -405,7 +427,15 @@ impl Manager {
                 to,
                 secret,
                 text,
-            } => self.send(id, to, secret, text).await,
+            } => {
+                self.send_all(vec![Draft {
+                    id,
+                    to,
+                    secret,
+                    text,
+                }])
+                .await
+            }
             Command::AddContact { tag, handle } => match self.contact_by_handle(&handle).await {
                 Ok(contact) => self.emit(Event::ContactAdded { tag, contact }).await,
                 Err(e) => {
@@ -530,7 +560,7 @@ impl Manager {
                 })
                 .await;
                 self.emit(Event::Message(line.clone())).await;
-                self.transmit(&line).await;
+                self.transmit_all(std::slice::from_ref(&line)).await;
             }
             Err(e) => {
                 self.emit(Event::MessageFailed {
@@ -585,34 +615,48 @@ impl Manager {
     /// Handles `first` and, if it is a delivery, the deliveries queued right behind it, as
     /// one burst under one commit.
     async fn link_events(&mut self, first: LinkEvent, link: &mut mpsc::Receiver<LinkEvent>) {
-        let mut burst = Vec::new();
-        let mut next = Some(first);
-        while let Some(ev) = next.take() {
-            match ev {
-                LinkEvent::Frame(RelayFrame::Deliver {
-                    id,
-                    payload,
-                    received_at,
-                }) => {
-                    burst.push(Delivery {
-                        id,
-                        received_at,
-                        payload,
-                    });
-                    if burst.len() < MAX_BURST {
-                        next = link.try_recv().ok();
-                    }
-                }
-                other => {
-                    if !burst.is_empty() {
-                        self.deliver_all(std::mem::take(&mut burst)).await;
-                    }
-                    self.link_event(other).await;
-                }
-            }
-        }
+        let (burst, rest) = gather(first, link, |ev| match ev {
+            LinkEvent::Frame(RelayFrame::Deliver {
+                id,
+                payload,
+                received_at,
+            }) => ControlFlow::Continue(Delivery {
+                id,
+                received_at,
+                payload,
+            }),
+            other => ControlFlow::Break(other),
+        });
         if !burst.is_empty() {
             self.deliver_all(burst).await;
+        }
+        if let Some(ev) = rest {
+            self.link_event(ev).await;
+        }
+    }
+
+    /// Handles `first` and, if it is a send, the sends queued right behind it, as one burst
+    /// under one commit.
+    async fn commands(&mut self, first: Command, commands: &mut mpsc::Receiver<Command>) {
+        let (drafts, rest) = gather(first, commands, |cmd| match cmd {
+            Command::Send {
+                id,
+                to,
+                secret,
+                text,
+            } => ControlFlow::Continue(Draft {
+                id,
+                to,
+                secret,
+                text,
+            }),
+            other => ControlFlow::Break(other),
+        });
+        if !drafts.is_empty() {
+            self.send_all(drafts).await;
+        }
+        if let Some(cmd) = rest {
+            self.command(cmd).await;
         }
     }
 

@@ -16,6 +16,30 @@ use crate::client::store::{Contact, Message, MessageKind, MessageState};
 use crate::wire::{ClientFrame, ErrorCode, RelayFrame};
 
 /// The relay's answer (or the lack of one) to a message's request.
+/// A message the user asked to send, not yet stored.
+pub(super) struct Draft {
+    pub(super) id: String,
+    pub(super) to: String,
+    pub(super) secret: bool,
+    pub(super) text: String,
+}
+
+/// An envelope ready for the relay.
+enum Outgoing {
+    Normal {
+        to: String,
+        body: Vec<u8>,
+        expires_at: Option<u64>,
+    },
+    Sealed {
+        to: String,
+        access_token: Vec<u8>,
+        envelope: Vec<u8>,
+        expires_at: Option<u64>,
+        recipient_key: Vec<u8>,
+    },
+}
+
 pub(super) struct Sent {
     pub(super) id: String,
     pub(super) handle: String,
@@ -27,78 +51,149 @@ pub(super) struct Sent {
 const RECEIPT_BATCH: usize = 200;
 
 impl Manager {
-    pub(super) async fn send(&mut self, id: String, to: String, secret: bool, text: String) {
-        let result = async {
-            if text.trim().is_empty() {
-                return Err(ClientError::EmptyText);
-            }
-            if text.len() > content::MAX_TEXT_BYTES {
-                return Err(ClientError::TooLong(text.len()));
-            }
-            let contact = self.contact_by_handle(&to).await?;
-            let timer = self.store.thread_timer(&contact.account_id, secret)?;
-            let m = self.originate(id.clone(), &contact, secret, MessageKind::Text, text, timer)?;
-            self.emit(Event::Message(m.clone())).await;
-            Ok(m)
-        }
-        .await;
-        match result {
-            Ok(m) => self.transmit(&m).await,
+    /// Stores the user's new messages under one commit (one sync for a burst of them), then
+    /// sends them. Each is sealed inside the same commit, and leaves only after it: an
+    /// envelope must never go out ahead of the ratchet step that made it, or a crash could
+    /// make the next message reuse its key.
+    pub(super) async fn send_all(&mut self, drafts: Vec<Draft>) {
+        let burst = match self.store.begin_burst() {
+            Ok(b) => b,
             Err(e) => {
-                self.emit(Event::MessageFailed {
-                    id,
-                    error: describe(&e),
-                })
-                .await
+                let e = ClientError::from(e);
+                for d in drafts {
+                    self.fail(d.id, &e).await;
+                }
+                return;
+            }
+        };
+        let mut stored = Vec::with_capacity(drafts.len());
+        let mut refused = Vec::new();
+        for d in drafts {
+            let id = d.id.clone();
+            match self.store_draft(d).await {
+                Ok(m) => stored.push(m),
+                Err(e) => refused.push((id, e)),
             }
         }
+        let prepared = self.prepare_all(&stored).await;
+        if let Err(e) = self.store.end_burst(burst) {
+            // Nothing of the burst was kept: neither the messages nor their ratchet steps.
+            let e = ClientError::from(e);
+            for id in stored
+                .into_iter()
+                .map(|m| m.id)
+                .chain(refused.into_iter().map(|r| r.0))
+            {
+                self.fail(id, &e).await;
+            }
+            return;
+        }
+        for m in stored {
+            self.emit(Event::Message(m)).await;
+        }
+        for (id, e) in refused {
+            self.fail(id, &e).await;
+        }
+        self.submit_all(prepared).await;
+    }
+
+    /// Checks a new message and stores it as `sending`.
+    async fn store_draft(&mut self, d: Draft) -> Result<Message, ClientError> {
+        if d.text.trim().is_empty() {
+            return Err(ClientError::EmptyText);
+        }
+        if d.text.len() > content::MAX_TEXT_BYTES {
+            return Err(ClientError::TooLong(d.text.len()));
+        }
+        let contact = self.contact_by_handle(&d.to).await?;
+        let timer = self.store.thread_timer(&contact.account_id, d.secret)?;
+        self.originate(d.id, &contact, d.secret, MessageKind::Text, d.text, timer)
+    }
+
+    async fn fail(&self, id: String, e: &ClientError) {
+        self.emit(Event::MessageFailed {
+            id,
+            error: describe(e),
+        })
+        .await
     }
 
     /// Sends every message still marked `sending`, oldest first.
     pub(super) async fn flush_unsent(&mut self) {
         match self.store.unsent() {
-            Ok(list) => {
-                for m in list {
-                    self.transmit(&m).await;
-                }
-            }
+            Ok(list) => self.transmit_all(&list).await,
             Err(e) => tracing::error!(error = %e, "cannot read unsent messages"),
         }
     }
 
-    /// Hands a stored message to the relay without waiting for its answer, which comes
-    /// back as a `Sent` (see `on_sent`), so the next message can follow at once.
-    pub(super) async fn transmit(&mut self, m: &Message) {
-        if self.in_flight.contains(&m.id) {
-            return;
+    /// Hands stored messages to the relay, sealing the secret ones under one commit first.
+    /// Answers come back later as `Sent`s (see `on_sent`), so nothing waits for them.
+    pub(super) async fn transmit_all(&mut self, messages: &[Message]) {
+        let burst = match self.store.begin_burst() {
+            Ok(b) => b,
+            Err(e) => return tracing::error!(error = %e, "cannot send; messages stay queued"),
+        };
+        let prepared = self.prepare_all(messages).await;
+        if let Err(e) = self.store.end_burst(burst) {
+            // Nothing was sealed for good, so nothing may leave; they stay `sending`.
+            return tracing::error!(error = %e, "cannot send; messages stay queued");
         }
-        // The relay may drop the envelope once the message would have disappeared anyway.
-        let relay_expiry = match m.kind {
-            MessageKind::Text => m.timer.map(|t| m.sent_at + u64::from(t) * 1000),
-            MessageKind::Timer | MessageKind::KeyChange => None,
-        };
-        let Some(content) = Self::content(m) else {
-            return;
-        };
-        let reply = match self
-            .send_content(&m.contact, m.secret, &content, relay_expiry)
-            .await
-        {
-            Ok(reply) => reply,
-            Err(e) => return self.settle(&m.id, Err(e)).await,
-        };
-        self.in_flight.insert(m.id.clone());
-        let done = self.sent.clone();
-        let (id, handle, secret) = (m.id.clone(), m.contact.clone(), m.secret);
-        tokio::spawn(async move {
-            let result = reply.answer().await;
-            let _ = done.send(Sent {
-                id,
-                handle,
-                secret,
-                result,
+        self.submit_all(prepared).await
+    }
+
+    /// Turns messages into envelopes, inside the caller's burst. Messages already on their
+    /// way, and local-only lines, are left out.
+    async fn prepare_all(
+        &mut self,
+        messages: &[Message],
+    ) -> Vec<(Message, Result<Outgoing, ClientError>)> {
+        let mut prepared = Vec::with_capacity(messages.len());
+        for m in messages {
+            if self.in_flight.contains(&m.id) {
+                continue;
+            }
+            let Some(content) = Self::content(m) else {
+                continue;
+            };
+            // The relay may drop the envelope once the message would have disappeared anyway.
+            let relay_expiry = match m.kind {
+                MessageKind::Text => m.timer.map(|t| m.sent_at + u64::from(t) * 1000),
+                MessageKind::Timer | MessageKind::KeyChange => None,
+            };
+            let out = self
+                .prepare(&m.contact, m.secret, &content, relay_expiry)
+                .await;
+            prepared.push((m.clone(), out));
+        }
+        prepared
+    }
+
+    /// Sends prepared envelopes without waiting for their answers.
+    async fn submit_all(&mut self, prepared: Vec<(Message, Result<Outgoing, ClientError>)>) {
+        for (m, out) in prepared {
+            let submitted = match out {
+                Ok(out) => self.submit(out).await.map_err(ClientError::from),
+                Err(e) => Err(e),
+            };
+            let reply = match submitted {
+                Ok(reply) => reply,
+                Err(e) => {
+                    self.settle(&m.id, Err(e)).await;
+                    continue;
+                }
+            };
+            self.in_flight.insert(m.id.clone());
+            let done = self.sent.clone();
+            tokio::spawn(async move {
+                let result = reply.answer().await;
+                let _ = done.send(Sent {
+                    id: m.id,
+                    handle: m.contact,
+                    secret: m.secret,
+                    result,
+                });
             });
-        });
+        }
     }
 
     /// The relay answered (or not) a message's request.
@@ -181,41 +276,64 @@ impl Manager {
         }
     }
 
-    /// Sends `content` to `handle` in its normal or secret thread. `expires_at` (Unix ms) is
-    /// told to the relay in the clear, so it can drop an envelope whose message would already
-    /// have disappeared.
-    pub(super) async fn send_content(
+    /// Turns `content` for `handle`'s normal or secret thread into an envelope. A secret one
+    /// is sealed and its ratchet step committed, or, inside a burst, committed with the
+    /// burst. `expires_at` (Unix ms) is told to the relay in the clear, so it can drop an
+    /// envelope whose message would already have disappeared.
+    async fn prepare(
         &mut self,
         handle: &str,
         secret: bool,
         content: &Content,
         expires_at: Option<u64>,
-    ) -> Result<Reply, ClientError> {
+    ) -> Result<Outgoing, ClientError> {
         if secret {
-            self.send_sealed(handle, content, expires_at).await
-        } else {
-            self.send_normal(handle, content, expires_at).await
+            return self.seal(handle, content, expires_at).await;
         }
+        let contact = self.contact_by_handle(handle).await?;
+        Ok(Outgoing::Normal {
+            to: contact.account_id,
+            body: content.encode(),
+            expires_at,
+        })
     }
 
-    pub(super) async fn send_normal(
-        &mut self,
-        handle: &str,
-        content: &Content,
-        expires_at: Option<u64>,
-    ) -> Result<Reply, ClientError> {
-        let contact = self.contact_by_handle(handle).await?;
-        let body = content.encode();
-        let reply = self
-            .link
-            .submit(|req| ClientFrame::Send {
-                req,
-                to: contact.account_id,
-                body: body.into(),
+    /// Hands an envelope to the link it travels on.
+    async fn submit(&self, out: Outgoing) -> Result<Reply, LinkError> {
+        match out {
+            Outgoing::Normal {
+                to,
+                body,
                 expires_at,
-            })
-            .await?;
-        Ok(reply)
+            } => {
+                self.link
+                    .submit(|req| ClientFrame::Send {
+                        req,
+                        to,
+                        body: body.into(),
+                        expires_at,
+                    })
+                    .await
+            }
+            Outgoing::Sealed {
+                to,
+                access_token,
+                envelope,
+                expires_at,
+                recipient_key,
+            } => {
+                self.anon
+                    .submit(|req| ClientFrame::SendSealed {
+                        req,
+                        to,
+                        access_token: access_token.into(),
+                        envelope: envelope.into(),
+                        expires_at,
+                        recipient_key: Some(recipient_key.into()),
+                    })
+                    .await
+            }
+        }
     }
 
     /// Sends the delivery receipts owed; they are best effort, so a failure is only logged.
@@ -223,7 +341,13 @@ impl Manager {
         for ((handle, secret), ids) in std::mem::take(&mut self.receipts) {
             for chunk in ids.chunks(RECEIPT_BATCH) {
                 let receipt = Content::receipt(chunk.to_vec());
-                match self.send_content(&handle, secret, &receipt, None).await {
+                // Not inside a burst: a sealed receipt's ratchet step is committed before
+                // it leaves.
+                let sent = match self.prepare(&handle, secret, &receipt, None).await {
+                    Ok(out) => self.submit(out).await.map_err(ClientError::from),
+                    Err(e) => Err(e),
+                };
+                match sent {
                     Ok(reply) => {
                         tokio::spawn(async move {
                             if let Err(e) = reply.answer().await {
@@ -268,12 +392,12 @@ impl Manager {
         Ok(cert)
     }
 
-    pub(super) async fn send_sealed(
+    async fn seal(
         &mut self,
         handle: &str,
         content: &Content,
         expires_at: Option<u64>,
-    ) -> Result<Reply, ClientError> {
+    ) -> Result<Outgoing, ClientError> {
         if !self.anon.is_online() {
             return Err(LinkError::Offline.into());
         }
@@ -332,18 +456,13 @@ impl Manager {
             work.commit()?;
             envelope
         };
-        let reply = self
-            .anon
-            .submit(|req| ClientFrame::SendSealed {
-                req,
-                to: contact.account_id.clone(),
-                access_token: contact.access_token.clone().into(),
-                envelope: envelope.into(),
-                expires_at,
-                recipient_key: Some(contact.identity_key.clone().into()),
-            })
-            .await?;
-        Ok(reply)
+        Ok(Outgoing::Sealed {
+            to: contact.account_id,
+            access_token: contact.access_token,
+            envelope,
+            expires_at,
+            recipient_key: contact.identity_key,
+        })
     }
 
     pub(super) fn identity_error(&self, e: SignalProtocolError, contact: &Contact) -> ClientError {
