@@ -4,16 +4,19 @@
 //! transport floor); `normal` and `secret` are the real relay with real clients (each a
 //! session manager with its own store), N senders to N receivers, each message stored and
 //! acknowledged by its receiver. Latency runs from the sender's send call to the receiver's
-//! stored (and, for secret, decrypted) message. Everything starts in this process; the
-//! RSS reported is this process's peak, relay and clients together. Prints JSON lines.
+//! stored (and, for secret, decrypted) message. With `--rate` the senders follow a fixed
+//! schedule (`pace`), and latency still runs from the actual send call. Everything starts in
+//! this process; the RSS reported is this process's peak, relay and clients together.
+//! Prints JSON lines.
 
 mod crypto_floor;
+mod pace;
 mod raw;
 mod relayed;
 
 use std::collections::HashMap;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::{Parser, ValueEnum};
 
 #[derive(Parser)]
@@ -22,14 +25,19 @@ struct Args {
     #[arg(long, value_enum, default_value = "secret")]
     mode: Mode,
     /// Sender/receiver pairs.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = at_least_one)]
     clients: usize,
     /// Messages per sender.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = at_least_one)]
     messages: usize,
     /// Bytes of text per message.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = text_size)]
     size: usize,
+    /// Offered load: messages per second across all senders, sent on a fixed schedule
+    /// whether or not earlier sends have completed. Without it each sender sends as fast as
+    /// it can.
+    #[arg(long, value_name = "MSGS_PER_SEC", value_parser = positive_rate)]
+    rate: Option<f64>,
     /// Output JSON lines (the only format; accepted for scripts that pass it).
     #[arg(long)]
     json: bool,
@@ -53,6 +61,31 @@ impl Mode {
             Mode::Normal => "normal",
             Mode::Secret => "secret",
         }
+    }
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn text_size(s: &str) -> Result<usize, String> {
+    let max = sotto::client::content::MAX_TEXT_BYTES;
+    match s.parse::<usize>() {
+        Ok(n) if n > max => Err(format!("a message text is at most {max} bytes")),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        Ok(_) => Err("must be a positive number of messages per second".into()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -90,6 +123,7 @@ fn report(mode: &str, args: &Args, mut out: Outcome) -> f64 {
             "clients": args.clients,
             "messages": args.messages,
             "size": args.size,
+            "offered_rate": args.rate,
             "msgs_per_sec": (out.msgs_per_sec * 10.0).round() / 10.0,
             "p50_us": percentile(&out.latencies_us, 0.50),
             "p99_us": percentile(&out.latencies_us, 0.99),
@@ -102,15 +136,6 @@ fn report(mode: &str, args: &Args, mut out: Outcome) -> f64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    if args.clients == 0 || args.messages == 0 {
-        bail!("--clients and --messages must be at least 1");
-    }
-    if args.size > sotto::client::content::MAX_TEXT_BYTES {
-        bail!(
-            "--size is at most {} bytes",
-            sotto::client::content::MAX_TEXT_BYTES
-        );
-    }
     if !args.compare {
         let out = run(args.mode, &args).await?;
         report(args.mode.name(), &args, out);

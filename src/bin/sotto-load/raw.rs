@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use crate::pace::{self, Pace};
 use crate::{Args, Outcome};
 
 /// The transport floor: a forwarder that routes binary frames `[to: u32][body]` between
@@ -78,13 +79,23 @@ pub async fn run(args: &Args) -> Result<Outcome> {
             (lat, base.elapsed())
         }));
     }
-    let mut senders = Vec::new();
+    // Every sender connects before any sends, so that a paced schedule starts with all of
+    // them ready and an unpaced run starts them together.
+    let mut conns = Vec::with_capacity(n);
     for i in 0..n {
         let (mut ws, _) = tokio_tungstenite::connect_async(&url).await?;
         ws.send(Message::text(i.to_string())).await?;
+        conns.push(ws);
+    }
+    let pace = args
+        .rate
+        .map(|r| Pace::new(tokio::time::Instant::now(), n, r));
+    let mut senders = Vec::new();
+    for (i, mut ws) in conns.into_iter().enumerate() {
         let size = args.size;
         senders.push(tokio::spawn(async move {
-            for _ in 0..m {
+            for k in 0..m {
+                pace::wait(pace.as_ref(), i, k).await;
                 let mut b = Vec::with_capacity(12 + size);
                 b.extend_from_slice(&((n + i) as u32).to_be_bytes());
                 b.extend_from_slice(&(base.elapsed().as_micros() as u64).to_be_bytes());

@@ -10,6 +10,7 @@ use sotto::client::manager::{self, Command, ConnState, Event, ManagerHandle};
 use sotto::client::store::Store;
 use tokio_util::sync::CancellationToken;
 
+use crate::pace::{self, Pace};
 use crate::{Args, Outcome};
 
 async fn wait_online(m: &mut ManagerHandle) -> Result<()> {
@@ -59,6 +60,9 @@ pub async fn run(secret: bool, args: &Args) -> Result<Outcome> {
     let m = args.messages;
     let text = "x".repeat(args.size);
     let start = Instant::now();
+    let pace = args
+        .rate
+        .map(|r| Pace::new(tokio::time::Instant::now(), n, r));
     let mut tasks = Vec::new();
     for mut rx in receivers {
         let sent_at = sent_at.clone();
@@ -84,6 +88,7 @@ pub async fn run(secret: bool, args: &Args) -> Result<Outcome> {
         let (sent_at, text) = (sent_at.clone(), text.clone());
         feeders.push(tokio::spawn(async move {
             for k in 0..m {
+                pace::wait(pace.as_ref(), i, k).await;
                 let id = format!("{i}-{k}-{}", uuid::Uuid::new_v4());
                 sent_at.lock().unwrap().insert(id.clone(), Instant::now());
                 let cmd = Command::Send {
