@@ -28,6 +28,9 @@ pub async fn run(args: &Args) -> Result<Outcome> {
                 _ = s.cancelled() => return,
                 a = listener.accept() => match a { Ok((st, _)) => st, Err(_) => continue },
             };
+            // As the relay does: without it, small frames wait on Nagle and delayed ACKs
+            // (tens of ms), which is no floor for a relay that does not wait.
+            let _ = stream.set_nodelay(true);
             let routes = r.clone();
             tokio::spawn(async move {
                 let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
@@ -64,8 +67,9 @@ pub async fn run(args: &Args) -> Result<Outcome> {
     let (n, m) = (args.clients, args.messages);
     let base = Instant::now();
     let mut receivers = Vec::new();
+    // Clients connect with TCP_NODELAY (`true` below), as sotto's client does.
     for i in 0..n {
-        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await?;
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(&url, None, true).await?;
         ws.send(Message::text((n + i).to_string())).await?;
         receivers.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(m);
@@ -83,7 +87,7 @@ pub async fn run(args: &Args) -> Result<Outcome> {
     // them ready and an unpaced run starts them together.
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
-        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await?;
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(&url, None, true).await?;
         ws.send(Message::text(i.to_string())).await?;
         conns.push(ws);
     }
