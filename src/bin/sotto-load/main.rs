@@ -8,15 +8,23 @@
 //! schedule (`pace`), and latency still runs from the actual send call. Everything starts in
 //! this process; the RSS reported is this process's peak, relay and clients together.
 //! Prints JSON lines.
+//!
+//! `--mode idle` measures the relay's memory per idle signed-in connection instead, with the
+//! relay in a child process (`idle`).
 
 mod crypto_floor;
+mod fd_limit;
+mod idle;
 mod pace;
 mod raw;
+mod relay_child;
 mod relayed;
+mod wire_client;
 
 use std::collections::HashMap;
+use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::{Parser, ValueEnum};
 
 #[derive(Parser)]
@@ -24,7 +32,7 @@ use clap::{Parser, ValueEnum};
 struct Args {
     #[arg(long, value_enum, default_value = "secret")]
     mode: Mode,
-    /// Sender/receiver pairs.
+    /// Sender/receiver pairs; with `--mode idle`, idle connections.
     #[arg(long, default_value_t = 10, value_parser = at_least_one)]
     clients: usize,
     /// Messages per sender.
@@ -52,6 +60,8 @@ enum Mode {
     Raw,
     Normal,
     Secret,
+    /// The relay's memory per idle signed-in connection (the relay runs as a child process).
+    Idle,
 }
 
 impl Mode {
@@ -60,6 +70,7 @@ impl Mode {
             Mode::Raw => "raw",
             Mode::Normal => "normal",
             Mode::Secret => "secret",
+            Mode::Idle => "idle",
         }
     }
 }
@@ -134,8 +145,27 @@ fn report(mode: &str, args: &Args, mut out: Outcome) -> f64 {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
-    let args = Args::parse();
+async fn main() -> ExitCode {
+    match measure(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the causes, as `sotto` reports errors, not a Debug dump.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn measure(args: Args) -> Result<()> {
+    if args.mode == Mode::Idle {
+        if args.compare {
+            bail!("--compare runs raw, normal and secret; leave out --mode idle");
+        }
+        if args.rate.is_some() {
+            bail!("--rate paces messages, and --mode idle sends none; leave out --rate");
+        }
+        return idle::run(args.clients).await;
+    }
     if !args.compare {
         let out = run(args.mode, &args).await?;
         report(args.mode.name(), &args, out);
@@ -166,5 +196,6 @@ async fn run(mode: Mode, args: &Args) -> Result<Outcome> {
         Mode::Raw => raw::run(args).await,
         Mode::Normal => relayed::run(false, args).await,
         Mode::Secret => relayed::run(true, args).await,
+        Mode::Idle => bail!("--mode idle measures memory, not messages"),
     }
 }
