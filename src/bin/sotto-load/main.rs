@@ -1,0 +1,201 @@
+//! sotto-load: throughput and latency of sotto against the floors it runs on, on loopback.
+//!
+//! `--mode raw` is a bare tokio-tungstenite forwarder (no persistence, no crypto: the
+//! transport floor); `normal` and `secret` are the real relay with real clients (each a
+//! session manager with its own store), N senders to N receivers, each message stored and
+//! acknowledged by its receiver. Latency runs from the sender's send call to the receiver's
+//! stored (and, for secret, decrypted) message. With `--rate` the senders follow a fixed
+//! schedule (`pace`), and latency still runs from the actual send call. Everything starts in
+//! this process; the RSS reported is this process's peak, relay and clients together.
+//! Prints JSON lines.
+//!
+//! `--mode idle` measures the relay's memory per idle signed-in connection instead, with the
+//! relay in a child process (`idle`).
+
+mod crypto_floor;
+mod fd_limit;
+mod idle;
+mod pace;
+mod raw;
+mod relay_child;
+mod relayed;
+mod wire_client;
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::{Parser, ValueEnum};
+
+#[derive(Parser)]
+#[command(about = "Measure sotto's throughput and latency on loopback")]
+struct Args {
+    #[arg(long, value_enum, default_value = "secret")]
+    mode: Mode,
+    /// Sender/receiver pairs; with `--mode idle`, idle connections.
+    #[arg(long, default_value_t = 10, value_parser = at_least_one)]
+    clients: usize,
+    /// Messages per sender.
+    #[arg(long, default_value_t = 100, value_parser = at_least_one)]
+    messages: usize,
+    /// Bytes of text per message.
+    #[arg(long, default_value_t = 1024, value_parser = text_size)]
+    size: usize,
+    /// Offered load: messages per second across all senders, sent on a fixed schedule
+    /// whether or not earlier sends have completed. Without it each sender sends as fast as
+    /// it can.
+    #[arg(long, value_name = "MSGS_PER_SEC", value_parser = positive_rate)]
+    rate: Option<f64>,
+    /// Output JSON lines (the only format; accepted for scripts that pass it).
+    #[arg(long)]
+    json: bool,
+    /// Run raw, normal and secret with the same parameters, then the crypto floor, and print
+    /// the throughput ratios.
+    #[arg(long)]
+    compare: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Mode {
+    Raw,
+    Normal,
+    Secret,
+    /// The relay's memory per idle signed-in connection (the relay runs as a child process).
+    Idle,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Raw => "raw",
+            Mode::Normal => "normal",
+            Mode::Secret => "secret",
+            Mode::Idle => "idle",
+        }
+    }
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn text_size(s: &str) -> Result<usize, String> {
+    let max = sotto::client::content::MAX_TEXT_BYTES;
+    match s.parse::<usize>() {
+        Ok(n) if n > max => Err(format!("a message text is at most {max} bytes")),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        Ok(_) => Err("must be a positive number of messages per second".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// What a run measured.
+struct Outcome {
+    msgs_per_sec: f64,
+    latencies_us: Vec<u64>,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn report(mode: &str, args: &Args, mut out: Outcome) -> f64 {
+    out.latencies_us.sort_unstable();
+    println!(
+        "{}",
+        serde_json::json!({
+            "mode": mode,
+            "clients": args.clients,
+            "messages": args.messages,
+            "size": args.size,
+            "offered_rate": args.rate,
+            "msgs_per_sec": (out.msgs_per_sec * 10.0).round() / 10.0,
+            "p50_us": percentile(&out.latencies_us, 0.50),
+            "p99_us": percentile(&out.latencies_us, 0.99),
+            "relay_peak_rss_kb": peak_rss_kb(),
+        })
+    );
+    out.msgs_per_sec
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match measure(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the causes, as `sotto` reports errors, not a Debug dump.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn measure(args: Args) -> Result<()> {
+    if args.mode == Mode::Idle {
+        if args.compare {
+            bail!("--compare runs raw, normal and secret; leave out --mode idle");
+        }
+        if args.rate.is_some() {
+            bail!("--rate paces messages, and --mode idle sends none; leave out --rate");
+        }
+        return idle::run(args.clients).await;
+    }
+    if !args.compare {
+        let out = run(args.mode, &args).await?;
+        report(args.mode.name(), &args, out);
+        return Ok(());
+    }
+    let mut rates = HashMap::new();
+    for mode in [Mode::Raw, Mode::Normal, Mode::Secret] {
+        let out = run(mode, &args).await?;
+        rates.insert(mode.name(), report(mode.name(), &args, out));
+    }
+    let floor = crypto_floor::crypto_floor(&args).await;
+    println!(
+        "{}",
+        serde_json::json!({"mode": "crypto_floor", "msgs_per_sec": floor.round()})
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "normal_vs_raw": rates["normal"] / rates["raw"],
+            "secret_vs_floor": rates["secret"] / floor,
+        })
+    );
+    Ok(())
+}
+
+async fn run(mode: Mode, args: &Args) -> Result<Outcome> {
+    match mode {
+        Mode::Raw => raw::run(args).await,
+        Mode::Normal => relayed::run(false, args).await,
+        Mode::Secret => relayed::run(true, args).await,
+        Mode::Idle => bail!("--mode idle measures memory, not messages"),
+    }
+}

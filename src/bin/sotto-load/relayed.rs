@@ -1,0 +1,127 @@
+//! `--mode normal|secret`: the real relay (in this process) with real clients, each a session
+//! manager with its own store, N senders to N receivers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use sotto::client::manager::{self, Command, ConnState, Event, ManagerHandle};
+use sotto::client::store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::pace::{self, Pace};
+use crate::{Args, Outcome};
+
+async fn wait_online(m: &mut ManagerHandle) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match tokio::time::timeout_at(deadline, m.events.recv()).await {
+            Ok(Some(Event::Connection(ConnState::Online))) => return Ok(()),
+            Ok(Some(_)) => {}
+            _ => bail!("a client did not come online"),
+        }
+    }
+}
+
+/// The real relay with real clients: N senders, each sending M messages to its receiver.
+pub async fn run(secret: bool, args: &Args) -> Result<Outcome> {
+    let tmp = tempfile::tempdir()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("ws://{}", listener.local_addr()?);
+    let stop = CancellationToken::new();
+    let (relay_dir, token) = (tmp.path().join("relay"), stop.clone());
+    let relay = tokio::spawn(async move {
+        sotto::relay::run(listener, &relay_dir, Default::default(), token).await
+    });
+    let n = args.clients;
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for i in 0..n {
+        for (role, list) in [("s", &mut senders), ("r", &mut receivers)] {
+            let dir = tmp.path().join(format!("{role}{i}"));
+            let store = Store::open(&dir)?;
+            sotto::client::account::init(
+                &store,
+                &format!("{role}{i}"),
+                &url,
+                std::time::SystemTime::now(),
+                &mut rand::rng(),
+            )
+            .await
+            .context("registering a load client")?;
+            drop(store);
+            let mut m = manager::spawn(&dir, None)?;
+            wait_online(&mut m).await?;
+            list.push(m);
+        }
+    }
+    let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let m = args.messages;
+    let text = "x".repeat(args.size);
+    let start = Instant::now();
+    let pace = args
+        .rate
+        .map(|r| Pace::new(tokio::time::Instant::now(), n, r));
+    let mut tasks = Vec::new();
+    for mut rx in receivers {
+        let sent_at = sent_at.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(m);
+            while lat.len() < m {
+                match rx.events.recv().await {
+                    Some(Event::Message(msg)) if !msg.outgoing => {
+                        let at = sent_at.lock().unwrap().get(&msg.id).copied();
+                        if let Some(at) = at {
+                            lat.push(at.elapsed().as_micros() as u64);
+                        }
+                    }
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            (lat, Instant::now(), rx)
+        }));
+    }
+    let mut feeders = Vec::new();
+    for (i, tx) in senders.into_iter().enumerate() {
+        let (sent_at, text) = (sent_at.clone(), text.clone());
+        feeders.push(tokio::spawn(async move {
+            for k in 0..m {
+                pace::wait(pace.as_ref(), i, k).await;
+                let id = format!("{i}-{k}-{}", uuid::Uuid::new_v4());
+                sent_at.lock().unwrap().insert(id.clone(), Instant::now());
+                let cmd = Command::Send {
+                    id,
+                    to: format!("r{i}"),
+                    secret,
+                    text: text.clone(),
+                };
+                if tx.commands.send(cmd).await.is_err() {
+                    break;
+                }
+            }
+            tx
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut end = start;
+    let mut keep = Vec::new();
+    for t in tasks {
+        let (l, at, rx) = t.await?;
+        lat.extend(l);
+        end = end.max(at);
+        keep.push(rx);
+    }
+    let elapsed = end - start;
+    for f in feeders {
+        keep.push(f.await?);
+    }
+    tokio::task::spawn_blocking(move || keep.into_iter().for_each(ManagerHandle::shutdown)).await?;
+    stop.cancel();
+    relay.await??;
+    Ok(Outcome {
+        msgs_per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
+        latencies_us: lat,
+    })
+}
