@@ -74,11 +74,8 @@ impl Identities<'_> {
     fn stored(&self, address: &ProtocolAddress) -> SignalResult<Option<IdentityKey>> {
         let raw: Option<Vec<u8>> = self
             .conn
-            .query_row(
-                "SELECT identity_key FROM identities WHERE address = ?1",
-                [address_key(address)],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT identity_key FROM identities WHERE address = ?1")
+            .and_then(|mut st| st.query_row([address_key(address)], |r| r.get(0)))
             .optional()
             .map_err(db_err)?;
         raw.map(|k| IdentityKey::decode(&k)).transpose()
@@ -101,11 +98,18 @@ impl IdentityKeyStore for Identities<'_> {
         identity: &IdentityKey,
     ) -> SignalResult<IdentityChange> {
         let old = self.stored(address)?;
+        // libsignal saves the peer's identity with every message; an unchanged key need not
+        // dirty a page.
+        if old.as_ref() == Some(identity) {
+            return Ok(IdentityChange::from_changed(false));
+        }
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT OR REPLACE INTO identities (address, identity_key) VALUES (?1, ?2)",
-                params![address_key(address), identity.serialize().as_ref()],
             )
+            .and_then(|mut st| {
+                st.execute(params![address_key(address), identity.serialize().as_ref()])
+            })
             .map_err(db_err)?;
         Ok(IdentityChange::from_changed(
             old.is_some_and(|o| &o != identity),
@@ -127,11 +131,8 @@ impl IdentityKeyStore for Identities<'_> {
         }
         let blocked: Option<bool> = self
             .conn
-            .query_row(
-                "SELECT key_changed FROM contacts WHERE account_id = ?1",
-                [address.name()],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT key_changed FROM contacts WHERE account_id = ?1")
+            .and_then(|mut st| st.query_row([address.name()], |r| r.get(0)))
             .optional()
             .map_err(db_err)?;
         if blocked == Some(true) {
@@ -155,11 +156,8 @@ impl SessionStore for Sessions<'_> {
     async fn load_session(&self, address: &ProtocolAddress) -> SignalResult<Option<SessionRecord>> {
         let raw: Option<Vec<u8>> = self
             .0
-            .query_row(
-                "SELECT record FROM sessions WHERE address = ?1",
-                [address_key(address)],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT record FROM sessions WHERE address = ?1")
+            .and_then(|mut st| st.query_row([address_key(address)], |r| r.get(0)))
             .optional()
             .map_err(db_err)?;
         raw.map(|r| SessionRecord::deserialize(&r)).transpose()
@@ -170,11 +168,10 @@ impl SessionStore for Sessions<'_> {
         address: &ProtocolAddress,
         record: &SessionRecord,
     ) -> SignalResult<()> {
+        let serialized = record.serialize()?;
         self.0
-            .execute(
-                "INSERT OR REPLACE INTO sessions (address, record) VALUES (?1, ?2)",
-                params![address_key(address), record.serialize()?],
-            )
+            .prepare_cached("INSERT OR REPLACE INTO sessions (address, record) VALUES (?1, ?2)")
+            .and_then(|mut st| st.execute(params![address_key(address), serialized]))
             .map_err(db_err)?;
         Ok(())
     }
@@ -187,11 +184,8 @@ impl PreKeyStore for PreKeys<'_> {
     async fn get_pre_key(&self, prekey_id: PreKeyId) -> SignalResult<PreKeyRecord> {
         let raw: Option<Vec<u8>> = self
             .0
-            .query_row(
-                "SELECT record FROM prekeys WHERE id = ?1",
-                [u32::from(prekey_id)],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT record FROM prekeys WHERE id = ?1")
+            .and_then(|mut st| st.query_row([u32::from(prekey_id)], |r| r.get(0)))
             .optional()
             .map_err(db_err)?;
         PreKeyRecord::deserialize(&raw.ok_or(SignalProtocolError::InvalidPreKeyId)?)
@@ -202,18 +196,18 @@ impl PreKeyStore for PreKeys<'_> {
         prekey_id: PreKeyId,
         record: &PreKeyRecord,
     ) -> SignalResult<()> {
+        let serialized = record.serialize()?;
         self.0
-            .execute(
-                "INSERT OR REPLACE INTO prekeys (id, record) VALUES (?1, ?2)",
-                params![u32::from(prekey_id), record.serialize()?],
-            )
+            .prepare_cached("INSERT OR REPLACE INTO prekeys (id, record) VALUES (?1, ?2)")
+            .and_then(|mut st| st.execute(params![u32::from(prekey_id), serialized]))
             .map_err(db_err)?;
         Ok(())
     }
 
     async fn remove_pre_key(&mut self, prekey_id: PreKeyId) -> SignalResult<()> {
         self.0
-            .execute("DELETE FROM prekeys WHERE id = ?1", [u32::from(prekey_id)])
+            .prepare_cached("DELETE FROM prekeys WHERE id = ?1")
+            .and_then(|mut st| st.execute([u32::from(prekey_id)]))
             .map_err(db_err)?;
         Ok(())
     }
@@ -226,11 +220,8 @@ impl SignedPreKeyStore for SignedPreKeys<'_> {
     async fn get_signed_pre_key(&self, id: SignedPreKeyId) -> SignalResult<SignedPreKeyRecord> {
         let raw: Option<Vec<u8>> = self
             .0
-            .query_row(
-                "SELECT record FROM signed_prekeys WHERE id = ?1",
-                [u32::from(id)],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT record FROM signed_prekeys WHERE id = ?1")
+            .and_then(|mut st| st.query_row([u32::from(id)], |r| r.get(0)))
             .optional()
             .map_err(db_err)?;
         SignedPreKeyRecord::deserialize(&raw.ok_or(SignalProtocolError::InvalidSignedPreKeyId)?)
@@ -241,11 +232,10 @@ impl SignedPreKeyStore for SignedPreKeys<'_> {
         id: SignedPreKeyId,
         record: &SignedPreKeyRecord,
     ) -> SignalResult<()> {
+        let serialized = record.serialize()?;
         self.0
-            .execute(
-                "INSERT OR REPLACE INTO signed_prekeys (id, record) VALUES (?1, ?2)",
-                params![u32::from(id), record.serialize()?],
-            )
+            .prepare_cached("INSERT OR REPLACE INTO signed_prekeys (id, record) VALUES (?1, ?2)")
+            .and_then(|mut st| st.execute(params![u32::from(id), serialized]))
             .map_err(db_err)?;
         Ok(())
     }
@@ -261,11 +251,9 @@ impl KyberPreKeys<'_> {
         record: &KyberPreKeyRecord,
         last_resort: bool,
     ) -> SignalResult<()> {
+        let serialized = record.serialize()?;
         self.0
-            .execute(
-                "INSERT OR REPLACE INTO kyber_prekeys (id, record, last_resort) VALUES (?1, ?2, ?3)",
-                params![u32::from(id), record.serialize()?, last_resort],
-            )
+            .prepare_cached("INSERT OR REPLACE INTO kyber_prekeys (id, record, last_resort) VALUES (?1, ?2, ?3)").and_then(|mut st| st.execute(params![u32::from(id), serialized, last_resort]))
             .map_err(db_err)?;
         Ok(())
     }
@@ -276,11 +264,8 @@ impl KyberPreKeyStore for KyberPreKeys<'_> {
     async fn get_kyber_pre_key(&self, id: KyberPreKeyId) -> SignalResult<KyberPreKeyRecord> {
         let raw: Option<Vec<u8>> = self
             .0
-            .query_row(
-                "SELECT record FROM kyber_prekeys WHERE id = ?1",
-                [u32::from(id)],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT record FROM kyber_prekeys WHERE id = ?1")
+            .and_then(|mut st| st.query_row([u32::from(id)], |r| r.get(0)))
             .optional()
             .map_err(db_err)?;
         KyberPreKeyRecord::deserialize(&raw.ok_or(SignalProtocolError::InvalidKyberPreKeyId)?)
@@ -305,33 +290,33 @@ impl KyberPreKeyStore for KyberPreKeys<'_> {
     ) -> SignalResult<()> {
         let last_resort: Option<bool> = self
             .0
-            .query_row(
-                "SELECT last_resort FROM kyber_prekeys WHERE id = ?1",
-                [u32::from(id)],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT last_resort FROM kyber_prekeys WHERE id = ?1")
+            .and_then(|mut st| st.query_row([u32::from(id)], |r| r.get(0)))
             .optional()
             .map_err(db_err)?;
         match last_resort {
             None => Err(SignalProtocolError::InvalidKyberPreKeyId),
             Some(false) => {
                 self.0
-                    .execute("DELETE FROM kyber_prekeys WHERE id = ?1", [u32::from(id)])
+                    .prepare_cached("DELETE FROM kyber_prekeys WHERE id = ?1")
+                    .and_then(|mut st| st.execute([u32::from(id)]))
                     .map_err(db_err)?;
                 Ok(())
             }
             Some(true) => {
                 let inserted = self
                     .0
-                    .execute(
+                    .prepare_cached(
                         "INSERT OR IGNORE INTO kyber_used (kyber_id, signed_id, base_key)
                          VALUES (?1, ?2, ?3)",
-                        params![
+                    )
+                    .and_then(|mut st| {
+                        st.execute(params![
                             u32::from(id),
                             u32::from(ec_prekey_id),
                             base_key.serialize().as_ref()
-                        ],
-                    )
+                        ])
+                    })
                     .map_err(db_err)?;
                 if inserted == 0 {
                     return Err(SignalProtocolError::InvalidMessage(
