@@ -19,6 +19,9 @@ pub fn open(path: &Path, migrations: &[&str]) -> rusqlite::Result<Connection> {
     // FULL: a commit survives a power cut, which is what an `ok` or an ack promises.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Every statement of the stores and libsignal's adapters stays prepared (rusqlite keeps
+    // only 16 by default), so hot paths do not parse SQL again.
+    conn.set_prepared_statement_cache_capacity(128);
     conn.busy_timeout(Duration::from_secs(5))?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     for (i, m) in migrations.iter().enumerate().skip(version.max(0) as usize) {

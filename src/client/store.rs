@@ -384,48 +384,56 @@ impl Store {
     /// Adds a contact with both its threads, or refreshes its handle and access token. An
     /// existing contact's identity key is never replaced here: that is `trust::key_changed`.
     pub fn upsert_contact(&self, c: &Contact, now: u64) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO contacts (account_id, handle, identity_key, access_token, added_at)
+        self.conn
+            .prepare_cached(
+                "INSERT INTO contacts (account_id, handle, identity_key, access_token, added_at)
              VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(account_id) DO UPDATE SET handle = excluded.handle,
                  access_token = excluded.access_token",
-            params![
-                c.account_id,
-                c.handle,
-                c.identity_key,
-                c.access_token,
-                now as i64
-            ],
-        )?;
-        self.conn.execute(
-            "INSERT OR IGNORE INTO threads (contact, secret) VALUES (?1, 0), (?1, 1)",
-            [&c.account_id],
-        )?;
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    c.account_id,
+                    c.handle,
+                    c.identity_key,
+                    c.access_token,
+                    now as i64
+                ])
+            })?;
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO threads (contact, secret) VALUES (?1, 0), (?1, 1)",
+            )
+            .and_then(|mut st| st.execute([&c.account_id]))?;
         Ok(())
     }
 
     /// Stores a message; returns its `seq`, or None (changing nothing) if its id is known.
     pub fn insert_message(&self, contact_id: &str, m: &Message, now: u64) -> Result<Option<i64>> {
-        let n = self.conn.execute(
-            "INSERT OR IGNORE INTO messages (id, contact, secret, outgoing, text, sent_at,
+        let n = self
+            .conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO messages (id, contact, secret, outgoing, text, sent_at,
                  received_at, state, shown, kind, timer_secs, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
-                m.id,
-                contact_id,
-                m.secret,
-                m.outgoing,
-                m.text,
-                m.sent_at as i64,
-                (!m.outgoing).then_some(now as i64),
-                m.state.as_str(),
-                // Our own messages were seen as they were typed.
-                m.outgoing,
-                m.kind.as_str(),
-                m.timer,
-                m.expires_at.map(|e| e as i64),
-            ],
-        )?;
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    m.id,
+                    contact_id,
+                    m.secret,
+                    m.outgoing,
+                    m.text,
+                    m.sent_at as i64,
+                    (!m.outgoing).then_some(now as i64),
+                    m.state.as_str(),
+                    // Our own messages were seen as they were typed.
+                    m.outgoing,
+                    m.kind.as_str(),
+                    m.timer,
+                    m.expires_at.map(|e| e as i64),
+                ])
+            })?;
         Ok((n > 0).then(|| self.conn.last_insert_rowid()))
     }
 
@@ -498,11 +506,10 @@ impl Store {
 
     /// The earliest expiry of any stored message.
     pub fn next_expiry(&self) -> Result<Option<u64>> {
-        let at: Option<i64> = self.conn.query_row(
-            "SELECT min(expires_at) FROM messages WHERE expires_at IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )?;
+        let at: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT min(expires_at) FROM messages WHERE expires_at IS NOT NULL")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))?;
         Ok(at.map(|a| a as u64))
     }
 
@@ -611,21 +618,17 @@ impl Store {
     pub fn thread_timer(&self, contact_id: &str, secret: bool) -> Result<Option<u32>> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT timer_secs FROM threads WHERE contact = ?1 AND secret = ?2",
-                params![contact_id, secret],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT timer_secs FROM threads WHERE contact = ?1 AND secret = ?2")
+            .and_then(|mut st| st.query_row(params![contact_id, secret], |r| r.get(0)))
             .optional()?
             .flatten())
     }
 
     /// Sets a thread's disappearing timer (seconds; None: off).
     pub fn set_timer(&self, contact_id: &str, secret: bool, timer: Option<u32>) -> Result<()> {
-        self.conn.execute(
-            "UPDATE threads SET timer_secs = ?3 WHERE contact = ?1 AND secret = ?2",
-            params![contact_id, secret, timer],
-        )?;
+        self.conn
+            .prepare_cached("UPDATE threads SET timer_secs = ?3 WHERE contact = ?1 AND secret = ?2")
+            .and_then(|mut st| st.execute(params![contact_id, secret, timer]))?;
         Ok(())
     }
 
@@ -672,16 +675,13 @@ fn contact_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
 
 pub(crate) fn get(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>> {
     Ok(conn
-        .query_row("SELECT value FROM profile WHERE key = ?1", [key], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT value FROM profile WHERE key = ?1")
+        .and_then(|mut st| st.query_row([key], |r| r.get(0)))
         .optional()?)
 }
 
 pub(crate) fn set(conn: &Connection, key: &str, value: &[u8]) -> Result<()> {
-    conn.execute(
-        "INSERT OR REPLACE INTO profile (key, value) VALUES (?1, ?2)",
-        params![key, value],
-    )?;
+    conn.prepare_cached("INSERT OR REPLACE INTO profile (key, value) VALUES (?1, ?2)")
+        .and_then(|mut st| st.execute(params![key, value]))?;
     Ok(())
 }

@@ -133,7 +133,8 @@ impl RelayStore {
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
             .conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")
+            .and_then(|mut st| st.query_row([key], |r| r.get(0)))
             .optional()?)
     }
 
@@ -141,10 +142,8 @@ impl RelayStore {
     pub fn set_meta(&mut self, entries: &[(&str, &[u8])]) -> Result<()> {
         let tx = self.conn.transaction()?;
         for (key, value) in entries {
-            tx.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-                params![key, value],
-            )?;
+            tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")
+                .and_then(|mut st| st.execute(params![key, value]))?;
         }
         tx.commit()?;
         Ok(())
@@ -160,23 +159,22 @@ impl RelayStore {
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
         let taken: Option<String> = tx
-            .query_row(
-                "SELECT handle FROM accounts WHERE handle = ?1 OR identity_key = ?2",
-                params![handle, keys.identity_key.0],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT handle FROM accounts WHERE handle = ?1 OR identity_key = ?2")
+            .and_then(|mut st| st.query_row(params![handle, keys.identity_key.0], |r| r.get(0)))
             .optional()?;
         match taken {
             Some(h) if h == handle => return Err(StoreError::HandleTaken(handle.to_string())),
             Some(_) => return Err(StoreError::KeyTaken),
             None => {}
         }
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO accounts (account_id, handle, identity_key, registration_id, access_token,
                 signed_prekey_id, signed_prekey, signed_prekey_sig, kyber_id, kyber, kyber_sig,
                 created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
+        )
+        .and_then(|mut st| {
+            st.execute(params![
                 account_id,
                 handle,
                 keys.identity_key.0,
@@ -189,8 +187,8 @@ impl RelayStore {
                 keys.kyber_last_resort.public.0,
                 keys.kyber_last_resort.signature.0,
                 now as i64,
-            ],
-        )?;
+            ])
+        })?;
         insert_one_time(
             &tx,
             account_id,
@@ -205,31 +203,27 @@ impl RelayStore {
     pub fn rekey(&mut self, account_id: &str, keys: &KeyUpload, via: &str, now: u64) -> Result<()> {
         let tx = self.conn.transaction()?;
         let old: Option<Vec<u8>> = tx
-            .query_row(
-                "SELECT identity_key FROM accounts WHERE account_id = ?1",
-                [account_id],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT identity_key FROM accounts WHERE account_id = ?1")
+            .and_then(|mut st| st.query_row([account_id], |r| r.get(0)))
             .optional()?;
         let Some(old) = old else {
             return Err(StoreError::NotFound);
         };
         let taken: Option<String> = tx
-            .query_row(
-                "SELECT account_id FROM accounts WHERE identity_key = ?1",
-                [&keys.identity_key.0],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT account_id FROM accounts WHERE identity_key = ?1")
+            .and_then(|mut st| st.query_row([&keys.identity_key.0], |r| r.get(0)))
             .optional()?;
         if taken.is_some() {
             return Err(StoreError::KeyTaken);
         }
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE accounts SET identity_key = ?2, registration_id = ?3, signed_prekey_id = ?4,
                  signed_prekey = ?5, signed_prekey_sig = ?6, kyber_id = ?7, kyber = ?8,
                  kyber_sig = ?9
              WHERE account_id = ?1",
-            params![
+        )
+        .and_then(|mut st| {
+            st.execute(params![
                 account_id,
                 keys.identity_key.0,
                 keys.registration_id,
@@ -239,27 +233,31 @@ impl RelayStore {
                 keys.kyber_last_resort.id,
                 keys.kyber_last_resort.public.0,
                 keys.kyber_last_resort.signature.0,
-            ],
-        )?;
-        tx.execute(
-            "DELETE FROM one_time_prekeys WHERE account_id = ?1",
-            [account_id],
-        )?;
-        tx.execute(
-            "DELETE FROM one_time_kyber WHERE account_id = ?1",
-            [account_id],
-        )?;
+            ])
+        })?;
+        tx.prepare_cached("DELETE FROM one_time_prekeys WHERE account_id = ?1")
+            .and_then(|mut st| st.execute([account_id]))?;
+        tx.prepare_cached("DELETE FROM one_time_kyber WHERE account_id = ?1")
+            .and_then(|mut st| st.execute([account_id]))?;
         insert_one_time(
             &tx,
             account_id,
             &keys.one_time_prekeys,
             &keys.one_time_kyber,
         )?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO key_changes (account_id, old_key, new_key, via, at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![account_id, old, keys.identity_key.0, via, now as i64],
-        )?;
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                account_id,
+                old,
+                keys.identity_key.0,
+                via,
+                now as i64
+            ])
+        })?;
         tx.commit()?;
         Ok(())
     }
@@ -268,11 +266,10 @@ impl RelayStore {
     pub fn arm_reset(&self, handle: &str, code: &[u8]) -> Result<Option<String>> {
         Ok(self
             .conn
-            .query_row(
+            .prepare_cached(
                 "UPDATE accounts SET reset_code = ?2 WHERE handle = ?1 RETURNING account_id",
-                params![handle, code],
-                |r| r.get(0),
             )
+            .and_then(|mut st| st.query_row(params![handle, code], |r| r.get(0)))
             .optional()?)
     }
 
@@ -300,20 +297,19 @@ impl RelayStore {
             return Ok(None);
         }
         self.rekey(&account_id, keys, "reset", now)?;
-        self.conn.execute(
-            "UPDATE accounts SET reset_code = NULL WHERE account_id = ?1",
-            [&account_id],
-        )?;
+        self.conn
+            .prepare_cached("UPDATE accounts SET reset_code = NULL WHERE account_id = ?1")
+            .and_then(|mut st| st.execute([&account_id]))?;
         Ok(Some(account_id))
     }
 
     /// How many times an account's key was replaced, for the operator and the tests.
     pub fn key_changes(&self, account_id: &str) -> Result<u64> {
-        Ok(self.conn.query_row(
-            "SELECT count(*) FROM key_changes WHERE account_id = ?1",
-            [account_id],
-            |r| r.get::<_, i64>(0),
-        )? as u64)
+        Ok(self
+            .conn
+            .prepare_cached("SELECT count(*) FROM key_changes WHERE account_id = ?1")
+            .and_then(|mut st| st.query_row([account_id], |r| r.get::<_, i64>(0)))?
+            as u64)
     }
 
     pub fn upload_prekeys(
@@ -330,16 +326,14 @@ impl RelayStore {
 
     /// How many one-time EC and Kyber prekeys the account has left.
     pub fn prekey_count(&self, account_id: &str) -> Result<(u32, u32)> {
-        let ec = self.conn.query_row(
-            "SELECT count(*) FROM one_time_prekeys WHERE account_id = ?1",
-            [account_id],
-            |r| r.get(0),
-        )?;
-        let kyber = self.conn.query_row(
-            "SELECT count(*) FROM one_time_kyber WHERE account_id = ?1",
-            [account_id],
-            |r| r.get(0),
-        )?;
+        let ec = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM one_time_prekeys WHERE account_id = ?1")
+            .and_then(|mut st| st.query_row([account_id], |r| r.get(0)))?;
+        let kyber = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM one_time_kyber WHERE account_id = ?1")
+            .and_then(|mut st| st.query_row([account_id], |r| r.get(0)))?;
         Ok((ec, kyber))
     }
 
@@ -478,10 +472,7 @@ impl RelayStore {
         limit: usize,
         now: u64,
     ) -> Result<Vec<Queued>> {
-        let dropped = self.conn.execute(
-            "DELETE FROM queue WHERE recipient = ?1 AND expires_at IS NOT NULL AND expires_at <= ?2",
-            params![recipient, now as i64],
-        )?;
+        let dropped = self.conn.prepare_cached("DELETE FROM queue WHERE recipient = ?1 AND expires_at IS NOT NULL AND expires_at <= ?2").and_then(|mut st| st.execute(params![recipient, now as i64]))?;
         if dropped > 0 {
             crate::db::truncate_wal(&self.conn)?;
         }
@@ -519,21 +510,20 @@ impl RelayStore {
 
     fn ack_row(&self, recipient: &str, id: u64) -> rusqlite::Result<Option<Option<i64>>> {
         self.conn
-            .query_row(
+            .prepare_cached(
                 "DELETE FROM queue WHERE id = ?1 AND recipient = ?2 RETURNING expires_at",
-                params![id as i64, recipient],
-                |r| r.get(0),
             )
+            .and_then(|mut st| st.query_row(params![id as i64, recipient], |r| r.get(0)))
             .optional()
     }
 
     /// Envelopes waiting for `recipient`.
     pub fn queued_for(&self, recipient: &str) -> Result<u64> {
-        Ok(self.conn.query_row(
-            "SELECT count(*) FROM queue WHERE recipient = ?1",
-            [recipient],
-            |r| r.get::<_, i64>(0),
-        )? as u64)
+        Ok(self
+            .conn
+            .prepare_cached("SELECT count(*) FROM queue WHERE recipient = ?1")
+            .and_then(|mut st| st.query_row([recipient], |r| r.get::<_, i64>(0)))?
+            as u64)
     }
 }
 
