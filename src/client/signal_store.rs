@@ -253,7 +253,11 @@ impl KyberPreKeys<'_> {
     ) -> SignalResult<()> {
         let serialized = record.serialize()?;
         self.0
-            .prepare_cached("INSERT OR REPLACE INTO kyber_prekeys (id, record, last_resort) VALUES (?1, ?2, ?3)").and_then(|mut st| st.execute(params![u32::from(id), serialized, last_resort]))
+            .prepare_cached(
+                "INSERT OR REPLACE INTO kyber_prekeys (id, record, last_resort)
+                 VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut st| st.execute(params![u32::from(id), serialized, last_resort]))
             .map_err(db_err)?;
         Ok(())
     }

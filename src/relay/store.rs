@@ -472,7 +472,13 @@ impl RelayStore {
         limit: usize,
         now: u64,
     ) -> Result<Vec<Queued>> {
-        let dropped = self.conn.prepare_cached("DELETE FROM queue WHERE recipient = ?1 AND expires_at IS NOT NULL AND expires_at <= ?2").and_then(|mut st| st.execute(params![recipient, now as i64]))?;
+        let dropped = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM queue
+                 WHERE recipient = ?1 AND expires_at IS NOT NULL AND expires_at <= ?2",
+            )
+            .and_then(|mut st| st.execute(params![recipient, now as i64]))?;
         if dropped > 0 {
             crate::db::truncate_wal(&self.conn)?;
         }
