@@ -9,10 +9,14 @@
 use std::time::SystemTime;
 
 use libsignal_protocol::{
+    CiphertextMessageType, PreKeySignalMessage, SignalMessage, UnidentifiedSenderMessageContent,
+    message_decrypt_prekey, message_decrypt_signal, sealed_sender_decrypt_to_usmc,
+};
+use libsignal_protocol::{
     DeviceId, GenericSignedPreKey, IdentityKey, IdentityKeyPair, KeyPair, KyberPreKeyId,
     KyberPreKeyRecord, PreKeyBundle, PreKeyId, PreKeyRecord, ProtocolAddress, PublicKey,
     SenderCertificate, SignalProtocolError, SignedPreKeyId, SignedPreKeyRecord, Timestamp, kem,
-    process_prekey_bundle, sealed_sender_decrypt, sealed_sender_encrypt,
+    process_prekey_bundle, sealed_sender_encrypt,
 };
 use rand::{CryptoRng, Rng};
 
@@ -195,47 +199,92 @@ pub async fn open(
     local_account: &str,
     received_at: SystemTime,
 ) -> Result<Opened> {
-    let r = sealed_sender_decrypt(
-        envelope,
-        trust_root,
-        ts(received_at),
-        None,
-        local_account.to_string(),
-        device(),
-        &mut stores.identity,
-        &mut stores.sessions,
-        &mut stores.prekeys,
-        &stores.signed,
-        &mut stores.kyber,
-    )
-    .await?;
+    let unsealed = unseal(stores, envelope, trust_root, received_at).await?;
+    let plaintext = decrypt(stores, &unsealed, local_account, &mut rand::rng()).await?;
     Ok(Opened {
-        sender: r.sender_uuid,
-        plaintext: r.message,
+        sender: unsealed.sender,
+        plaintext,
     })
 }
 
-/// The sender named by an envelope's certificate, checked against the trust root, without
-/// touching any session: used to look an unknown sender up before decrypting.
-/// The sender named by an envelope's certificate and the identity key it certifies.
-pub async fn peek_sender(
-    stores: &mut Stores<'_>,
+/// A sealed envelope whose outer layer is open and whose sender certificate checked out; the
+/// message inside is still encrypted to the session with the sender.
+pub struct Unsealed {
+    content: UnidentifiedSenderMessageContent,
+    /// The sender's account id, as certified.
+    pub sender: String,
+    /// The identity key the certificate vouches for.
+    pub sender_key: Vec<u8>,
+}
+
+/// Opens the sealed-sender layer and checks the certificate against the trust root as of
+/// `received_at`, without touching any session: the caller can look an unknown sender up
+/// before decrypting. libsignal's `sealed_sender_decrypt` does the same two steps as this and
+/// `decrypt`; split, the outer layer is opened once instead of twice.
+pub async fn unseal(
+    stores: &Stores<'_>,
     envelope: &[u8],
     trust_root: &PublicKey,
     received_at: SystemTime,
-) -> Result<(String, Vec<u8>)> {
-    let usmc =
-        libsignal_protocol::sealed_sender_decrypt_to_usmc(envelope, &stores.identity).await?;
-    let cert = usmc.sender()?;
+) -> Result<Unsealed> {
+    let content = sealed_sender_decrypt_to_usmc(envelope, &stores.identity).await?;
+    let cert = content.sender()?;
     if !cert.validate(trust_root, ts(received_at))? {
         return Err(SignalProtocolError::InvalidSealedSenderMessage(
             "sender certificate not valid under the relay's trust root".into(),
         ));
     }
-    Ok((
-        cert.sender_uuid()?.to_string(),
-        IdentityKey::new(cert.key()?).serialize().to_vec(),
-    ))
+    let sender = cert.sender_uuid()?.to_string();
+    let sender_key = IdentityKey::new(cert.key()?).serialize().to_vec();
+    Ok(Unsealed {
+        content,
+        sender,
+        sender_key,
+    })
+}
+
+/// Decrypts the message inside an unsealed envelope, advancing the session with its sender.
+pub async fn decrypt<R: Rng + CryptoRng>(
+    stores: &mut Stores<'_>,
+    unsealed: &Unsealed,
+    local_account: &str,
+    rng: &mut R,
+) -> Result<Vec<u8>> {
+    let cert = unsealed.content.sender()?;
+    if unsealed.sender == local_account && cert.sender_device_id()? == device() {
+        return Err(SignalProtocolError::SealedSenderSelfSend);
+    }
+    let from = ProtocolAddress::new(unsealed.sender.clone(), cert.sender_device_id()?);
+    let contents = unsealed.content.contents()?;
+    match unsealed.content.msg_type()? {
+        CiphertextMessageType::Whisper => {
+            message_decrypt_signal(
+                &SignalMessage::try_from(contents)?,
+                &from,
+                &mut stores.sessions,
+                &mut stores.identity,
+                rng,
+            )
+            .await
+        }
+        CiphertextMessageType::PreKey => {
+            message_decrypt_prekey(
+                &PreKeySignalMessage::try_from(contents)?,
+                &from,
+                &mut stores.sessions,
+                &mut stores.identity,
+                &mut stores.prekeys,
+                &stores.signed,
+                &mut stores.kyber,
+                rng,
+            )
+            .await
+        }
+        other => Err(SignalProtocolError::InvalidMessage(
+            other,
+            "a sealed envelope must carry a session message",
+        )),
+    }
 }
 
 /// Whether a sender certificate is still good for at least `margin_ms`.

@@ -184,19 +184,22 @@ impl Manager {
         envelope: &[u8],
         received_at: SystemTime,
     ) -> Result<Incoming, Receive> {
-        let (sender, sender_key) = {
-            let mut stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
-            crypto::peek_sender(&mut stores, envelope, &self.trust_root, received_at)
+        let unsealed = {
+            let stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
+            crypto::unseal(&stores, envelope, &self.trust_root, received_at)
                 .await
                 .map_err(|e| Receive::Drop(format!("a secret message could not be opened: {e}")))?
         };
         // Learning who an unknown sender is needs the network, so it happens before the
         // transaction that decrypts.
-        let mut contact = self.contact_by_id(&sender).await.map_err(Receive::retry)?;
-        if contact.identity_key != sender_key {
+        let mut contact = self
+            .contact_by_id(&unsealed.sender)
+            .await
+            .map_err(Receive::retry)?;
+        if contact.identity_key != unsealed.sender_key {
             // The relay certified a new key for this sender: confirm it at the directory and
             // record the change before showing what they sent.
-            let id = sender.clone();
+            let id = unsealed.sender.clone();
             contact = self
                 .lookup(move |req| ClientFrame::Lookup {
                     req,
@@ -209,12 +212,11 @@ impl Manager {
         let work = self.store.atomic().map_err(Receive::retry)?;
         let opened = {
             let mut stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
-            crypto::open(
+            crypto::decrypt(
                 &mut stores,
-                envelope,
-                &self.trust_root,
+                &unsealed,
                 &self.reg.account_id,
-                received_at,
+                &mut rand::rng(),
             )
             .await
         };
@@ -230,7 +232,7 @@ impl Manager {
                 )));
             }
         };
-        let content = content::unpad(&opened.plaintext)
+        let content = content::unpad(&opened)
             .map_err(|e| describe(&e))
             .and_then(|p| Content::decode(p).map_err(|e| describe(&e)));
         let content = match content {
