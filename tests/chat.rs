@@ -431,3 +431,31 @@ async fn bursts_arrive_complete_and_in_order_in_both_threads() {
     alice.stop();
     bob.stop();
 }
+
+/// Receipts wait briefly to go out together; a client that stops meanwhile still sends them,
+/// or the sender would never see the message delivered (the relay will not deliver it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_owed_go_out_when_the_recipient_stops_at_once() {
+    let Scene {
+        alice: ad,
+        bob: bd,
+        relay,
+        tmp: _tmp,
+        ..
+    } = Scene::new().await;
+    let mut alice = Client::start(&ad, &relay.url).await;
+    let mut bob = Client::start(&bd, &relay.url).await;
+    for secret in [false, true] {
+        let id = alice.send("bob", secret, "read and gone").await;
+        bob.receive().await;
+        bob.stop();
+        alice
+            .expect(|e| {
+                matches!(e, Event::MessageState { id: i, state: MessageState::Delivered } if *i == id)
+            })
+            .await;
+        bob = Client::start(&bd, &relay.url).await;
+    }
+    alice.stop();
+    bob.stop();
+}

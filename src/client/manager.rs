@@ -293,6 +293,7 @@ pub fn spawn(dir: &Path, relay_url: Option<String>) -> Result<ManagerHandle, Cli
                     cert: None,
                     events: evt_tx,
                     receipts: BTreeMap::new(),
+                    receipts_due: None,
                     clock,
                     deadlines,
                     in_flight: HashSet::new(),
@@ -342,6 +343,8 @@ struct Manager {
     events: mpsc::Sender<Event>,
     /// Delivery receipts owed, per (contact handle, secret thread).
     receipts: BTreeMap<(String, bool), Vec<String>>,
+    /// When the receipts owed go out; None while none are owed.
+    receipts_due: Option<tokio::time::Instant>,
     clock: Clock,
     /// Where new expiry times go, for the sweeper.
     deadlines: Deadlines,
@@ -349,6 +352,21 @@ struct Manager {
     in_flight: HashSet<String>,
     /// Where the relay's answers to our messages' requests come back to.
     sent: mpsc::UnboundedSender<Sent>,
+}
+
+/// Receipts wait this long for company, so that a stream of arrivals is answered with one
+/// receipt per thread rather than one per message (each a sealed envelope in a secret thread).
+const RECEIPT_DELAY: Duration = Duration::from_millis(50);
+
+/// How long a stopping manager waits for the relay to take the receipts it still owed.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// Sleeps until `at`; forever if there is no `at`.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Takes `first` and the items queued right behind it in `rx`, for as long as `pick` takes
@@ -387,32 +405,44 @@ impl Manager {
     ) {
         self.emit(Event::Connection(ConnState::Connecting)).await;
         loop {
+            let receipts_due = self.receipts_due;
             tokio::select! {
                 biased;
                 cmd = commands.recv() => match cmd {
                     Some(cmd) => self.commands(cmd, &mut commands).await,
-                    None => return,
+                    None => break,
                 },
                 ev = link.recv() => match ev {
-                    Some(ev) => {
-                        self.link_events(ev, &mut link).await;
-                        // Receipts for a burst of deliveries go out together once it is over.
-                        if link.is_empty() {
-                            self.flush_receipts().await;
-                        }
-                    }
-                    None => return,
+                    Some(ev) => self.link_events(ev, &mut link).await,
+                    None => break,
                 },
                 // The manager holds a sender, so this channel never closes.
                 Some(done) = sent.recv() => self.on_sent(done).await,
                 Some(gone) = expired.recv() => self.emit(Event::Expired(gone)).await,
+                () = sleep_until(receipts_due) => {
+                    for reply in self.flush_receipts().await {
+                        tokio::spawn(send::receipt_answered(reply));
+                    }
+                }
                 ev = anon.recv() => match ev {
                     // Sealed sends that found the anonymous link down go out now.
                     Some(LinkEvent::Online) => self.flush_unsent().await,
                     Some(_) => {}
-                    None => return,
+                    None => break,
                 },
             }
+        }
+        // Receipts owed go out before the manager stops, or the peers would never see those
+        // messages delivered: the relay will not deliver them again once they are acked.
+        // A relay that does not answer must not hold the user's quit up for long.
+        let replies = self.flush_receipts().await;
+        let answered = async {
+            for reply in replies {
+                send::receipt_answered(reply).await;
+            }
+        };
+        if tokio::time::timeout(EXIT_WAIT, answered).await.is_err() {
+            tracing::info!("leaving without the relay's answer to some delivery receipts");
         }
     }
 

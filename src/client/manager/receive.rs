@@ -60,6 +60,8 @@ impl Manager {
                     .entry((m.contact.clone(), m.secret))
                     .or_default()
                     .push(m.id.clone());
+                self.receipts_due
+                    .get_or_insert_with(|| tokio::time::Instant::now() + super::RECEIPT_DELAY);
                 if m.kind == MessageKind::Timer {
                     self.emit(Event::TimerSet {
                         contact: m.contact.clone(),

@@ -336,8 +336,10 @@ impl Manager {
         }
     }
 
-    /// Sends the delivery receipts owed; they are best effort, so a failure is only logged.
-    pub(super) async fn flush_receipts(&mut self) {
+    /// Sends the delivery receipts owed; returns the relay's answers to come.
+    pub(super) async fn flush_receipts(&mut self) -> Vec<Reply> {
+        self.receipts_due = None;
+        let mut replies = Vec::new();
         for ((handle, secret), ids) in std::mem::take(&mut self.receipts) {
             for chunk in ids.chunks(RECEIPT_BATCH) {
                 let receipt = Content::receipt(chunk.to_vec());
@@ -348,19 +350,14 @@ impl Manager {
                     Err(e) => Err(e),
                 };
                 match sent {
-                    Ok(reply) => {
-                        tokio::spawn(async move {
-                            if let Err(e) = reply.answer().await {
-                                tracing::info!(error = %e, "a delivery receipt was not stored");
-                            }
-                        });
-                    }
+                    Ok(reply) => replies.push(reply),
                     Err(e) => {
                         tracing::info!(error = %describe(&e), "a delivery receipt was not sent")
                     }
                 }
             }
         }
+        replies
     }
 
     pub(super) async fn sender_cert(&mut self) -> Result<SenderCertificate, ClientError> {
@@ -472,5 +469,13 @@ impl Manager {
             },
             e => e.into(),
         }
+    }
+}
+
+/// Waits for the relay's answer to a receipt. Receipts are best effort: a failure is only
+/// logged.
+pub(super) async fn receipt_answered(reply: Reply) {
+    if let Err(e) = reply.answer().await {
+        tracing::info!(error = %e, "a delivery receipt was not stored");
     }
 }
