@@ -337,17 +337,10 @@ async fn one_process_per_profile_and_over_long_texts_are_refused_before_sending(
 /// one commit: neither may lose, repeat or reorder a message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bursts_arrive_complete_and_in_order_in_both_threads() {
-    let Scene {
-        alice: ad,
-        bob: bd,
-        relay,
-        tmp: _tmp,
-        ..
-    } = Scene::new().await;
+    let scene = Scene::new().await;
     const N: usize = 150;
-    let mut alice = Client::start(&ad, &relay.url).await;
     // bob is introduced, then goes offline so that everything waits for him in one queue.
-    let bob = Client::start(&bd, &relay.url).await;
+    let (mut alice, bob) = scene.online().await;
     alice.send("bob", true, "hello").await;
     bob.stop();
 
@@ -386,7 +379,7 @@ async fn bursts_arrive_complete_and_in_order_in_both_threads() {
         }
     }
 
-    let mut bob = Client::start(&bd, &relay.url).await;
+    let mut bob = Client::start(&scene.bob, &scene.relay.url).await;
     let mut seen = [Vec::new(), Vec::new()];
     while seen[0].len() + seen[1].len() < 2 * N {
         let m = bob.receive().await;
@@ -436,15 +429,8 @@ async fn bursts_arrive_complete_and_in_order_in_both_threads() {
 /// or the sender would never see the message delivered (the relay will not deliver it again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_owed_go_out_when_the_recipient_stops_at_once() {
-    let Scene {
-        alice: ad,
-        bob: bd,
-        relay,
-        tmp: _tmp,
-        ..
-    } = Scene::new().await;
-    let mut alice = Client::start(&ad, &relay.url).await;
-    let mut bob = Client::start(&bd, &relay.url).await;
+    let scene = Scene::new().await;
+    let (mut alice, mut bob) = scene.online().await;
     for secret in [false, true] {
         let id = alice.send("bob", secret, "read and gone").await;
         bob.receive().await;
@@ -454,7 +440,7 @@ async fn receipts_owed_go_out_when_the_recipient_stops_at_once() {
                 matches!(e, Event::MessageState { id: i, state: MessageState::Delivered } if *i == id)
             })
             .await;
-        bob = Client::start(&bd, &relay.url).await;
+        bob = Client::start(&scene.bob, &scene.relay.url).await;
     }
     alice.stop();
     bob.stop();

@@ -353,6 +353,13 @@ impl Scene {
         }
     }
 
+    /// alice and bob, both started and online.
+    pub async fn online(&self) -> (Client, Client) {
+        let alice = Client::start(&self.alice, &self.relay.url).await;
+        let bob = Client::start(&self.bob, &self.relay.url).await;
+        (alice, bob)
+    }
+
     /// A path for another profile or snapshot in the scene's temp dir.
     pub fn path(&self, name: &str) -> PathBuf {
         self.tmp.path().join(name)
