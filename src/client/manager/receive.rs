@@ -44,7 +44,7 @@ impl Manager {
     }
 
     /// Arriving messages could not be stored; they stay queued at the relay.
-    pub(super) async fn not_stored(&mut self, e: &str) {
+    async fn not_stored(&mut self, e: &str) {
         tracing::error!(error = %e, "cannot store arriving messages; they stay queued at the relay");
         self.emit(Event::Warning(format!(
             "could not store arriving messages ({e}); they will be retried"
@@ -53,7 +53,7 @@ impl Manager {
     }
 
     /// Tells the user about one stored envelope and acknowledges it.
-    pub(super) async fn report(&mut self, envelope_id: u64, result: Result<Incoming, Receive>) {
+    async fn report(&mut self, envelope_id: u64, result: Result<Incoming, Receive>) {
         match result {
             Ok(Incoming::Message(m)) => {
                 self.receipts
@@ -95,7 +95,7 @@ impl Manager {
 
     /// Applies decoded content from `contact` inside the caller's transaction: stores a text
     /// (unless its id is known) or marks our messages delivered.
-    pub(super) fn apply(
+    fn apply(
         &self,
         contact: &Contact,
         secret: bool,
@@ -166,11 +166,7 @@ impl Manager {
         })
     }
 
-    pub(super) async fn receive_normal(
-        &mut self,
-        from: &str,
-        body: &[u8],
-    ) -> Result<Incoming, Receive> {
+    async fn receive_normal(&mut self, from: &str, body: &[u8]) -> Result<Incoming, Receive> {
         let contact = self.contact_by_id(from).await.map_err(Receive::retry)?;
         let content = Content::decode(body).map_err(|e| {
             Receive::Drop(format!(
@@ -181,7 +177,7 @@ impl Manager {
         self.apply(&contact, false, content)
     }
 
-    pub(super) async fn receive_sealed(
+    async fn receive_sealed(
         &mut self,
         envelope: &[u8],
         received_at: SystemTime,
@@ -263,7 +259,7 @@ pub(super) struct Delivery {
 }
 
 /// What an arriving envelope turned out to carry.
-pub(super) enum Incoming {
+enum Incoming {
     /// A new message, now stored.
     Message(Message),
     /// Our messages with these ids reached the peer's device.
@@ -273,7 +269,7 @@ pub(super) enum Incoming {
 }
 
 /// Why an arriving envelope was not stored.
-pub(super) enum Receive {
+enum Receive {
     /// Our side failed (storage, network): keep the envelope queued.
     Retry(String),
     /// The envelope itself is bad: acknowledge it and tell the user.
@@ -281,7 +277,7 @@ pub(super) enum Receive {
 }
 
 impl Receive {
-    pub(super) fn retry(e: impl std::error::Error) -> Self {
+    fn retry(e: impl std::error::Error) -> Self {
         Receive::Retry(describe(&e))
     }
 }

@@ -212,7 +212,7 @@ impl Manager {
 
     /// Records what became of a message's send. A connection problem leaves it `sending`
     /// for the next flush; a refusal marks it failed.
-    pub(super) async fn settle(&mut self, id: &str, outcome: Result<(), ClientError>) {
+    async fn settle(&mut self, id: &str, outcome: Result<(), ClientError>) {
         match outcome {
             Ok(()) => match self.store.set_state(id, MessageState::Sent) {
                 Ok(true) => {
@@ -242,7 +242,7 @@ impl Manager {
 
     /// The relay refused a secret send because `handle`'s key changed: learn the new key
     /// now, so the user sees the change and the block.
-    pub(super) async fn learn_key_change(&mut self, handle: &str) -> ClientError {
+    async fn learn_key_change(&mut self, handle: &str) -> ClientError {
         let id = match self.known(handle) {
             Ok(c) => c.account_id,
             Err(e) => return e,
@@ -263,7 +263,7 @@ impl Manager {
     }
 
     /// What goes on the wire for one of our messages; a key-change line is local only.
-    pub(super) fn content(m: &Message) -> Option<Content> {
+    fn content(m: &Message) -> Option<Content> {
         match m.kind {
             MessageKind::Text => Some(Content::text(
                 m.id.clone(),
@@ -360,7 +360,7 @@ impl Manager {
         replies
     }
 
-    pub(super) async fn sender_cert(&mut self) -> Result<SenderCertificate, ClientError> {
+    async fn sender_cert(&mut self) -> Result<SenderCertificate, ClientError> {
         if let Some(c) = &self.cert
             && crypto::cert_fresh(c, SystemTime::now(), CERT_MARGIN_MS)
         {
@@ -462,7 +462,7 @@ impl Manager {
         })
     }
 
-    pub(super) fn identity_error(&self, e: SignalProtocolError, contact: &Contact) -> ClientError {
+    fn identity_error(&self, e: SignalProtocolError, contact: &Contact) -> ClientError {
         match e {
             SignalProtocolError::UntrustedIdentity(_) => ClientError::IdentityChanged {
                 handle: contact.handle.clone(),
