@@ -8,35 +8,10 @@ use std::time::SystemTime;
 
 use common::{Client, Raw, Scene, register};
 use sotto::client::account;
-use sotto::client::manager::{Command, Event};
-use sotto::client::store::{MessageKind, MessageState, Store};
+use sotto::client::store::{MessageKind, Store};
 use sotto::client::trust;
 use sotto::relay::store::RelayStore;
 use sotto::wire::{ClientFrame, ErrorCode, RelayFrame};
-
-/// Sends and returns how it ended: Ok(id) once the relay has it, or the failure's text.
-async fn try_send(c: &mut Client, to: &str, secret: bool, text: &str) -> Result<String, String> {
-    let id = uuid::Uuid::new_v4().to_string();
-    c.handle
-        .commands
-        .send(Command::Send {
-            id: id.clone(),
-            to: to.into(),
-            secret,
-            text: text.into(),
-        })
-        .await
-        .unwrap();
-    let want = id.clone();
-    match c
-        .expect(|e| matches!(e, Event::MessageState { id, .. } | Event::MessageFailed { id, .. } if *id == want))
-        .await
-    {
-        Event::MessageState { state: MessageState::Sent, .. } => Ok(id),
-        Event::MessageFailed { error, .. } => Err(error),
-        other => panic!("{other:?}"),
-    }
-}
 
 fn number(profile: &std::path::Path, handle: &str) -> trust::SafetyNumber {
     trust::safety_number(&Store::open(profile).unwrap(), handle).unwrap()
@@ -123,7 +98,8 @@ async fn a_rotated_key_blocks_secret_sending_until_the_change_is_accepted() {
     );
 
     // alice's next secret send fails with the change, naming the fix; nothing reached bob.
-    let err = try_send(&mut alice, "bob", true, "to the old key?")
+    let err = alice
+        .try_send("bob", true, "to the old key?")
         .await
         .unwrap_err();
     assert!(
@@ -151,14 +127,16 @@ async fn a_rotated_key_blocks_secret_sending_until_the_change_is_accepted() {
         assert_eq!(lines[0].text, "bob's safety number changed");
     }
     // Still blocked on a second try; the normal thread is not blocked.
-    assert!(try_send(&mut alice, "bob", true, "again?").await.is_err());
-    try_send(&mut alice, "bob", false, "normal still works")
+    assert!(alice.try_send("bob", true, "again?").await.is_err());
+    alice
+        .try_send("bob", false, "normal still works")
         .await
         .unwrap();
 
     // alice accepts; secret messages flow to the new key, and bob's new number matches hers.
     trust::accept_change(&Store::open(&ad).unwrap(), "bob").unwrap();
-    try_send(&mut alice, "bob", true, "after accepting")
+    alice
+        .try_send("bob", true, "after accepting")
         .await
         .unwrap();
     let mut bob = Client::start(&bd, &relay.url).await;
@@ -204,9 +182,7 @@ async fn a_secret_message_from_a_rotated_key_arrives_after_a_warning_and_blocks_
     };
     assert_eq!(m.text, "new phone, same bob");
     assert!(number(&ad, "bob").key_changed);
-    let err = try_send(&mut alice, "bob", true, "is it you?")
-        .await
-        .unwrap_err();
+    let err = alice.try_send("bob", true, "is it you?").await.unwrap_err();
     assert!(err.contains("safety number has changed"), "{err}");
     alice.stop();
     bob.stop();

@@ -151,6 +151,14 @@ impl Client {
 
     /// Sends a message and waits until the relay has accepted it.
     pub async fn send(&mut self, to: &str, secret: bool, text: &str) -> String {
+        match self.try_send(to, secret, text).await {
+            Ok(id) => id,
+            Err(error) => panic!("send failed: {error}"),
+        }
+    }
+
+    /// Sends and returns how it ended: Ok(id) once the relay has it, or the failure's text.
+    pub async fn try_send(&mut self, to: &str, secret: bool, text: &str) -> Result<String, String> {
         let id = uuid::Uuid::new_v4().to_string();
         self.handle
             .commands
@@ -169,10 +177,13 @@ impl Client {
             })
             .await
         {
-            Event::MessageState { state, .. } => assert_eq!(state, MessageState::Sent),
-            other => panic!("send failed: {other:?}"),
+            Event::MessageState {
+                state: MessageState::Sent,
+                ..
+            } => Ok(id),
+            Event::MessageFailed { error, .. } => Err(error),
+            other => panic!("unexpected state: {other:?}"),
         }
-        id
     }
 
     /// Waits for an arriving message.
