@@ -564,12 +564,16 @@ impl Pusher {
             }
             let (id, after, now) = (account_id.to_string(), self.last_pushed, now_ms());
             let batch = relay
-                .db(move |db| db.pending(&id, after, room, now))
+                .db(move |db| db.pending(&id, after, room))
                 .await
                 .map_err(internal)?;
             let short = batch.len() < room;
             for q in batch {
                 self.last_pushed = q.id;
+                if q.expires_at.is_some_and(|at| at <= now) {
+                    relay.writer.remove(account_id, q.id).await;
+                    continue;
+                }
                 self.in_flight.insert(q.id);
                 let payload = if q.sealed {
                     Payload::Sealed {
@@ -626,6 +630,9 @@ async fn authenticated(
         in_flight: HashSet::new(),
         drained_sent: false,
     };
+    // Acks from an earlier connection of this account have taken effect, so nothing it
+    // acknowledged is pushed again.
+    relay.writer.flush().await;
     if let Err(e) = pusher.push(relay, ws, account_id).await {
         return e;
     }
@@ -669,14 +676,11 @@ async fn authenticated(
         };
         let result = match frame {
             ClientFrame::Ack { id } => {
-                let acc = account_id.to_string();
-                match relay.db(move |db| db.ack(&acc, id)).await {
-                    Ok(_) => {
-                        pusher.in_flight.remove(&id);
-                        pusher.push(relay, ws, account_id).await
-                    }
-                    Err(e) => Err(internal(e)),
-                }
+                // The delete is queued behind earlier writes, not waited for: what the
+                // connection pushes next comes after `id` anyway.
+                relay.writer.remove(account_id, id).await;
+                pusher.in_flight.remove(&id);
+                pusher.push(relay, ws, account_id).await
             }
             ClientFrame::Send {
                 req,
@@ -688,6 +692,8 @@ async fn authenticated(
                 committing.answer(ws, accepted).await
             }
             other => {
+                // Acks sent before a request have taken effect by its answer.
+                relay.writer.flush().await;
                 let upload = matches!(other, ClientFrame::UploadPreKeys { .. });
                 let reply = request(relay, account_id, nonce, other).await;
                 let accepted = matches!(reply, RelayFrame::Ok { .. });

@@ -8,6 +8,7 @@
 mod certs;
 mod conn;
 pub mod store;
+mod writer;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use certs::Authority;
 pub use certs::CertError;
 use store::{NewEnvelope, RelayStore};
+use writer::Writer;
 
 /// Called with every frame payload the relay receives, before it is decoded: lets a test or
 /// an operator's debugging tool see exactly what reaches the relay.
@@ -101,11 +103,10 @@ pub(crate) struct Signals {
 
 /// State shared by all connections of one relay.
 pub(crate) struct Relay {
+    /// Everything but the queue's writes: accounts, the directory, reads of the queue.
     db: Arc<Mutex<RelayStore>>,
-    /// Envelopes on their way to the group-commit writer, each with its `ok` to answer.
-    writer: tokio::sync::mpsc::Sender<Queued>,
-    /// The writer's thread, joined when the relay stops so the database is closed by then.
-    writer_thread: Option<std::thread::JoinHandle<()>>,
+    /// The queue's writes, on a connection of their own.
+    writer: Writer,
     authority: Authority,
     online: Mutex<HashMap<String, Online>>,
     config: RelayConfig,
@@ -129,22 +130,14 @@ impl Relay {
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
-    /// Hands an envelope to the group-commit writer; envelopes reach it in the order of the
-    /// calls. The returned future resolves to the envelope's id once it is committed, or None
-    /// if the store failed. It owns nothing borrowed, so a connection can read its next frame
-    /// while it waits, and one commit can serve a burst of envelopes from one client.
+    /// Hands an envelope to the queue's writer; envelopes reach it in the order of the calls.
+    /// The returned future resolves to the envelope's id once it is committed, or None if the
+    /// store failed. One commit can serve a burst of envelopes from one client.
     async fn submit(
         &self,
         envelope: NewEnvelope,
     ) -> impl Future<Output = Option<u64>> + Send + 'static {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let handed = self.writer.send((envelope, tx)).await.is_ok();
-        async move {
-            match handed {
-                true => rx.await.ok().flatten(),
-                false => None,
-            }
-        }
+        self.writer.enqueue(envelope).await
     }
 
     fn wake(&self, account_id: &str) {
@@ -193,55 +186,6 @@ pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Most envelopes committed in one transaction.
-const MAX_BATCH: usize = 512;
-
-type Queued = (NewEnvelope, tokio::sync::oneshot::Sender<Option<u64>>);
-
-/// The group-commit writer: a thread that takes every envelope waiting, commits them in one
-/// durable transaction, then answers each. Alone, an envelope is committed at once; under
-/// load, one sync serves many `ok`s. Ends when the relay (the last sender) is dropped.
-fn spawn_writer(
-    db: Arc<Mutex<RelayStore>>,
-) -> std::io::Result<(
-    tokio::sync::mpsc::Sender<Queued>,
-    std::thread::JoinHandle<()>,
-)> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Queued>(4 * MAX_BATCH);
-    let thread = std::thread::Builder::new()
-        .name("relay-writer".into())
-        .spawn(move || {
-            while let Some(first) = rx.blocking_recv() {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(q) => batch.push(q),
-                        Err(_) => break,
-                    }
-                }
-                let (envelopes, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                let ids = db
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .enqueue(&envelopes);
-                match ids {
-                    Ok(ids) => {
-                        for (reply, id) in replies.into_iter().zip(ids) {
-                            let _ = reply.send(Some(id));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, count = replies.len(), "enqueue failed");
-                        for reply in replies {
-                            let _ = reply.send(None);
-                        }
-                    }
-                }
-            }
-        })?;
-    Ok((tx, thread))
-}
-
 /// Opens the relay's state under `data_dir`, creating it if needed.
 fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
     std::fs::create_dir_all(data_dir).map_err(|source| RelayError::DataDir {
@@ -250,12 +194,10 @@ fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
     })?;
     let mut store = RelayStore::open(data_dir)?;
     let authority = Authority::load_or_create(&mut store)?;
-    let db = Arc::new(Mutex::new(store));
-    let (writer, writer_thread) = spawn_writer(db.clone())?;
+    let writer = Writer::spawn(RelayStore::open(data_dir)?)?;
     Ok(Relay {
         writer,
-        writer_thread: Some(writer_thread),
-        db,
+        db: Arc::new(Mutex::new(store)),
         authority,
         online: Mutex::new(HashMap::new()),
         slots: Arc::new(Semaphore::new(config.max_connections)),
@@ -302,12 +244,8 @@ pub async fn run(
     tracker.wait().await;
     // Every connection is gone; stop the writer (it commits what it holds) and wait for it,
     // so that when this returns the database is closed.
-    if let Ok(mut relay) = Arc::try_unwrap(relay) {
-        let thread = relay.writer_thread.take();
-        drop(relay);
-        if let Some(t) = thread {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
+    if let Ok(relay) = Arc::try_unwrap(relay) {
+        relay.writer.stop().await;
     }
     tracing::info!("relay stopped");
     Ok(())

@@ -56,6 +56,8 @@ pub struct Queued {
     pub sealed: bool,
     pub payload: Vec<u8>,
     pub received_at: u64,
+    /// Unix ms after which the envelope must not be delivered.
+    pub expires_at: Option<u64>,
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -124,10 +126,13 @@ pub struct RelayStore {
 
 impl RelayStore {
     /// Opens (creating if needed) `relay.db` under `dir` and brings the schema up to date.
+    /// Two connections write to it (this one and the queue writer's), so every transaction
+    /// takes the write lock when it begins: one that began as a read could not be upgraded
+    /// once the other had committed, and would fail instead of waiting its turn.
     pub fn open(dir: &Path) -> Result<Self> {
-        Ok(RelayStore {
-            conn: crate::db::open(&dir.join("relay.db"), MIGRATIONS)?,
-        })
+        let mut conn = crate::db::open(&dir.join("relay.db"), MIGRATIONS)?;
+        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
+        Ok(RelayStore { conn })
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -436,54 +441,66 @@ impl RelayStore {
         })
     }
 
-    /// Commits envelopes to the queue in one durable transaction and returns their ids in
-    /// order. Returns only after the commit has reached the disk: this is the promise behind
-    /// `ok`, kept for a whole batch with one sync (group commit).
-    pub fn enqueue(&mut self, batch: &[NewEnvelope]) -> Result<Vec<u64>> {
-        let tx = self.conn.transaction()?;
-        let mut ids = Vec::with_capacity(batch.len());
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO queue (recipient, sender, sealed, payload, received_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for e in batch {
-                stmt.execute(params![
-                    e.recipient,
-                    e.sender,
-                    e.sealed,
-                    e.payload,
-                    e.received_at as i64,
-                    e.expires_at.map(|x| x as i64)
-                ])?;
-                ids.push(tx.last_insert_rowid() as u64);
+    /// Queues `new` and deletes `remove` (delivered or expired envelopes, each with its
+    /// recipient) in one transaction; returns the new envelopes' ids in order.
+    ///
+    /// With envelopes to queue, returns only after the commit has reached the disk: this is
+    /// the promise behind `ok`, kept for a whole batch with one sync (group commit). Deletions
+    /// alone do not wait for the disk: if a power cut loses one, the envelope is delivered
+    /// again and its recipient drops it as a duplicate; nobody was promised anything.
+    /// An envelope with an expiry belongs to a disappearing message: once one is deleted, the
+    /// WAL is truncated too, so its text does not linger there.
+    pub fn write(&self, new: &[NewEnvelope], remove: &[(String, u64)]) -> Result<Vec<u64>> {
+        let batch = || -> rusqlite::Result<(Vec<u64>, bool)> {
+            let tx = self.conn.unchecked_transaction()?;
+            let mut ids = Vec::with_capacity(new.len());
+            let mut expiring = false;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO queue (recipient, sender, sealed, payload, received_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for e in new {
+                    insert.execute(params![
+                        e.recipient,
+                        e.sender,
+                        e.sealed,
+                        e.payload,
+                        e.received_at as i64,
+                        e.expires_at.map(|x| x as i64)
+                    ])?;
+                    ids.push(tx.last_insert_rowid() as u64);
+                }
+                let mut delete = tx.prepare_cached(
+                    "DELETE FROM queue WHERE id = ?1 AND recipient = ?2 RETURNING expires_at",
+                )?;
+                for (recipient, id) in remove {
+                    let gone: Option<Option<i64>> = delete
+                        .query_row(params![*id as i64, recipient], |r| r.get(0))
+                        .optional()?;
+                    expiring |= matches!(gone, Some(Some(_)));
+                }
             }
+            tx.commit()?;
+            Ok((ids, expiring))
+        };
+        let (ids, expiring) = if new.is_empty() {
+            crate::db::without_sync(&self.conn, batch)?
+        } else {
+            batch()?
+        };
+        if expiring {
+            crate::db::truncate_wal(&self.conn)?;
         }
-        tx.commit()?;
         Ok(ids)
     }
 
-    /// Up to `limit` envelopes for `recipient` with ids above `after`, oldest first, skipping
-    /// (and deleting) those whose expiry has passed.
-    pub fn pending(
-        &self,
-        recipient: &str,
-        after: u64,
-        limit: usize,
-        now: u64,
-    ) -> Result<Vec<Queued>> {
-        let dropped = self
-            .conn
-            .prepare_cached(
-                "DELETE FROM queue
-                 WHERE recipient = ?1 AND expires_at IS NOT NULL AND expires_at <= ?2",
-            )
-            .and_then(|mut st| st.execute(params![recipient, now as i64]))?;
-        if dropped > 0 {
-            crate::db::truncate_wal(&self.conn)?;
-        }
+    /// Up to `limit` envelopes for `recipient` with ids above `after`, oldest first, expired
+    /// ones included: the caller skips those and has them deleted (a read here never waits
+    /// for the queue's writer).
+    pub fn pending(&self, recipient: &str, after: u64, limit: usize) -> Result<Vec<Queued>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT q.id, q.sender, q.sealed, q.payload, q.received_at, a.handle
+            "SELECT q.id, q.sender, q.sealed, q.payload, q.received_at, q.expires_at, a.handle
              FROM queue q LEFT JOIN accounts a ON a.account_id = q.sender
              WHERE q.recipient = ?1 AND q.id > ?2 ORDER BY q.id LIMIT ?3",
         )?;
@@ -494,33 +511,11 @@ impl RelayStore {
                 sealed: r.get(2)?,
                 payload: r.get(3)?,
                 received_at: r.get::<_, i64>(4)? as u64,
-                sender_handle: r.get(5)?,
+                expires_at: r.get::<_, Option<i64>>(5)?.map(|x| x as u64),
+                sender_handle: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
-    }
-
-    /// Deletes envelope `id` if it belongs to `recipient`; returns whether it existed.
-    /// An envelope with an expiry belongs to a disappearing message: once it is gone, the WAL
-    /// is truncated too, so a normal thread's text does not linger there after delivery.
-    /// The delete is committed without waiting for the disk: if a power cut loses it, the
-    /// envelope is redelivered and the recipient drops it as a duplicate. Nothing is promised
-    /// to anyone on an ack, so nothing waits on a sync for it.
-    pub fn ack(&self, recipient: &str, id: u64) -> Result<bool> {
-        let gone = crate::db::without_sync(&self.conn, || self.ack_row(recipient, id))?;
-        if matches!(gone, Some(Some(_))) {
-            crate::db::truncate_wal(&self.conn)?;
-        }
-        Ok(gone.is_some())
-    }
-
-    fn ack_row(&self, recipient: &str, id: u64) -> rusqlite::Result<Option<Option<i64>>> {
-        self.conn
-            .prepare_cached(
-                "DELETE FROM queue WHERE id = ?1 AND recipient = ?2 RETURNING expires_at",
-            )
-            .and_then(|mut st| st.query_row(params![id as i64, recipient], |r| r.get(0)))
-            .optional()
     }
 
     /// Envelopes waiting for `recipient`.

@@ -1,0 +1,135 @@
+//! The queue's writer: a thread with its own connection to the relay database that applies
+//! every change to the envelope queue, many at a time, one transaction per batch.
+//!
+//! Owns that connection and the order of queue writes. New envelopes are committed durably
+//! before their `ok` is answered, and one sync serves a whole batch (group commit); deletions
+//! of delivered or expired envelopes ride along in the same transactions. Must not serve
+//! reads: connections read the queue through the relay's other connection, which a sync in
+//! progress here never holds up.
+
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::store::{NewEnvelope, RelayStore};
+
+/// Most writes applied in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// One change to the queue, applied in the order handed over.
+enum Write {
+    /// Queue an envelope; answered with its id once committed, None if the store failed.
+    Enqueue(NewEnvelope, oneshot::Sender<Option<u64>>),
+    /// Delete envelope `id` of `recipient`: acknowledged, or expired before delivery.
+    Remove { recipient: String, id: u64 },
+    /// Answered once every write handed over before it is committed.
+    Flush(oneshot::Sender<()>),
+}
+
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Write>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `store`, a connection of its own.
+    pub fn spawn(store: RelayStore) -> std::io::Result<Writer> {
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        let thread = std::thread::Builder::new()
+            .name("relay-writer".into())
+            .spawn(move || run(store, rx))?;
+        Ok(Writer {
+            tx,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands an envelope over. The returned future resolves to its id once it is committed,
+    /// or None if the store failed; it borrows nothing, so a connection can read its next
+    /// frame while it waits.
+    pub async fn enqueue(
+        &self,
+        envelope: NewEnvelope,
+    ) -> impl Future<Output = Option<u64>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let handed = self.tx.send(Write::Enqueue(envelope, tx)).await.is_ok();
+        async move {
+            match handed {
+                true => rx.await.ok().flatten(),
+                false => None,
+            }
+        }
+    }
+
+    /// Has envelope `id` of `recipient` deleted, without waiting for it.
+    pub async fn remove(&self, recipient: &str, id: u64) {
+        let write = Write::Remove {
+            recipient: recipient.to_string(),
+            id,
+        };
+        // Only fails once the relay is stopping; the envelope is then delivered again later.
+        let _ = self.tx.send(write).await;
+    }
+
+    /// Waits until every write handed over so far is committed.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Write::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Stops the thread once it has committed everything handed over, and waits for it, so
+    /// that its connection is closed when this returns.
+    pub async fn stop(mut self) {
+        let thread = self.thread.take();
+        drop(self);
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+/// Takes every write waiting (up to `MAX_BATCH`), applies them in one transaction, then
+/// answers. Alone, a write is applied at once; under load, one sync serves many `ok`s. Ends
+/// when every `Writer` handle is gone.
+fn run(store: RelayStore, mut rx: mpsc::Receiver<Write>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
+        let mut new = Vec::new();
+        let mut replies = Vec::new();
+        let mut remove = Vec::new();
+        let mut flushes = Vec::new();
+        for w in batch.drain(..) {
+            match w {
+                Write::Enqueue(e, reply) => {
+                    new.push(e);
+                    replies.push(reply);
+                }
+                Write::Remove { recipient, id } => remove.push((recipient, id)),
+                Write::Flush(reply) => flushes.push(reply),
+            }
+        }
+        match store.write(&new, &remove) {
+            Ok(ids) => {
+                for (reply, id) in replies.into_iter().zip(ids) {
+                    let _ = reply.send(Some(id));
+                }
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    queued = replies.len(),
+                    removed = remove.len(),
+                    "queue write failed"
+                );
+                for reply in replies {
+                    let _ = reply.send(None);
+                }
+            }
+        }
+        for f in flushes {
+            let _ = f.send(());
+        }
+    }
+}
