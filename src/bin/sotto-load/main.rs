@@ -18,6 +18,7 @@ mod idle;
 mod pace;
 mod raw;
 mod relay_child;
+mod relay_only;
 mod relayed;
 mod wire_client;
 
@@ -60,6 +61,9 @@ enum Mode {
     Raw,
     Normal,
     Secret,
+    /// The real relay with protocol-level clients (no client store, no crypto): the relay's
+    /// own cost over `raw`.
+    Relay,
     /// The relay's memory per idle signed-in connection (the relay runs as a child process).
     Idle,
 }
@@ -70,6 +74,7 @@ impl Mode {
             Mode::Raw => "raw",
             Mode::Normal => "normal",
             Mode::Secret => "secret",
+            Mode::Relay => "relay",
             Mode::Idle => "idle",
         }
     }
@@ -196,6 +201,7 @@ async fn run(mode: Mode, args: &Args) -> Result<Outcome> {
         Mode::Raw => raw::run(args).await,
         Mode::Normal => relayed::run(false, args).await,
         Mode::Secret => relayed::run(true, args).await,
+        Mode::Relay => relay_only::run(args).await,
         Mode::Idle => bail!("--mode idle measures memory, not messages"),
     }
 }

@@ -9,13 +9,13 @@
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, anyhow, bail};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{SinkExt, Stream, StreamExt};
 use libsignal_protocol::IdentityKeyPair;
 use sotto::client::crypto;
 use sotto::wire::{self, ClientFrame, KeyUpload, MAX_FRAME_BYTES, RelayFrame};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -111,14 +111,28 @@ async fn open(url: &str) -> Result<(Ws, Vec<u8>)> {
 }
 
 async fn send(ws: &mut Ws, frame: &ClientFrame) -> Result<()> {
-    ws.send(Message::text(frame.encode()))
+    ws.send(message(frame))
         .await
         .context("cannot send to the relay")
 }
 
+/// `frame` as the WebSocket message that carries it.
+pub fn message(frame: &ClientFrame) -> Message {
+    Message::text(frame.encode())
+}
+
 async fn next_frame(ws: &mut Ws) -> Result<RelayFrame> {
+    read_frame(ws).await
+}
+
+/// The next frame from the relay on `stream` (a whole connection or its read half), past
+/// pings and pongs.
+pub async fn read_frame<S>(stream: &mut S) -> Result<RelayFrame>
+where
+    S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
     loop {
-        match ws.next().await {
+        match stream.next().await {
             Some(Ok(Message::Text(t))) => {
                 return RelayFrame::decode(t.as_bytes())
                     .map_err(|e| anyhow!("undecodable frame from the relay: {e}"));

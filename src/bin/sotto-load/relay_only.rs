@@ -1,0 +1,141 @@
+//! `--mode relay`: the real relay in this process with protocol-level clients
+//! (`wire_client`): no client store and no crypto, N senders to N receivers.
+//!
+//! Isolates what the relay itself adds over the raw forwarder (authenticated connections,
+//! the group-committed queue, the push window, acks), which `normal` cannot: there every
+//! message also costs two client stores. The body carries the send time; each receiver acks
+//! every envelope as a client does.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures_util::{SinkExt, StreamExt};
+use sotto::wire::{ClientFrame, Payload, RelayFrame};
+use tokio_util::sync::CancellationToken;
+
+use crate::pace::{self, Pace};
+use crate::wire_client::{self, Account};
+use crate::{Args, Outcome};
+
+/// Registers `handle` and returns its account.
+async fn account(url: &str, handle: String) -> Result<Account> {
+    wire_client::register(url, handle)
+        .await
+        .context("registering a load client")
+}
+
+pub async fn run(args: &Args) -> Result<Outcome> {
+    let tmp = tempfile::tempdir()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("ws://{}", listener.local_addr()?);
+    let stop = CancellationToken::new();
+    let (relay_dir, token) = (tmp.path().join("relay"), stop.clone());
+    let relay = tokio::spawn(async move {
+        sotto::relay::run(listener, &relay_dir, Default::default(), token).await
+    });
+    let (n, m) = (args.clients, args.messages);
+    let base = Instant::now();
+    let mut receivers = Vec::with_capacity(n);
+    let mut recipients = Vec::with_capacity(n);
+    for i in 0..n {
+        let acc = account(&url, format!("r{i}")).await?;
+        recipients.push(acc.account_id.clone());
+        let ws = wire_client::sign_in(&url, &acc).await?;
+        receivers.push(tokio::spawn(receive(ws, m, base)));
+    }
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let acc = account(&url, format!("s{i}")).await?;
+        conns.push(wire_client::sign_in(&url, &acc).await?);
+    }
+    let pace = args
+        .rate
+        .map(|r| Pace::new(tokio::time::Instant::now(), n, r));
+    let start = base.elapsed();
+    let mut senders = Vec::with_capacity(n);
+    for (i, (ws, to)) in conns.into_iter().zip(recipients).enumerate() {
+        senders.push(tokio::spawn(send(ws, i, to, m, args.size, pace, base)));
+    }
+    let mut lat = Vec::with_capacity(n * m);
+    let mut end = start;
+    for r in receivers {
+        let (l, t) = r.await??;
+        lat.extend(l);
+        end = end.max(t);
+    }
+    for s in senders {
+        s.await??;
+    }
+    stop.cancel();
+    relay.await??;
+    Ok(Outcome {
+        msgs_per_sec: lat.len() as f64 / (end - start).as_secs_f64(),
+        latencies_us: lat,
+    })
+}
+
+/// Sends `m` envelopes to `to` (reading the relay's `ok`s alongside) and waits for all `ok`s.
+async fn send(
+    ws: wire_client::Ws,
+    i: usize,
+    to: String,
+    m: usize,
+    size: usize,
+    pace: Option<Pace>,
+    base: Instant,
+) -> Result<()> {
+    let (mut sink, mut stream) = ws.split();
+    let oks = tokio::spawn(async move {
+        let mut oks = 0;
+        while oks < m {
+            match wire_client::read_frame(&mut stream).await? {
+                RelayFrame::Ok { .. } => oks += 1,
+                RelayFrame::Error { code, message, .. } => {
+                    bail!("the relay refused an envelope: {code:?}: {message}")
+                }
+                _ => {}
+            }
+        }
+        Ok(stream)
+    });
+    for k in 0..m {
+        pace::wait(pace.as_ref(), i, k).await;
+        let mut body = Vec::with_capacity(size.max(8));
+        body.extend_from_slice(&(base.elapsed().as_micros() as u64).to_be_bytes());
+        body.resize(size.max(8), b'x');
+        let frame = ClientFrame::Send {
+            req: k as u64,
+            to: to.clone(),
+            body: body.into(),
+            expires_at: None,
+        };
+        sink.send(wire_client::message(&frame))
+            .await
+            .context("cannot send to the relay")?;
+    }
+    // The connection stays open until every envelope is committed: closing earlier could
+    // look like a client that gave up.
+    let _stream = oks.await??;
+    Ok(())
+}
+
+/// Receives `m` envelopes, acking each, and returns their latencies and when the last came.
+async fn receive(ws: wire_client::Ws, m: usize, base: Instant) -> Result<(Vec<u64>, Duration)> {
+    let (mut sink, mut stream) = ws.split();
+    let mut lat = Vec::with_capacity(m);
+    while lat.len() < m {
+        let RelayFrame::Deliver { id, payload, .. } = wire_client::read_frame(&mut stream).await?
+        else {
+            continue;
+        };
+        let Payload::Normal { body, .. } = payload else {
+            bail!("a sealed envelope reached a receiver that was sent none");
+        };
+        let sent = u64::from_be_bytes(body.0[..8].try_into().context("a body under 8 bytes")?);
+        lat.push((base.elapsed().as_micros() as u64).saturating_sub(sent));
+        sink.send(wire_client::message(&ClientFrame::Ack { id }))
+            .await
+            .context("cannot ack to the relay")?;
+    }
+    Ok((lat, base.elapsed()))
+}
