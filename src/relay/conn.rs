@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::store::{NewEnvelope, StoreError};
+use super::writer::Enqueued;
 use super::{Relay, Signals};
 use crate::wire::{
     self, B64, ClientFrame, ErrorCode, FrameError, MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES,
@@ -418,7 +419,8 @@ async fn send_sealed(
     Accepted::now(match checked {
         Ok(Sealed::Queued) => {
             let committed = relay
-                .submit(NewEnvelope {
+                .writer
+                .enqueue(NewEnvelope {
                     recipient: to.clone(),
                     sender: None,
                     sealed: true,
@@ -457,27 +459,19 @@ async fn send_normal(
     if body.len() > MAX_PAYLOAD_BYTES {
         return Accepted::now(too_large(req));
     }
-    let (from, recipient, now) = (from.to_string(), to.clone(), now_ms());
-    let known = relay
-        .db(move |db| Ok(db.account_by_id(&recipient)?.is_some()))
+    // The writer checks that the recipient exists as it inserts: no separate lookup.
+    let committed = relay
+        .writer
+        .enqueue(NewEnvelope {
+            recipient: to.clone(),
+            sender: Some(from.to_string()),
+            sealed: false,
+            payload: body,
+            received_at: now_ms(),
+            expires_at,
+        })
         .await;
-    Accepted::now(match known {
-        Ok(true) => {
-            let committed = relay
-                .submit(NewEnvelope {
-                    recipient: to.clone(),
-                    sender: Some(from),
-                    sealed: false,
-                    payload: body,
-                    received_at: now,
-                    expires_at,
-                })
-                .await;
-            return Accepted::Later(answer_when_committed(relay, req, to, committed));
-        }
-        Ok(false) => error(Some(req), ErrorCode::NotFound, "no such recipient"),
-        Err(e) => store_error(req, e),
-    })
+    Accepted::Later(answer_when_committed(relay, req, to, committed))
 }
 
 /// What a connection answers to an envelope: at once (a refusal), or once the envelope is
@@ -498,16 +492,17 @@ fn answer_when_committed(
     relay: &Arc<Relay>,
     req: u64,
     to: String,
-    committed: impl Future<Output = Option<u64>> + Send + 'static,
+    committed: impl Future<Output = Enqueued> + Send + 'static,
 ) -> BoxFuture<'static, RelayFrame> {
     let relay = relay.clone();
     Box::pin(async move {
         match committed.await {
-            Some(_) => {
+            Enqueued::Committed(_) => {
                 relay.wake(&to);
                 RelayFrame::Ok { req }
             }
-            None => not_stored(req),
+            Enqueued::NoRecipient => error(Some(req), ErrorCode::NotFound, "no such recipient"),
+            Enqueued::NotStored => not_stored(req),
         }
     })
 }

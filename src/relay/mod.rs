@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use certs::Authority;
 pub use certs::CertError;
-use store::{NewEnvelope, RelayStore};
+use store::RelayStore;
 use writer::Writer;
 
 /// Called with every frame payload the relay receives, before it is decoded: lets a test or
@@ -128,16 +128,6 @@ impl Relay {
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-    }
-
-    /// Hands an envelope to the queue's writer; envelopes reach it in the order of the calls.
-    /// The returned future resolves to the envelope's id once it is committed, or None if the
-    /// store failed. One commit can serve a burst of envelopes from one client.
-    async fn submit(
-        &self,
-        envelope: NewEnvelope,
-    ) -> impl Future<Output = Option<u64>> + Send + 'static {
-        self.writer.enqueue(envelope).await
     }
 
     fn wake(&self, account_id: &str) {

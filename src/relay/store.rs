@@ -442,7 +442,8 @@ impl RelayStore {
     }
 
     /// Queues `new` and deletes `remove` (delivered or expired envelopes, each with its
-    /// recipient) in one transaction; returns the new envelopes' ids in order.
+    /// recipient) in one transaction; returns the new envelopes' ids in order, None for one
+    /// whose recipient has no account (it is not queued; the others are).
     ///
     /// With envelopes to queue, returns only after the commit has reached the disk: this is
     /// the promise behind `ok`, kept for a whole batch with one sync (group commit). Deletions
@@ -450,18 +451,20 @@ impl RelayStore {
     /// again and its recipient drops it as a duplicate; nobody was promised anything.
     /// An envelope with an expiry belongs to a disappearing message: once one is deleted, the
     /// WAL is truncated too, so its text does not linger there.
-    pub fn write(&self, new: &[NewEnvelope], remove: &[(String, u64)]) -> Result<Vec<u64>> {
-        let batch = || -> rusqlite::Result<(Vec<u64>, bool)> {
+    pub fn write(&self, new: &[NewEnvelope], remove: &[(String, u64)]) -> Result<Vec<Option<u64>>> {
+        let batch = || -> rusqlite::Result<(Vec<Option<u64>>, bool)> {
             let tx = self.conn.unchecked_transaction()?;
             let mut ids = Vec::with_capacity(new.len());
             let mut expiring = false;
             {
+                // The recipient is checked here, not before: one statement, no extra trip.
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO queue (recipient, sender, sealed, payload, received_at, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6
+                     WHERE EXISTS (SELECT 1 FROM accounts WHERE account_id = ?1)",
                 )?;
                 for e in new {
-                    insert.execute(params![
+                    let queued = insert.execute(params![
                         e.recipient,
                         e.sender,
                         e.sealed,
@@ -469,7 +472,7 @@ impl RelayStore {
                         e.received_at as i64,
                         e.expires_at.map(|x| x as i64)
                     ])?;
-                    ids.push(tx.last_insert_rowid() as u64);
+                    ids.push((queued == 1).then(|| tx.last_insert_rowid() as u64));
                 }
                 let mut delete = tx.prepare_cached(
                     "DELETE FROM queue WHERE id = ?1 AND recipient = ?2 RETURNING expires_at",

@@ -18,12 +18,23 @@ const MAX_BATCH: usize = 512;
 
 /// One change to the queue, applied in the order handed over.
 enum Write {
-    /// Queue an envelope; answered with its id once committed, None if the store failed.
-    Enqueue(NewEnvelope, oneshot::Sender<Option<u64>>),
+    /// Queue an envelope; answered once committed, or once refused.
+    Enqueue(NewEnvelope, oneshot::Sender<Enqueued>),
     /// Delete envelope `id` of `recipient`: acknowledged, or expired before delivery.
     Remove { recipient: String, id: u64 },
     /// Answered once every write handed over before it is committed.
     Flush(oneshot::Sender<()>),
+}
+
+/// What became of an envelope handed to the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Enqueued {
+    /// On disk, with this id.
+    Committed(u64),
+    /// Its recipient has no account; nothing was stored.
+    NoRecipient,
+    /// The store failed, or the relay is stopping; nothing was stored.
+    NotStored,
 }
 
 pub(crate) struct Writer {
@@ -44,19 +55,19 @@ impl Writer {
         })
     }
 
-    /// Hands an envelope over. The returned future resolves to its id once it is committed,
-    /// or None if the store failed; it borrows nothing, so a connection can read its next
-    /// frame while it waits.
+    /// Hands an envelope over; envelopes reach the disk in the order of the calls. The
+    /// returned future resolves once it is committed (or refused); it borrows nothing, so a
+    /// connection can read its next frame while it waits, and one commit can serve a burst.
     pub async fn enqueue(
         &self,
         envelope: NewEnvelope,
-    ) -> impl Future<Output = Option<u64>> + Send + 'static {
+    ) -> impl Future<Output = Enqueued> + Send + 'static {
         let (tx, rx) = oneshot::channel();
         let handed = self.tx.send(Write::Enqueue(envelope, tx)).await.is_ok();
         async move {
             match handed {
-                true => rx.await.ok().flatten(),
-                false => None,
+                true => rx.await.unwrap_or(Enqueued::NotStored),
+                false => Enqueued::NotStored,
             }
         }
     }
@@ -113,7 +124,7 @@ fn run(store: RelayStore, mut rx: mpsc::Receiver<Write>) {
         match store.write(&new, &remove) {
             Ok(ids) => {
                 for (reply, id) in replies.into_iter().zip(ids) {
-                    let _ = reply.send(Some(id));
+                    let _ = reply.send(id.map_or(Enqueued::NoRecipient, Enqueued::Committed));
                 }
             }
             Err(e) => {
@@ -124,7 +135,7 @@ fn run(store: RelayStore, mut rx: mpsc::Receiver<Write>) {
                     "queue write failed"
                 );
                 for reply in replies {
-                    let _ = reply.send(None);
+                    let _ = reply.send(Enqueued::NotStored);
                 }
             }
         }
