@@ -97,6 +97,13 @@ async fn send(ws: &mut Ws, frame: &RelayFrame) -> Result<(), End> {
         .map_err(|_| End::Gone)
 }
 
+/// Queues `frame` without flushing: a batch of frames then leaves in one write.
+async fn feed(ws: &mut Ws, frame: &RelayFrame) -> Result<(), End> {
+    ws.feed(Message::text(frame.encode()))
+        .await
+        .map_err(|_| End::Gone)
+}
+
 fn error(req: Option<u64>, code: ErrorCode, message: impl Into<String>) -> RelayFrame {
     RelayFrame::Error {
         req,
@@ -545,11 +552,29 @@ struct Pusher {
     last_pushed: u64,
     in_flight: HashSet<u64>,
     drained_sent: bool,
+    /// The queue may hold envelopes not pushed yet: the last read filled the window, or mail
+    /// arrived since. When false, an ack frees room without a read of the queue.
+    more: bool,
 }
 
 impl Pusher {
+    fn new() -> Pusher {
+        Pusher {
+            last_pushed: 0,
+            in_flight: HashSet::new(),
+            drained_sent: false,
+            more: true,
+        }
+    }
+
+    /// Mail arrived for the account: push it.
+    async fn wake(&mut self, relay: &Arc<Relay>, ws: &mut Ws, account_id: &str) -> Result<(), End> {
+        self.more = true;
+        self.push(relay, ws, account_id).await
+    }
+
     async fn push(&mut self, relay: &Arc<Relay>, ws: &mut Ws, account_id: &str) -> Result<(), End> {
-        loop {
+        while self.more {
             let room = relay
                 .config
                 .delivery_window
@@ -581,7 +606,7 @@ impl Pusher {
                         body: q.payload.into(),
                     }
                 };
-                send(
+                feed(
                     ws,
                     &RelayFrame::Deliver {
                         id: q.id,
@@ -591,14 +616,16 @@ impl Pusher {
                 )
                 .await?;
             }
+            ws.flush().await.map_err(|_| End::Gone)?;
             if short {
+                self.more = false;
                 if !self.drained_sent {
                     self.drained_sent = true;
                     send(ws, &RelayFrame::Drained).await?;
                 }
-                return Ok(());
             }
         }
+        Ok(())
     }
 }
 
@@ -620,11 +647,7 @@ async fn authenticated(
     if let Err(e) = send_prekey_count(relay, ws, account_id).await {
         return e;
     }
-    let mut pusher = Pusher {
-        last_pushed: 0,
-        in_flight: HashSet::new(),
-        drained_sent: false,
-    };
+    let mut pusher = Pusher::new();
     // Acks from an earlier connection of this account have taken effect, so nothing it
     // acknowledged is pushed again.
     relay.writer.flush().await;
@@ -644,7 +667,7 @@ async fn authenticated(
                 return End::Close(ErrorCode::Forbidden, "another connection signed in for this account".into());
             }
             _ = signals.wake.notified() => {
-                if let Err(e) = pusher.push(relay, ws, account_id).await {
+                if let Err(e) = pusher.wake(relay, ws, account_id).await {
                     return e;
                 }
                 continue;
