@@ -14,6 +14,11 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Largest frame either side accepts (WebSocket message and frame alike).
 pub const MAX_FRAME_BYTES: usize = 256 * 1024;
 
+/// WebSocket read and write buffer size on both sides. tungstenite's default (128 KiB) is
+/// zero-filled on every read and held by every idle connection; almost every frame is far
+/// smaller, and a larger one grows the buffer for itself.
+pub const WS_BUFFER_BYTES: usize = 8 * 1024;
+
 /// Largest message body or sealed envelope (decoded bytes) a relay accepts. Base64 makes it
 /// 4/3 as large inside a frame, and a `deliver` adds its own fields: this bound keeps the
 /// delivered frame under `MAX_FRAME_BYTES`, so what the relay accepts it can also deliver.

@@ -20,7 +20,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::wire::{self, ClientFrame, ErrorCode, KeyUpload, MAX_FRAME_BYTES, RelayFrame, ReqId};
+use crate::wire::{
+    self, ClientFrame, ErrorCode, KeyUpload, MAX_FRAME_BYTES, RelayFrame, ReqId, WS_BUFFER_BYTES,
+};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -51,6 +53,8 @@ pub enum LinkError {
 
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
+        .read_buffer_size(WS_BUFFER_BYTES)
+        .write_buffer_size(WS_BUFFER_BYTES)
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
 }

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use libsignal_protocol::IdentityKey;
 use rand::RngCore;
 use tokio::net::TcpStream;
@@ -25,7 +25,7 @@ use super::writer::Enqueued;
 use super::{Relay, Signals};
 use crate::wire::{
     self, B64, ClientFrame, ErrorCode, FrameError, MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES,
-    MAX_PREKEYS_PER_UPLOAD, Payload, RelayFrame,
+    MAX_PREKEYS_PER_UPLOAD, Payload, RelayFrame, WS_BUFFER_BYTES,
 };
 
 type Ws = WebSocketStream<TcpStream>;
@@ -35,12 +35,9 @@ type Ws = WebSocketStream<TcpStream>;
 const HARD_LIMIT: usize = 4 * MAX_FRAME_BYTES;
 
 pub(crate) fn ws_config() -> WebSocketConfig {
-    // tungstenite's default buffers (128 KiB each) cost every connection ~130 KiB of RSS,
-    // idle or not: the read buffer is filled on the first read. Most frames are far smaller,
-    // and a larger one grows the buffer for itself, up to HARD_LIMIT.
     WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
-        .write_buffer_size(8 * 1024)
+        .read_buffer_size(WS_BUFFER_BYTES)
+        .write_buffer_size(WS_BUFFER_BYTES)
         .max_message_size(Some(HARD_LIMIT))
         .max_frame_size(Some(HARD_LIMIT))
 }
@@ -349,7 +346,7 @@ async fn anonymous(relay: &Arc<Relay>, ws: &mut Ws) -> End {
     loop {
         let bytes = tokio::select! {
             reply = committing.next() => {
-                if let Err(e) = send(ws, &reply).await {
+                if let Err(e) = committing.send_due(ws, reply).await {
                     return e;
                 }
                 continue;
@@ -538,6 +535,16 @@ impl Committing {
         }
     }
 
+    /// Sends `first` and every other answer already due, in one write: one group commit
+    /// often completes many of a connection's envelopes at once.
+    async fn send_due(&mut self, ws: &mut Ws, first: RelayFrame) -> Result<(), End> {
+        feed(ws, &first).await?;
+        while let Some(Some(reply)) = self.0.next().now_or_never() {
+            feed(ws, &reply).await?;
+        }
+        ws.flush().await.map_err(|_| End::Gone)
+    }
+
     /// The next answer due; pending forever while nothing waits, for use in `select!`.
     async fn next(&mut self) -> RelayFrame {
         match self.0.next().await {
@@ -658,7 +665,7 @@ async fn authenticated(
     loop {
         let bytes = tokio::select! {
             reply = committing.next() => {
-                if let Err(e) = send(ws, &reply).await {
+                if let Err(e) = committing.send_due(ws, reply).await {
                     return e;
                 }
                 continue;

@@ -7,12 +7,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use futures_util::{SinkExt, StreamExt};
+use sotto::wire::WS_BUFFER_BYTES;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::pace::{self, Pace};
 use crate::{Args, Outcome};
+
+/// The buffers sotto's relay and client use: a floor that zero-fills tungstenite's default
+/// 128 KiB read buffer on every read would flatter the ratio against it.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(WS_BUFFER_BYTES)
+        .write_buffer_size(WS_BUFFER_BYTES)
+}
 
 /// The transport floor: a forwarder that routes binary frames `[to: u32][body]` between
 /// WebSocket connections, which name themselves with a first text frame.
@@ -33,7 +43,9 @@ pub async fn run(args: &Args) -> Result<Outcome> {
             let _ = stream.set_nodelay(true);
             let routes = r.clone();
             tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                let Ok(mut ws) =
+                    tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await
+                else {
                     return;
                 };
                 let Some(Ok(Message::Text(name))) = ws.next().await else {
@@ -69,7 +81,8 @@ pub async fn run(args: &Args) -> Result<Outcome> {
     let mut receivers = Vec::new();
     // Clients connect with TCP_NODELAY (`true` below), as sotto's client does.
     for i in 0..n {
-        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(&url, None, true).await?;
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_with_config(&url, Some(ws_config()), true).await?;
         ws.send(Message::text((n + i).to_string())).await?;
         receivers.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(m);
@@ -87,7 +100,8 @@ pub async fn run(args: &Args) -> Result<Outcome> {
     // them ready and an unpaced run starts them together.
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
-        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(&url, None, true).await?;
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_with_config(&url, Some(ws_config()), true).await?;
         ws.send(Message::text(i.to_string())).await?;
         conns.push(ws);
     }
