@@ -25,15 +25,8 @@ fn prekeys_left(relay_dir: &std::path::Path, profile: &std::path::Path) -> (u32,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn normal_and_secret_messages_flow_both_ways() {
-    let Scene {
-        relay_dir: rd,
-        alice: ad,
-        bob: bd,
-        relay,
-        tmp: _tmp,
-    } = Scene::new().await;
-    let mut alice = Client::start(&ad, &relay.url).await;
-    let mut bob = Client::start(&bd, &relay.url).await;
+    let scene = Scene::new().await;
+    let (mut alice, mut bob) = scene.online().await;
 
     alice.send("bob", false, "hi bob").await;
     let m = bob.receive().await;
@@ -74,11 +67,11 @@ async fn normal_and_secret_messages_flow_both_ways() {
         assert_eq!(m.state, MessageState::Delivered);
     }
     // Exactly one bundle was taken, bob's, once; bob answered on the session alice started.
-    assert_eq!(prekeys_left(&rd, &bd), (99, 99));
-    assert_eq!(prekeys_left(&rd, &ad), (100, 100));
+    assert_eq!(prekeys_left(&scene.relay_dir, &scene.bob), (99, 99));
+    assert_eq!(prekeys_left(&scene.relay_dir, &scene.alice), (100, 100));
 
     let texts = |c: &Client, secret| -> Vec<(bool, String)> {
-        c.history(if c.dir == ad { "bob" } else { "alice" }, secret)
+        c.history(if c.dir == scene.alice { "bob" } else { "alice" }, secret)
             .into_iter()
             .map(|m| (m.outgoing, m.text))
             .collect()
@@ -103,7 +96,7 @@ async fn normal_and_secret_messages_flow_both_ways() {
     );
     alice.stop();
     bob.stop();
-    relay.stop().await;
+    scene.relay.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,15 +42,8 @@ async fn expired(c: &mut Client, id: &str) -> Instant {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timer_change_reaches_the_peer_and_each_copy_expires_on_its_own_clock() {
-    let Scene {
-        alice: ad,
-        bob: bd,
-        relay,
-        tmp: _tmp,
-        ..
-    } = Scene::new().await;
-    let mut alice = Client::start(&ad, &relay.url).await;
-    let mut bob = Client::start(&bd, &relay.url).await;
+    let scene = Scene::new().await;
+    let (mut alice, mut bob) = scene.online().await;
     // A first message sets the secret session up.
     alice.send("bob", true, "hello").await;
     bob.receive().await;
@@ -128,7 +121,7 @@ async fn a_timer_change_reaches_the_peer_and_each_copy_expires_on_its_own_clock(
     );
     alice.stop();
     bob.stop();
-    relay.stop().await;
+    scene.relay.stop().await;
 }
 
 /// Sends `marker` from alice to bob in secret with `timer`, lets bob see it, and waits for
@@ -140,15 +133,8 @@ async fn marker_on_disk(
     secret: bool,
     timer: Option<u32>,
 ) -> (Vec<String>, Vec<String>) {
-    let Scene {
-        alice: ad,
-        bob: bd,
-        relay_dir,
-        relay,
-        tmp: _tmp,
-    } = Scene::new().await;
-    let mut alice = Client::start(&ad, &relay.url).await;
-    let mut bob = Client::start(&bd, &relay.url).await;
+    let scene = Scene::new().await;
+    let (mut alice, mut bob) = scene.online().await;
     if timer.is_some() {
         set_timer(&mut alice, secret, timer).await;
     }
@@ -176,7 +162,7 @@ async fn marker_on_disk(
     bob.barrier().await;
     let search = || {
         let mut hits = Vec::new();
-        for dir in [&ad, &bd, &relay_dir] {
+        for dir in [&scene.alice, &scene.bob, &scene.relay_dir] {
             assert!(std::fs::read_dir(dir).unwrap().count() > 0);
             for f in any_file_contains(dir, marker.as_bytes()) {
                 hits.push(format!(
@@ -191,7 +177,7 @@ async fn marker_on_disk(
     let running = search();
     alice.stop();
     bob.stop();
-    relay.stop().await;
+    scene.relay.stop().await;
     (running, search())
 }
 

@@ -19,22 +19,15 @@ fn number(profile: &std::path::Path, handle: &str) -> trust::SafetyNumber {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_sides_see_the_same_safety_number_and_the_scannable_forms_match() {
-    let Scene {
-        alice: ad,
-        bob: bd,
-        relay,
-        tmp,
-        ..
-    } = Scene::new().await;
-    let cd = tmp.path().join("c");
-    register(&cd, "carol", &relay.url).await;
-    let mut alice = Client::start(&ad, &relay.url).await;
-    let mut bob = Client::start(&bd, &relay.url).await;
+    let scene = Scene::new().await;
+    let cd = scene.path("c");
+    register(&cd, "carol", &scene.relay.url).await;
+    let (mut alice, mut bob) = scene.online().await;
     alice.send("bob", true, "hi").await;
     bob.receive().await;
     alice.send("carol", false, "hi carol").await;
 
-    let (a, b) = (number(&ad, "bob"), number(&bd, "alice"));
+    let (a, b) = (number(&scene.alice, "bob"), number(&scene.bob, "alice"));
     assert_eq!(
         a.display, b.display,
         "alice and bob must see the same number"
@@ -46,12 +39,12 @@ async fn both_sides_see_the_same_safety_number_and_the_scannable_forms_match() {
             .iter()
             .all(|g| g.len() == 5 && g.bytes().all(|c| c.is_ascii_digit()))
     );
-    assert_ne!(a.display, number(&ad, "carol").display);
+    assert_ne!(a.display, number(&scene.alice, "carol").display);
 
     // bob's scannable form matches alice's view; carol's (with alice) does not.
-    let alice_store = Store::open(&ad).unwrap();
+    let alice_store = Store::open(&scene.alice).unwrap();
     assert!(trust::compare(&alice_store, "bob", &trust::hex(&b.scannable)).unwrap());
-    let carol_with_alice = trust::hex(&number(&ad, "carol").scannable);
+    let carol_with_alice = trust::hex(&number(&scene.alice, "carol").scannable);
     assert!(!trust::compare(&alice_store, "bob", &carol_with_alice).unwrap());
     assert!(trust::compare(&alice_store, "bob", "not hex").is_err());
     // The QR code is drawn with half blocks.
@@ -59,38 +52,36 @@ async fn both_sides_see_the_same_safety_number_and_the_scannable_forms_match() {
     assert!(qr.lines().count() > 10 && qr.contains('█'));
 
     trust::set_verified(&alice_store, "bob", true).unwrap();
-    assert!(number(&ad, "bob").verified);
+    assert!(number(&scene.alice, "bob").verified);
     alice.stop();
     bob.stop();
-    relay.stop().await;
+    scene.relay.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_key_blocks_secret_sending_until_the_change_is_accepted() {
-    let Scene {
-        alice: ad,
-        bob: bd,
-        relay_dir,
-        relay,
-        tmp: _tmp,
-    } = Scene::new().await;
-    let mut alice = Client::start(&ad, &relay.url).await;
-    let mut bob = Client::start(&bd, &relay.url).await;
+    let scene = Scene::new().await;
+    let (mut alice, mut bob) = scene.online().await;
     alice.send("bob", true, "before").await;
     bob.receive().await;
-    trust::set_verified(&Store::open(&ad).unwrap(), "bob", true).unwrap();
-    let before = number(&ad, "bob").display;
+    trust::set_verified(&Store::open(&scene.alice).unwrap(), "bob", true).unwrap();
+    let before = number(&scene.alice, "bob").display;
     bob.stop();
 
     // bob rotates his key (signed by the old one) while alice is running.
-    let store = Store::open(&bd).unwrap();
+    let store = Store::open(&scene.bob).unwrap();
     let bob_id = store.registration().unwrap().account_id;
-    account::rekey(&store, &relay.url, SystemTime::now(), &mut rand::rng())
-        .await
-        .unwrap();
+    account::rekey(
+        &store,
+        &scene.relay.url,
+        SystemTime::now(),
+        &mut rand::rng(),
+    )
+    .await
+    .unwrap();
     drop(store);
     assert_eq!(
-        RelayStore::open(&relay_dir)
+        RelayStore::open(&scene.relay_dir)
             .unwrap()
             .key_changes(&bob_id)
             .unwrap(),
@@ -106,7 +97,7 @@ async fn a_rotated_key_blocks_secret_sending_until_the_change_is_accepted() {
         err.contains("safety number has changed") && err.contains("--accept-change"),
         "{err}"
     );
-    let n = number(&ad, "bob");
+    let n = number(&scene.alice, "bob");
     assert!(
         n.key_changed && !n.verified,
         "the change clears the verified mark"
@@ -134,22 +125,25 @@ async fn a_rotated_key_blocks_secret_sending_until_the_change_is_accepted() {
         .unwrap();
 
     // alice accepts; secret messages flow to the new key, and bob's new number matches hers.
-    trust::accept_change(&Store::open(&ad).unwrap(), "bob").unwrap();
+    trust::accept_change(&Store::open(&scene.alice).unwrap(), "bob").unwrap();
     alice
         .try_send("bob", true, "after accepting")
         .await
         .unwrap();
-    let mut bob = Client::start(&bd, &relay.url).await;
+    let mut bob = Client::start(&scene.bob, &scene.relay.url).await;
     let mut got = Vec::new();
     while got.len() < 2 {
         got.push(bob.receive().await.text);
     }
     got.sort();
     assert_eq!(got, ["after accepting", "normal still works"]);
-    assert_eq!(number(&bd, "alice").display, number(&ad, "bob").display);
+    assert_eq!(
+        number(&scene.bob, "alice").display,
+        number(&scene.alice, "bob").display
+    );
     alice.stop();
     bob.stop();
-    relay.stop().await;
+    scene.relay.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
