@@ -84,7 +84,12 @@ pub async fn run(secret: bool, args: &Args) -> Result<Outcome> {
         }));
     }
     let mut feeders = Vec::new();
-    for (i, tx) in senders.into_iter().enumerate() {
+    for (i, mut tx) in senders.into_iter().enumerate() {
+        // A sender's events (its messages' states) are not measured, but they must be read:
+        // a manager whose event channel is full waits for its UI, and sends nothing more.
+        let (_, closed) = tokio::sync::mpsc::channel(1);
+        let mut events = std::mem::replace(&mut tx.events, closed);
+        tokio::spawn(async move { while events.recv().await.is_some() {} });
         let (sent_at, text) = (sent_at.clone(), text.clone());
         feeders.push(tokio::spawn(async move {
             for k in 0..m {
