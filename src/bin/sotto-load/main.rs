@@ -181,16 +181,21 @@ async fn measure(args: Args) -> Result<()> {
         let out = run(mode, &args).await?;
         rates.insert(mode.name(), report(mode.name(), &args, out));
     }
-    let floor = crypto_floor::crypto_floor(&args).await;
+    let floor = crypto_floor::crypto_floor(&args).await?;
     println!(
         "{}",
-        serde_json::json!({"mode": "crypto_floor", "msgs_per_sec": floor.round()})
+        serde_json::json!({
+            "mode": "crypto_floor",
+            "msgs_per_sec": floor.all_cores.round(),
+            "threads": floor.threads,
+            "one_thread_msgs_per_sec": floor.one_thread.round(),
+        })
     );
     println!(
         "{}",
         serde_json::json!({
             "normal_vs_raw": rates["normal"] / rates["raw"],
-            "secret_vs_floor": rates["secret"] / floor,
+            "secret_vs_floor": rates["secret"] / floor.all_cores,
         })
     );
     Ok(())
