@@ -22,12 +22,6 @@ pub fn open(path: &Path, migrations: &[&str]) -> rusqlite::Result<Connection> {
     // Every statement of the stores and libsignal's adapters stays prepared (rusqlite keeps
     // only 16 by default), so hot paths do not parse SQL again.
     conn.set_prepared_statement_cache_capacity(128);
-    // A bound LIMIT (a page size, the relay's push window) otherwise makes SQLite compile the
-    // statement again whenever the value changes, which costs more than running it.
-    conn.set_db_config(
-        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
-        true,
-    )?;
     conn.busy_timeout(Duration::from_secs(5))?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     for (i, m) in migrations.iter().enumerate().skip(version.max(0) as usize) {
