@@ -101,6 +101,11 @@ async fn feed(ws: &mut Ws, frame: &RelayFrame) -> Result<(), End> {
         .map_err(|_| End::Gone)
 }
 
+/// Writes out what `feed` queued.
+async fn flush(ws: &mut Ws) -> Result<(), End> {
+    ws.flush().await.map_err(|_| End::Gone)
+}
+
 fn error(req: Option<u64>, code: ErrorCode, message: impl Into<String>) -> RelayFrame {
     RelayFrame::Error {
         req,
@@ -542,7 +547,7 @@ impl Committing {
         while let Some(Some(reply)) = self.0.next().now_or_never() {
             feed(ws, &reply).await?;
         }
-        ws.flush().await.map_err(|_| End::Gone)
+        flush(ws).await
     }
 
     /// The next answer due; pending forever while nothing waits, for use in `select!`.
@@ -623,7 +628,7 @@ impl Pusher {
                 )
                 .await?;
             }
-            ws.flush().await.map_err(|_| End::Gone)?;
+            flush(ws).await?;
             if short {
                 self.more = false;
                 if !self.drained_sent {

@@ -15,6 +15,7 @@
 mod crypto_floor;
 mod fd_limit;
 mod idle;
+mod local_relay;
 mod pace;
 mod raw;
 mod relay_child;

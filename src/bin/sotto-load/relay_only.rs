@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
 use sotto::wire::{ClientFrame, Payload, RelayFrame};
-use tokio_util::sync::CancellationToken;
 
+use crate::local_relay::LocalRelay;
 use crate::pace::{self, Pace};
 use crate::wire_client::{self, Account};
 use crate::{Args, Outcome};
@@ -26,13 +26,8 @@ async fn account(url: &str, handle: String) -> Result<Account> {
 
 pub async fn run(args: &Args) -> Result<Outcome> {
     let tmp = tempfile::tempdir()?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("ws://{}", listener.local_addr()?);
-    let stop = CancellationToken::new();
-    let (relay_dir, token) = (tmp.path().join("relay"), stop.clone());
-    let relay = tokio::spawn(async move {
-        sotto::relay::run(listener, &relay_dir, Default::default(), token).await
-    });
+    let relay = LocalRelay::start(tmp.path().join("relay")).await?;
+    let url = relay.url.clone();
     let (n, m) = (args.clients, args.messages);
     let base = Instant::now();
     let mut receivers = Vec::with_capacity(n);
@@ -66,8 +61,7 @@ pub async fn run(args: &Args) -> Result<Outcome> {
     for s in senders {
         s.await??;
     }
-    stop.cancel();
-    relay.await??;
+    relay.stop().await?;
     Ok(Outcome {
         msgs_per_sec: lat.len() as f64 / (end - start).as_secs_f64(),
         latencies_us: lat,

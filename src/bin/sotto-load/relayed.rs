@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use sotto::client::manager::{self, Command, ConnState, Event, ManagerHandle};
 use sotto::client::store::Store;
-use tokio_util::sync::CancellationToken;
 
+use crate::local_relay::LocalRelay;
 use crate::pace::{self, Pace};
 use crate::{Args, Outcome};
 
@@ -27,13 +27,8 @@ async fn wait_online(m: &mut ManagerHandle) -> Result<()> {
 /// The real relay with real clients: N senders, each sending M messages to its receiver.
 pub async fn run(secret: bool, args: &Args) -> Result<Outcome> {
     let tmp = tempfile::tempdir()?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("ws://{}", listener.local_addr()?);
-    let stop = CancellationToken::new();
-    let (relay_dir, token) = (tmp.path().join("relay"), stop.clone());
-    let relay = tokio::spawn(async move {
-        sotto::relay::run(listener, &relay_dir, Default::default(), token).await
-    });
+    let relay = LocalRelay::start(tmp.path().join("relay")).await?;
+    let url = relay.url.clone();
     let n = args.clients;
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
@@ -123,8 +118,7 @@ pub async fn run(secret: bool, args: &Args) -> Result<Outcome> {
         keep.push(f.await?);
     }
     tokio::task::spawn_blocking(move || keep.into_iter().for_each(ManagerHandle::shutdown)).await?;
-    stop.cancel();
-    relay.await??;
+    relay.stop().await?;
     Ok(Outcome {
         msgs_per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
         latencies_us: lat,
