@@ -1,5 +1,6 @@
-//! Nothing lost, nothing twice: a relay killed between accepting and delivering, and a
-//! recipient that stored a message but never got its ack to the relay.
+//! Nothing lost, nothing twice: a relay killed between accepting and delivering, a
+//! recipient that stored a message but never got its ack to the relay, and one that signs in
+//! again right after acking.
 
 mod common;
 
@@ -256,5 +257,131 @@ async fn a_client_tops_up_its_one_time_prekeys_when_few_are_left() {
     bob.expect(|e| matches!(e, Event::Drained)).await;
     assert_eq!(count(), (115, 115));
     bob.stop();
+    relay.stop().await;
+}
+
+/// Sends a normal message with `body` to `to` on a raw connection; returns once it is queued.
+async fn send_raw(raw: &mut common::Raw, req: u64, to: &str, body: &str) {
+    use sotto::wire::{ClientFrame, RelayFrame};
+    raw.send(&ClientFrame::Send {
+        req,
+        to: to.into(),
+        body: body.as_bytes().to_vec().into(),
+        expires_at: None,
+    })
+    .await;
+    let answer = raw
+        .expect(|f| matches!(f, RelayFrame::Ok { req: r } | RelayFrame::Error { req: Some(r), .. } if *r == req))
+        .await;
+    assert!(
+        matches!(answer, RelayFrame::Ok { .. }),
+        "send refused: {answer:?}"
+    );
+}
+
+/// The next envelope pushed to a raw connection: its id and its (normal) body as text.
+async fn next_deliver(raw: &mut common::Raw) -> (u64, String) {
+    use sotto::wire::{Payload, RelayFrame};
+    match raw
+        .expect(|f| matches!(f, RelayFrame::Deliver { .. }))
+        .await
+    {
+        RelayFrame::Deliver {
+            id,
+            payload: Payload::Normal { body, .. },
+            ..
+        } => (id, String::from_utf8(body.0).unwrap()),
+        other => panic!("expected a normal envelope, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_signing_in_again_is_sent_only_the_envelopes_it_had_not_acked() {
+    use common::{PATIENCE, Raw};
+    use sotto::relay::RelayConfig;
+    use sotto::wire::{ClientFrame, RelayFrame};
+    const K: usize = 20;
+    // A window of one: each ack makes the relay push the next envelope, so an arrival proves
+    // the relay has taken in every ack before it. A request would prove it too, but its own
+    // flush would commit the deletes and leave the sign-in flush untested.
+    let Scene {
+        relay_dir: rd,
+        alice: ad,
+        bob: bd,
+        relay,
+        tmp: _tmp,
+    } = Scene::with(RelayConfig {
+        delivery_window: 1,
+        ..RelayConfig::default()
+    })
+    .await;
+    let bob_id = common::account_id(&bd);
+    // Bob speaks the protocol by hand: his client's duplicate check would hide a redelivery.
+    let mut bob = Raw::auth(&relay.url, &bd).await;
+    let mut alice = Raw::auth(&relay.url, &ad).await;
+    for i in 0..K {
+        send_raw(&mut alice, i as u64, &bob_id, &format!("acked {i}")).await;
+    }
+    send_raw(&mut alice, K as u64, &bob_id, "not acked").await;
+
+    // Holding the database's write lock stands in for a queue writer that is behind (a slow
+    // sync under load): the relay takes in bob's acks, but cannot delete anything yet. It is
+    // held for milliseconds, far inside the writer's 5 s busy timeout.
+    let lock = rusqlite::Connection::open(rd.join("relay.db")).unwrap();
+    lock.busy_timeout(PATIENCE).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut acked = Vec::new();
+    for i in 0..K {
+        let (id, body) = next_deliver(&mut bob).await;
+        assert_eq!(body, format!("acked {i}"));
+        bob.send(&ClientFrame::Ack { id }).await;
+        acked.push(id);
+    }
+    let (unacked, body) = next_deliver(&mut bob).await;
+    assert_eq!(body, "not acked");
+    assert_eq!(
+        queued_for(&rd, &bd),
+        K as u64 + 1,
+        "the deletes must still be pending when bob signs in again"
+    );
+
+    drop(bob);
+    let mut bob = Raw::auth(&relay.url, &bd).await;
+    // The writer may go on now; the new connection's first push must wait for it.
+    drop(lock);
+    // The relay pushes oldest first, so an acked envelope sent again would come before this.
+    let (id, body) = next_deliver(&mut bob).await;
+    assert!(
+        !acked.contains(&id),
+        "envelope {id} was acked before signing in again, yet sent again"
+    );
+    assert_eq!(
+        (id, body.as_str()),
+        (unacked, "not acked"),
+        "the unacked envelope comes again"
+    );
+    bob.send(&ClientFrame::Ack { id }).await;
+    send_raw(&mut alice, K as u64 + 1, &bob_id, "after signing in again").await;
+    let (id, body) = next_deliver(&mut bob).await;
+    assert!(!acked.contains(&id), "envelope {id} was sent again");
+    assert_eq!(body, "after signing in again");
+    bob.send(&ClientFrame::Ack { id }).await;
+    // The answer to a request comes after the relay has deleted what was acked before it.
+    bob.send(&ClientFrame::Lookup {
+        req: 1,
+        handle: Some("alice".into()),
+        account_id: None,
+    })
+    .await;
+    match bob
+        .expect(|f| matches!(f, RelayFrame::Deliver { .. } | RelayFrame::Account { .. }))
+        .await
+    {
+        RelayFrame::Account { .. } => {}
+        other => panic!("nothing more was to be delivered, got {other:?}"),
+    }
+    assert_eq!(queued_for(&rd, &bd), 0);
+    drop(bob);
+    drop(alice);
     relay.stop().await;
 }
