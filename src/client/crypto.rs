@@ -6,6 +6,7 @@
 //! randomness are passed in so tests can fix them. Must not touch SQL directly (it goes
 //! through `signal_store::Stores`) nor the network.
 
+use std::collections::HashSet;
 use std::time::SystemTime;
 
 use libsignal_protocol::{
@@ -191,7 +192,8 @@ pub struct Opened {
 
 /// Checks the envelope's sender certificate against the relay's trust root and decrypts it.
 /// `received_at` is when the relay accepted the envelope: the certificate must have been valid
-/// then, not now, or a recipient who was offline for a day would drop good messages.
+/// then, not now, or a recipient who was offline for a day would drop good messages. Both
+/// signatures are checked every time; the manager keeps a `CheckedCerts` across messages.
 pub async fn open(
     stores: &mut Stores<'_>,
     envelope: &[u8],
@@ -199,7 +201,8 @@ pub async fn open(
     local_account: &str,
     received_at: SystemTime,
 ) -> Result<Opened> {
-    let unsealed = unseal(stores, envelope, trust_root, received_at).await?;
+    let mut certs = CheckedCerts::new(*trust_root);
+    let unsealed = unseal(stores, envelope, &mut certs, received_at).await?;
     let plaintext = decrypt(stores, &unsealed, local_account, &mut rand::rng()).await?;
     Ok(Opened {
         sender: unsealed.sender,
@@ -217,6 +220,47 @@ pub struct Unsealed {
     pub sender_key: Vec<u8>,
 }
 
+/// Sender certificates found signed under the relay's trust root, so that each one's two
+/// signatures are checked once rather than with every message it comes with.
+///
+/// Whether a certificate's signatures hold is a function of its bytes and the root alone, so
+/// a certificate byte-for-byte equal to one libsignal accepted needs only its expiry checked
+/// again (the one part of libsignal's check that depends on the time). Everything else is
+/// libsignal's `SenderCertificate::validate`.
+pub struct CheckedCerts {
+    root: PublicKey,
+    signed: HashSet<Box<[u8]>>,
+}
+
+/// Certificates remembered at most; a sender renews its certificate about daily, so this is
+/// many more than a client's contacts need. Past it, the memory starts again.
+const CHECKED_CERTS: usize = 1024;
+
+impl CheckedCerts {
+    pub fn new(root: PublicKey) -> CheckedCerts {
+        CheckedCerts {
+            root,
+            signed: HashSet::new(),
+        }
+    }
+
+    /// Whether `cert` is valid under the root at `at`, as libsignal's `validate` decides.
+    pub fn validate(&mut self, cert: &SenderCertificate, at: SystemTime) -> Result<bool> {
+        let bytes = cert.serialized()?;
+        if self.signed.contains(bytes) {
+            return Ok(ts(at) <= cert.expiration()?);
+        }
+        let valid = cert.validate(&self.root, ts(at))?;
+        if valid {
+            if self.signed.len() >= CHECKED_CERTS {
+                self.signed.clear();
+            }
+            self.signed.insert(bytes.into());
+        }
+        Ok(valid)
+    }
+}
+
 /// Opens the sealed-sender layer and checks the certificate against the trust root as of
 /// `received_at`, without touching any session: the caller can look an unknown sender up
 /// before decrypting. libsignal's `sealed_sender_decrypt` does the same two steps as this and
@@ -224,12 +268,12 @@ pub struct Unsealed {
 pub async fn unseal(
     stores: &Stores<'_>,
     envelope: &[u8],
-    trust_root: &PublicKey,
+    certs: &mut CheckedCerts,
     received_at: SystemTime,
 ) -> Result<Unsealed> {
     let content = sealed_sender_decrypt_to_usmc(envelope, &stores.identity).await?;
     let cert = content.sender()?;
-    if !cert.validate(trust_root, ts(received_at))? {
+    if !certs.validate(cert, received_at)? {
         return Err(SignalProtocolError::InvalidSealedSenderMessage(
             "sender certificate not valid under the relay's trust root".into(),
         ));
@@ -292,4 +336,78 @@ pub fn cert_fresh(cert: &SenderCertificate, now: SystemTime, margin_ms: u64) -> 
     cert.expiration()
         .map(|e| e.epoch_millis() > ts(now).epoch_millis() + margin_ms)
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use libsignal_protocol::ServerCertificate;
+
+    use super::*;
+
+    /// A certificate for `key` from a server under `root`, expiring at `expires` (Unix ms).
+    fn cert_under(root: &KeyPair, key: &IdentityKeyPair, expires: u64) -> SenderCertificate {
+        let mut rng = rand::rng();
+        let server = KeyPair::generate(&mut rng);
+        let server_cert =
+            ServerCertificate::new(1, server.public_key, &root.private_key, &mut rng).unwrap();
+        SenderCertificate::new(
+            "alice-account".into(),
+            None,
+            *key.public_key(),
+            device(),
+            Timestamp::from_epoch_millis(expires),
+            server_cert,
+            &server.private_key,
+            &mut rng,
+        )
+        .unwrap()
+    }
+
+    fn at(ms: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn a_certificate_checked_once_still_expires() {
+        let mut rng = rand::rng();
+        let root = KeyPair::generate(&mut rng);
+        let alice = IdentityKeyPair::generate(&mut rng);
+        let cert = cert_under(&root, &alice, 10_000);
+        let mut certs = CheckedCerts::new(root.public_key);
+        assert!(certs.validate(&cert, at(5_000)).unwrap());
+        // Remembered now; the second answer must still follow the clock.
+        assert!(certs.validate(&cert, at(10_000)).unwrap());
+        assert!(!certs.validate(&cert, at(10_001)).unwrap());
+        // The same bytes, read again from an envelope, are the same certificate.
+        let again = SenderCertificate::deserialize(cert.serialized().unwrap()).unwrap();
+        assert!(certs.validate(&again, at(9_000)).unwrap());
+    }
+
+    #[test]
+    fn a_certificate_under_another_root_is_refused_every_time() {
+        let mut rng = rand::rng();
+        let root = KeyPair::generate(&mut rng);
+        let other = KeyPair::generate(&mut rng);
+        let alice = IdentityKeyPair::generate(&mut rng);
+        let mut certs = CheckedCerts::new(root.public_key);
+        let good = cert_under(&root, &alice, 10_000);
+        let forged = cert_under(&other, &alice, 10_000);
+        assert!(certs.validate(&good, at(1)).unwrap());
+        assert!(!certs.validate(&forged, at(1)).unwrap());
+        assert!(!certs.validate(&forged, at(1)).unwrap());
+    }
+
+    #[test]
+    fn an_expired_certificate_is_not_remembered_as_signed() {
+        let mut rng = rand::rng();
+        let root = KeyPair::generate(&mut rng);
+        let alice = IdentityKeyPair::generate(&mut rng);
+        let mut certs = CheckedCerts::new(root.public_key);
+        let good = cert_under(&root, &alice, 10_000);
+        assert!(!certs.validate(&good, at(20_000)).unwrap());
+        assert!(certs.signed.is_empty());
+        assert!(certs.validate(&good, at(1)).unwrap());
+    }
 }

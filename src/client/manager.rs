@@ -7,7 +7,7 @@
 //! The outgoing path lives in `send`, the arriving path in `receive`; this file holds the
 //! loop, the commands and the contact directory.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::thread::JoinHandle;
@@ -21,6 +21,7 @@ use super::account::{self, PREKEY_BATCH, PREKEY_LOW};
 use super::clock::Clock;
 use super::conn::{Hello, Link, LinkError, LinkEvent};
 use super::content;
+use super::crypto;
 use super::store::{
     Contact, ContactSummary, Expired, Message, MessageKind, MessageState, Registration, Store,
     StoreError,
@@ -28,10 +29,12 @@ use super::store::{
 use super::sweeper::{self, Deadlines};
 use super::trust;
 
+mod receipts;
 mod receive;
 mod send;
 
 use crate::wire::{ClientFrame, ErrorCode, RelayFrame};
+use receipts::Receipts;
 use receive::Delivery;
 use send::{Draft, Sent};
 
@@ -287,13 +290,13 @@ pub fn spawn(dir: &Path, relay_url: Option<String>) -> Result<ManagerHandle, Cli
                     identity,
                     registration_id,
                     reg,
+                    certs: crypto::CheckedCerts::new(trust_root),
                     trust_root,
                     link,
                     anon,
                     cert: None,
                     events: evt_tx,
-                    receipts: BTreeMap::new(),
-                    receipts_due: None,
+                    receipts: Receipts::default(),
                     clock,
                     deadlines,
                     in_flight: HashSet::new(),
@@ -337,14 +340,14 @@ struct Manager {
     registration_id: u32,
     reg: Registration,
     trust_root: PublicKey,
+    /// Sender certificates already checked against `trust_root`.
+    certs: crypto::CheckedCerts,
     link: Link,
     anon: Link,
     cert: Option<SenderCertificate>,
     events: mpsc::Sender<Event>,
-    /// Delivery receipts owed, per (contact handle, secret thread).
-    receipts: BTreeMap<(String, bool), Vec<String>>,
-    /// When the receipts owed go out; None while none are owed.
-    receipts_due: Option<tokio::time::Instant>,
+    /// Delivery receipts owed, and when they go out.
+    receipts: Receipts,
     clock: Clock,
     /// Where new expiry times go, for the sweeper.
     deadlines: Deadlines,
@@ -353,10 +356,6 @@ struct Manager {
     /// Where the relay's answers to our messages' requests come back to.
     sent: mpsc::UnboundedSender<Sent>,
 }
-
-/// Receipts wait this long for company, so that a stream of arrivals is answered with one
-/// receipt per thread rather than one per message (each a sealed envelope in a secret thread).
-const RECEIPT_DELAY: Duration = Duration::from_millis(50);
 
 /// How long a stopping manager waits for the relay to take the receipts it still owed.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
@@ -405,7 +404,7 @@ impl Manager {
     ) {
         self.emit(Event::Connection(ConnState::Connecting)).await;
         loop {
-            let receipts_due = self.receipts_due;
+            let receipts_due = self.receipts.due();
             tokio::select! {
                 biased;
                 cmd = commands.recv() => match cmd {
@@ -420,7 +419,8 @@ impl Manager {
                 Some(done) = sent.recv() => self.on_sent(done).await,
                 Some(gone) = expired.recv() => self.emit(Event::Expired(gone)).await,
                 () = sleep_until(receipts_due) => {
-                    for reply in self.flush_receipts().await {
+                    let due = self.receipts.take_due(tokio::time::Instant::now());
+                    for reply in self.send_receipts(due).await {
                         tokio::spawn(send::receipt_answered(reply));
                     }
                 }
@@ -435,7 +435,8 @@ impl Manager {
         // Receipts owed go out before the manager stops, or the peers would never see those
         // messages delivered: the relay will not deliver them again once they are acked.
         // A relay that does not answer must not hold the user's quit up for long.
-        let replies = self.flush_receipts().await;
+        let owed = self.receipts.take_all();
+        let replies = self.send_receipts(owed).await;
         let answered = async {
             for reply in replies {
                 send::receipt_answered(reply).await;

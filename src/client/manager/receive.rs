@@ -56,12 +56,11 @@ impl Manager {
     async fn report(&mut self, envelope_id: u64, result: Result<Incoming, Receive>) {
         match result {
             Ok(Incoming::Message(m)) => {
-                self.receipts
-                    .entry((m.contact.clone(), m.secret))
-                    .or_default()
-                    .push(m.id.clone());
-                self.receipts_due
-                    .get_or_insert_with(|| tokio::time::Instant::now() + super::RECEIPT_DELAY);
+                self.receipts.owe(
+                    (m.contact.clone(), m.secret),
+                    m.id.clone(),
+                    tokio::time::Instant::now(),
+                );
                 if m.kind == MessageKind::Timer {
                     self.emit(Event::TimerSet {
                         contact: m.contact.clone(),
@@ -184,7 +183,7 @@ impl Manager {
     ) -> Result<Incoming, Receive> {
         let unsealed = {
             let stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
-            crypto::unseal(&stores, envelope, &self.trust_root, received_at)
+            crypto::unseal(&stores, envelope, &mut self.certs, received_at)
                 .await
                 .map_err(|e| Receive::Drop(format!("a secret message could not be opened: {e}")))?
         };

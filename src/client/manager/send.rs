@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use libsignal_protocol::{SenderCertificate, SessionStore as _, SignalProtocolError};
 
+use super::receipts::ThreadKey;
 use super::{CERT_MARGIN_MS, ClientError, Event, Manager, describe, now_ms};
 use crate::client::conn::{LinkError, Reply};
 use crate::client::content::{self, Content};
@@ -336,25 +337,45 @@ impl Manager {
         }
     }
 
-    /// Sends the delivery receipts owed; returns the relay's answers to come.
-    pub(super) async fn flush_receipts(&mut self) -> Vec<Reply> {
-        self.receipts_due = None;
-        let mut replies = Vec::new();
-        for ((handle, secret), ids) in std::mem::take(&mut self.receipts) {
+    /// Sends receipts for the messages `owed` per thread; returns the relay's answers to
+    /// come. Secret receipts are sealed under one commit and leave only after it, as
+    /// messages do (`send_all`).
+    pub(super) async fn send_receipts(
+        &mut self,
+        owed: Vec<(ThreadKey, Vec<String>)>,
+    ) -> Vec<Reply> {
+        if owed.is_empty() {
+            return Vec::new();
+        }
+        let burst = match self.store.begin_burst() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::info!(error = %e, "delivery receipts were not sent");
+                return Vec::new();
+            }
+        };
+        let mut prepared = Vec::new();
+        for ((handle, secret), ids) in owed {
             for chunk in ids.chunks(RECEIPT_BATCH) {
                 let receipt = Content::receipt(chunk.to_vec());
-                // Not inside a burst: a sealed receipt's ratchet step is committed before
-                // it leaves.
-                let sent = match self.prepare(&handle, secret, &receipt, None).await {
-                    Ok(out) => self.submit(out).await.map_err(ClientError::from),
-                    Err(e) => Err(e),
-                };
-                match sent {
-                    Ok(reply) => replies.push(reply),
+                match self.prepare(&handle, secret, &receipt, None).await {
+                    Ok(out) => prepared.push(out),
                     Err(e) => {
                         tracing::info!(error = %describe(&e), "a delivery receipt was not sent")
                     }
                 }
+            }
+        }
+        if let Err(e) = self.store.end_burst(burst) {
+            // Their ratchet steps were not kept, so none of them may leave.
+            tracing::info!(error = %e, "delivery receipts were not sent");
+            return Vec::new();
+        }
+        let mut replies = Vec::with_capacity(prepared.len());
+        for out in prepared {
+            match self.submit(out).await {
+                Ok(reply) => replies.push(reply),
+                Err(e) => tracing::info!(error = %e, "a delivery receipt was not sent"),
             }
         }
         replies
