@@ -25,7 +25,8 @@ async fn refused_and_closed(raw: &mut Raw, want: ErrorCode) {
     );
 }
 
-async fn lookup_works(raw: &mut Raw, handle: &str) {
+/// Looks `handle` up; returns its access token and identity key.
+async fn lookup_works(raw: &mut Raw, handle: &str) -> (Vec<u8>, Vec<u8>) {
     raw.send(&ClientFrame::Lookup {
         req: 77,
         handle: Some(handle.into()),
@@ -35,10 +36,15 @@ async fn lookup_works(raw: &mut Raw, handle: &str) {
     let f = raw
         .expect(|f| matches!(f, RelayFrame::Account { .. } | RelayFrame::Error { .. }))
         .await;
-    assert!(
-        matches!(f, RelayFrame::Account { req: 77, .. }),
-        "got {f:?}"
-    );
+    match f {
+        RelayFrame::Account {
+            req: 77,
+            access_token,
+            identity_key,
+            ..
+        } => (access_token.0, identity_key.0),
+        f => panic!("got {f:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,7 +192,7 @@ async fn bad_input_is_refused_and_a_concurrent_conversation_carries_on() {
     ))
     .await;
     raw.expect(|f| is_error(f, ErrorCode::TooLarge)).await;
-    lookup_works(&mut raw, "alice").await;
+    let (alice_token, _) = lookup_works(&mut raw, "alice").await;
     // Sealed envelopes are refused on a connection that names its sender.
     raw.send(&ClientFrame::SendSealed {
         req: 3,
@@ -274,6 +280,18 @@ async fn bad_input_is_refused_and_a_concurrent_conversation_carries_on() {
     })
     .await;
     anon.expect(|f| is_error(f, ErrorCode::NotFound)).await;
+    // The right token, but encrypted to a key alice no longer has (or never had).
+    anon.send(&ClientFrame::SendSealed {
+        req: 10,
+        to: alice_id.clone(),
+        access_token: alice_token.into(),
+        envelope: vec![1; 100].into(),
+        expires_at: None,
+        recipient_key: Some(vec![5; 33].into()),
+    })
+    .await;
+    anon.expect(|f| is_error(f, ErrorCode::IdentityChanged))
+        .await;
     // An anonymous connection may do nothing else.
     anon.send(&ClientFrame::Lookup {
         req: 7,

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
-use super::store::{NewEnvelope, StoreError};
+use super::store::{NewEnvelope, Origin, StoreError, Stored};
 use super::writer::Enqueued;
 use super::{Relay, Signals};
 use crate::wire::{
@@ -391,69 +391,39 @@ async fn anonymous(relay: &Arc<Relay>, ws: &mut Ws) -> End {
     }
 }
 
-/// What became of a sealed envelope.
-enum Sealed {
-    Queued,
-    /// No such account, or a wrong access token: one answer for both.
-    Refused,
-    /// The sender encrypted to a key the recipient no longer has.
-    StaleKey,
-}
-
+/// Queues a sealed envelope. Whether the recipient exists, the access token and the
+/// identity key the sender encrypted to are checked by the writer as it inserts.
 async fn send_sealed(
     relay: &Arc<Relay>,
     req: u64,
     to: String,
-    token: Vec<u8>,
+    access_token: Vec<u8>,
     envelope: Vec<u8>,
     expires_at: Option<u64>,
     recipient_key: Option<Vec<u8>>,
 ) -> Accepted {
-    let now = now_ms();
-    let recipient = to.clone();
-    let checked = relay
-        .db(move |db| {
-            let Some(account) = db.account_by_id(&recipient)? else {
-                return Ok(Sealed::Refused);
-            };
-            if !super::same_secret(&account.access_token, &token) {
-                return Ok(Sealed::Refused);
-            }
-            if recipient_key.is_some_and(|k| k != account.identity_key) {
-                return Ok(Sealed::StaleKey);
-            }
-            Ok(Sealed::Queued)
+    let committed = relay
+        .writer
+        .enqueue(NewEnvelope {
+            recipient: to.clone(),
+            origin: Origin::Sealed {
+                access_token,
+                recipient_key,
+            },
+            payload: envelope,
+            received_at: now_ms(),
+            expires_at,
         })
         .await;
-    Accepted::now(match checked {
-        Ok(Sealed::Queued) => {
-            let committed = relay
-                .writer
-                .enqueue(NewEnvelope {
-                    recipient: to.clone(),
-                    sender: None,
-                    sealed: true,
-                    payload: envelope,
-                    received_at: now,
-                    expires_at,
-                })
-                .await;
-            return Accepted::Later(answer_when_committed(relay, req, to, committed));
-        }
-        // One answer for "no such account" and "wrong token", so that the sealed path cannot
-        // be used to probe which account ids exist.
-        Ok(Sealed::Refused) => error(
-            Some(req),
-            ErrorCode::NotFound,
-            "no such recipient, or the access token is wrong",
-        ),
-        Ok(Sealed::StaleKey) => error(
-            Some(req),
-            ErrorCode::IdentityChanged,
-            "the recipient's identity key has changed; look them up again",
-        ),
-        Err(e) => store_error(req, e),
-    })
+    // One answer for "no such account" and "wrong token", so that the sealed path cannot
+    // be used to probe which account ids exist.
+    Accepted::Later(answer_when_committed(
+        relay,
+        req,
+        to,
+        committed,
+        "no such recipient, or the access token is wrong",
+    ))
 }
 
 /// Queues a normal envelope from `from`.
@@ -473,14 +443,19 @@ async fn send_normal(
         .writer
         .enqueue(NewEnvelope {
             recipient: to.clone(),
-            sender: Some(from.to_string()),
-            sealed: false,
+            origin: Origin::Account(from.to_string()),
             payload: body,
             received_at: now_ms(),
             expires_at,
         })
         .await;
-    Accepted::Later(answer_when_committed(relay, req, to, committed))
+    Accepted::Later(answer_when_committed(
+        relay,
+        req,
+        to,
+        committed,
+        "no such recipient",
+    ))
 }
 
 /// What a connection answers to an envelope: at once (a refusal), or once the envelope is
@@ -497,21 +472,28 @@ impl Accepted {
 }
 
 /// The `ok` for envelope `req`, given once it is committed; the recipient is woken then.
+/// A refused envelope is answered `not_found` with `no_recipient`.
 fn answer_when_committed(
     relay: &Arc<Relay>,
     req: u64,
     to: String,
     committed: impl Future<Output = Enqueued> + Send + 'static,
+    no_recipient: &'static str,
 ) -> BoxFuture<'static, RelayFrame> {
     let relay = relay.clone();
     Box::pin(async move {
         match committed.await {
-            Enqueued::Committed(_) => {
+            Some(Stored::Queued(_)) => {
                 relay.wake(&to);
                 RelayFrame::Ok { req }
             }
-            Enqueued::NoRecipient => error(Some(req), ErrorCode::NotFound, "no such recipient"),
-            Enqueued::NotStored => not_stored(req),
+            Some(Stored::NoRecipient) => error(Some(req), ErrorCode::NotFound, no_recipient),
+            Some(Stored::StaleKey) => error(
+                Some(req),
+                ErrorCode::IdentityChanged,
+                "the recipient's identity key has changed; look them up again",
+            ),
+            None => not_stored(req),
         }
     })
 }

@@ -39,11 +39,36 @@ pub struct Account {
 #[derive(Debug, Clone)]
 pub struct NewEnvelope {
     pub recipient: String,
-    pub sender: Option<String>,
-    pub sealed: bool,
+    pub origin: Origin,
     pub payload: Vec<u8>,
     pub received_at: u64,
     pub expires_at: Option<u64>,
+}
+
+/// Who an envelope is from, as far as the relay may know.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// A normal envelope from this signed-in account.
+    Account(String),
+    /// A sealed envelope: the relay does not know the sender, only what the sender proved it
+    /// knows of the recipient.
+    Sealed {
+        access_token: Vec<u8>,
+        /// The identity key the sender encrypted to, if it said.
+        recipient_key: Option<Vec<u8>>,
+    },
+}
+
+/// What `RelayStore::write` did with an envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Queued under this id.
+    Queued(u64),
+    /// The recipient has no account, or a sealed envelope's access token is wrong (one
+    /// answer for both, so the sealed path cannot probe which accounts exist).
+    NoRecipient,
+    /// A sealed envelope encrypted to an identity key the recipient no longer has.
+    StaleKey,
 }
 
 /// A queued envelope, as pushed to its recipient.
@@ -450,8 +475,9 @@ impl RelayStore {
     }
 
     /// Queues `new` and deletes `remove` (delivered or expired envelopes, each with its
-    /// recipient) in one transaction; returns the new envelopes' ids in order, None for one
-    /// whose recipient has no account (it is not queued; the others are).
+    /// recipient) in one transaction; returns what became of each new envelope, in order.
+    /// An envelope whose recipient has no account, or whose sealed check fails, is not
+    /// queued; the others are.
     ///
     /// With envelopes to queue, returns only after the commit has reached the disk: this is
     /// the promise behind `ok`, kept for a whole batch with one sync (group commit). Deletions
@@ -459,28 +485,62 @@ impl RelayStore {
     /// again and its recipient drops it as a duplicate; nobody was promised anything.
     /// An envelope with an expiry belongs to a disappearing message: once one is deleted, the
     /// WAL is truncated too, so its text does not linger there.
-    pub fn write(&self, new: &[NewEnvelope], remove: &[(String, u64)]) -> Result<Vec<Option<u64>>> {
-        let batch = || -> rusqlite::Result<(Vec<Option<u64>>, bool)> {
+    pub fn write(&self, new: &[NewEnvelope], remove: &[(String, u64)]) -> Result<Vec<Stored>> {
+        let batch = || -> rusqlite::Result<(Vec<Stored>, bool)> {
             let tx = self.conn.unchecked_transaction()?;
-            let mut ids = Vec::with_capacity(new.len());
+            let mut stored = Vec::with_capacity(new.len());
             let mut expiring = false;
             {
-                // The recipient is checked here, not before: one statement, no extra trip.
+                // The recipient is checked here, not before: one transaction, no extra trip.
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO queue (recipient, sender, sealed, payload, received_at, expires_at)
                      SELECT ?1, ?2, ?3, ?4, ?5, ?6
                      WHERE EXISTS (SELECT 1 FROM accounts WHERE account_id = ?1)",
                 )?;
+                let mut recipient = tx.prepare_cached(
+                    "SELECT access_token, identity_key FROM accounts WHERE account_id = ?1",
+                )?;
                 for e in new {
+                    let sender = match &e.origin {
+                        Origin::Account(from) => Some(from.as_str()),
+                        Origin::Sealed {
+                            access_token,
+                            recipient_key,
+                        } => {
+                            let account: Option<(Vec<u8>, Vec<u8>)> = recipient
+                                .query_row([&e.recipient], |r| Ok((r.get(0)?, r.get(1)?)))
+                                .optional()?;
+                            let verdict = match account {
+                                None => Some(Stored::NoRecipient),
+                                Some((token, _)) if !super::same_secret(&token, access_token) => {
+                                    Some(Stored::NoRecipient)
+                                }
+                                Some((_, key))
+                                    if recipient_key.as_ref().is_some_and(|k| *k != key) =>
+                                {
+                                    Some(Stored::StaleKey)
+                                }
+                                Some(_) => None,
+                            };
+                            if let Some(v) = verdict {
+                                stored.push(v);
+                                continue;
+                            }
+                            None
+                        }
+                    };
                     let queued = insert.execute(params![
                         e.recipient,
-                        e.sender,
-                        e.sealed,
+                        sender,
+                        matches!(e.origin, Origin::Sealed { .. }),
                         e.payload,
                         e.received_at as i64,
                         e.expires_at.map(|x| x as i64)
                     ])?;
-                    ids.push((queued == 1).then(|| tx.last_insert_rowid() as u64));
+                    stored.push(match queued {
+                        1 => Stored::Queued(tx.last_insert_rowid() as u64),
+                        _ => Stored::NoRecipient,
+                    });
                 }
                 let mut delete = tx.prepare_cached(
                     "DELETE FROM queue WHERE id = ?1 AND recipient = ?2 RETURNING expires_at",
@@ -493,9 +553,9 @@ impl RelayStore {
                 }
             }
             tx.commit()?;
-            Ok((ids, expiring))
+            Ok((stored, expiring))
         };
-        let (ids, expiring) = if new.is_empty() {
+        let (stored, expiring) = if new.is_empty() {
             crate::db::without_sync(&self.conn, batch)?
         } else {
             batch()?
@@ -503,7 +563,7 @@ impl RelayStore {
         if expiring {
             crate::db::truncate_wal(&self.conn)?;
         }
-        Ok(ids)
+        Ok(stored)
     }
 
     /// Up to `limit` envelopes for `recipient` with ids above `after`, oldest first, expired

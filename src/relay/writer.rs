@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::store::{NewEnvelope, RelayStore};
+use super::store::{NewEnvelope, RelayStore, Stored};
 
 /// Most writes applied in one transaction.
 const MAX_BATCH: usize = 512;
@@ -26,16 +26,9 @@ enum Write {
     Flush(oneshot::Sender<()>),
 }
 
-/// What became of an envelope handed to the writer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Enqueued {
-    /// On disk, with this id.
-    Committed(u64),
-    /// Its recipient has no account; nothing was stored.
-    NoRecipient,
-    /// The store failed, or the relay is stopping; nothing was stored.
-    NotStored,
-}
+/// What became of an envelope handed to the writer; None when nothing was stored because
+/// the store failed or the relay is stopping.
+pub(crate) type Enqueued = Option<Stored>;
 
 pub(crate) struct Writer {
     tx: mpsc::Sender<Write>,
@@ -66,8 +59,8 @@ impl Writer {
         let handed = self.tx.send(Write::Enqueue(envelope, tx)).await.is_ok();
         async move {
             match handed {
-                true => rx.await.unwrap_or(Enqueued::NotStored),
-                false => Enqueued::NotStored,
+                true => rx.await.unwrap_or(None),
+                false => None,
             }
         }
     }
@@ -122,9 +115,9 @@ fn run(store: RelayStore, mut rx: mpsc::Receiver<Write>) {
             }
         }
         match store.write(&new, &remove) {
-            Ok(ids) => {
-                for (reply, id) in replies.into_iter().zip(ids) {
-                    let _ = reply.send(id.map_or(Enqueued::NoRecipient, Enqueued::Committed));
+            Ok(stored) => {
+                for (reply, s) in replies.into_iter().zip(stored) {
+                    let _ = reply.send(Some(s));
                 }
             }
             Err(e) => {
@@ -135,7 +128,7 @@ fn run(store: RelayStore, mut rx: mpsc::Receiver<Write>) {
                     "queue write failed"
                 );
                 for reply in replies {
-                    let _ = reply.send(Enqueued::NotStored);
+                    let _ = reply.send(None);
                 }
             }
         }
