@@ -20,7 +20,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
-use super::store::{NewEnvelope, Origin, StoreError, Stored};
+use super::mailbox::Mail;
+use super::store::{NewEnvelope, Origin, Queued, StoreError, Stored};
 use super::writer::Enqueued;
 use super::{Relay, Signals};
 use crate::wire::{
@@ -405,7 +406,7 @@ async fn send_sealed(
     let committed = relay
         .writer
         .enqueue(NewEnvelope {
-            recipient: to.clone(),
+            recipient: to,
             origin: Origin::Sealed {
                 access_token,
                 recipient_key,
@@ -418,9 +419,7 @@ async fn send_sealed(
     // One answer for "no such account" and "wrong token", so that the sealed path cannot
     // be used to probe which account ids exist.
     Accepted::Later(answer_when_committed(
-        relay,
         req,
-        to,
         committed,
         "no such recipient, or the access token is wrong",
     ))
@@ -430,6 +429,7 @@ async fn send_sealed(
 async fn send_normal(
     relay: &Arc<Relay>,
     from: &str,
+    from_handle: &str,
     req: u64,
     to: String,
     body: Vec<u8>,
@@ -442,20 +442,17 @@ async fn send_normal(
     let committed = relay
         .writer
         .enqueue(NewEnvelope {
-            recipient: to.clone(),
-            origin: Origin::Account(from.to_string()),
+            recipient: to,
+            origin: Origin::Account {
+                id: from.to_string(),
+                handle: from_handle.to_string(),
+            },
             payload: body,
             received_at: now_ms(),
             expires_at,
         })
         .await;
-    Accepted::Later(answer_when_committed(
-        relay,
-        req,
-        to,
-        committed,
-        "no such recipient",
-    ))
+    Accepted::Later(answer_when_committed(req, committed, "no such recipient"))
 }
 
 /// What a connection answers to an envelope: at once (a refusal), or once the envelope is
@@ -471,22 +468,17 @@ impl Accepted {
     }
 }
 
-/// The `ok` for envelope `req`, given once it is committed; the recipient is woken then.
-/// A refused envelope is answered `not_found` with `no_recipient`.
+/// The `ok` for envelope `req`, given once it is committed (the writer has handed it to the
+/// recipient's connection by then). A refused envelope is answered `not_found` with
+/// `no_recipient`.
 fn answer_when_committed(
-    relay: &Arc<Relay>,
     req: u64,
-    to: String,
     committed: impl Future<Output = Enqueued> + Send + 'static,
     no_recipient: &'static str,
 ) -> BoxFuture<'static, RelayFrame> {
-    let relay = relay.clone();
     Box::pin(async move {
         match committed.await {
-            Some(Stored::Queued(_)) => {
-                relay.wake(&to);
-                RelayFrame::Ok { req }
-            }
+            Some(Stored::Queued(_)) => RelayFrame::Ok { req },
             Some(Stored::NoRecipient) => error(Some(req), ErrorCode::NotFound, no_recipient),
             Some(Stored::StaleKey) => error(
                 Some(req),
@@ -547,7 +539,8 @@ struct Pusher {
     in_flight: HashSet<u64>,
     drained_sent: bool,
     /// The queue may hold envelopes not pushed yet: the last read filled the window, or mail
-    /// arrived since. When false, an ack frees room without a read of the queue.
+    /// was handed over that could not be pushed at once. When false, everything committed
+    /// up to the last read has been pushed, and what the writer hands over comes next.
     more: bool,
 }
 
@@ -561,12 +554,42 @@ impl Pusher {
         }
     }
 
-    /// Mail arrived for the account: push it.
-    async fn wake(&mut self, relay: &Arc<Relay>, ws: &mut Ws, account_id: &str) -> Result<(), End> {
-        self.more = true;
+    /// Mail the writer committed and handed over for the account. While caught up, it is
+    /// exactly what follows the last envelope pushed, so it goes out without a read of the
+    /// queue; otherwise the queue is read, as it holds the same envelopes.
+    async fn mail(
+        &mut self,
+        relay: &Arc<Relay>,
+        ws: &mut Ws,
+        account_id: &str,
+        mail: Mail,
+    ) -> Result<(), End> {
+        if mail.overflowed {
+            self.more = true;
+        }
+        if !self.more {
+            let now = now_ms();
+            let mut pushed = false;
+            for q in mail.items {
+                if q.id <= self.last_pushed {
+                    continue;
+                }
+                if self.in_flight.len() >= relay.config.delivery_window {
+                    // The rest waits in the queue for acks to make room.
+                    self.more = true;
+                    break;
+                }
+                // Those already read from the queue have ids up to `last_pushed`.
+                pushed |= self.deliver(relay, ws, account_id, q, now).await?;
+            }
+            if pushed {
+                flush(ws).await?;
+            }
+        }
         self.push(relay, ws, account_id).await
     }
 
+    /// Reads the queue and pushes what it holds while there is room and it may hold more.
     async fn push(&mut self, relay: &Arc<Relay>, ws: &mut Ws, account_id: &str) -> Result<(), End> {
         while self.more {
             let room = relay
@@ -583,32 +606,7 @@ impl Pusher {
                 .map_err(internal)?;
             let short = batch.len() < room;
             for q in batch {
-                self.last_pushed = q.id;
-                if q.expires_at.is_some_and(|at| at <= now) {
-                    relay.writer.remove(account_id, q.id).await;
-                    continue;
-                }
-                self.in_flight.insert(q.id);
-                let payload = if q.sealed {
-                    Payload::Sealed {
-                        envelope: q.payload.into(),
-                    }
-                } else {
-                    Payload::Normal {
-                        from: q.sender.unwrap_or_default(),
-                        from_handle: q.sender_handle.unwrap_or_default(),
-                        body: q.payload.into(),
-                    }
-                };
-                feed(
-                    ws,
-                    &RelayFrame::Deliver {
-                        id: q.id,
-                        received_at: q.received_at,
-                        payload,
-                    },
-                )
-                .await?;
+                self.deliver(relay, ws, account_id, q, now).await?;
             }
             flush(ws).await?;
             if short {
@@ -620,6 +618,45 @@ impl Pusher {
             }
         }
         Ok(())
+    }
+
+    /// Queues `q`'s delivery frame (unflushed), or has it deleted if it expired before it
+    /// could be delivered; returns whether a frame was queued.
+    async fn deliver(
+        &mut self,
+        relay: &Arc<Relay>,
+        ws: &mut Ws,
+        account_id: &str,
+        q: Queued,
+        now: u64,
+    ) -> Result<bool, End> {
+        self.last_pushed = q.id;
+        if q.expires_at.is_some_and(|at| at <= now) {
+            relay.writer.remove(account_id, q.id).await;
+            return Ok(false);
+        }
+        self.in_flight.insert(q.id);
+        let payload = if q.sealed {
+            Payload::Sealed {
+                envelope: q.payload.into(),
+            }
+        } else {
+            Payload::Normal {
+                from: q.sender.unwrap_or_default(),
+                from_handle: q.sender_handle.unwrap_or_default(),
+                body: q.payload.into(),
+            }
+        };
+        feed(
+            ws,
+            &RelayFrame::Deliver {
+                id: q.id,
+                received_at: q.received_at,
+                payload,
+            },
+        )
+        .await?;
+        Ok(true)
     }
 }
 
@@ -660,8 +697,8 @@ async fn authenticated(
             _ = signals.kick.cancelled() => {
                 return End::Close(ErrorCode::Forbidden, "another connection signed in for this account".into());
             }
-            _ = signals.wake.notified() => {
-                if let Err(e) = pusher.wake(relay, ws, account_id).await {
+            () = signals.mail.arrived() => {
+                if let Err(e) = pusher.mail(relay, ws, account_id, signals.mail.take()).await {
                     return e;
                 }
                 continue;
@@ -700,7 +737,8 @@ async fn authenticated(
                 body,
                 expires_at,
             } => {
-                let accepted = send_normal(relay, account_id, req, to, body.0, expires_at).await;
+                let accepted =
+                    send_normal(relay, account_id, handle, req, to, body.0, expires_at).await;
                 committing.answer(ws, accepted).await
             }
             other => {

@@ -7,6 +7,7 @@
 
 mod certs;
 mod conn;
+mod mailbox;
 pub mod store;
 mod writer;
 
@@ -23,6 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use certs::Authority;
 pub use certs::CertError;
+use mailbox::Mailbox;
 use store::RelayStore;
 use writer::Writer;
 
@@ -81,11 +83,11 @@ pub enum RelayError {
     Io(#[from] std::io::Error),
 }
 
-/// An online account's connection: how to wake it when mail arrives and how to push it off
-/// when a newer connection for the same account proves itself.
+/// An online account's connection: where its new mail goes and how to push it off when a
+/// newer connection for the same account proves itself.
 struct Online {
     conn_id: u64,
-    wake: Arc<Notify>,
+    mail: Arc<Mailbox>,
     refill: Arc<Notify>,
     kick: CancellationToken,
 }
@@ -93,12 +95,20 @@ struct Online {
 /// The signals a connection task waits on besides its socket.
 #[derive(Clone, Default)]
 pub(crate) struct Signals {
-    /// Mail arrived for the account.
-    pub wake: Arc<Notify>,
+    /// Mail committed for the account, handed over by the queue's writer.
+    pub mail: Arc<Mailbox>,
     /// Someone took one of the account's one-time prekeys.
     pub refill: Arc<Notify>,
     /// A newer connection for the same account proved itself.
     pub kick: CancellationToken,
+}
+
+/// The online accounts, each with its current connection.
+type OnlineTable = Mutex<HashMap<String, Online>>;
+
+fn lock_table(table: &OnlineTable) -> std::sync::MutexGuard<'_, HashMap<String, Online>> {
+    // Every critical section leaves the table consistent, so a poisoned lock is usable.
+    table.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// State shared by all connections of one relay.
@@ -108,7 +118,7 @@ pub(crate) struct Relay {
     /// The queue's writes, on a connection of their own.
     writer: Writer,
     authority: Authority,
-    online: Mutex<HashMap<String, Online>>,
+    online: Arc<OnlineTable>,
     config: RelayConfig,
     slots: Arc<Semaphore>,
 }
@@ -130,12 +140,6 @@ impl Relay {
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
-    fn wake(&self, account_id: &str) {
-        if let Some(o) = self.lock_online().get(account_id) {
-            o.wake.notify_one();
-        }
-    }
-
     fn refill(&self, account_id: &str) {
         if let Some(o) = self.lock_online().get(account_id) {
             o.refill.notify_one();
@@ -143,7 +147,7 @@ impl Relay {
     }
 
     fn lock_online(&self) -> std::sync::MutexGuard<'_, HashMap<String, Online>> {
-        self.online.lock().unwrap_or_else(|p| p.into_inner())
+        lock_table(&self.online)
     }
 
     /// Marks `account_id` online on connection `conn_id`, pushing off an older connection.
@@ -152,7 +156,7 @@ impl Relay {
             account_id.to_string(),
             Online {
                 conn_id,
-                wake: signals.wake.clone(),
+                mail: signals.mail.clone(),
                 refill: signals.refill.clone(),
                 kick: signals.kick.clone(),
             },
@@ -184,12 +188,24 @@ fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
     })?;
     let mut store = RelayStore::open(data_dir)?;
     let authority = Authority::load_or_create(&mut store)?;
-    let writer = Writer::spawn(RelayStore::open(data_dir)?)?;
+    let online: Arc<OnlineTable> = Arc::default();
+    let table = online.clone();
+    // Committed mail goes straight to its recipient's connection, if it is online; one that
+    // is not reads it from the queue when it signs in.
+    let handover = Box::new(move |committed: Vec<(String, store::Queued)>| {
+        let online = lock_table(&table);
+        for (to, q) in committed {
+            if let Some(o) = online.get(&to) {
+                o.mail.put(q);
+            }
+        }
+    });
+    let writer = Writer::spawn(RelayStore::open(data_dir)?, handover)?;
     Ok(Relay {
         writer,
         db: Arc::new(Mutex::new(store)),
         authority,
-        online: Mutex::new(HashMap::new()),
+        online,
         slots: Arc::new(Semaphore::new(config.max_connections)),
         config,
     })

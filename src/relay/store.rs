@@ -49,7 +49,7 @@ pub struct NewEnvelope {
 #[derive(Debug, Clone)]
 pub enum Origin {
     /// A normal envelope from this signed-in account.
-    Account(String),
+    Account { id: String, handle: String },
     /// A sealed envelope: the relay does not know the sender, only what the sender proved it
     /// knows of the recipient.
     Sealed {
@@ -57,6 +57,25 @@ pub enum Origin {
         /// The identity key the sender encrypted to, if it said.
         recipient_key: Option<Vec<u8>>,
     },
+}
+
+impl NewEnvelope {
+    /// The envelope as its recipient is sent it, once queued under `id`.
+    pub fn queued(self, id: u64) -> Queued {
+        let (sender, sender_handle, sealed) = match self.origin {
+            Origin::Account { id, handle } => (Some(id), Some(handle), false),
+            Origin::Sealed { .. } => (None, None, true),
+        };
+        Queued {
+            id,
+            sender,
+            sender_handle,
+            sealed,
+            payload: self.payload,
+            received_at: self.received_at,
+            expires_at: self.expires_at,
+        }
+    }
 }
 
 /// What `RelayStore::write` did with an envelope.
@@ -502,7 +521,7 @@ impl RelayStore {
                 )?;
                 for e in new {
                     let sender = match &e.origin {
-                        Origin::Account(from) => Some(from.as_str()),
+                        Origin::Account { id, .. } => Some(id.as_str()),
                         Origin::Sealed {
                             access_token,
                             recipient_key,

@@ -3,15 +3,19 @@
 //!
 //! Owns that connection and the order of queue writes. New envelopes are committed durably
 //! before their `ok` is answered, and one sync serves a whole batch (group commit); deletions
-//! of delivered or expired envelopes ride along in the same transactions. Must not serve
-//! reads: connections read the queue through the relay's other connection, which a sync in
-//! progress here never holds up.
+//! of delivered or expired envelopes ride along in the same transactions. Once a batch is
+//! committed, its envelopes are handed to `Handover` in queue order (the relay passes them to
+//! their recipients' connections). Must not serve reads: connections read the queue through
+//! the relay's other connection, which a sync in progress here never holds up.
 
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::store::{NewEnvelope, RelayStore, Stored};
+use super::store::{NewEnvelope, Queued, RelayStore, Stored};
+
+/// Takes each batch's newly committed envelopes, with their recipients, in queue order.
+pub(crate) type Handover = Box<dyn Fn(Vec<(String, Queued)>) + Send>;
 
 /// Most writes applied in one transaction.
 const MAX_BATCH: usize = 512;
@@ -36,12 +40,13 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `store`, a connection of its own.
-    pub fn spawn(store: RelayStore) -> std::io::Result<Writer> {
+    /// Starts the writer thread on `store`, a connection of its own; what it commits goes to
+    /// `handover` too.
+    pub fn spawn(store: RelayStore, handover: Handover) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let thread = std::thread::Builder::new()
             .name("relay-writer".into())
-            .spawn(move || run(store, rx))?;
+            .spawn(move || run(store, rx, handover))?;
         Ok(Writer {
             tx,
             thread: Some(thread),
@@ -97,7 +102,7 @@ impl Writer {
 /// Takes every write waiting (up to `MAX_BATCH`), applies them in one transaction, then
 /// answers. Alone, a write is applied at once; under load, one sync serves many `ok`s. Ends
 /// when every `Writer` handle is gone.
-fn run(store: RelayStore, mut rx: mpsc::Receiver<Write>) {
+fn run(store: RelayStore, mut rx: mpsc::Receiver<Write>, handover: Handover) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
         let mut new = Vec::new();
@@ -116,6 +121,17 @@ fn run(store: RelayStore, mut rx: mpsc::Receiver<Write>) {
         }
         match store.write(&new, &remove) {
             Ok(stored) => {
+                let committed: Vec<_> = new
+                    .into_iter()
+                    .zip(&stored)
+                    .filter_map(|(e, s)| match s {
+                        Stored::Queued(id) => Some((e.recipient.clone(), e.queued(*id))),
+                        _ => None,
+                    })
+                    .collect();
+                if !committed.is_empty() {
+                    handover(committed);
+                }
                 for (reply, s) in replies.into_iter().zip(stored) {
                     let _ = reply.send(Some(s));
                 }

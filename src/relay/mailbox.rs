@@ -1,0 +1,141 @@
+//! An online connection's mailbox: envelopes the queue's writer has just committed for its
+//! account, handed over in queue order, so that a connection that has pushed everything it
+//! read can push new mail without reading the queue again.
+//!
+//! Owns only that hand-over (in memory, bounded). The queue on disk stays the truth: what a
+//! full mailbox cannot hold is dropped here and read from the queue instead, and nothing is
+//! acknowledged or deleted through it. Must not touch the database or a socket.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+use super::store::Queued;
+
+/// Most envelopes held for one connection; past it the connection reads the queue.
+const MAX_ITEMS: usize = 256;
+/// Most payload bytes held for one connection (a few large envelopes fill it first).
+const MAX_BYTES: usize = 1 << 20;
+
+#[derive(Default)]
+pub(crate) struct Mailbox {
+    held: Mutex<Held>,
+    /// Mail arrived (or some could not be held).
+    arrived: Notify,
+}
+
+#[derive(Default)]
+struct Held {
+    items: VecDeque<Queued>,
+    bytes: usize,
+    /// Some mail was not held: the connection must read the queue to find it.
+    overflowed: bool,
+}
+
+/// What a connection takes out of its mailbox.
+pub(crate) struct Mail {
+    /// Newly committed envelopes, in queue order.
+    pub items: Vec<Queued>,
+    /// Some were not held; the queue has them.
+    pub overflowed: bool,
+}
+
+impl Mailbox {
+    /// Hands over an envelope just committed for this connection's account. Called by the
+    /// writer in queue order, so the items are in id order.
+    pub fn put(&self, q: Queued) {
+        {
+            let mut held = self.lock();
+            if held.overflowed
+                || held.items.len() >= MAX_ITEMS
+                || held.bytes + q.payload.len() > MAX_BYTES
+            {
+                held.overflowed = true;
+            } else {
+                held.bytes += q.payload.len();
+                held.items.push_back(q);
+            }
+        }
+        self.arrived.notify_one();
+    }
+
+    /// Takes everything held, and whether anything could not be.
+    pub fn take(&self) -> Mail {
+        let mut held = self.lock();
+        let mail = Mail {
+            items: held.items.drain(..).collect(),
+            overflowed: held.overflowed,
+        };
+        held.bytes = 0;
+        held.overflowed = false;
+        mail
+    }
+
+    /// Resolves once mail has arrived since the last time it resolved.
+    pub async fn arrived(&self) {
+        self.arrived.notified().await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        // Every critical section leaves `Held` consistent, so a poisoned lock is usable.
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(id: u64, len: usize) -> Queued {
+        Queued {
+            id,
+            sender: None,
+            sender_handle: None,
+            sealed: true,
+            payload: vec![0; len],
+            received_at: 0,
+            expires_at: None,
+        }
+    }
+
+    fn ids(mail: &Mail) -> Vec<u64> {
+        mail.items.iter().map(|q| q.id).collect()
+    }
+
+    #[tokio::test]
+    async fn mail_comes_out_in_the_order_it_went_in_and_wakes_the_reader() {
+        let mb = Mailbox::default();
+        mb.put(envelope(3, 10));
+        mb.put(envelope(7, 10));
+        mb.arrived().await;
+        let mail = mb.take();
+        assert_eq!(ids(&mail), [3, 7]);
+        assert!(!mail.overflowed);
+        assert!(mb.take().items.is_empty());
+    }
+
+    #[test]
+    fn what_does_not_fit_is_flagged_not_kept() {
+        let mb = Mailbox::default();
+        for id in 0..MAX_ITEMS as u64 + 5 {
+            mb.put(envelope(id, 1));
+        }
+        let mail = mb.take();
+        assert_eq!(mail.items.len(), MAX_ITEMS);
+        assert!(mail.overflowed);
+        // Once flagged, later mail is not held either: it would leave a gap before it.
+        let mb = Mailbox::default();
+        mb.put(envelope(1, MAX_BYTES));
+        mb.put(envelope(2, 1));
+        mb.put(envelope(3, 1));
+        let mail = mb.take();
+        assert_eq!(ids(&mail), [1]);
+        assert!(mail.overflowed);
+        // Taking starts afresh.
+        mb.put(envelope(4, 1));
+        let mail = mb.take();
+        assert_eq!(ids(&mail), [4]);
+        assert!(!mail.overflowed);
+    }
+}
