@@ -1,6 +1,6 @@
 //! Nothing lost, nothing twice: a relay killed between accepting and delivering, a
-//! recipient that stored a message but never got its ack to the relay, and one that signs in
-//! again right after acking.
+//! recipient that stored a message but never got its ack to the relay, one that signs in
+//! again right after acking, and one that several senders flood at once.
 
 mod common;
 
@@ -383,5 +383,300 @@ async fn a_client_signing_in_again_is_sent_only_the_envelopes_it_had_not_acked()
     assert_eq!(queued_for(&rd, &bd), 0);
     drop(bob);
     drop(alice);
+    relay.stop().await;
+}
+
+/// The body of envelope `seq` of sender `sender`: both numbers, padded to `len` bytes.
+fn numbered(sender: usize, seq: u64, len: usize) -> Vec<u8> {
+    let mut body = format!("{sender} {seq} ").into_bytes();
+    body.resize(len.max(body.len()), b'.');
+    body
+}
+
+/// The sender and sequence number a `numbered` body carries.
+fn numbers(body: &[u8]) -> (usize, u64) {
+    let text = std::str::from_utf8(body).unwrap();
+    let mut words = text.split(' ');
+    let sender = words.next().unwrap().parse().unwrap();
+    let seq = words.next().unwrap().parse().unwrap();
+    (sender, seq)
+}
+
+/// Sends envelopes `seqs` of `sender` to `to`, `len` bytes each, without waiting for their
+/// answers; the request number is the sequence number.
+async fn send_numbered(
+    raw: &mut common::Raw,
+    sender: usize,
+    seqs: std::ops::Range<u64>,
+    to: &str,
+    len: usize,
+) {
+    use sotto::wire::ClientFrame;
+    for seq in seqs {
+        raw.send(&ClientFrame::Send {
+            req: seq,
+            to: to.into(),
+            body: numbered(sender, seq, len).into(),
+            expires_at: None,
+        })
+        .await;
+    }
+}
+
+/// Waits for the `ok`s of envelopes `seqs`: a connection answers in the order it was sent.
+async fn expect_oks(raw: &mut common::Raw, seqs: std::ops::Range<u64>) {
+    use sotto::wire::RelayFrame;
+    for req in seqs {
+        let answer = raw
+            .expect(|f| {
+                matches!(
+                    f,
+                    RelayFrame::Ok { .. } | RelayFrame::Error { req: Some(_), .. }
+                )
+            })
+            .await;
+        assert!(
+            matches!(answer, RelayFrame::Ok { req: r } if r == req),
+            "envelope {req} should be accepted, got {answer:?}"
+        );
+    }
+}
+
+/// Returns once the relay has read everything sent on `raw` before, so every envelope among
+/// it is in the queue writer's hands: a frame that does not parse is answered at once, and a
+/// connection reads its frames in order.
+async fn relay_has_read_all(raw: &mut common::Raw) {
+    use sotto::wire::{ErrorCode, RelayFrame};
+    raw.send_text("not a frame".into()).await;
+    raw.expect(|f| {
+        matches!(
+            f,
+            RelayFrame::Error {
+                req: None,
+                code: ErrorCode::Malformed,
+                ..
+            }
+        )
+    })
+    .await;
+}
+
+/// Returns once the relay has received a frame containing `needle`. The relay's frame tap
+/// sees a frame as the connection reads it, before it acts on it; this polls the tap
+/// (yielding, never sleeping), since nothing a client receives tells it a frame was read.
+async fn until_read(relay: &TestRelay, needle: &[u8]) {
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    let mut seen = 0;
+    loop {
+        {
+            let frames = relay.frames.lock().unwrap();
+            if frames[seen..].iter().any(|f| common::contains(f, needle)) {
+                return;
+            }
+            seen = frames.len();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay did not read the frame in time"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+/// What a recipient speaking the protocol by hand has been pushed, checked as it comes.
+struct Pushed {
+    /// The next sequence number due from each sender.
+    next: Vec<u64>,
+    last_id: u64,
+}
+
+impl Pushed {
+    /// Takes `n` more envelopes, acking each as it comes. Each must come after every envelope
+    /// before it in the queue (higher id) and be the next of its sender (the relay queues a
+    /// sender's envelopes in the order they came on its connection): an envelope pushed
+    /// twice, out of order or after a gap fails at once.
+    async fn take(&mut self, raw: &mut common::Raw, n: usize) {
+        use sotto::wire::{ClientFrame, ErrorCode, Payload, RelayFrame};
+        let mut got = 0;
+        while got < n {
+            let frame = raw.recv().await.expect("the relay closed the connection");
+            let (id, body) = match frame {
+                RelayFrame::Deliver {
+                    id,
+                    payload: Payload::Normal { body, .. },
+                    ..
+                } => (id, body.0),
+                // The answer to a lookup of a handle nobody has, used as a barrier.
+                RelayFrame::Error {
+                    code: ErrorCode::NotFound,
+                    ..
+                } => continue,
+                RelayFrame::Deliver { .. } | RelayFrame::Error { .. } => {
+                    panic!("unexpected frame: {frame:?}")
+                }
+                _ => continue,
+            };
+            let (sender, seq) = numbers(&body);
+            assert!(
+                id > self.last_id,
+                "envelope {id} (sender {sender}'s #{seq}) was pushed after envelope {}: \
+                 twice, or out of queue order",
+                self.last_id
+            );
+            let due = self.next[sender];
+            assert!(
+                seq == due,
+                "sender {sender}'s #{seq} was pushed when #{due} was due: {}",
+                if seq < due { "twice" } else { "some skipped" }
+            );
+            (self.last_id, self.next[sender]) = (id, seq + 1);
+            got += 1;
+            raw.send(&ClientFrame::Ack { id }).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooded_recipient_gets_every_envelope_of_concurrent_senders_once_and_in_order() {
+    use common::{PATIENCE, Raw};
+    use sotto::relay::RelayConfig;
+    use sotto::wire::{ClientFrame, MAX_PAYLOAD_BYTES, RelayFrame};
+    // Room for more envelopes of the largest size than the mailbox holds (6: 1 MiB), so that
+    // a mailbox that lost track of its overflow shows as a gap instead of being hidden by a
+    // full window; far fewer than the senders queue, so bob's connection is often behind.
+    const WINDOW: usize = 8;
+    // Envelopes per sender: sent as bob signs in, by the end of the flood, in all.
+    const AT_SIGN_IN: u64 = 2;
+    const FLOOD: u64 = 100;
+    const TOTAL: u64 = 150;
+    // The first envelopes of the flood: the largest the relay accepts, over 1 MiB in all.
+    const LARGE: u64 = 8;
+    // After the flood each sender sends the rest this many at a time, while bob acks.
+    const BURST: u64 = 10;
+    let Scene {
+        relay_dir: rd,
+        alice: ad,
+        bob: bd,
+        relay,
+        tmp,
+    } = Scene::with(RelayConfig {
+        delivery_window: WINDOW,
+        ..RelayConfig::default()
+    })
+    .await;
+    let (cd, dd) = (tmp.path().join("c"), tmp.path().join("d"));
+    common::register(&cd, "carol", &relay.url).await;
+    common::register(&dd, "dave", &relay.url).await;
+    let bob_id = common::account_id(&bd);
+    let mut senders = Vec::new();
+    for dir in [&ad, &cd, &dd] {
+        let mut raw = Raw::auth(&relay.url, dir).await;
+        // Its sign-in is over: it no longer waits for the queue's writer.
+        raw.expect(|f| matches!(f, RelayFrame::Drained)).await;
+        senders.push(raw);
+    }
+    // Holding the database's write lock stands in for a queue writer that is behind (a slow
+    // sync): envelopes pile up in its hands, uncommitted. It is held for milliseconds at a
+    // time, far inside the writer's 5 s busy timeout.
+    let hold_writer = || {
+        let lock = rusqlite::Connection::open(rd.join("relay.db")).unwrap();
+        lock.busy_timeout(PATIENCE).unwrap();
+        lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+        lock
+    };
+
+    // Bob signs in while the writer holds envelopes for him: they are committed once he is
+    // online and before his first read of the queue, so they reach his connection twice,
+    // handed over by the writer and read by that first push; each must be pushed once. Bob
+    // speaks the protocol by hand: his client's duplicate check would hide a second push.
+    let lock = hold_writer();
+    for (sender, raw) in senders.iter_mut().enumerate() {
+        send_numbered(raw, sender, 0..AT_SIGN_IN, &bob_id, 1).await;
+        relay_has_read_all(raw).await;
+    }
+    let mut bob = Raw::auth(&relay.url, &bd).await;
+    drop(lock);
+    let mut pushed = Pushed {
+        next: vec![0; senders.len()],
+        last_id: 0,
+    };
+    for raw in &mut senders {
+        expect_oks(raw, 0..AT_SIGN_IN).await;
+    }
+    pushed
+        .take(&mut bob, AT_SIGN_IN as usize * senders.len())
+        .await;
+
+    // The flood, while bob's connection has pushed everything and is busy: the mailbox
+    // overflows with fewer envelopes held than the window has room for, and what follows
+    // comes through a full window. Alice's largest envelopes come first.
+    let lock = hold_writer();
+    let large = AT_SIGN_IN..AT_SIGN_IN + LARGE;
+    send_numbered(&mut senders[0], 0, large, &bob_id, MAX_PAYLOAD_BYTES).await;
+    relay_has_read_all(&mut senders[0]).await;
+    let (read_tx, mut read_rx) = tokio::sync::mpsc::channel(senders.len());
+    let mut tasks = Vec::new();
+    for (sender, mut raw) in senders.into_iter().enumerate() {
+        let (to, read) = (bob_id.clone(), read_tx.clone());
+        let first = if sender == 0 {
+            AT_SIGN_IN + LARGE
+        } else {
+            AT_SIGN_IN
+        };
+        tasks.push(tokio::spawn(async move {
+            send_numbered(&mut raw, sender, first..FLOOD, &to, 1).await;
+            relay_has_read_all(&mut raw).await;
+            read.send(()).await.unwrap();
+            expect_oks(&mut raw, AT_SIGN_IN..FLOOD).await;
+            // Then the rest, with bob taking and acking as they come.
+            for start in (FLOOD..TOTAL).step_by(BURST as usize) {
+                let burst = start..(start + BURST).min(TOTAL);
+                send_numbered(&mut raw, sender, burst.clone(), &to, 1).await;
+                expect_oks(&mut raw, burst).await;
+            }
+            raw
+        }));
+    }
+    for _ in 0..tasks.len() {
+        tokio::time::timeout(PATIENCE, read_rx.recv())
+            .await
+            .expect("a sender's envelopes did not reach the relay in time")
+            .expect("a sender failed");
+    }
+    // A request makes bob's connection wait for the writer to commit everything handed over
+    // before it, the whole flood, which the writer hands to bob's mailbox meanwhile. Once the
+    // relay has read the request, the writer may go on.
+    bob.send(&ClientFrame::Lookup {
+        req: 1,
+        handle: Some("flood-barrier".into()),
+        account_id: None,
+    })
+    .await;
+    until_read(&relay, b"flood-barrier").await;
+    drop(lock);
+    let rest = (TOTAL - AT_SIGN_IN) as usize * tasks.len();
+    pushed.take(&mut bob, rest).await;
+    assert_eq!(pushed.next, vec![TOTAL; tasks.len()]);
+    for task in tasks {
+        drop(tokio::time::timeout(PATIENCE, task).await.unwrap().unwrap());
+    }
+
+    // Nothing more comes: the answer to a request follows every push the relay decided on
+    // before it, and it has taken in every ack by then.
+    bob.send(&ClientFrame::Lookup {
+        req: 2,
+        handle: Some("alice".into()),
+        account_id: None,
+    })
+    .await;
+    match bob
+        .expect(|f| matches!(f, RelayFrame::Deliver { .. } | RelayFrame::Account { .. }))
+        .await
+    {
+        RelayFrame::Account { .. } => {}
+        other => panic!("everything was delivered, yet the relay pushed {other:?}"),
+    }
+    assert_eq!(queued_for(&rd, &bd), 0);
+    drop(bob);
     relay.stop().await;
 }
