@@ -299,7 +299,7 @@ async fn next_deliver(raw: &mut common::Raw) -> (u64, String) {
 async fn a_client_signing_in_again_is_sent_only_the_envelopes_it_had_not_acked() {
     use common::{PATIENCE, Raw};
     use sotto::relay::RelayConfig;
-    use sotto::wire::{ClientFrame, RelayFrame};
+    use sotto::wire::ClientFrame;
     const K: usize = 20;
     // A window of one: each ack makes the relay push the next envelope, so an arrival proves
     // the relay has taken in every ack before it. A request would prove it too, but its own
@@ -367,23 +367,30 @@ async fn a_client_signing_in_again_is_sent_only_the_envelopes_it_had_not_acked()
     assert_eq!(body, "after signing in again");
     bob.send(&ClientFrame::Ack { id }).await;
     // The answer to a request comes after the relay has deleted what was acked before it.
-    bob.send(&ClientFrame::Lookup {
-        req: 1,
-        handle: Some("alice".into()),
-        account_id: None,
-    })
-    .await;
-    match bob
-        .expect(|f| matches!(f, RelayFrame::Deliver { .. } | RelayFrame::Account { .. }))
-        .await
-    {
-        RelayFrame::Account { .. } => {}
-        other => panic!("nothing more was to be delivered, got {other:?}"),
-    }
+    nothing_more_pushed(&mut bob, 1).await;
     assert_eq!(queued_for(&rd, &bd), 0);
     drop(bob);
     drop(alice);
     relay.stop().await;
+}
+
+/// Sends a lookup on `raw` (request `req`) and checks that its answer comes before any
+/// further `deliver`.
+async fn nothing_more_pushed(raw: &mut common::Raw, req: u64) {
+    use sotto::wire::{ClientFrame, RelayFrame};
+    raw.send(&ClientFrame::Lookup {
+        req,
+        handle: Some("alice".into()),
+        account_id: None,
+    })
+    .await;
+    match raw
+        .expect(|f| matches!(f, RelayFrame::Deliver { .. } | RelayFrame::Account { .. }))
+        .await
+    {
+        RelayFrame::Account { .. } => {}
+        other => panic!("nothing more was to be delivered, yet the relay pushed {other:?}"),
+    }
 }
 
 /// The body of envelope `seq` of sender `sender`: both numbers, padded to `len` bytes.
@@ -663,19 +670,7 @@ async fn a_flooded_recipient_gets_every_envelope_of_concurrent_senders_once_and_
 
     // Nothing more comes: the answer to a request follows every push the relay decided on
     // before it, and it has taken in every ack by then.
-    bob.send(&ClientFrame::Lookup {
-        req: 2,
-        handle: Some("alice".into()),
-        account_id: None,
-    })
-    .await;
-    match bob
-        .expect(|f| matches!(f, RelayFrame::Deliver { .. } | RelayFrame::Account { .. }))
-        .await
-    {
-        RelayFrame::Account { .. } => {}
-        other => panic!("everything was delivered, yet the relay pushed {other:?}"),
-    }
+    nothing_more_pushed(&mut bob, 2).await;
     assert_eq!(queued_for(&rd, &bd), 0);
     drop(bob);
     relay.stop().await;
