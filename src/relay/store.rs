@@ -90,6 +90,28 @@ pub enum Stored {
     StaleKey,
 }
 
+/// Why a sealed envelope for `recipient` must not be queued, if it must not: no such
+/// account or a wrong access token (one answer), or a stale identity key. `account` is the
+/// prepared lookup of an account's access token and identity key.
+fn check_sealed(
+    account: &mut rusqlite::CachedStatement<'_>,
+    recipient: &str,
+    access_token: &[u8],
+    recipient_key: Option<&[u8]>,
+) -> rusqlite::Result<Option<Stored>> {
+    let found: Option<(Vec<u8>, Vec<u8>)> = account
+        .query_row([recipient], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match found {
+        None => Some(Stored::NoRecipient),
+        Some((token, _)) if !super::same_secret(&token, access_token) => Some(Stored::NoRecipient),
+        Some((_, key)) if recipient_key.is_some_and(|k| k != key.as_slice()) => {
+            Some(Stored::StaleKey)
+        }
+        Some(_) => None,
+    })
+}
+
 /// A queued envelope, as pushed to its recipient.
 #[derive(Debug, Clone)]
 pub struct Queued {
@@ -516,37 +538,27 @@ impl RelayStore {
                      SELECT ?1, ?2, ?3, ?4, ?5, ?6
                      WHERE EXISTS (SELECT 1 FROM accounts WHERE account_id = ?1)",
                 )?;
-                let mut recipient = tx.prepare_cached(
+                let mut account = tx.prepare_cached(
                     "SELECT access_token, identity_key FROM accounts WHERE account_id = ?1",
                 )?;
                 for e in new {
+                    if let Origin::Sealed {
+                        access_token,
+                        recipient_key,
+                    } = &e.origin
+                        && let Some(refused) = check_sealed(
+                            &mut account,
+                            &e.recipient,
+                            access_token,
+                            recipient_key.as_deref(),
+                        )?
+                    {
+                        stored.push(refused);
+                        continue;
+                    }
                     let sender = match &e.origin {
                         Origin::Account { id, .. } => Some(id.as_str()),
-                        Origin::Sealed {
-                            access_token,
-                            recipient_key,
-                        } => {
-                            let account: Option<(Vec<u8>, Vec<u8>)> = recipient
-                                .query_row([&e.recipient], |r| Ok((r.get(0)?, r.get(1)?)))
-                                .optional()?;
-                            let verdict = match account {
-                                None => Some(Stored::NoRecipient),
-                                Some((token, _)) if !super::same_secret(&token, access_token) => {
-                                    Some(Stored::NoRecipient)
-                                }
-                                Some((_, key))
-                                    if recipient_key.as_ref().is_some_and(|k| *k != key) =>
-                                {
-                                    Some(Stored::StaleKey)
-                                }
-                                Some(_) => None,
-                            };
-                            if let Some(v) = verdict {
-                                stored.push(v);
-                                continue;
-                            }
-                            None
-                        }
+                        Origin::Sealed { .. } => None,
                     };
                     let queued = insert.execute(params![
                         e.recipient,
