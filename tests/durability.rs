@@ -548,7 +548,7 @@ async fn a_flooded_recipient_gets_every_envelope_of_concurrent_senders_once_and_
     use common::{PATIENCE, Raw};
     use sotto::relay::RelayConfig;
     use sotto::wire::{ClientFrame, MAX_PAYLOAD_BYTES, RelayFrame};
-    // Room for more envelopes of the largest size than the mailbox holds (6: 1 MiB), so that
+    // Room for more envelopes of the largest size than the mailbox holds (none: 64 KiB), so that
     // a mailbox that lost track of its overflow shows as a gap instead of being hidden by a
     // full window; far fewer than the senders queue, so bob's connection is often behind.
     const WINDOW: usize = 8;
@@ -556,7 +556,8 @@ async fn a_flooded_recipient_gets_every_envelope_of_concurrent_senders_once_and_
     const AT_SIGN_IN: u64 = 2;
     const FLOOD: u64 = 100;
     const TOTAL: u64 = 150;
-    // The first envelopes of the flood: the largest the relay accepts, over 1 MiB in all.
+    // The first envelopes of the flood: the largest the relay accepts, each over the
+    // mailbox's 64 KiB.
     const LARGE: u64 = 8;
     // After the flood each sender sends the rest this many at a time, while bob acks.
     const BURST: u64 = 10;

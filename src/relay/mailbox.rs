@@ -13,10 +13,13 @@ use tokio::sync::Notify;
 
 use super::store::Queued;
 
-/// Most envelopes held for one connection; past it the connection reads the queue.
-const MAX_ITEMS: usize = 256;
-/// Most payload bytes held for one connection (a few large envelopes fill it first).
-const MAX_BYTES: usize = 1 << 20;
+/// Most envelopes held for one connection; past it the connection reads the queue. A
+/// connection that is reading its socket empties its mailbox as fast as the writer fills
+/// it, so little is needed; a connection that does not read must not make the relay hold
+/// much for it (16,384 connections × 64 KiB is 1 GiB at worst, against none before).
+const MAX_ITEMS: usize = 64;
+/// Most payload bytes held for one connection (a large envelope goes through the queue).
+const MAX_BYTES: usize = 64 << 10;
 
 #[derive(Default)]
 pub(crate) struct Mailbox {
