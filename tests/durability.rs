@@ -297,7 +297,7 @@ async fn next_deliver(raw: &mut common::Raw) -> (u64, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_signing_in_again_is_sent_only_the_envelopes_it_had_not_acked() {
-    use common::{PATIENCE, Raw};
+    use common::Raw;
     use sotto::relay::RelayConfig;
     use sotto::wire::ClientFrame;
     const K: usize = 20;
@@ -324,12 +324,9 @@ async fn a_client_signing_in_again_is_sent_only_the_envelopes_it_had_not_acked()
     }
     send_raw(&mut alice, K as u64, &bob_id, "not acked").await;
 
-    // Holding the database's write lock stands in for a queue writer that is behind (a slow
-    // sync under load): the relay takes in bob's acks, but cannot delete anything yet. It is
-    // held for milliseconds, far inside the writer's 5 s busy timeout.
-    let lock = rusqlite::Connection::open(rd.join("relay.db")).unwrap();
-    lock.busy_timeout(PATIENCE).unwrap();
-    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    // A queue writer that is behind (a slow sync under load): the relay takes in bob's acks,
+    // but cannot delete anything yet.
+    let lock = hold_writer(&rd);
     let mut acked = Vec::new();
     for i in 0..K {
         let (id, body) = next_deliver(&mut bob).await;
@@ -372,6 +369,16 @@ async fn a_client_signing_in_again_is_sent_only_the_envelopes_it_had_not_acked()
     drop(bob);
     drop(alice);
     relay.stop().await;
+}
+
+/// Holds the relay database's write lock until the returned connection is dropped: it stands
+/// in for a queue writer that is behind (a slow sync). Tests hold it for milliseconds, far
+/// inside the writer's 5 s busy timeout.
+fn hold_writer(relay_dir: &Path) -> rusqlite::Connection {
+    let lock = rusqlite::Connection::open(relay_dir.join("relay.db")).unwrap();
+    lock.busy_timeout(common::PATIENCE).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    lock
 }
 
 /// Sends a lookup on `raw` (request `req`) and checks that its answer comes before any
@@ -583,21 +590,13 @@ async fn a_flooded_recipient_gets_every_envelope_of_concurrent_senders_once_and_
         raw.expect(|f| matches!(f, RelayFrame::Drained)).await;
         senders.push(raw);
     }
-    // Holding the database's write lock stands in for a queue writer that is behind (a slow
-    // sync): envelopes pile up in its hands, uncommitted. It is held for milliseconds at a
-    // time, far inside the writer's 5 s busy timeout.
-    let hold_writer = || {
-        let lock = rusqlite::Connection::open(rd.join("relay.db")).unwrap();
-        lock.busy_timeout(PATIENCE).unwrap();
-        lock.execute_batch("BEGIN IMMEDIATE").unwrap();
-        lock
-    };
+    // While `hold_writer` holds the lock, envelopes pile up in the writer's hands, uncommitted.
 
     // Bob signs in while the writer holds envelopes for him: they are committed once he is
     // online and before his first read of the queue, so they reach his connection twice,
     // handed over by the writer and read by that first push; each must be pushed once. Bob
     // speaks the protocol by hand: his client's duplicate check would hide a second push.
-    let lock = hold_writer();
+    let lock = hold_writer(&rd);
     for (sender, raw) in senders.iter_mut().enumerate() {
         send_numbered(raw, sender, 0..AT_SIGN_IN, &bob_id, 1).await;
         relay_has_read_all(raw).await;
@@ -618,7 +617,7 @@ async fn a_flooded_recipient_gets_every_envelope_of_concurrent_senders_once_and_
     // The flood, while bob's connection has pushed everything and is busy: the mailbox
     // overflows with fewer envelopes held than the window has room for, and what follows
     // comes through a full window. Alice's largest envelopes come first.
-    let lock = hold_writer();
+    let lock = hold_writer(&rd);
     let large = AT_SIGN_IN..AT_SIGN_IN + LARGE;
     send_numbered(&mut senders[0], 0, large, &bob_id, MAX_PAYLOAD_BYTES).await;
     relay_has_read_all(&mut senders[0]).await;
