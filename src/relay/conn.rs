@@ -571,6 +571,7 @@ impl Pusher {
             let now = now_ms();
             let mut pushed = false;
             for q in mail.items {
+                // Those already read from the queue have ids up to `last_pushed`.
                 if q.id <= self.last_pushed {
                     continue;
                 }
@@ -579,7 +580,6 @@ impl Pusher {
                     self.more = true;
                     break;
                 }
-                // Those already read from the queue have ids up to `last_pushed`.
                 pushed |= self.deliver(relay, ws, account_id, q, now).await?;
             }
             if pushed {
