@@ -244,6 +244,11 @@ impl CheckedCerts {
         }
     }
 
+    /// The trust root certificates are checked against.
+    pub fn root(&self) -> &PublicKey {
+        &self.root
+    }
+
     /// Whether `cert` is valid under the root at `at`, as libsignal's `validate` decides.
     pub fn validate(&mut self, cert: &SenderCertificate, at: SystemTime) -> Result<bool> {
         let bytes = cert.serialized()?;

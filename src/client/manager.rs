@@ -291,7 +291,6 @@ pub fn spawn(dir: &Path, relay_url: Option<String>) -> Result<ManagerHandle, Cli
                     registration_id,
                     reg,
                     certs: crypto::CheckedCerts::new(trust_root),
-                    trust_root,
                     link,
                     anon,
                     cert: None,
@@ -339,8 +338,7 @@ struct Manager {
     identity: IdentityKeyPair,
     registration_id: u32,
     reg: Registration,
-    trust_root: PublicKey,
-    /// Sender certificates already checked against `trust_root`.
+    /// The relay's pinned trust root, and sender certificates already checked against it.
     certs: crypto::CheckedCerts,
     link: Link,
     anon: Link,

@@ -398,7 +398,7 @@ impl Manager {
         };
         let cert = SenderCertificate::deserialize(&certificate.0)?;
         if !cert.validate(
-            &self.trust_root,
+            self.certs.root(),
             libsignal_protocol::Timestamp::from_epoch_millis(now_ms()),
         )? {
             return Err(LinkError::Protocol(
