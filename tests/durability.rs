@@ -675,3 +675,61 @@ async fn a_flooded_recipient_gets_every_envelope_of_concurrent_senders_once_and_
     drop(bob);
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipient_sent_more_than_its_mailbox_holds_in_one_commit_gets_it_all_unasked() {
+    use common::Raw;
+    use sotto::relay::RelayConfig;
+    use sotto::wire::{ClientFrame, Payload, RelayFrame};
+    // More than the 64 a mailbox holds, with room for all of them in the window: bob's
+    // connection must read the overflow from the queue, and the writer hands the batch over
+    // before its commit, so that read may come before the commit and find nothing yet.
+    const SENT: u64 = 150;
+    let Scene {
+        relay_dir: rd,
+        alice: ad,
+        bob: bd,
+        relay,
+        tmp: _tmp,
+    } = Scene::with(RelayConfig {
+        delivery_window: 2 * SENT as usize,
+        ..RelayConfig::default()
+    })
+    .await;
+    let bob_id = common::account_id(&bd);
+    let mut bob = Raw::auth(&relay.url, &bd).await;
+    bob.expect(|f| matches!(f, RelayFrame::Drained)).await;
+    let mut alice = Raw::auth(&relay.url, &ad).await;
+    alice.expect(|f| matches!(f, RelayFrame::Drained)).await;
+    let lock = hold_writer(&rd);
+    send_numbered(&mut alice, 0, 0..SENT, &bob_id, 1).await;
+    relay_has_read_all(&mut alice).await;
+    drop(lock);
+    expect_oks(&mut alice, 0..SENT).await;
+    // Bob acks nothing until all of it is there: an ack would make his connection read the
+    // queue again and hide a connection that stopped short.
+    let mut ids = Vec::new();
+    for seq in 0..SENT {
+        match bob
+            .expect(|f| matches!(f, RelayFrame::Deliver { .. }))
+            .await
+        {
+            RelayFrame::Deliver {
+                id,
+                payload: Payload::Normal { body, .. },
+                ..
+            } => {
+                assert_eq!(numbers(&body.0), (0, seq), "pushed out of order or twice");
+                ids.push(id);
+            }
+            other => panic!("expected a normal envelope, got {other:?}"),
+        }
+    }
+    for id in ids {
+        bob.send(&ClientFrame::Ack { id }).await;
+    }
+    nothing_more_pushed(&mut bob, 1).await;
+    assert_eq!(queued_for(&rd, &bd), 0);
+    drop(bob);
+    relay.stop().await;
+}

@@ -542,6 +542,11 @@ struct Pusher {
     /// was handed over that could not be pushed at once. When false, everything committed
     /// up to the last read has been pushed, and what the writer hands over comes next.
     more: bool,
+    /// The highest id the writer has handed over for this account. Mail is handed over
+    /// before its commit, so a read of the queue may not find all of it yet.
+    handed: u64,
+    /// The last read came up short of `handed`: read again once a commit is over.
+    awaiting_commit: bool,
 }
 
 impl Pusher {
@@ -551,12 +556,15 @@ impl Pusher {
             in_flight: HashSet::new(),
             drained_sent: false,
             more: true,
+            handed: 0,
+            awaiting_commit: false,
         }
     }
 
-    /// Mail the writer committed and handed over for the account. While caught up, it is
-    /// exactly what follows the last envelope pushed, so it goes out without a read of the
-    /// queue; otherwise the queue is read, as it holds the same envelopes.
+    /// Mail the writer handed over for the account. While caught up, it is exactly what
+    /// follows the last envelope pushed, so it goes out at once, without waiting for its
+    /// commit or reading the queue; otherwise the queue is read, as it holds the same
+    /// envelopes once they are committed.
     async fn mail(
         &mut self,
         relay: &Arc<Relay>,
@@ -567,6 +575,7 @@ impl Pusher {
         if mail.overflowed {
             self.more = true;
         }
+        self.handed = self.handed.max(mail.upto);
         if !self.more {
             let now = now_ms();
             let mut pushed = false;
@@ -591,6 +600,7 @@ impl Pusher {
 
     /// Reads the queue and pushes what it holds while there is room and it may hold more.
     async fn push(&mut self, relay: &Arc<Relay>, ws: &mut Ws, account_id: &str) -> Result<(), End> {
+        self.awaiting_commit = false;
         while self.more {
             let room = relay
                 .config
@@ -609,6 +619,12 @@ impl Pusher {
                 self.deliver(relay, ws, account_id, q, now).await?;
             }
             flush(ws).await?;
+            if short && self.last_pushed < self.handed {
+                // The rest is still being committed (or its commit failed; then a later
+                // envelope's id passes `handed`). Its commit's end wakes the connection.
+                self.awaiting_commit = true;
+                return Ok(());
+            }
             if short {
                 self.more = false;
                 if !self.drained_sent {
@@ -699,6 +715,12 @@ async fn authenticated(
             }
             () = signals.mail.arrived() => {
                 if let Err(e) = pusher.mail(relay, ws, account_id, signals.mail.take()).await {
+                    return e;
+                }
+                continue;
+            }
+            () = signals.mail.committed(), if pusher.awaiting_commit => {
+                if let Err(e) = pusher.push(relay, ws, account_id).await {
                     return e;
                 }
                 continue;

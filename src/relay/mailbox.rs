@@ -1,10 +1,11 @@
-//! An online connection's mailbox: envelopes the queue's writer has just committed for its
-//! account, handed over in queue order, so that a connection that has pushed everything it
-//! read can push new mail without reading the queue again.
+//! An online connection's mailbox: envelopes the queue's writer has just staged for its
+//! account, handed over in queue order while their commit is under way, so that a connection
+//! that has pushed everything it read can push new mail without waiting for the sync or
+//! reading the queue again; and the word that such a commit is over.
 //!
 //! Owns only that hand-over (in memory, bounded). The queue on disk stays the truth: what a
-//! full mailbox cannot hold is dropped here and read from the queue instead, and nothing is
-//! acknowledged or deleted through it. Must not touch the database or a socket.
+//! full mailbox cannot hold is dropped here and read from the queue instead, once committed,
+//! and nothing is acknowledged or deleted through it. Must not touch the database or a socket.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -26,6 +27,8 @@ pub(crate) struct Mailbox {
     held: Mutex<Held>,
     /// Mail arrived (or some could not be held).
     arrived: Notify,
+    /// A commit that staged mail here is over.
+    committed: Notify,
 }
 
 #[derive(Default)]
@@ -34,22 +37,27 @@ struct Held {
     bytes: usize,
     /// Some mail was not held: the connection must read the queue to find it.
     overflowed: bool,
+    /// The highest id handed over since the last take, held or not (0: none).
+    upto: u64,
 }
 
 /// What a connection takes out of its mailbox.
 pub(crate) struct Mail {
-    /// Newly committed envelopes, in queue order.
+    /// New envelopes, in queue order; their commit may still be under way.
     pub items: Vec<Queued>,
-    /// Some were not held; the queue has them.
+    /// Some were not held; the queue has them once they are committed.
     pub overflowed: bool,
+    /// The highest id handed over since the last take, held or not (0: none).
+    pub upto: u64,
 }
 
 impl Mailbox {
-    /// Hands over an envelope just committed for this connection's account. Called by the
+    /// Hands over an envelope just staged for this connection's account. Called by the
     /// writer in queue order, so the items are in id order.
     pub fn put(&self, q: Queued) {
         {
             let mut held = self.lock();
+            held.upto = held.upto.max(q.id);
             if held.overflowed
                 || held.items.len() >= MAX_ITEMS
                 || held.bytes + q.payload.len() > MAX_BYTES
@@ -69,15 +77,29 @@ impl Mailbox {
         let mail = Mail {
             items: held.items.drain(..).collect(),
             overflowed: held.overflowed,
+            upto: held.upto,
         };
         held.bytes = 0;
         held.overflowed = false;
+        held.upto = 0;
         mail
     }
 
     /// Resolves once mail has arrived since the last time it resolved.
     pub async fn arrived(&self) {
         self.arrived.notified().await
+    }
+
+    /// Tells the connection that a commit which staged mail here is over, so a read of the
+    /// queue now finds what it kept.
+    pub fn commit_done(&self) {
+        self.committed.notify_one();
+    }
+
+    /// Resolves once a commit that staged mail here is over (perhaps one that ended before
+    /// the call: a word given while nobody waited is kept for the next wait).
+    pub async fn committed(&self) {
+        self.committed.notified().await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -88,6 +110,8 @@ impl Mailbox {
 
 #[cfg(test)]
 mod tests {
+    use futures::FutureExt;
+
     use super::*;
 
     fn envelope(id: u64, len: usize) -> Queued {
@@ -127,6 +151,8 @@ mod tests {
         let mail = mb.take();
         assert_eq!(mail.items.len(), MAX_ITEMS);
         assert!(mail.overflowed);
+        // The connection learns how far the mail it must read from the queue goes.
+        assert_eq!(mail.upto, MAX_ITEMS as u64 + 4);
         // Once flagged, later mail is not held either: it would leave a gap before it.
         let mb = Mailbox::default();
         mb.put(envelope(1, MAX_BYTES));
@@ -140,5 +166,17 @@ mod tests {
         let mail = mb.take();
         assert_eq!(ids(&mail), [4]);
         assert!(!mail.overflowed);
+        assert_eq!(mail.upto, 4);
+    }
+
+    #[test]
+    fn the_end_of_a_commit_told_while_nobody_waits_is_kept_for_the_next_wait() {
+        let mb = Mailbox::default();
+        mb.commit_done();
+        // Resolves at once: the connection that read the queue just before the word came
+        // reads it again instead of waiting for the next commit.
+        assert!(mb.committed().now_or_never().is_some());
+        // Only one is kept: a second wait waits for the next commit.
+        assert!(mb.committed().now_or_never().is_none());
     }
 }

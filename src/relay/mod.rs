@@ -95,7 +95,7 @@ struct Online {
 /// The signals a connection task waits on besides its socket.
 #[derive(Clone, Default)]
 pub(crate) struct Signals {
-    /// Mail committed for the account, handed over by the queue's writer.
+    /// New mail for the account, handed over by the queue's writer.
     pub mail: Arc<Mailbox>,
     /// Someone took one of the account's one-time prekeys.
     pub refill: Arc<Notify>,
@@ -174,6 +174,29 @@ impl Relay {
     }
 }
 
+/// Hands the queue writer's new mail to the recipients' connections (see `writer::Handover`).
+struct ToOnline(Arc<OnlineTable>);
+
+impl writer::Handover for ToOnline {
+    fn before_commit(&self, staged: Vec<(String, store::Queued)>) {
+        let online = lock_table(&self.0);
+        for (to, q) in staged {
+            if let Some(o) = online.get(&to) {
+                o.mail.put(q);
+            }
+        }
+    }
+
+    fn after_commit(&self, recipients: Vec<String>) {
+        let online = lock_table(&self.0);
+        for to in recipients {
+            if let Some(o) = online.get(&to) {
+                o.mail.commit_done();
+            }
+        }
+    }
+}
+
 /// Compares two secrets (access tokens, reset codes) in time that does not depend on where
 /// they first differ, so a guesser learns nothing from how fast the answer comes.
 pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
@@ -189,17 +212,9 @@ fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
     let mut store = RelayStore::open(data_dir)?;
     let authority = Authority::load_or_create(&mut store)?;
     let online: Arc<OnlineTable> = Arc::default();
-    let table = online.clone();
-    // Committed mail goes straight to its recipient's connection, if it is online; one that
-    // is not reads it from the queue when it signs in.
-    let handover = Box::new(move |committed: Vec<(String, store::Queued)>| {
-        let online = lock_table(&table);
-        for (to, q) in committed {
-            if let Some(o) = online.get(&to) {
-                o.mail.put(q);
-            }
-        }
-    });
+    // New mail goes straight to its recipient's connection, if it is online; one that is not
+    // reads it from the queue when it signs in.
+    let handover = ToOnline(online.clone());
     let writer = Writer::spawn(RelayStore::open(data_dir)?, handover)?;
     Ok(Relay {
         writer,

@@ -515,10 +515,26 @@ impl RelayStore {
         })
     }
 
+    /// The highest envelope id the queue has ever used, committed: ids given out after it
+    /// are new.
+    pub fn last_envelope_id(&self) -> Result<u64> {
+        let id: i64 = self.conn.query_row(
+            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'queue'), 0),
+                        coalesce((SELECT max(id) FROM queue), 0))",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(id as u64)
+    }
+
     /// Queues `new` and deletes `remove` (delivered or expired envelopes, each with its
     /// recipient) in one transaction; returns what became of each new envelope, in order.
     /// An envelope whose recipient has no account, or whose sealed check fails, is not
-    /// queued; the others are.
+    /// queued; the others are, under ids taken from `next_id` (which is advanced, and never
+    /// moved back: an id given out for a batch that then fails to commit is not used again).
+    ///
+    /// `before_commit` is called with the outcome once every statement has run and before
+    /// the commit: what it passes on must not be promised to anyone yet.
     ///
     /// With envelopes to queue, returns only after the commit has reached the disk: this is
     /// the promise behind `ok`, kept for a whole batch with one sync (group commit). Deletions
@@ -526,7 +542,13 @@ impl RelayStore {
     /// again and its recipient drops it as a duplicate; nobody was promised anything.
     /// An envelope with an expiry belongs to a disappearing message: once one is deleted, the
     /// WAL is truncated too, so its text does not linger there.
-    pub fn write(&self, new: &[NewEnvelope], remove: &[(String, u64)]) -> Result<Vec<Stored>> {
+    pub fn write(
+        &self,
+        new: &[NewEnvelope],
+        remove: &[(String, u64)],
+        next_id: &mut u64,
+        before_commit: impl FnOnce(&[Stored]),
+    ) -> Result<Vec<Stored>> {
         let batch = || -> rusqlite::Result<(Vec<Stored>, bool)> {
             let tx = self.conn.unchecked_transaction()?;
             let mut stored = Vec::with_capacity(new.len());
@@ -534,8 +556,8 @@ impl RelayStore {
             {
                 // The recipient is checked here, not before: one transaction, no extra trip.
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO queue (recipient, sender, sealed, payload, received_at, expires_at)
-                     SELECT ?1, ?2, ?3, ?4, ?5, ?6
+                    "INSERT INTO queue (recipient, sender, sealed, payload, received_at, expires_at, id)
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
                      WHERE EXISTS (SELECT 1 FROM accounts WHERE account_id = ?1)",
                 )?;
                 let mut account = tx.prepare_cached(
@@ -566,10 +588,14 @@ impl RelayStore {
                         matches!(e.origin, Origin::Sealed { .. }),
                         e.payload,
                         e.received_at as i64,
-                        e.expires_at.map(|x| x as i64)
+                        e.expires_at.map(|x| x as i64),
+                        *next_id as i64
                     ])?;
                     stored.push(match queued {
-                        1 => Stored::Queued(tx.last_insert_rowid() as u64),
+                        1 => {
+                            *next_id += 1;
+                            Stored::Queued(*next_id - 1)
+                        }
                         _ => Stored::NoRecipient,
                     });
                 }
@@ -583,6 +609,7 @@ impl RelayStore {
                     expiring |= matches!(gone, Some(Some(_)));
                 }
             }
+            before_commit(&stored);
             tx.commit()?;
             Ok((stored, expiring))
         };

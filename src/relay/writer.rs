@@ -1,21 +1,34 @@
 //! The queue's writer: a thread with its own connection to the relay database that applies
 //! every change to the envelope queue, many at a time, one transaction per batch.
 //!
-//! Owns that connection and the order of queue writes. New envelopes are committed durably
-//! before their `ok` is answered, and one sync serves a whole batch (group commit); deletions
-//! of delivered or expired envelopes ride along in the same transactions. Once a batch is
-//! committed, its envelopes are handed to `Handover` in queue order (the relay passes them to
-//! their recipients' connections). Must not serve reads: connections read the queue through
-//! the relay's other connection, which a sync in progress here never holds up.
+//! Owns that connection, the order of queue writes and the envelope ids (given out here, never
+//! twice in one run). New envelopes are committed durably before their `ok` is answered, and
+//! one sync serves a whole batch (group commit); deletions of delivered or expired envelopes
+//! ride along in the same transactions. A batch's new envelopes are handed to `Handover` in
+//! queue order while its commit is still under way, so that an online recipient is not kept
+//! waiting for the sync (see `Handover`). Must not serve reads: connections read the queue
+//! through the relay's other connection, which a sync in progress here never holds up.
 
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::RelayError;
 use super::store::{NewEnvelope, Queued, RelayStore, Stored};
 
-/// Takes each batch's newly committed envelopes, with their recipients, in queue order.
-pub(crate) type Handover = Box<dyn Fn(Vec<(String, Queued)>) + Send>;
+/// Where a batch's new envelopes go (the relay passes them to their recipients' connections).
+///
+/// They are handed over before the commit that keeps them: nobody has been told they are
+/// stored, and the sender is told only after the commit. Should that commit fail, the
+/// sender is told so and sends again, and a recipient that was pushed the first copy drops
+/// the second as a duplicate, as it drops any envelope delivered twice.
+pub(crate) trait Handover: Send + 'static {
+    /// A batch's new envelopes, with their recipients, in queue order, before its commit.
+    fn before_commit(&self, staged: Vec<(String, Queued)>);
+    /// The commit of the batch that staged envelopes for these recipients is over (made or
+    /// failed): a reader of the queue now sees whatever of them was kept.
+    fn after_commit(&self, recipients: Vec<String>);
+}
 
 /// Most writes applied in one transaction.
 const MAX_BATCH: usize = 512;
@@ -40,13 +53,14 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `store`, a connection of its own; what it commits goes to
+    /// Starts the writer thread on `store`, a connection of its own; what it queues goes to
     /// `handover` too.
-    pub fn spawn(store: RelayStore, handover: Handover) -> std::io::Result<Writer> {
+    pub fn spawn(store: RelayStore, handover: impl Handover) -> Result<Writer, RelayError> {
+        let next_id = store.last_envelope_id()? + 1;
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let thread = std::thread::Builder::new()
             .name("relay-writer".into())
-            .spawn(move || run(store, rx, handover))?;
+            .spawn(move || run(store, rx, handover, next_id))?;
         Ok(Writer {
             tx,
             thread: Some(thread),
@@ -102,7 +116,13 @@ impl Writer {
 /// Takes every write waiting (up to `MAX_BATCH`), applies them in one transaction, then
 /// answers. Alone, a write is applied at once; under load, one sync serves many `ok`s. Ends
 /// when every `Writer` handle is gone.
-fn run(store: RelayStore, mut rx: mpsc::Receiver<Write>, handover: Handover) {
+/// `next_id` is the first id not used yet.
+fn run(
+    store: RelayStore,
+    mut rx: mpsc::Receiver<Write>,
+    handover: impl Handover,
+    mut next_id: u64,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
         let mut new = Vec::new();
@@ -119,19 +139,28 @@ fn run(store: RelayStore, mut rx: mpsc::Receiver<Write>, handover: Handover) {
                 Write::Flush(reply) => flushes.push(reply),
             }
         }
-        match store.write(&new, &remove) {
+        let mut recipients = Vec::new();
+        let written = store.write(&new, &remove, &mut next_id, |stored| {
+            let staged: Vec<_> = new
+                .iter()
+                .zip(stored)
+                .filter_map(|(e, s)| match s {
+                    Stored::Queued(id) => Some((e.recipient.clone(), e.clone().queued(*id))),
+                    _ => None,
+                })
+                .collect();
+            recipients = staged.iter().map(|(to, _)| to.clone()).collect();
+            if !staged.is_empty() {
+                handover.before_commit(staged);
+            }
+        });
+        if !recipients.is_empty() {
+            recipients.sort_unstable();
+            recipients.dedup();
+            handover.after_commit(recipients);
+        }
+        match written {
             Ok(stored) => {
-                let committed: Vec<_> = new
-                    .into_iter()
-                    .zip(&stored)
-                    .filter_map(|(e, s)| match s {
-                        Stored::Queued(id) => Some((e.recipient.clone(), e.queued(*id))),
-                        _ => None,
-                    })
-                    .collect();
-                if !committed.is_empty() {
-                    handover(committed);
-                }
                 for (reply, s) in replies.into_iter().zip(stored) {
                     let _ = reply.send(Some(s));
                 }
@@ -151,5 +180,130 @@ fn run(store: RelayStore, mut rx: mpsc::Receiver<Write>, handover: Handover) {
         for f in flushes {
             let _ = f.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::relay::store::Origin;
+    use crate::wire::{B64, KeyUpload, SignedKey};
+
+    /// Records each hand-over with the ids a reader of the queue can see at that moment.
+    struct Watch {
+        log: Arc<Mutex<Vec<String>>>,
+        reader: Mutex<RelayStore>,
+    }
+
+    impl Watch {
+        fn visible(&self) -> Vec<u64> {
+            let reader = self.reader.lock().unwrap();
+            let queued = reader.pending("bob", 0, 100).unwrap();
+            queued.iter().map(|q| q.id).collect()
+        }
+    }
+
+    impl Handover for Watch {
+        fn before_commit(&self, staged: Vec<(String, Queued)>) {
+            let ids: Vec<_> = staged.iter().map(|(_, q)| q.id).collect();
+            let line = format!("staged {ids:?}, readers see {:?}", self.visible());
+            self.log.lock().unwrap().push(line);
+        }
+        fn after_commit(&self, recipients: Vec<String>) {
+            let line = format!(
+                "committed for {recipients:?}, readers see {:?}",
+                self.visible()
+            );
+            self.log.lock().unwrap().push(line);
+        }
+    }
+
+    fn relay_with_bob(dir: &std::path::Path) {
+        let key = |n: u8| SignedKey {
+            id: 1,
+            public: B64(vec![n; 33]),
+            signature: B64(vec![n; 64]),
+        };
+        let keys = KeyUpload {
+            identity_key: B64(vec![5; 33]),
+            registration_id: 1,
+            signed_prekey: key(1),
+            kyber_last_resort: key(2),
+            one_time_prekeys: Vec::new(),
+            one_time_kyber: Vec::new(),
+        };
+        let mut store = RelayStore::open(dir).unwrap();
+        store.register("bob", "bob", &keys, b"token", 0).unwrap();
+    }
+
+    fn for_bob(text: &str) -> NewEnvelope {
+        NewEnvelope {
+            recipient: "bob".into(),
+            origin: Origin::Account {
+                id: "alice".into(),
+                handle: "alice".into(),
+            },
+            payload: text.as_bytes().to_vec(),
+            received_at: 0,
+            expires_at: None,
+        }
+    }
+
+    fn spawn(dir: &std::path::Path) -> (Writer, Arc<Mutex<Vec<String>>>) {
+        let log = Arc::default();
+        let watch = Watch {
+            log: Arc::clone(&log),
+            reader: Mutex::new(RelayStore::open(dir).unwrap()),
+        };
+        (
+            Writer::spawn(RelayStore::open(dir).unwrap(), watch).unwrap(),
+            log,
+        )
+    }
+
+    #[tokio::test]
+    async fn mail_is_handed_over_before_its_commit_and_answered_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        relay_with_bob(dir.path());
+        let (writer, log) = spawn(dir.path());
+        let first = writer.enqueue(for_bob("one")).await.await;
+        let second = writer.enqueue(for_bob("two")).await.await;
+        assert_eq!(first, Some(Stored::Queued(1)));
+        assert_eq!(second, Some(Stored::Queued(2)));
+        // A reader sees each envelope only after the hand-over that preceded its commit,
+        // and the sender's answer (awaited above) came after both.
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "staged [1], readers see []",
+                "committed for [\"bob\"], readers see [1]",
+                "staged [2], readers see [1]",
+                "committed for [\"bob\"], readers see [1, 2]",
+            ]
+        );
+        writer.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_restarted_writer_never_gives_out_an_id_again() {
+        let dir = tempfile::tempdir().unwrap();
+        relay_with_bob(dir.path());
+        let (writer, _) = spawn(dir.path());
+        for text in ["one", "two", "three"] {
+            writer.enqueue(for_bob(text)).await.await;
+        }
+        // All three delivered and deleted: the queue is empty when the relay restarts.
+        for id in 1..=3 {
+            writer.remove("bob", id).await;
+        }
+        writer.flush().await;
+        writer.stop().await;
+        let (writer, log) = spawn(dir.path());
+        let next = writer.enqueue(for_bob("four")).await.await;
+        assert_eq!(next, Some(Stored::Queued(4)));
+        assert_eq!(log.lock().unwrap()[0], "staged [4], readers see []");
+        writer.stop().await;
     }
 }
