@@ -4,10 +4,11 @@
 //! transport floor); `normal` and `secret` are the real relay with real clients (each a
 //! session manager with its own store), N senders to N receivers, each message stored and
 //! acknowledged by its receiver. Latency runs from the sender's send call to the receiver's
-//! stored (and, for secret, decrypted) message. With `--rate` the senders follow a fixed
-//! schedule (`pace`), and latency still runs from the actual send call. Everything starts in
-//! this process; the RSS reported is this process's peak, relay and clients together.
-//! Prints JSON lines.
+//! stored (and, for secret, decrypted) message; each pair's first message (the session's
+//! set-up) goes before the measured run and is reported on its own, as `first_contact_*`.
+//! With `--rate` the senders follow a fixed schedule (`pace`), and latency still runs from
+//! the actual send call. Everything starts in this process; the RSS reported is this
+//! process's peak, relay and clients together. Prints JSON lines.
 //!
 //! `--mode idle` measures the relay's memory per idle signed-in connection instead, with the
 //! relay in a child process (`idle`).
@@ -110,6 +111,8 @@ fn positive_rate(s: &str) -> Result<f64, String> {
 struct Outcome {
     msgs_per_sec: f64,
     latencies_us: Vec<u64>,
+    /// Each pair's first message, sent before the measured run (normal and secret only).
+    first_contact_us: Vec<u64>,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -133,6 +136,9 @@ fn peak_rss_kb() -> u64 {
 
 fn report(mode: &str, args: &Args, mut out: Outcome) -> f64 {
     out.latencies_us.sort_unstable();
+    out.first_contact_us.sort_unstable();
+    let first =
+        |p| (!out.first_contact_us.is_empty()).then(|| percentile(&out.first_contact_us, p));
     println!(
         "{}",
         serde_json::json!({
@@ -144,6 +150,8 @@ fn report(mode: &str, args: &Args, mut out: Outcome) -> f64 {
             "msgs_per_sec": (out.msgs_per_sec * 10.0).round() / 10.0,
             "p50_us": percentile(&out.latencies_us, 0.50),
             "p99_us": percentile(&out.latencies_us, 0.99),
+            "first_contact_p50_us": first(0.50),
+            "first_contact_max_us": first(1.0),
             "relay_peak_rss_kb": peak_rss_kb(),
         })
     );

@@ -65,6 +65,7 @@ pub async fn run(args: &Args) -> Result<Outcome> {
     Ok(Outcome {
         msgs_per_sec: lat.len() as f64 / (end - start).as_secs_f64(),
         latencies_us: lat,
+        first_contact_us: Vec::new(),
     })
 }
 

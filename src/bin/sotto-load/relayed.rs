@@ -1,5 +1,9 @@
 //! `--mode normal|secret`: the real relay (in this process) with real clients, each a session
 //! manager with its own store, N senders to N receivers.
+//!
+//! Each pair exchanges a first message before the measured run: setting up a session (for
+//! secret, fetching the receiver's prekey bundle and PQXDH on both sides) happens once per
+//! contact, not per message, so it is timed on its own (`first_contact_us`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -7,21 +11,69 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use sotto::client::manager::{self, Command, ConnState, Event, ManagerHandle};
-use sotto::client::store::Store;
+use sotto::client::store::{MessageState, Store};
 
 use crate::local_relay::LocalRelay;
 use crate::pace::{self, Pace};
 use crate::{Args, Outcome};
 
-async fn wait_online(m: &mut ManagerHandle) -> Result<()> {
+/// Reads `m`'s events until one matches `wanted`; fails with `what` after 30 s.
+async fn wait_for(
+    m: &mut ManagerHandle,
+    what: &str,
+    wanted: impl Fn(&Event) -> bool,
+) -> Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         match tokio::time::timeout_at(deadline, m.events.recv()).await {
-            Ok(Some(Event::Connection(ConnState::Online))) => return Ok(()),
+            Ok(Some(e)) if wanted(&e) => return Ok(()),
             Ok(Some(_)) => {}
-            _ => bail!("a client did not come online"),
+            _ => bail!("{what}"),
         }
     }
+}
+
+async fn wait_online(m: &mut ManagerHandle) -> Result<()> {
+    wait_for(m, "a client did not come online", |e| {
+        matches!(e, Event::Connection(ConnState::Online))
+    })
+    .await
+}
+
+/// Every pair's first message, all at once: sent, stored by the receiver, and confirmed
+/// back to the sender (so no receipt of it falls into the measured run). Returns each one's
+/// latency, from the send call to the receiver's stored message.
+async fn first_contact(
+    senders: &mut [ManagerHandle],
+    receivers: &mut [ManagerHandle],
+    secret: bool,
+) -> Result<Vec<u64>> {
+    let pairs = senders
+        .iter_mut()
+        .zip(receivers.iter_mut())
+        .enumerate()
+        .map(|(i, (s, r))| async move {
+            let id = format!("first-{i}");
+            let at = Instant::now();
+            let cmd = Command::Send {
+                id: id.clone(),
+                to: format!("r{i}"),
+                secret,
+                text: "hello".into(),
+            };
+            s.commands.send(cmd).await.context("a client stopped")?;
+            wait_for(r, "a first message did not arrive", |e| {
+                matches!(e, Event::Message(m) if m.id == id)
+            })
+            .await?;
+            let lat = at.elapsed().as_micros() as u64;
+            wait_for(s, "a first message was not confirmed", |e| {
+                matches!(e, Event::MessageState { id: x, state: MessageState::Delivered } if *x == id)
+            })
+            .await?;
+            anyhow::Ok(lat)
+        });
+    futures::future::try_join_all(pairs).await
 }
 
 /// The real relay with real clients: N senders, each sending M messages to its receiver.
@@ -51,6 +103,7 @@ pub async fn run(secret: bool, args: &Args) -> Result<Outcome> {
             list.push(m);
         }
     }
+    let first_contact_us = first_contact(&mut senders, &mut receivers, secret).await?;
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let m = args.messages;
     let text = "x".repeat(args.size);
@@ -122,5 +175,6 @@ pub async fn run(secret: bool, args: &Args) -> Result<Outcome> {
     Ok(Outcome {
         msgs_per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
         latencies_us: lat,
+        first_contact_us,
     })
 }
