@@ -414,7 +414,15 @@ impl Manager {
                     None => break,
                 },
                 // The manager holds a sender, so this channel never closes.
-                Some(done) = sent.recv() => self.on_sent(done).await,
+                Some(done) = sent.recv() => {
+                    let mut answers = vec![done];
+                    while answers.len() < MAX_BURST
+                        && let Ok(more) = sent.try_recv()
+                    {
+                        answers.push(more);
+                    }
+                    self.on_sent(answers).await
+                }
                 Some(gone) = expired.recv() => self.emit(Event::Expired(gone)).await,
                 () = sleep_until(receipts_due) => {
                     let due = self.receipts.take_due(tokio::time::Instant::now());

@@ -442,15 +442,29 @@ impl Store {
     /// message keeps its state (the receipt can overtake the relay's `ok`); returns whether
     /// the state changed.
     pub fn set_state(&self, id: &str, state: MessageState) -> Result<bool> {
-        let n = crate::db::without_sync(&self.conn, || {
-            self.conn
-                .prepare_cached(
+        Ok(!self.set_states(&[id], state)?.is_empty())
+    }
+
+    /// `set_state` for many messages in one transaction; returns the ids that changed.
+    pub fn set_states<'i>(&self, ids: &[&'i str], state: MessageState) -> Result<Vec<&'i str>> {
+        let changed = crate::db::without_sync(&self.conn, || {
+            let tx = self.conn.unchecked_transaction()?;
+            let mut changed = Vec::new();
+            {
+                let mut update = tx.prepare_cached(
                     "UPDATE messages SET state = ?2
                      WHERE id = ?1 AND outgoing = 1 AND state != 'delivered'",
-                )?
-                .execute(params![id, state.as_str()])
+                )?;
+                for id in ids {
+                    if update.execute(params![id, state.as_str()])? > 0 {
+                        changed.push(*id);
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(changed)
         })?;
-        Ok(n > 0)
+        Ok(changed)
     }
 
     /// Marks outgoing messages to `contact_id` delivered; returns the ids that changed.

@@ -179,7 +179,7 @@ impl Manager {
             let reply = match submitted {
                 Ok(reply) => reply,
                 Err(e) => {
-                    self.settle(&m.id, Err(e)).await;
+                    self.settle_failed(&m.id, e).await;
                     continue;
                 }
             };
@@ -197,48 +197,58 @@ impl Manager {
         }
     }
 
-    /// The relay answered (or not) a message's request.
-    pub(super) async fn on_sent(&mut self, sent: Sent) {
-        self.in_flight.remove(&sent.id);
-        let outcome = match sent.result {
-            Ok(_) => Ok(()),
-            Err(LinkError::Refused {
-                code: ErrorCode::IdentityChanged,
-                ..
-            }) if sent.secret => Err(self.learn_key_change(&sent.handle).await),
-            Err(e) => Err(e.into()),
-        };
-        self.settle(&sent.id, outcome).await
-    }
-
-    /// Records what became of a message's send. A connection problem leaves it `sending`
-    /// for the next flush; a refusal marks it failed.
-    async fn settle(&mut self, id: &str, outcome: Result<(), ClientError>) {
-        match outcome {
-            Ok(()) => match self.store.set_state(id, MessageState::Sent) {
-                Ok(true) => {
+    /// The relay answered (or not) these messages' requests. The accepted ones are marked
+    /// `sent` in one transaction: under load the answers of a whole burst arrive together.
+    pub(super) async fn on_sent(&mut self, answers: Vec<Sent>) {
+        let mut accepted = Vec::with_capacity(answers.len());
+        for sent in answers {
+            self.in_flight.remove(&sent.id);
+            let e = match sent.result {
+                Ok(_) => {
+                    accepted.push(sent.id);
+                    continue;
+                }
+                Err(LinkError::Refused {
+                    code: ErrorCode::IdentityChanged,
+                    ..
+                }) if sent.secret => self.learn_key_change(&sent.handle).await,
+                Err(e) => e.into(),
+            };
+            self.settle_failed(&sent.id, e).await;
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        let ids: Vec<&str> = accepted.iter().map(String::as_str).collect();
+        match self.store.set_states(&ids, MessageState::Sent) {
+            Ok(changed) => {
+                for id in changed {
                     self.emit(Event::MessageState {
                         id: id.to_string(),
                         state: MessageState::Sent,
                     })
                     .await
                 }
-                Ok(false) => {}
-                Err(e) => tracing::error!(error = %e, "cannot record sent state"),
-            },
-            Err(ClientError::Link(LinkError::Offline | LinkError::Timeout)) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "message failed");
-                if let Err(e) = self.store.set_state(id, MessageState::Failed) {
-                    tracing::error!(error = %e, "cannot record failure");
-                }
-                self.emit(Event::MessageFailed {
-                    id: id.to_string(),
-                    error: describe(&e),
-                })
-                .await;
             }
+            Err(e) => tracing::error!(error = %e, "cannot record sent state"),
         }
+    }
+
+    /// Records that a message's send did not go through. A connection problem leaves it
+    /// `sending` for the next flush; a refusal marks it failed.
+    async fn settle_failed(&mut self, id: &str, e: ClientError) {
+        if let ClientError::Link(LinkError::Offline | LinkError::Timeout) = e {
+            return;
+        }
+        tracing::warn!(error = %e, "message failed");
+        if let Err(e) = self.store.set_state(id, MessageState::Failed) {
+            tracing::error!(error = %e, "cannot record failure");
+        }
+        self.emit(Event::MessageFailed {
+            id: id.to_string(),
+            error: describe(&e),
+        })
+        .await;
     }
 
     /// The relay refused a secret send because `handle`'s key changed: learn the new key
