@@ -1,12 +1,13 @@
 //! The client store on the message path:
 //! - `store/receive`: a received message stored with its session update, in one transaction
 //!   committed to disk (what the manager does before acking);
-//! - `store/newest_page`: the newest page (100) of a thread holding 100,000 messages.
+//! - `store/newest_page`: the newest page (100) of a thread holding 100,000 messages;
+//! - `store/mark_sent`: one of our messages marked `sent` (the relay's `ok`) in that store.
 //!
 //! Run: `cargo bench --bench store`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sotto::client::store::Store;
+use sotto::client::store::{MessageState, Store};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -35,6 +36,11 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("store/newest_page", |b| {
         b.iter(|| store.page("bob-account", true, None, 100).unwrap().len())
+    });
+    // `fill_bob` makes every third message ours; the newest of them, as after a send.
+    let ours = common::message(99_999, true).id;
+    c.bench_function("store/mark_sent", |b| {
+        b.iter(|| store.set_state(&ours, MessageState::Sent).unwrap())
     });
 }
 
