@@ -213,11 +213,16 @@ pub async fn init_claiming<R: Rng + CryptoRng>(
         return Err(AccountError::InvalidHandle(handle.to_string()));
     }
     // A failed earlier attempt may have left keys that were never registered: start afresh.
-    store
+    // The keys are committed together (one sync, not one per prekey), and before the relay
+    // hears of them.
+    let tx = store
         .conn()
-        .execute_batch("DELETE FROM profile;")
+        .unchecked_transaction()
         .map_err(StoreError::from)?;
-    let (identity, keys) = fresh_keys(store.conn(), now, rng).await?;
+    tx.execute_batch("DELETE FROM profile;")
+        .map_err(StoreError::from)?;
+    let (identity, keys) = fresh_keys(&tx, now, rng).await?;
+    tx.commit().map_err(StoreError::from)?;
     let registered = conn::register(relay_url, handle, keys, &identity, claim).await?;
     let tx = store
         .conn()
