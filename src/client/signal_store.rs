@@ -170,7 +170,12 @@ impl SessionStore for Sessions<'_> {
     ) -> SignalResult<()> {
         let serialized = record.serialize()?;
         self.0
-            .prepare_cached("INSERT OR REPLACE INTO sessions (address, record) VALUES (?1, ?2)")
+            // Updated in place, not replaced: REPLACE deletes the row and inserts it anew, which
+            // rewrites the address index and frees and takes overflow pages on every message.
+            .prepare_cached(
+                "INSERT INTO sessions (address, record) VALUES (?1, ?2)
+                 ON CONFLICT(address) DO UPDATE SET record = excluded.record",
+            )
             .and_then(|mut st| st.execute(params![address_key(address), serialized]))
             .map_err(db_err)?;
         Ok(())
