@@ -60,10 +60,11 @@ pub enum Origin {
 }
 
 impl NewEnvelope {
-    /// The envelope as its recipient is sent it, once queued under `id`.
-    pub fn queued(self, id: u64) -> Queued {
-        let (sender, sender_handle, sealed) = match self.origin {
-            Origin::Account { id, handle } => (Some(id), Some(handle), false),
+    /// The envelope as its recipient is sent it, once queued under `id`. Copies only what
+    /// the recipient gets: a sealed envelope's access token stays behind.
+    pub fn to_queued(&self, id: u64) -> Queued {
+        let (sender, sender_handle, sealed) = match &self.origin {
+            Origin::Account { id, handle } => (Some(id.clone()), Some(handle.clone()), false),
             Origin::Sealed { .. } => (None, None, true),
         };
         Queued {
@@ -71,7 +72,7 @@ impl NewEnvelope {
             sender,
             sender_handle,
             sealed,
-            payload: self.payload,
+            payload: self.payload.clone(),
             received_at: self.received_at,
             expires_at: self.expires_at,
         }

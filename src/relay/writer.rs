@@ -145,7 +145,7 @@ fn run(
                 .iter()
                 .zip(stored)
                 .filter_map(|(e, s)| match s {
-                    Stored::Queued(id) => Some((e.recipient.clone(), e.clone().queued(*id))),
+                    Stored::Queued(id) => Some((e.recipient.clone(), e.to_queued(*id))),
                     _ => None,
                 })
                 .collect();
