@@ -23,6 +23,12 @@ pub fn open(path: &Path, migrations: &[&str]) -> rusqlite::Result<Connection> {
     // only 16 by default), so hot paths do not parse SQL again.
     conn.set_prepared_statement_cache_capacity(128);
     conn.busy_timeout(Duration::from_secs(5))?;
+    // Each database has more than one connection that writes (a client's manager and
+    // sweeper; the relay's reader and queue writer), so every transaction takes the write
+    // lock when it begins: one that began as a read could not be upgraded once another
+    // connection had committed, and would fail with "database is locked" instead of
+    // waiting its turn.
+    conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     for (i, m) in migrations.iter().enumerate().skip(version.max(0) as usize) {
         let tx = conn.transaction()?;

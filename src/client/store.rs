@@ -288,12 +288,49 @@ pub struct Store {
 
 /// Begins work on `conn` that is kept or undone as a whole (see `Atomic`).
 pub fn atomic(conn: &Connection) -> Result<Atomic<'_>> {
-    conn.execute_batch("SAVEPOINT atomic")?;
-    Ok(Atomic { conn, done: false })
+    let outer = begin(conn, "atomic")?;
+    Ok(Atomic {
+        conn,
+        outer,
+        done: false,
+    })
 }
 
-/// An open burst (see `Store::begin_burst`).
-pub struct Burst(());
+/// Opens a piece of work named `name`: a transaction if none is open, else a savepoint in
+/// the open one. Returns whether it began the transaction. A transaction takes the write lock
+/// at once (`BEGIN IMMEDIATE`) because other connections write to this database too (the
+/// sweeper's): one begun as a read could not take the lock once another had
+/// committed, and would fail with "database is locked" instead of waiting.
+fn begin(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    let outer = conn.is_autocommit();
+    conn.execute_batch(&if outer {
+        "BEGIN IMMEDIATE".to_string()
+    } else {
+        format!("SAVEPOINT {name}")
+    })?;
+    Ok(outer)
+}
+
+/// Keeps the work `begin` opened; the outermost commits.
+fn keep(conn: &Connection, name: &str, outer: bool) -> rusqlite::Result<()> {
+    conn.execute_batch(&if outer {
+        "COMMIT".to_string()
+    } else {
+        format!("RELEASE {name}")
+    })
+}
+
+/// Undoes the work `begin` opened, and closes it.
+fn undo(conn: &Connection, name: &str, outer: bool) -> rusqlite::Result<()> {
+    conn.execute_batch(&if outer {
+        "ROLLBACK".to_string()
+    } else {
+        format!("ROLLBACK TO {name}; RELEASE {name}")
+    })
+}
+
+/// An open burst (see `Store::begin_burst`): whether it began the transaction.
+pub struct Burst(bool);
 
 /// A piece of work that is kept or undone as a whole. Alone it is a transaction; begun while
 /// another is open it is a savepoint inside that one, and becomes durable with the outermost,
@@ -301,13 +338,18 @@ pub struct Burst(());
 /// it is undone.
 pub struct Atomic<'a> {
     conn: &'a Connection,
+    outer: bool,
     done: bool,
 }
 
 impl Atomic<'_> {
     pub fn commit(mut self) -> Result<()> {
         self.done = true;
-        self.conn.execute_batch("RELEASE atomic")?;
+        if let Err(e) = keep(self.conn, "atomic", self.outer) {
+            // A failed commit leaves the transaction open; close it so the next one can begin.
+            let _ = undo(self.conn, "atomic", self.outer);
+            return Err(e.into());
+        }
         Ok(())
     }
 }
@@ -315,9 +357,7 @@ impl Atomic<'_> {
 impl Drop for Atomic<'_> {
     fn drop(&mut self) {
         if !self.done
-            && let Err(e) = self
-                .conn
-                .execute_batch("ROLLBACK TO atomic; RELEASE atomic")
+            && let Err(e) = undo(self.conn, "atomic", self.outer)
         {
             tracing::error!(error = %e, "could not undo unfinished work");
         }
@@ -351,16 +391,15 @@ impl Store {
     /// on using the store mutably; it must hand it back to `end_burst`.
     #[must_use = "a burst stays open until it is ended"]
     pub fn begin_burst(&self) -> Result<Burst> {
-        self.conn.execute_batch("SAVEPOINT burst")?;
-        Ok(Burst(()))
+        Ok(Burst(begin(&self.conn, "burst")?))
     }
 
     /// Commits a burst; if that fails, nothing of it is kept.
-    pub fn end_burst(&self, _burst: Burst) -> Result<()> {
-        let ended = self.conn.execute_batch("RELEASE burst");
+    pub fn end_burst(&self, burst: Burst) -> Result<()> {
+        let ended = keep(&self.conn, "burst", burst.0);
         if ended.is_err() {
             // A failed commit leaves the transaction open; close it so the next one can begin.
-            let _ = self.conn.execute_batch("ROLLBACK TO burst; RELEASE burst");
+            let _ = undo(&self.conn, "burst", burst.0);
         }
         Ok(ended?)
     }
@@ -740,6 +779,38 @@ pub(crate) fn set(conn: &Connection, key: &str, value: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn work_holds_the_write_lock_from_its_start_so_no_other_connection_commits_within_it() {
+        // Otherwise a sweep committing between a burst's first read and its first write makes
+        // that write fail with "database is locked".
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let other = Connection::open(tmp.path().join("sotto.db")).unwrap();
+        other.busy_timeout(std::time::Duration::ZERO).unwrap();
+        let try_write = || other.execute_batch("BEGIN IMMEDIATE; ROLLBACK");
+
+        let burst = store.begin_burst().unwrap();
+        let work = store.atomic().unwrap();
+        assert!(
+            try_write().is_err(),
+            "another connection wrote within the burst"
+        );
+        store.set("k", b"v").unwrap();
+        work.commit().unwrap();
+        assert!(try_write().is_err(), "the burst let go of the lock early");
+        store.end_burst(burst).unwrap();
+        try_write().unwrap();
+
+        let work = store.atomic().unwrap();
+        assert!(
+            try_write().is_err(),
+            "another connection wrote within the work"
+        );
+        drop(work);
+        try_write().unwrap();
+        assert_eq!(store.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+    }
 
     /// SQLite's plan for `sql`, one line per step.
     fn plan(store: &Store, sql: &str) -> Vec<String> {

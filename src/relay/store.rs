@@ -193,12 +193,10 @@ pub struct RelayStore {
 
 impl RelayStore {
     /// Opens (creating if needed) `relay.db` under `dir` and brings the schema up to date.
-    /// Two connections write to it (this one and the queue writer's), so every transaction
-    /// takes the write lock when it begins: one that began as a read could not be upgraded
-    /// once the other had committed, and would fail instead of waiting its turn.
+    /// Two connections write to it (this one and the queue writer's); `db::open` makes their
+    /// transactions take the write lock when they begin.
     pub fn open(dir: &Path) -> Result<Self> {
-        let mut conn = crate::db::open(&dir.join("relay.db"), MIGRATIONS)?;
-        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
+        let conn = crate::db::open(&dir.join("relay.db"), MIGRATIONS)?;
         // Plans that do not depend on bound values: the push query binds its window as LIMIT,
         // and SQLite would otherwise compile it again whenever the value changes (14 % of
         // the relay's CPU under load). The client keeps the default: some of its statements
