@@ -247,6 +247,14 @@ pub fn spawn(dir: &Path, relay_url: Option<String>) -> Result<ManagerHandle, Cli
                 }
             };
             rt.block_on(async move {
+                // Room in the WAL for the commits to come (see `db::reserve_wal`), made on a
+                // connection of its own so that the first screen's reads do not wait for it.
+                let room_dir = dir.clone();
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = Store::open(&room_dir).and_then(|s| s.reserve_wal()) {
+                        tracing::warn!(error = %describe(&e), "no room made in the WAL");
+                    }
+                });
                 let (link_tx, link_rx) = mpsc::channel(256);
                 let hello = Hello::Account {
                     account_id: reg.account_id.clone(),

@@ -299,7 +299,7 @@ pub fn atomic(conn: &Connection) -> Result<Atomic<'_>> {
 /// Opens a piece of work named `name`: a transaction if none is open, else a savepoint in
 /// the open one. Returns whether it began the transaction. A transaction takes the write lock
 /// at once (`BEGIN IMMEDIATE`) because other connections write to this database too (the
-/// sweeper's): one begun as a read could not take the lock once another had
+/// sweeper's, the WAL's room): one begun as a read could not take the lock once another had
 /// committed, and would fail with "database is locked" instead of waiting.
 fn begin(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
     let outer = conn.is_autocommit();
@@ -637,6 +637,12 @@ impl Store {
             self.truncate_wal()?;
         }
         Ok(expired)
+    }
+
+    /// Gives the WAL room so that commits do not grow it (see `db::reserve_wal`); for a
+    /// running client, which commits with every message.
+    pub fn reserve_wal(&self) -> Result<()> {
+        Ok(crate::db::reserve_wal(&self.conn)?)
     }
 
     /// Copies the WAL into the database and empties it (see `db::truncate_wal`).

@@ -215,7 +215,9 @@ fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
     // New mail goes straight to its recipient's connection, if it is online; one that is not
     // reads it from the queue when it signs in.
     let handover = ToOnline(online.clone());
-    let writer = Writer::spawn(RelayStore::open(data_dir)?, handover)?;
+    let queue = RelayStore::open(data_dir)?;
+    queue.reserve_wal()?;
+    let writer = Writer::spawn(queue, handover)?;
     Ok(Relay {
         writer,
         db: Arc::new(Mutex::new(store)),

@@ -208,6 +208,12 @@ impl RelayStore {
         Ok(RelayStore { conn })
     }
 
+    /// Gives the WAL room so that the queue's commits do not grow it (see
+    /// `db::reserve_wal`).
+    pub fn reserve_wal(&self) -> Result<()> {
+        Ok(crate::db::reserve_wal(&self.conn)?)
+    }
+
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
             .conn
