@@ -311,13 +311,19 @@ fn begin(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
     Ok(outer)
 }
 
-/// Keeps the work `begin` opened; the outermost commits.
+/// Keeps the work `begin` opened; the outermost commits. If that fails, nothing of the work
+/// is kept, and it is closed so that the next piece can begin (a failed commit would leave
+/// the transaction open).
 fn keep(conn: &Connection, name: &str, outer: bool) -> rusqlite::Result<()> {
-    conn.execute_batch(&if outer {
+    let kept = conn.execute_batch(&if outer {
         "COMMIT".to_string()
     } else {
         format!("RELEASE {name}")
-    })
+    });
+    if kept.is_err() {
+        let _ = undo(conn, name, outer);
+    }
+    kept
 }
 
 /// Undoes the work `begin` opened, and closes it.
@@ -345,12 +351,7 @@ pub struct Atomic<'a> {
 impl Atomic<'_> {
     pub fn commit(mut self) -> Result<()> {
         self.done = true;
-        if let Err(e) = keep(self.conn, "atomic", self.outer) {
-            // A failed commit leaves the transaction open; close it so the next one can begin.
-            let _ = undo(self.conn, "atomic", self.outer);
-            return Err(e.into());
-        }
-        Ok(())
+        Ok(keep(self.conn, "atomic", self.outer)?)
     }
 }
 
@@ -396,12 +397,7 @@ impl Store {
 
     /// Commits a burst; if that fails, nothing of it is kept.
     pub fn end_burst(&self, burst: Burst) -> Result<()> {
-        let ended = keep(&self.conn, "burst", burst.0);
-        if ended.is_err() {
-            // A failed commit leaves the transaction open; close it so the next one can begin.
-            let _ = undo(&self.conn, "burst", burst.0);
-        }
-        Ok(ended?)
+        Ok(keep(&self.conn, "burst", burst.0)?)
     }
 
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
