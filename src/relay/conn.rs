@@ -606,7 +606,12 @@ impl Pusher {
                 .config
                 .delivery_window
                 .saturating_sub(self.in_flight.len());
-            if room == 0 {
+            // Refill a window only once half of it has been acknowledged: reading the queue
+            // for each ack's one free slot cost a read (a blocking task, the store's lock,
+            // pages the writer's commits invalidated) per envelope under load, while the
+            // half still in flight keeps the recipient busy until the refill arrives.
+            if room == 0 || (room < relay.config.delivery_window / 2 && !self.in_flight.is_empty())
+            {
                 return Ok(());
             }
             let (id, after, now) = (account_id.to_string(), self.last_pushed, now_ms());
