@@ -4,7 +4,7 @@
 //! Owns a single WebSocket. Must not read envelope contents: bodies and sealed envelopes are
 //! passed to the store as opaque bytes. Any fault here ends only this connection.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::mailbox::Mail;
 use super::store::{NewEnvelope, Origin, Queued, StoreError, Stored};
-use super::writer::Enqueued;
+use super::writer::{Enqueued, Urgency};
 use super::{Relay, Signals};
 use crate::wire::{
     self, B64, ClientFrame, ErrorCode, FrameError, MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES,
@@ -536,7 +536,8 @@ impl Committing {
 /// Pushes queued envelopes while fewer than the window are unacknowledged.
 struct Pusher {
     last_pushed: u64,
-    in_flight: HashSet<u64>,
+    /// Pushed and not acknowledged yet, with how soon each must be deleted once it is.
+    in_flight: HashMap<u64, Urgency>,
     drained_sent: bool,
     /// The queue may hold envelopes not pushed yet: the last read filled the window, or mail
     /// was handed over that could not be pushed at once. When false, everything committed
@@ -553,7 +554,7 @@ impl Pusher {
     fn new() -> Pusher {
         Pusher {
             last_pushed: 0,
-            in_flight: HashSet::new(),
+            in_flight: HashMap::new(),
             drained_sent: false,
             more: true,
             handed: 0,
@@ -653,10 +654,14 @@ impl Pusher {
     ) -> Result<bool, End> {
         self.last_pushed = q.id;
         if q.expires_at.is_some_and(|at| at <= now) {
-            relay.writer.remove(account_id, q.id).await;
+            relay.writer.remove(account_id, q.id, Urgency::Next).await;
             return Ok(false);
         }
-        self.in_flight.insert(q.id);
+        let urgency = match q.expires_at {
+            Some(_) => Urgency::Next,
+            None => Urgency::WhenIdle,
+        };
+        self.in_flight.insert(q.id, urgency);
         let payload = if q.sealed {
             Payload::Sealed {
                 envelope: q.payload.into(),
@@ -753,9 +758,11 @@ async fn authenticated(
         let result = match frame {
             ClientFrame::Ack { id } => {
                 // The delete is queued behind earlier writes, not waited for: what the
-                // connection pushes next comes after `id` anyway.
-                relay.writer.remove(account_id, id).await;
-                pusher.in_flight.remove(&id);
+                // connection pushes next comes after `id` anyway. An id this connection did
+                // not push (before a reconnection, or unknown) may be a disappearing
+                // message's, so it is deleted in the next batch.
+                let urgency = pusher.in_flight.remove(&id).unwrap_or(Urgency::Next);
+                relay.writer.remove(account_id, id, urgency).await;
                 pusher.push(relay, ws, account_id).await
             }
             ClientFrame::Send {

@@ -6,8 +6,10 @@
 //! one sync serves a whole batch (group commit); deletions of delivered or expired envelopes
 //! ride along in the same transactions. A batch's new envelopes are handed to `Handover` in
 //! queue order while its commit is still under way, so that an online recipient is not kept
-//! waiting for the sync (see `Handover`). Must not serve reads: connections read the queue
-//! through the relay's other connection, which a sync in progress here never holds up.
+//! waiting for the sync (see `Handover`). Deletions of envelopes without an expiry wait
+//! while new envelopes keep coming (see `Urgency`). Must not serve reads: connections read
+//! the queue through the relay's other connection, which a sync in progress here never holds
+//! up.
 
 use std::thread::JoinHandle;
 
@@ -33,12 +35,34 @@ pub(crate) trait Handover: Send + 'static {
 /// Most writes applied in one transaction.
 const MAX_BATCH: usize = 512;
 
+/// Most deletions held back (`Urgency::WhenIdle`) before they go into the next batch anyway.
+const MAX_HELD: usize = 1024;
+
+/// How soon a deletion must reach the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Urgency {
+    /// In the next batch: the envelope belongs to a disappearing message (or nobody knows
+    /// whether it does), whose text must leave the relay's files as soon as it can.
+    Next,
+    /// Once the writer has no new envelopes waiting, or `MAX_HELD` deletions are held, or a
+    /// flush asks for it. Under load each delete would rewrite pages (table, index) that the
+    /// batch before had just written for other envelopes; held together, many share them,
+    /// and new envelopes, whose senders wait for their `ok`, go first. A power cut loses
+    /// held deletions as it may lose any unsynced one: those envelopes are delivered again,
+    /// and their recipients drop them as duplicates.
+    WhenIdle,
+}
+
 /// One change to the queue, applied in the order handed over.
 enum Write {
     /// Queue an envelope; answered once committed, or once refused.
     Enqueue(NewEnvelope, oneshot::Sender<Enqueued>),
     /// Delete envelope `id` of `recipient`: acknowledged, or expired before delivery.
-    Remove { recipient: String, id: u64 },
+    Remove {
+        recipient: String,
+        id: u64,
+        urgency: Urgency,
+    },
     /// Answered once every write handed over before it is committed.
     Flush(oneshot::Sender<()>),
 }
@@ -84,11 +108,13 @@ impl Writer {
         }
     }
 
-    /// Has envelope `id` of `recipient` deleted, without waiting for it.
-    pub async fn remove(&self, recipient: &str, id: u64) {
+    /// Has envelope `id` of `recipient` deleted, as soon as `urgency` says, without waiting
+    /// for it.
+    pub async fn remove(&self, recipient: &str, id: u64, urgency: Urgency) {
         let write = Write::Remove {
             recipient: recipient.to_string(),
             id,
+            urgency,
         };
         // Only fails once the relay is stopping; the envelope is then delivered again later.
         let _ = self.tx.send(write).await;
@@ -114,8 +140,9 @@ impl Writer {
 }
 
 /// Takes every write waiting (up to `MAX_BATCH`), applies them in one transaction, then
-/// answers. Alone, a write is applied at once; under load, one sync serves many `ok`s. Ends
-/// when every `Writer` handle is gone.
+/// answers. Alone, a write is applied at once; under load, one sync serves many `ok`s.
+/// Deletions that may wait are held until nothing else is waiting (see `Urgency`). Ends,
+/// with every held deletion applied, when every `Writer` handle is gone.
 /// `next_id` is the first id not used yet.
 fn run(
     store: RelayStore,
@@ -124,7 +151,23 @@ fn run(
     mut next_id: u64,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
+    let mut held = Vec::new();
+    loop {
+        if !held.is_empty() && rx.is_empty() {
+            apply(
+                &store,
+                &handover,
+                Vec::new(),
+                Vec::new(),
+                &held,
+                &mut next_id,
+            );
+            held.clear();
+            continue;
+        }
+        if rx.blocking_recv_many(&mut batch, MAX_BATCH) == 0 {
+            break;
+        }
         let mut new = Vec::new();
         let mut replies = Vec::new();
         let mut remove = Vec::new();
@@ -135,50 +178,87 @@ fn run(
                     new.push(e);
                     replies.push(reply);
                 }
-                Write::Remove { recipient, id } => remove.push((recipient, id)),
+                Write::Remove {
+                    recipient,
+                    id,
+                    urgency: Urgency::Next,
+                } => remove.push((recipient, id)),
+                Write::Remove {
+                    recipient,
+                    id,
+                    urgency: Urgency::WhenIdle,
+                } => held.push((recipient, id)),
                 Write::Flush(reply) => flushes.push(reply),
             }
         }
-        let mut recipients = Vec::new();
-        let written = store.write(&new, &remove, &mut next_id, |stored| {
-            let staged: Vec<_> = new
-                .iter()
-                .zip(stored)
-                .filter_map(|(e, s)| match s {
-                    Stored::Queued(id) => Some((e.recipient.clone(), e.to_queued(*id))),
-                    _ => None,
-                })
-                .collect();
-            recipients = staged.iter().map(|(to, _)| to.clone()).collect();
-            if !staged.is_empty() {
-                handover.before_commit(staged);
-            }
-        });
-        if !recipients.is_empty() {
-            recipients.sort_unstable();
-            recipients.dedup();
-            handover.after_commit(recipients);
+        // A batch of deletions alone does not wait for the disk, so held ones cost nothing
+        // extra there.
+        if new.is_empty() || !flushes.is_empty() || held.len() >= MAX_HELD {
+            remove.append(&mut held);
         }
-        match written {
-            Ok(stored) => {
-                for (reply, s) in replies.into_iter().zip(stored) {
-                    let _ = reply.send(Some(s));
-                }
-            }
-            Err(e) => {
-                tracing::error!(
-                    error = %e,
-                    queued = replies.len(),
-                    removed = remove.len(),
-                    "queue write failed"
-                );
-                for reply in replies {
-                    let _ = reply.send(None);
-                }
-            }
-        }
+        apply(&store, &handover, new, replies, &remove, &mut next_id);
         for f in flushes {
             let _ = f.send(());
+        }
+    }
+    if !held.is_empty() {
+        apply(
+            &store,
+            &handover,
+            Vec::new(),
+            Vec::new(),
+            &held,
+            &mut next_id,
+        );
+    }
+}
+
+/// Queues `new` and deletes `remove` in one transaction, handing the new envelopes over
+/// before its commit, then answers each new envelope's sender.
+fn apply(
+    store: &RelayStore,
+    handover: &impl Handover,
+    new: Vec<NewEnvelope>,
+    replies: Vec<oneshot::Sender<Enqueued>>,
+    remove: &[(String, u64)],
+    next_id: &mut u64,
+) {
+    let mut recipients = Vec::new();
+    let written = store.write(&new, remove, next_id, |stored| {
+        let staged: Vec<_> = new
+            .iter()
+            .zip(stored)
+            .filter_map(|(e, s)| match s {
+                Stored::Queued(id) => Some((e.recipient.clone(), e.to_queued(*id))),
+                _ => None,
+            })
+            .collect();
+        recipients = staged.iter().map(|(to, _)| to.clone()).collect();
+        if !staged.is_empty() {
+            handover.before_commit(staged);
+        }
+    });
+    if !recipients.is_empty() {
+        recipients.sort_unstable();
+        recipients.dedup();
+        handover.after_commit(recipients);
+    }
+    match written {
+        Ok(stored) => {
+            for (reply, s) in replies.into_iter().zip(stored) {
+                let _ = reply.send(Some(s));
+            }
+        }
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                queued = replies.len(),
+                removed = remove.len(),
+                "queue write failed"
+            );
+            for reply in replies {
+                let _ = reply.send(None);
+            }
         }
     }
 }
@@ -217,6 +297,25 @@ mod tests {
                 self.visible()
             );
             self.log.lock().unwrap().push(line);
+        }
+    }
+
+    /// A `Watch` that holds the writer after each commit that handed mail over, until the
+    /// test lets it go, so that the writes the test hands over meanwhile make one batch.
+    struct Gated {
+        watch: Watch,
+        held: tokio::sync::mpsc::UnboundedSender<()>,
+        go: Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl Handover for Gated {
+        fn before_commit(&self, staged: Vec<(String, Queued)>) {
+            self.watch.before_commit(staged);
+        }
+        fn after_commit(&self, recipients: Vec<String>) {
+            self.watch.after_commit(recipients);
+            let _ = self.held.send(());
+            let _ = self.go.lock().unwrap().recv();
         }
     }
 
@@ -263,6 +362,71 @@ mod tests {
         )
     }
 
+    /// Bob acknowledges envelope 1 while envelope 2 is on its way: the two reach the writer
+    /// in one batch. Returns the log and what a reader sees after a flush.
+    async fn ack_while_mail_comes(urgency: Urgency) -> (Vec<String>, Vec<u64>) {
+        let dir = tempfile::tempdir().unwrap();
+        relay_with_bob(dir.path());
+        let log = Arc::<Mutex<Vec<String>>>::default();
+        let (held_tx, mut held) = tokio::sync::mpsc::unbounded_channel();
+        let (go, go_rx) = std::sync::mpsc::channel();
+        let gated = Gated {
+            watch: Watch {
+                log: Arc::clone(&log),
+                reader: Mutex::new(RelayStore::open(dir.path()).unwrap()),
+            },
+            held: held_tx,
+            go: Mutex::new(go_rx),
+        };
+        let writer = Writer::spawn(RelayStore::open(dir.path()).unwrap(), gated).unwrap();
+        let one = writer.enqueue(for_bob("one")).await;
+        held.recv().await.unwrap();
+        writer.remove("bob", 1, urgency).await;
+        let two = writer.enqueue(for_bob("two")).await;
+        go.send(()).unwrap();
+        assert_eq!(one.await, Some(Stored::Queued(1)));
+        held.recv().await.unwrap();
+        go.send(()).unwrap();
+        assert_eq!(two.await, Some(Stored::Queued(2)));
+        writer.flush().await;
+        let reader = RelayStore::open(dir.path()).unwrap();
+        let left = reader.pending("bob", 0, 100).unwrap();
+        writer.stop().await;
+        let log = log.lock().unwrap().clone();
+        (log, left.iter().map(|q| q.id).collect())
+    }
+
+    #[tokio::test]
+    async fn a_disappearing_messages_envelope_is_deleted_in_the_next_batch() {
+        let (log, left) = ack_while_mail_comes(Urgency::Next).await;
+        assert_eq!(log[3], "committed for [\"bob\"], readers see [2]");
+        assert_eq!(left, [2]);
+    }
+
+    #[tokio::test]
+    async fn a_lasting_envelopes_deletion_waits_while_new_mail_comes() {
+        let (log, left) = ack_while_mail_comes(Urgency::WhenIdle).await;
+        // The batch that carried the ack committed envelope 2 and left 1 for later...
+        assert_eq!(log[3], "committed for [\"bob\"], readers see [1, 2]");
+        // ...but not past a flush.
+        assert_eq!(left, [2]);
+    }
+
+    #[tokio::test]
+    async fn deletions_held_when_the_writer_stops_are_applied_before_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        relay_with_bob(dir.path());
+        let (writer, _) = spawn(dir.path());
+        for text in ["one", "two"] {
+            writer.enqueue(for_bob(text)).await.await;
+        }
+        writer.remove("bob", 1, Urgency::WhenIdle).await;
+        writer.remove("bob", 2, Urgency::WhenIdle).await;
+        writer.stop().await;
+        let reader = RelayStore::open(dir.path()).unwrap();
+        assert!(reader.pending("bob", 0, 100).unwrap().is_empty());
+    }
+
     #[tokio::test]
     async fn mail_is_handed_over_before_its_commit_and_answered_after_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -296,7 +460,7 @@ mod tests {
         }
         // All three delivered and deleted: the queue is empty when the relay restarts.
         for id in 1..=3 {
-            writer.remove("bob", id).await;
+            writer.remove("bob", id, Urgency::WhenIdle).await;
         }
         writer.flush().await;
         writer.stop().await;
