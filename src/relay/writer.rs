@@ -153,6 +153,8 @@ fn run(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut held = Vec::new();
     loop {
+        // Held deletions go in once nothing else is waiting. This also comes before the
+        // loop can end, since the channel is empty then, so none is left behind.
         if !held.is_empty() && rx.is_empty() {
             apply(
                 &store,
@@ -200,16 +202,6 @@ fn run(
         for f in flushes {
             let _ = f.send(());
         }
-    }
-    if !held.is_empty() {
-        apply(
-            &store,
-            &handover,
-            Vec::new(),
-            Vec::new(),
-            &held,
-            &mut next_id,
-        );
     }
 }
 
