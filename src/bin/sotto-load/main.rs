@@ -49,6 +49,11 @@ struct Args {
     /// it can.
     #[arg(long, value_name = "MSGS_PER_SEC", value_parser = positive_rate)]
     rate: Option<f64>,
+    /// Turn on disappearing messages in every pair's thread before the measured run, with
+    /// this timer (`30s`, `5m`, ... as in the TUI's `/timer`): the relay then deletes each
+    /// envelope in the batch after its ack and truncates its WAL. Normal and secret only.
+    #[arg(long, value_parser = timer)]
+    timer: Option<u32>,
     /// Output JSON lines (the only format; accepted for scripts that pass it).
     #[arg(long)]
     json: bool,
@@ -95,6 +100,14 @@ fn text_size(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n > max => Err(format!("a message text is at most {max} bytes")),
         Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn timer(s: &str) -> Result<u32, String> {
+    match sotto::timer::parse(s) {
+        Ok(Some(secs)) => Ok(secs),
+        Ok(None) => Err("leave out --timer for messages that do not disappear".into()),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -147,6 +160,7 @@ fn report(mode: &str, args: &Args, mut out: Outcome) -> f64 {
             "messages": args.messages,
             "size": args.size,
             "offered_rate": args.rate,
+            "timer_secs": args.timer,
             "msgs_per_sec": (out.msgs_per_sec * 10.0).round() / 10.0,
             "p50_us": percentile(&out.latencies_us, 0.50),
             "p99_us": percentile(&out.latencies_us, 0.99),
@@ -179,6 +193,9 @@ async fn measure(args: Args) -> Result<()> {
             bail!("--rate paces messages, and --mode idle sends none; leave out --rate");
         }
         return idle::run(args.clients).await;
+    }
+    if args.timer.is_some() && (args.compare || !matches!(args.mode, Mode::Normal | Mode::Secret)) {
+        bail!("--timer sets a thread's timer, which only --mode normal and secret have");
     }
     if !args.compare {
         let out = run(args.mode, &args).await?;

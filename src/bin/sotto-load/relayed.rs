@@ -76,6 +76,37 @@ async fn first_contact(
     futures::future::try_join_all(pairs).await
 }
 
+/// Every sender turns on disappearing messages in its thread, all at once; returns once
+/// every receiver has the timer too, so what it receives next disappears.
+async fn set_timers(
+    senders: &mut [ManagerHandle],
+    receivers: &mut [ManagerHandle],
+    secret: bool,
+    secs: u32,
+) -> Result<()> {
+    let pairs = senders
+        .iter_mut()
+        .zip(receivers.iter_mut())
+        .enumerate()
+        .map(|(i, (s, r))| async move {
+            let cmd = Command::SetTimer {
+                id: format!("timer-{i}"),
+                contact: format!("r{i}"),
+                secret,
+                timer: Some(secs),
+            };
+            s.commands.send(cmd).await.context("a client stopped")?;
+            wait_for(
+                r,
+                "a timer change did not arrive",
+                |e| matches!(e, Event::TimerSet { timer: Some(t), .. } if *t == secs),
+            )
+            .await
+        });
+    futures::future::try_join_all(pairs).await?;
+    Ok(())
+}
+
 /// The real relay with real clients: N senders, each sending M messages to its receiver.
 pub async fn run(secret: bool, args: &Args) -> Result<Outcome> {
     let tmp = tempfile::tempdir()?;
@@ -104,6 +135,9 @@ pub async fn run(secret: bool, args: &Args) -> Result<Outcome> {
         }
     }
     let first_contact_us = first_contact(&mut senders, &mut receivers, secret).await?;
+    if let Some(secs) = args.timer {
+        set_timers(&mut senders, &mut receivers, secret, secs).await?;
+    }
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let m = args.messages;
     let text = "x".repeat(args.size);
