@@ -183,13 +183,11 @@ fn run(
                 Write::Remove {
                     recipient,
                     id,
-                    urgency: Urgency::Next,
-                } => remove.push((recipient, id)),
-                Write::Remove {
-                    recipient,
-                    id,
-                    urgency: Urgency::WhenIdle,
-                } => held.push((recipient, id)),
+                    urgency,
+                } => match urgency {
+                    Urgency::Next => remove.push((recipient, id)),
+                    Urgency::WhenIdle => held.push((recipient, id)),
+                },
                 Write::Flush(reply) => flushes.push(reply),
             }
         }
