@@ -8,11 +8,15 @@
 //! set-up) goes before the measured run and is reported on its own, as `first_contact_*`.
 //! With `--rate` the senders follow a fixed schedule (`pace`), and latency still runs from
 //! the actual send call. Everything starts in this process; the RSS reported is this
-//! process's peak, relay and clients together. Prints JSON lines.
+//! process's peak, relay and clients together. `cpu_us_per_msg` is the CPU time the whole
+//! process used during the measured run per message delivered, and `cores_busy` that time
+//! over the run's wall time: near the machine's core count, a mode is held up by the
+//! processor; well below it, by waiting. Prints JSON lines.
 //!
 //! `--mode idle` measures the relay's memory per idle signed-in connection instead, with the
 //! relay in a child process (`idle`).
 
+mod cpu;
 mod crypto_floor;
 mod fd_limit;
 mod idle;
@@ -126,6 +130,8 @@ struct Outcome {
     latencies_us: Vec<u64>,
     /// Each pair's first message, sent before the measured run (normal and secret only).
     first_contact_us: Vec<u64>,
+    /// CPU time the whole process (relay and clients) used during the measured run.
+    cpu: std::time::Duration,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -152,6 +158,15 @@ fn report(mode: &str, args: &Args, mut out: Outcome) -> f64 {
     out.first_contact_us.sort_unstable();
     let first =
         |p| (!out.first_contact_us.is_empty()).then(|| percentile(&out.first_contact_us, p));
+    let n = out.latencies_us.len().max(1);
+    let cpu_us = out.cpu.as_secs_f64() * 1e6;
+    // Wall time of the run, from the rate it measured.
+    let wall_us = n as f64 / out.msgs_per_sec * 1e6;
+    let cores_busy = if wall_us.is_finite() && wall_us > 0.0 {
+        cpu_us / wall_us
+    } else {
+        0.0
+    };
     println!(
         "{}",
         serde_json::json!({
@@ -167,6 +182,8 @@ fn report(mode: &str, args: &Args, mut out: Outcome) -> f64 {
             "first_contact_p50_us": first(0.50),
             "first_contact_max_us": first(1.0),
             "relay_peak_rss_kb": peak_rss_kb(),
+            "cpu_us_per_msg": (cpu_us / n as f64).round(),
+            "cores_busy": (cores_busy * 100.0).round() / 100.0,
         })
     );
     out.msgs_per_sec

@@ -108,6 +108,7 @@ pub async fn run(args: &Args) -> Result<Outcome> {
     let pace = args
         .rate
         .map(|r| Pace::new(tokio::time::Instant::now(), n, r));
+    let cpu_at_start = crate::cpu::used();
     let mut senders = Vec::new();
     for (i, mut ws) in conns.into_iter().enumerate() {
         let size = args.size;
@@ -135,6 +136,7 @@ pub async fn run(args: &Args) -> Result<Outcome> {
         lat.extend(l);
         end = end.max(t);
     }
+    let cpu = crate::cpu::used().saturating_sub(cpu_at_start);
     for s in senders {
         drop(s.await?);
     }
@@ -143,5 +145,6 @@ pub async fn run(args: &Args) -> Result<Outcome> {
         msgs_per_sec: lat.len() as f64 / (end - start).as_secs_f64(),
         latencies_us: lat,
         first_contact_us: Vec::new(),
+        cpu,
     })
 }

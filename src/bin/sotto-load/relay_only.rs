@@ -47,6 +47,7 @@ pub async fn run(args: &Args) -> Result<Outcome> {
         .rate
         .map(|r| Pace::new(tokio::time::Instant::now(), n, r));
     let start = base.elapsed();
+    let cpu_at_start = crate::cpu::used();
     let mut senders = Vec::with_capacity(n);
     for (i, (ws, to)) in conns.into_iter().zip(recipients).enumerate() {
         senders.push(tokio::spawn(send(ws, i, to, m, args.size, pace, base)));
@@ -58,6 +59,7 @@ pub async fn run(args: &Args) -> Result<Outcome> {
         lat.extend(l);
         end = end.max(t);
     }
+    let cpu = crate::cpu::used().saturating_sub(cpu_at_start);
     for s in senders {
         s.await??;
     }
@@ -66,6 +68,7 @@ pub async fn run(args: &Args) -> Result<Outcome> {
         msgs_per_sec: lat.len() as f64 / (end - start).as_secs_f64(),
         latencies_us: lat,
         first_contact_us: Vec::new(),
+        cpu,
     })
 }
 

@@ -142,6 +142,7 @@ pub async fn run(secret: bool, args: &Args) -> Result<Outcome> {
     let m = args.messages;
     let text = "x".repeat(args.size);
     let start = Instant::now();
+    let cpu_at_start = crate::cpu::used();
     let pace = args
         .rate
         .map(|r| Pace::new(tokio::time::Instant::now(), n, r));
@@ -201,6 +202,7 @@ pub async fn run(secret: bool, args: &Args) -> Result<Outcome> {
         keep.push(rx);
     }
     let elapsed = end - start;
+    let cpu = crate::cpu::used().saturating_sub(cpu_at_start);
     for f in feeders {
         keep.push(f.await?);
     }
@@ -210,5 +212,6 @@ pub async fn run(secret: bool, args: &Args) -> Result<Outcome> {
         msgs_per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
         latencies_us: lat,
         first_contact_us,
+        cpu,
     })
 }
