@@ -108,7 +108,6 @@ pub async fn run(args: &Args) -> Result<Outcome> {
     let pace = args
         .rate
         .map(|r| Pace::new(tokio::time::Instant::now(), n, r));
-    let cpu_at_start = crate::cpu::used();
     let mut senders = Vec::new();
     for (i, mut ws) in conns.into_iter().enumerate() {
         let size = args.size;
@@ -129,6 +128,8 @@ pub async fn run(args: &Args) -> Result<Outcome> {
     }
     // Wait until every receiver is registered before timing: they connected first.
     let start = base.elapsed();
+    // Sampled with `start`, so that the CPU time and the wall time cover the same span.
+    let cpu_at_start = crate::cpu::used();
     let mut lat = Vec::new();
     let mut end = Duration::ZERO;
     for r in receivers {
