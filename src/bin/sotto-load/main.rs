@@ -126,7 +126,8 @@ fn positive_rate(s: &str) -> Result<f64, String> {
 
 /// What a run measured.
 struct Outcome {
-    msgs_per_sec: f64,
+    /// From the start of the measured run to its last message's arrival.
+    elapsed: std::time::Duration,
     latencies_us: Vec<u64>,
     /// Each pair's first message, sent before the measured run (normal and secret only).
     first_contact_us: Vec<u64>,
@@ -158,15 +159,11 @@ fn report(mode: &str, args: &Args, mut out: Outcome) -> f64 {
     out.first_contact_us.sort_unstable();
     let first =
         |p| (!out.first_contact_us.is_empty()).then(|| percentile(&out.first_contact_us, p));
-    let n = out.latencies_us.len().max(1);
-    let cpu_us = out.cpu.as_secs_f64() * 1e6;
-    // Wall time of the run, from the rate it measured.
-    let wall_us = n as f64 / out.msgs_per_sec * 1e6;
-    let cores_busy = if wall_us.is_finite() && wall_us > 0.0 {
-        cpu_us / wall_us
-    } else {
-        0.0
-    };
+    let n = out.latencies_us.len();
+    let wall = out.elapsed.as_secs_f64();
+    let cpu = out.cpu.as_secs_f64();
+    let per_wall = |x: f64| if wall > 0.0 { x / wall } else { 0.0 };
+    let msgs_per_sec = per_wall(n as f64);
     println!(
         "{}",
         serde_json::json!({
@@ -176,17 +173,17 @@ fn report(mode: &str, args: &Args, mut out: Outcome) -> f64 {
             "size": args.size,
             "offered_rate": args.rate,
             "timer_secs": args.timer,
-            "msgs_per_sec": (out.msgs_per_sec * 10.0).round() / 10.0,
+            "msgs_per_sec": (msgs_per_sec * 10.0).round() / 10.0,
             "p50_us": percentile(&out.latencies_us, 0.50),
             "p99_us": percentile(&out.latencies_us, 0.99),
             "first_contact_p50_us": first(0.50),
             "first_contact_max_us": first(1.0),
             "relay_peak_rss_kb": peak_rss_kb(),
-            "cpu_us_per_msg": (cpu_us / n as f64).round(),
-            "cores_busy": (cores_busy * 100.0).round() / 100.0,
+            "cpu_us_per_msg": (cpu * 1e6 / n.max(1) as f64).round(),
+            "cores_busy": (per_wall(cpu) * 100.0).round() / 100.0,
         })
     );
-    out.msgs_per_sec
+    msgs_per_sec
 }
 
 #[tokio::main]

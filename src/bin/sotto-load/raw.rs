@@ -143,7 +143,7 @@ pub async fn run(args: &Args) -> Result<Outcome> {
     }
     stop.cancel();
     Ok(Outcome {
-        msgs_per_sec: lat.len() as f64 / (end - start).as_secs_f64(),
+        elapsed: end - start,
         latencies_us: lat,
         first_contact_us: Vec::new(),
         cpu,

@@ -65,7 +65,7 @@ pub async fn run(args: &Args) -> Result<Outcome> {
     }
     relay.stop().await?;
     Ok(Outcome {
-        msgs_per_sec: lat.len() as f64 / (end - start).as_secs_f64(),
+        elapsed: end - start,
         latencies_us: lat,
         first_contact_us: Vec::new(),
         cpu,

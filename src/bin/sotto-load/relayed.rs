@@ -209,7 +209,7 @@ pub async fn run(secret: bool, args: &Args) -> Result<Outcome> {
     tokio::task::spawn_blocking(move || keep.into_iter().for_each(ManagerHandle::shutdown)).await?;
     relay.stop().await?;
     Ok(Outcome {
-        msgs_per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
+        elapsed,
         latencies_us: lat,
         first_contact_us,
         cpu,
