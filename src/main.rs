@@ -314,7 +314,8 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             if accept_change {
-                if trust::accept_change(&store, &handle)? {
+                let now = sotto::client::clock::Clock::system().now_ms();
+                if trust::accept_change(&store, &handle, now)? {
                     println!(
                         "accepted {handle}'s new safety number; secret messages can go to them again"
                     );
@@ -344,6 +345,7 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             print_safety_number(&number);
+            print_key_log(&trust::key_log(&store, &handle)?);
             Ok(())
         }
         Cmd::Info => {
@@ -433,6 +435,24 @@ fn print_safety_number(n: &trust::SafetyNumber) {
         println!(
             "not verified: compare the number with {0} in person or on a call, then: sotto verify {0} --mark",
             n.handle
+        );
+    }
+}
+
+/// The contact's key-change log under the safety number: refusals are what an attack leaves.
+fn print_key_log(log: &[trust::KeyLogEntry]) {
+    if log.is_empty() {
+        return;
+    }
+    println!();
+    println!("key history, oldest first:");
+    for e in log {
+        let mark = if e.event.is_refusal() { "!" } else { " " };
+        println!("  {mark} {}", e.event.describe());
+    }
+    if log.iter().any(|e| e.event.is_refusal()) {
+        println!(
+            "  ! marks a key sotto refused: the relay, or someone between you and it, offered a key this contact never endorsed. Nothing was sent to it or shown from it."
         );
     }
 }

@@ -108,6 +108,29 @@ pub struct Bundle {
     pub kyber: SignedKey,
 }
 
+/// How an account's identity key was replaced.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyChangeVia {
+    /// By the account itself, with the old key's endorsement of the new one.
+    Rekey,
+    /// By the relay's operator, for a user who lost their device: no endorsement exists.
+    Reset,
+}
+
+/// One entry of an account's key-change log, as the directory hands it out with a lookup.
+/// Clients check `endorsement` themselves: the relay's word is not enough.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyChange {
+    pub old_key: B64,
+    pub new_key: B64,
+    pub via: KeyChangeVia,
+    /// The old key's signature over `rekey_message(new_key)`; absent for a reset.
+    pub endorsement: Option<B64>,
+    /// Unix ms.
+    pub at: u64,
+}
+
 /// Frames a client sends.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -219,6 +242,10 @@ pub enum RelayFrame {
         handle: String,
         identity_key: B64,
         access_token: B64,
+        /// The account's latest key changes, oldest first: how `identity_key` descends from
+        /// the keys its contacts may hold.
+        #[serde(default)]
+        key_changes: Vec<KeyChange>,
     },
     Bundle {
         req: ReqId,

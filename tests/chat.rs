@@ -11,7 +11,7 @@ use sotto::client::content::{self, Content};
 use sotto::client::crypto;
 use sotto::client::manager::Event;
 use sotto::client::signal_store::Stores;
-use sotto::client::store::{MessageState, Store};
+use sotto::client::store::{Contact, MessageState, Store};
 use sotto::relay::store::RelayStore;
 use sotto::wire::{ClientFrame, RelayFrame};
 
@@ -168,6 +168,8 @@ async fn seal_by_hand(
     .await;
     let RelayFrame::Account {
         account_id,
+        handle,
+        identity_key,
         access_token,
         ..
     } = raw
@@ -176,6 +178,21 @@ async fn seal_by_hand(
     else {
         unreachable!()
     };
+    // The client talks secretly only to contacts, under the key their record holds.
+    Store::open(from)
+        .unwrap()
+        .upsert_contact(
+            &Contact {
+                account_id: account_id.clone(),
+                handle,
+                identity_key: identity_key.0,
+                access_token: access_token.0.clone(),
+                verified: false,
+                key_changed: false,
+            },
+            0,
+        )
+        .unwrap();
     raw.send(&ClientFrame::FetchBundle {
         req: 2,
         account_id: account_id.clone(),

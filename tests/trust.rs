@@ -125,7 +125,7 @@ async fn a_rotated_key_blocks_secret_sending_until_the_change_is_accepted() {
         .unwrap();
 
     // alice accepts; secret messages flow to the new key, and bob's new number matches hers.
-    trust::accept_change(&Store::open(&scene.alice).unwrap(), "bob").unwrap();
+    trust::accept_change(&Store::open(&scene.alice).unwrap(), "bob", 0).unwrap();
     alice
         .try_send("bob", true, "after accepting")
         .await

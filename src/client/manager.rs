@@ -170,6 +170,14 @@ pub enum ClientError {
         "{handle}'s safety number has changed; secret messages to them are blocked until you check the new one: `sotto verify {handle}`, then `sotto verify {handle} --accept-change` (or /verify in the chat screen)"
     )]
     IdentityChanged { handle: String },
+    #[error(
+        "the relay offered {handle}'s session keys under a different identity key than the one you hold for them; nothing was sent. This is what a man in the middle or a dishonest relay looks like: compare safety numbers with {handle} (`sotto verify {handle}`), and use a relay you trust over wss://"
+    )]
+    BundleRefused { handle: String },
+    #[error(
+        "the relay refused the message saying {handle}'s key changed, but it showed no change {handle}'s old key signed; the new key was refused and nothing was sent. `sotto verify {handle}` shows the key history"
+    )]
+    KeyRefused { handle: String },
     #[error("the manager has stopped")]
     Stopped,
     #[error("a message with this id exists already")]
@@ -536,7 +544,7 @@ impl Manager {
                 self.report_safety_number(&handle, done).await
             }
             Command::AcceptChange { handle } => {
-                let done = trust::accept_change(&self.store, &handle).map(|_| ());
+                let done = trust::accept_change(&self.store, &handle, now_ms()).map(|_| ());
                 self.report_safety_number(&handle, done).await
             }
             Command::MarkShown { ids } => match self.store.mark_shown(&ids, self.clock.now_ms()) {
@@ -795,44 +803,86 @@ impl Manager {
         .await
     }
 
+    /// Asks the directory about an account and takes what it says into the contact's record.
+    /// A key other than the one the contact holds is taken only as a change the client has
+    /// checked itself (`identity::path`): endorsed by the old key, or an operator's reset,
+    /// and then loudly. Anything else is a substitution: refused, logged, and the contact
+    /// keeps its key.
     async fn lookup(
         &mut self,
         make: impl FnOnce(u64) -> ClientFrame,
     ) -> Result<Contact, ClientError> {
-        match self.link.request(make).await? {
-            RelayFrame::Account {
-                account_id,
-                handle,
-                identity_key,
-                access_token,
-                ..
-            } => {
-                let known = self.store.contact_by_id(&account_id)?;
-                let c = Contact {
-                    account_id,
-                    handle,
-                    identity_key: identity_key.0,
-                    access_token: access_token.0,
-                    verified: known.as_ref().is_some_and(|k| k.verified),
-                    key_changed: known.as_ref().is_some_and(|k| k.key_changed),
+        let RelayFrame::Account {
+            account_id,
+            handle,
+            identity_key,
+            access_token,
+            key_changes,
+            ..
+        } = self.link.request(make).await?
+        else {
+            return Err(LinkError::Protocol("unexpected answer to a lookup".into()).into());
+        };
+        let key = crate::identity::canonical(&identity_key.0).ok_or_else(|| {
+            LinkError::Protocol("the directory answered with an invalid identity key".into())
+        })?;
+        let known = self.store.contact_by_id(&account_id)?;
+        let c = Contact {
+            account_id,
+            handle,
+            identity_key: key,
+            access_token: access_token.0,
+            verified: known.as_ref().is_some_and(|k| k.verified),
+            key_changed: known.as_ref().is_some_and(|k| k.key_changed),
+        };
+        // The record keeps its own key whatever `c` says (see `upsert_contact`).
+        self.store.upsert_contact(&c, now_ms())?;
+        let Some(known) = known.filter(|k| k.identity_key != c.identity_key) else {
+            return Ok(self.store.contact_by_id(&c.account_id)?.unwrap_or(c));
+        };
+        match crate::identity::path(&known.identity_key, &c.identity_key, &key_changes) {
+            Some(how) => {
+                let how = match how {
+                    crate::identity::Replaced::Endorsed => trust::KeyEvent::Rekeyed,
+                    crate::identity::Replaced::Reset => trust::KeyEvent::Reset,
                 };
-                self.store.upsert_contact(&c, now_ms())?;
-                if known.is_some_and(|k| k.identity_key != c.identity_key) {
-                    self.key_changed(&c.account_id, &c.identity_key).await?;
-                    return Ok(self.store.contact_by_id(&c.account_id)?.unwrap_or(c));
-                }
-                Ok(c)
+                self.key_changed(&c.account_id, &c.identity_key, how)
+                    .await?;
             }
-            other => {
-                Err(LinkError::Protocol(format!("unexpected answer to lookup: {other:?}")).into())
+            None => {
+                self.refused_key(&known, trust::KeyEvent::RefusedDirectory, &c.identity_key)
+                    .await
             }
         }
+        Ok(self.store.contact_by_id(&c.account_id)?.unwrap_or(known))
+    }
+
+    /// Records a key offered for `contact` that is not theirs, and tells the user: this is
+    /// what an attack by the relay, or by someone between us and it, looks like.
+    async fn refused_key(&mut self, contact: &Contact, event: trust::KeyEvent, key: &[u8]) {
+        tracing::warn!(event = ?event, "refused an identity key a contact never endorsed");
+        if let Err(e) = trust::record(&self.store, &contact.account_id, event, Some(key), now_ms())
+        {
+            tracing::error!(error = %describe(&e), "cannot record a refused key");
+        }
+        self.emit(Event::Warning(format!(
+            "{}: {} (possible attack; `sotto verify {}` shows the key history)",
+            contact.handle,
+            event.describe(),
+            contact.handle
+        )))
+        .await;
     }
 
     /// A contact's identity key is now `new_key`: record it (blocking secret sends until the
     /// user accepts it) and show the "safety number changed" lines.
-    async fn key_changed(&mut self, contact_id: &str, new_key: &[u8]) -> Result<(), ClientError> {
-        let lines = trust::key_changed(&self.store, contact_id, new_key, now_ms())?;
+    async fn key_changed(
+        &mut self,
+        contact_id: &str,
+        new_key: &[u8],
+        how: trust::KeyEvent,
+    ) -> Result<(), ClientError> {
+        let lines = trust::key_changed(&self.store, contact_id, new_key, how, now_ms())?;
         if let Some(first) = lines.first() {
             tracing::warn!("a contact's identity key changed");
             self.emit(Event::Warning(format!(

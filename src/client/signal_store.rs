@@ -1,7 +1,7 @@
 //! libsignal's store traits over the client's SQLite connection.
 //!
-//! Owns the key tables (prekeys, signed prekeys, Kyber prekeys and their use log, sessions,
-//! peer identities). Each adapter borrows a connection, which may be an open transaction, so a
+//! Owns the key tables (prekeys, signed prekeys, Kyber prekeys and their use log, sessions);
+//! peer identities are read from the contacts' records, never written. Each adapter borrows a connection, which may be an open transaction, so a
 //! whole decrypt and the message insert commit or roll back together. Must not touch the
 //! network, and must not hold its own transaction: the caller decides what is atomic.
 
@@ -71,14 +71,19 @@ pub struct Identities<'a> {
 }
 
 impl Identities<'_> {
-    fn stored(&self, address: &ProtocolAddress) -> SignalResult<Option<IdentityKey>> {
-        let raw: Option<Vec<u8>> = self
+    /// The contact's key and whether a change of it awaits the user's acceptance. The
+    /// contact's record is the one place a peer's key is kept: the key a session is set up
+    /// with, a sealed message is opened with, the safety number is computed over and the
+    /// verified mark is about.
+    fn contact(&self, address: &ProtocolAddress) -> SignalResult<Option<(IdentityKey, bool)>> {
+        let row: Option<(Vec<u8>, bool)> = self
             .conn
-            .prepare_cached("SELECT identity_key FROM identities WHERE address = ?1")
-            .and_then(|mut st| st.query_row([address_key(address)], |r| r.get(0)))
+            .prepare_cached("SELECT identity_key, key_changed FROM contacts WHERE account_id = ?1")
+            .and_then(|mut st| st.query_row([address.name()], |r| Ok((r.get(0)?, r.get(1)?))))
             .optional()
             .map_err(db_err)?;
-        raw.map(|k| IdentityKey::decode(&k)).transpose()
+        row.map(|(k, changed)| Ok((IdentityKey::decode(&k)?, changed)))
+            .transpose()
     }
 }
 
@@ -92,60 +97,41 @@ impl IdentityKeyStore for Identities<'_> {
         Ok(self.registration_id)
     }
 
+    /// libsignal saves the peer's identity with every message, after `is_trusted_identity`
+    /// said yes, so the key is already the contact's. A different one is never written here:
+    /// replacing a contact's key is a key change (`trust::key_changed`), with its warning.
     async fn save_identity(
         &mut self,
         address: &ProtocolAddress,
         identity: &IdentityKey,
     ) -> SignalResult<IdentityChange> {
-        let old = self.stored(address)?;
-        // libsignal saves the peer's identity with every message; an unchanged key need not
-        // dirty a page.
-        if old.as_ref() == Some(identity) {
-            return Ok(IdentityChange::from_changed(false));
+        match self.contact(address)? {
+            Some((known, _)) if known == *identity => Ok(IdentityChange::from_changed(false)),
+            _ => Err(SignalProtocolError::UntrustedIdentity(address.clone())),
         }
-        self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO identities (address, identity_key) VALUES (?1, ?2)",
-            )
-            .and_then(|mut st| {
-                st.execute(params![address_key(address), identity.serialize().as_ref()])
-            })
-            .map_err(db_err)?;
-        Ok(IdentityChange::from_changed(
-            old.is_some_and(|o| &o != identity),
-        ))
     }
 
-    /// Trust on first use, and never silently after a change. For sending, a key is trusted
-    /// only if it is the one stored and the contact has no unaccepted key change
-    /// (`trust::key_changed` sets that; `trust::accept_change` clears it). Receiving from a
-    /// changed key is allowed: the user sees the message after a "safety number changed" line.
+    /// Only the contact's own key is trusted, in both directions; anyone else's, or any key
+    /// of an account that is not a contact, is not. Sending is also refused while a change
+    /// of the contact's key awaits acceptance (`trust::key_changed` sets that,
+    /// `trust::accept_change` clears it). Receiving from the changed key is allowed: the user
+    /// sees the message after the "safety number changed" line that recorded it.
     async fn is_trusted_identity(
         &self,
         address: &ProtocolAddress,
         identity: &IdentityKey,
         direction: Direction,
     ) -> SignalResult<bool> {
-        if direction == Direction::Receiving {
-            return Ok(true);
-        }
-        let blocked: Option<bool> = self
-            .conn
-            .prepare_cached("SELECT key_changed FROM contacts WHERE account_id = ?1")
-            .and_then(|mut st| st.query_row([address.name()], |r| r.get(0)))
-            .optional()
-            .map_err(db_err)?;
-        if blocked == Some(true) {
-            return Ok(false);
-        }
-        Ok(match self.stored(address)? {
-            None => true,
-            Some(known) => known == *identity,
+        Ok(match self.contact(address)? {
+            Some((known, changed)) => {
+                known == *identity && !(changed && direction == Direction::Sending)
+            }
+            None => false,
         })
     }
 
     async fn get_identity(&self, address: &ProtocolAddress) -> SignalResult<Option<IdentityKey>> {
-        self.stored(address)
+        Ok(self.contact(address)?.map(|(k, _)| k))
     }
 }
 

@@ -129,6 +129,21 @@ CREATE INDEX messages_by_id ON messages(id);
 -- messages_unread holds the same rows; one index fewer to write per arriving message.
 DROP INDEX messages_unshown;
 "#,
+    r#"
+-- What happened to each contact's identity key: changes taken (endorsed rekey, operator
+-- reset), changes accepted by the user, and keys refused as substitutions (a bundle, a
+-- directory answer or a sender certificate naming a key the contact never endorsed).
+CREATE TABLE key_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    contact TEXT NOT NULL REFERENCES contacts(account_id),
+    at INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    key BLOB
+);
+CREATE INDEX key_log_by_contact ON key_log(contact, seq);
+-- libsignal's identity store reads the contact's own key now: one key per contact.
+DROP TABLE identities;
+"#,
 ];
 
 const SET_STATE: &str = "UPDATE messages SET state = ?2

@@ -146,28 +146,147 @@ pub fn set_verified(store: &Store, handle: &str, verified: bool) -> Result<(), T
     Ok(())
 }
 
-/// The user accepts a contact's new key: secret sending is allowed again (to the new key).
-pub fn accept_change(store: &Store, handle: &str) -> Result<bool, TrustError> {
+/// The user accepts a contact's new key: secret sending is allowed again (to the new key,
+/// which is already the contact's: libsignal trusts nothing else).
+pub fn accept_change(store: &Store, handle: &str, now: u64) -> Result<bool, TrustError> {
     let c = contact(store, handle)?;
+    let work = store.atomic()?;
     let n = store.conn().execute(
         "UPDATE contacts SET key_changed = 0 WHERE account_id = ?1 AND key_changed = 1",
         [&c.account_id],
     )?;
-    // libsignal trusts what it has stored for the address: make that the accepted key.
-    store.conn().execute(
-        "INSERT OR REPLACE INTO identities (address, identity_key) VALUES (?1, ?2)",
-        params![format!("{}.1", c.account_id), c.identity_key],
-    )?;
+    if n > 0 {
+        record(
+            store,
+            &c.account_id,
+            KeyEvent::Accepted,
+            Some(&c.identity_key),
+            now,
+        )?;
+    }
+    work.commit()?;
     Ok(n > 0)
 }
 
+/// Something that happened to a contact's identity key, kept in the contact's key-change log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyEvent {
+    /// The contact replaced their key, endorsed by the old one (checked here).
+    Rekeyed,
+    /// The relay's operator reset the contact's account (a lost device): the operator's word.
+    Reset,
+    /// The user accepted the new key.
+    Accepted,
+    /// The relay (or someone between us and it) offered a prekey bundle with another key.
+    RefusedBundle,
+    /// The directory named another key with no change the old key endorsed.
+    RefusedDirectory,
+    /// A sealed message came certified for another key than the contact's.
+    RefusedCertificate,
+}
+
+impl KeyEvent {
+    const ALL: [KeyEvent; 6] = [
+        KeyEvent::Rekeyed,
+        KeyEvent::Reset,
+        KeyEvent::Accepted,
+        KeyEvent::RefusedBundle,
+        KeyEvent::RefusedDirectory,
+        KeyEvent::RefusedCertificate,
+    ];
+
+    /// How the log table spells it.
+    fn name(self) -> &'static str {
+        match self {
+            KeyEvent::Rekeyed => "rekeyed",
+            KeyEvent::Reset => "reset",
+            KeyEvent::Accepted => "accepted",
+            KeyEvent::RefusedBundle => "refused_bundle",
+            KeyEvent::RefusedDirectory => "refused_directory",
+            KeyEvent::RefusedCertificate => "refused_certificate",
+        }
+    }
+
+    /// Whether this event is a refused substitution: a sign of an attack.
+    pub fn is_refusal(self) -> bool {
+        matches!(
+            self,
+            KeyEvent::RefusedBundle | KeyEvent::RefusedDirectory | KeyEvent::RefusedCertificate
+        )
+    }
+
+    /// What it means, for the user.
+    pub fn describe(self) -> &'static str {
+        match self {
+            KeyEvent::Rekeyed => "changed their key (signed by their old key)",
+            KeyEvent::Reset => "key replaced by the relay operator's reset (lost device)",
+            KeyEvent::Accepted => "you accepted the new key",
+            KeyEvent::RefusedBundle => {
+                "refused: the relay offered session keys under another identity key"
+            }
+            KeyEvent::RefusedDirectory => {
+                "refused: the relay named another key that their old key never endorsed"
+            }
+            KeyEvent::RefusedCertificate => {
+                "refused: a secret message certified for a key that is not theirs"
+            }
+        }
+    }
+}
+
+/// One entry of a contact's key-change log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLogEntry {
+    /// Unix ms.
+    pub at: u64,
+    pub event: KeyEvent,
+}
+
+/// Adds an event to `contact_id`'s key-change log, inside the caller's transaction if any.
+pub fn record(
+    store: &Store,
+    contact_id: &str,
+    event: KeyEvent,
+    key: Option<&[u8]>,
+    now: u64,
+) -> Result<(), TrustError> {
+    store.conn().execute(
+        "INSERT INTO key_log (contact, at, event, key) VALUES (?1, ?2, ?3, ?4)",
+        params![contact_id, now as i64, event.name(), key],
+    )?;
+    Ok(())
+}
+
+/// `handle`'s key-change log, oldest first.
+pub fn key_log(store: &Store, handle: &str) -> Result<Vec<KeyLogEntry>, TrustError> {
+    let c = contact(store, handle)?;
+    let mut st = store
+        .conn()
+        .prepare_cached("SELECT at, event FROM key_log WHERE contact = ?1 ORDER BY seq")?;
+    let rows = st.query_map([&c.account_id], |r| {
+        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+    })?;
+    let mut log = Vec::new();
+    for row in rows {
+        let (at, name) = row?;
+        // An event this version does not know is left out rather than misnamed.
+        if let Some(event) = KeyEvent::ALL.into_iter().find(|e| e.name() == name) {
+            log.push(KeyLogEntry { at, event });
+        }
+    }
+    Ok(log)
+}
+
 /// Records that `contact_id`'s identity key is now `new_key`, if it differs from the one we
-/// hold. Clears the verified mark, blocks secret sending until accepted, drops the session
-/// with the old key (its messages stay), and puts a line in both threads. Returns the lines.
+/// hold; `how` is the event the change is logged as. The caller has checked the change (see
+/// `identity::path`). Clears the verified mark, blocks secret sending until accepted, drops
+/// the session with the old key (its messages stay), and puts a line in both threads.
+/// Returns the lines.
 pub fn key_changed(
     store: &Store,
     contact_id: &str,
     new_key: &[u8],
+    how: KeyEvent,
     now: u64,
 ) -> Result<Vec<Message>, TrustError> {
     let Some(c) = store.contact_by_id(contact_id)? else {
@@ -188,6 +307,7 @@ pub fn key_changed(
         "DELETE FROM sessions WHERE address = ?1",
         [crypto::address_key(contact_id)],
     )?;
+    record(store, contact_id, how, Some(new_key), now)?;
     let mut lines = Vec::new();
     for secret in [false, true] {
         let mut m = Message {

@@ -25,8 +25,8 @@ use super::store::{NewEnvelope, Origin, Queued, StoreError, Stored};
 use super::writer::{Enqueued, Urgency};
 use super::{Relay, Signals};
 use crate::wire::{
-    self, B64, ClientFrame, ErrorCode, FrameError, MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES,
-    MAX_PREKEYS_PER_UPLOAD, Payload, RelayFrame, WS_BUFFER_BYTES,
+    self, B64, ClientFrame, ErrorCode, FrameError, KeyChangeVia, MAX_FRAME_BYTES,
+    MAX_PAYLOAD_BYTES, MAX_PREKEYS_PER_UPLOAD, Payload, RelayFrame, WS_BUFFER_BYTES,
 };
 
 type Ws = WebSocketStream<TcpStream>;
@@ -297,6 +297,16 @@ async fn register(
             "a handle is 1 to 32 characters of a-z, 0-9, '_', '.', '-'".into(),
         ));
     }
+    // Stored and compared only in canonical form, so the same key with trailing bytes
+    // is the same key (already registered), not a new one.
+    let Some(identity_key) = crate::identity::canonical(&keys.identity_key.0) else {
+        return Err(End::Close(
+            ErrorCode::Malformed,
+            "the identity key is not a valid key".into(),
+        ));
+    };
+    let mut keys = keys;
+    keys.identity_key = B64(identity_key);
     if !verify(&keys.identity_key.0, nonce, signature) {
         return Err(End::Close(
             ErrorCode::AuthFailed,
@@ -831,19 +841,25 @@ async fn request(
             account_id: by_id,
         } => {
             let found = relay
-                .db(move |db| match (handle, by_id) {
-                    (Some(h), _) => db.account_by_handle(&h),
-                    (_, Some(id)) => db.account_by_id(&id),
-                    (None, None) => Ok(None),
+                .db(move |db| {
+                    let account = match (handle, by_id) {
+                        (Some(h), _) => db.account_by_handle(&h),
+                        (_, Some(id)) => db.account_by_id(&id),
+                        (None, None) => Ok(None),
+                    }?;
+                    account
+                        .map(|a| Ok((db.key_history(&a.account_id)?, a)))
+                        .transpose()
                 })
                 .await;
             match found {
-                Ok(Some(a)) => RelayFrame::Account {
+                Ok(Some((key_changes, a))) => RelayFrame::Account {
                     req,
                     account_id: a.account_id,
                     handle: a.handle,
                     identity_key: a.identity_key.into(),
                     access_token: a.access_token.into(),
+                    key_changes,
                 },
                 Ok(None) => error(
                     Some(req),
@@ -984,12 +1000,18 @@ async fn rekey(
         Ok(None) => return error(Some(req), ErrorCode::NotFound, "no such account"),
         Err(e) => return store_error(req, e),
     };
-    let endorsed = IdentityKey::decode(&current)
-        .map(|k| {
-            k.public_key()
-                .verify_signature(&wire::rekey_message(&keys.identity_key.0), endorsement)
-        })
-        .unwrap_or(false);
+    let Some(new_key) = crate::identity::canonical(&keys.identity_key.0) else {
+        return error(
+            Some(req),
+            ErrorCode::Malformed,
+            "the new identity key is not a valid key",
+        );
+    };
+    let mut keys = keys;
+    keys.identity_key = B64(new_key);
+    // Clients check this endorsement themselves when they learn of the change, over the
+    // canonical key: it must hold over exactly what is stored.
+    let endorsed = crate::identity::endorses(&current, &keys.identity_key.0, endorsement);
     if !endorsed || !verify(&keys.identity_key.0, nonce, proof) {
         return error(
             Some(req),
@@ -1003,7 +1025,11 @@ async fn rekey(
         return too_large(req);
     }
     let (id, now) = (account_id.to_string(), now_ms());
-    match relay.db(move |db| db.rekey(&id, &keys, "rekey", now)).await {
+    let endorsement = endorsement.to_vec();
+    match relay
+        .db(move |db| db.rekey(&id, &keys, KeyChangeVia::Rekey, Some(&endorsement), now))
+        .await
+    {
         Ok(()) => {
             tracing::info!("an account replaced its identity key");
             RelayFrame::Ok { req }

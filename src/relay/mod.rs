@@ -5,7 +5,7 @@
 //! Must never see a plaintext of a secret message nor learn the sender of a sealed envelope:
 //! it only ever stores and forwards the opaque bytes `conn` hands it.
 
-mod certs;
+pub mod certs;
 mod conn;
 mod mailbox;
 pub mod store;

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::wire::{Bundle, KeyUpload, PreKey, SignedKey};
+use crate::wire::{B64, Bundle, KeyChange, KeyChangeVia, KeyUpload, PreKey, SignedKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -184,7 +184,25 @@ CREATE TABLE key_changes (
 -- new keys for the handle (a user who lost their device). Used once.
 ALTER TABLE accounts ADD COLUMN reset_code BLOB;
 "#,
+    r#"
+-- The old key's signature over the new one (a rekey; NULL for an operator's reset), handed out
+-- with lookups so that clients check the change themselves.
+ALTER TABLE key_changes ADD COLUMN endorsement BLOB;
+CREATE INDEX key_changes_by_account ON key_changes(account_id, at);
+"#,
 ];
+
+/// Key changes handed out with a lookup, at most: far more than a contact who was away for
+/// a long time needs to follow, and a bound on what one lookup costs.
+pub const KEY_HISTORY: usize = 32;
+
+/// How `key_changes.via` spells a change.
+fn via_name(via: KeyChangeVia) -> &'static str {
+    match via {
+        KeyChangeVia::Rekey => "rekey",
+        KeyChangeVia::Reset => "reset",
+    }
+}
 
 /// The relay's database connection.
 pub struct RelayStore {
@@ -283,8 +301,16 @@ impl RelayStore {
         Ok(())
     }
 
-    /// Replaces an account's identity key and all its prekeys, and records the change.
-    pub fn rekey(&mut self, account_id: &str, keys: &KeyUpload, via: &str, now: u64) -> Result<()> {
+    /// Replaces an account's identity key and all its prekeys, and records the change with the
+    /// old key's `endorsement` of the new one (None for an operator's reset).
+    pub fn rekey(
+        &mut self,
+        account_id: &str,
+        keys: &KeyUpload,
+        via: KeyChangeVia,
+        endorsement: Option<&[u8]>,
+        now: u64,
+    ) -> Result<()> {
         let tx = self.conn.transaction()?;
         let old: Option<Vec<u8>> = tx
             .prepare_cached("SELECT identity_key FROM accounts WHERE account_id = ?1")
@@ -330,16 +356,17 @@ impl RelayStore {
             &keys.one_time_kyber,
         )?;
         tx.prepare_cached(
-            "INSERT INTO key_changes (account_id, old_key, new_key, via, at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO key_changes (account_id, old_key, new_key, via, at, endorsement)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .and_then(|mut st| {
             st.execute(params![
                 account_id,
                 old,
                 keys.identity_key.0,
-                via,
-                now as i64
+                via_name(via),
+                now as i64,
+                endorsement,
             ])
         })?;
         tx.commit()?;
@@ -380,7 +407,7 @@ impl RelayStore {
         if !super::same_secret(&expected, code) {
             return Ok(None);
         }
-        self.rekey(&account_id, keys, "reset", now)?;
+        self.rekey(&account_id, keys, KeyChangeVia::Reset, None, now)?;
         self.conn
             .prepare_cached("UPDATE accounts SET reset_code = NULL WHERE account_id = ?1")
             .and_then(|mut st| st.execute([&account_id]))?;
@@ -394,6 +421,31 @@ impl RelayStore {
             .prepare_cached("SELECT count(*) FROM key_changes WHERE account_id = ?1")
             .and_then(|mut st| st.query_row([account_id], |r| r.get::<_, i64>(0)))?
             as u64)
+    }
+
+    /// The account's latest `KEY_HISTORY` key changes, oldest first, as a lookup hands them out.
+    pub fn key_history(&self, account_id: &str) -> Result<Vec<KeyChange>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT old_key, new_key, via, endorsement, at FROM (
+                 SELECT rowid, old_key, new_key, via, endorsement, at FROM key_changes
+                 WHERE account_id = ?1 ORDER BY at DESC, rowid DESC LIMIT ?2)
+             ORDER BY at, rowid",
+        )?;
+        let rows = st.query_map(params![account_id, KEY_HISTORY as i64], |r| {
+            let via: String = r.get(2)?;
+            Ok(KeyChange {
+                old_key: B64(r.get(0)?),
+                new_key: B64(r.get(1)?),
+                via: if via == via_name(KeyChangeVia::Rekey) {
+                    KeyChangeVia::Rekey
+                } else {
+                    KeyChangeVia::Reset
+                },
+                endorsement: r.get::<_, Option<Vec<u8>>>(3)?.map(B64),
+                at: r.get::<_, i64>(4)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub fn upload_prekeys(

@@ -177,8 +177,10 @@ impl Client {
             })
             .await
         {
+            // The recipient's receipt can overtake the relay's `ok`: the relay hands an
+            // envelope to an online recipient before its commit (docs/architecture.md).
             Event::MessageState {
-                state: MessageState::Sent,
+                state: MessageState::Sent | MessageState::Delivered,
                 ..
             } => Ok(id),
             Event::MessageFailed { error, .. } => Err(error),

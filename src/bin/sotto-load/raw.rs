@@ -108,6 +108,12 @@ pub async fn run(args: &Args) -> Result<Outcome> {
     let pace = args
         .rate
         .map(|r| Pace::new(tokio::time::Instant::now(), n, r));
+    // The measured window opens as the first sender starts: every receiver is registered by
+    // now (they connected first). Read before the senders are spawned, or a loaded machine
+    // can deliver everything before `start` is read and the window comes out negative.
+    let start = base.elapsed();
+    // Sampled with `start`, so that the CPU time and the wall time cover the same span.
+    let cpu_at_start = crate::cpu::used();
     let mut senders = Vec::new();
     for (i, mut ws) in conns.into_iter().enumerate() {
         let size = args.size;
@@ -126,10 +132,6 @@ pub async fn run(args: &Args) -> Result<Outcome> {
             ws
         }));
     }
-    // Wait until every receiver is registered before timing: they connected first.
-    let start = base.elapsed();
-    // Sampled with `start`, so that the CPU time and the wall time cover the same span.
-    let cpu_at_start = crate::cpu::used();
     let mut lat = Vec::new();
     let mut end = Duration::ZERO;
     for r in receivers {

@@ -13,6 +13,7 @@ use crate::client::content::{self, Body, Content};
 use crate::client::crypto;
 use crate::client::signal_store::{Stores, is_storage_failure};
 use crate::client::store::{Contact, Message, MessageKind, MessageState};
+use crate::client::trust;
 use crate::wire::{ClientFrame, Payload};
 
 impl Manager {
@@ -83,7 +84,8 @@ impl Manager {
             Ok(Incoming::Nothing) => {}
             Err(Receive::Retry(e)) => return self.not_stored(&e).await,
             Err(Receive::Drop(warning)) => {
-                tracing::warn!(%warning, "dropping an undeliverable envelope");
+                // The warning names the contact; the log must not tie senders to messages.
+                tracing::warn!("dropping an undeliverable envelope");
                 self.emit(Event::Warning(warning)).await;
             }
         }
@@ -165,6 +167,44 @@ impl Manager {
         })
     }
 
+    /// A sealed message certified for a key that is not `contact`'s: refused unread, logged
+    /// in the contact's key-change log as a forgery attempt, and a line in the secret thread
+    /// says so.
+    async fn forged(&mut self, contact: &Contact, key: Option<&[u8]>) -> Receive {
+        let now = now_ms();
+        let event = trust::KeyEvent::RefusedCertificate;
+        if let Err(e) = trust::record(&self.store, &contact.account_id, event, key, now) {
+            return Receive::retry(e);
+        }
+        let line = Message {
+            seq: 0,
+            id: format!("forgery-{}-{now}", contact.account_id),
+            contact: contact.handle.clone(),
+            secret: true,
+            outgoing: false,
+            text: format!(
+                "a secret message claiming to be from {0} was refused: it was certified for a key {0} never endorsed (possible forgery by the relay)",
+                contact.handle
+            ),
+            sent_at: now,
+            state: MessageState::Received,
+            kind: MessageKind::KeyChange,
+            timer: None,
+            expires_at: None,
+        };
+        match self.store.insert_message(&contact.account_id, &line, now) {
+            Ok(Some(seq)) => self.emit(Event::Message(Message { seq, ..line })).await,
+            Ok(None) => {}
+            Err(e) => return Receive::retry(e),
+        }
+        Receive::Drop(format!(
+            "{}: {} (possible attack; `sotto verify {}` shows the key history)",
+            contact.handle,
+            event.describe(),
+            contact.handle
+        ))
+    }
+
     async fn receive_normal(&mut self, from: &str, body: &[u8]) -> Result<Incoming, Receive> {
         let contact = self.contact_by_id(from).await.map_err(Receive::retry)?;
         let content = Content::decode(body).map_err(|e| {
@@ -194,8 +234,9 @@ impl Manager {
             .await
             .map_err(Receive::retry)?;
         if contact.identity_key != unsealed.sender_key {
-            // The relay certified a new key for this sender: confirm it at the directory and
-            // record the change before showing what they sent.
+            // Certified for another key than the contact's: only a change the old key
+            // endorsed (or an operator's reset) at the directory makes it theirs, and then the
+            // change is recorded, with its line, before what they sent is shown.
             let id = unsealed.sender.clone();
             contact = self
                 .lookup(move |req| ClientFrame::Lookup {
@@ -205,6 +246,9 @@ impl Manager {
                 })
                 .await
                 .map_err(Receive::retry)?;
+            if contact.identity_key != unsealed.sender_key {
+                return Err(self.forged(&contact, Some(&unsealed.sender_key)).await);
+            }
         }
         let work = self.store.atomic().map_err(Receive::retry)?;
         let opened = {
@@ -222,6 +266,13 @@ impl Manager {
             // Already decrypted and stored before a crash cut the ack off: nothing to do.
             Err(SignalProtocolError::DuplicatedMessage(..)) => return Ok(Incoming::Nothing),
             Err(e) if is_storage_failure(&e) => return Err(Receive::retry(e)),
+            // Inside, the message is from a key that is not the contact's (a certificate for
+            // their key wrapped around someone else's session): the same forgery. Nothing
+            // of the decrypt is kept.
+            Err(SignalProtocolError::UntrustedIdentity(_)) => {
+                drop(work);
+                return Err(self.forged(&contact, None).await);
+            }
             Err(e) => {
                 return Err(Receive::Drop(format!(
                     "a secret message from {} could not be decrypted: {e}",

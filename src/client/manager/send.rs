@@ -14,6 +14,7 @@ use crate::client::content::{self, Content};
 use crate::client::crypto;
 use crate::client::signal_store::Stores;
 use crate::client::store::{Contact, Message, MessageKind, MessageState};
+use crate::client::trust;
 use crate::wire::{ClientFrame, ErrorCode, RelayFrame};
 
 /// The relay's answer (or the lack of one) to a message's request.
@@ -254,10 +255,11 @@ impl Manager {
     /// The relay refused a secret send because `handle`'s key changed: learn the new key
     /// now, so the user sees the change and the block.
     async fn learn_key_change(&mut self, handle: &str) -> ClientError {
-        let id = match self.known(handle) {
-            Ok(c) => c.account_id,
+        let held = match self.known(handle) {
+            Ok(c) => c,
             Err(e) => return e,
         };
+        let id = held.account_id.clone();
         let looked_up = self
             .lookup(move |req| ClientFrame::Lookup {
                 req,
@@ -266,6 +268,10 @@ impl Manager {
             })
             .await;
         match looked_up {
+            // The directory's new key was refused: the contact's key has not changed.
+            Ok(c) if c.identity_key == held.identity_key => ClientError::KeyRefused {
+                handle: handle.to_string(),
+            },
             Ok(_) => ClientError::IdentityChanged {
                 handle: handle.to_string(),
             },
@@ -416,6 +422,15 @@ impl Manager {
             )
             .into());
         }
+        // Our contacts open our messages only under our own key: a certificate for another
+        // key or account would have every message refused as a forgery.
+        if cert.sender_uuid()? != self.reg.account_id || cert.key()? != *self.identity.public_key()
+        {
+            return Err(LinkError::Protocol(
+                "the relay issued a certificate for another key than this profile's; secret messages cannot be sent through it".into(),
+            )
+            .into());
+        }
         self.cert = Some(cert.clone());
         Ok(cert)
     }
@@ -459,6 +474,19 @@ impl Manager {
                     LinkError::Protocol("unexpected answer to a bundle request".into()).into(),
                 );
             };
+            // A session is set up only with the key the contact's record holds; a bundle
+            // under any other key (or for another account) is a substitution.
+            if bundle.account_id != contact.account_id
+                || crate::identity::canonical(&bundle.identity_key.0).as_ref()
+                    != Some(&contact.identity_key)
+            {
+                let offered = bundle.identity_key.0;
+                self.refused_key(&contact, trust::KeyEvent::RefusedBundle, &offered)
+                    .await;
+                return Err(ClientError::BundleRefused {
+                    handle: contact.handle,
+                });
+            }
             let mut stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
             crypto::start_session(&mut stores, &bundle, SystemTime::now(), &mut rand::rng())
                 .await
