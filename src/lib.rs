@@ -8,5 +8,6 @@ pub mod demo;
 pub mod floor;
 pub mod relay;
 pub mod timer;
+pub mod tls;
 pub mod tui;
 pub mod wire;
