@@ -246,6 +246,11 @@ fn run(cli: Cli) -> Result<()> {
             println!("registered {} at {}", reg.handle, reg.relay_url);
             println!("relay trust root: {}", fingerprint(&reg.trust_root));
             println!("relay TLS certificate: {}", tls_line(&store)?);
+            if let Some(sotto::tls::Pin::Certificate(_)) = account::tls_pin(&store)? {
+                println!(
+                    "  (no certificate authority vouches for it: compare it with the fingerprint the relay printed when it started)"
+                );
+            }
             Ok(())
         }
         Cmd::Send {
