@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// The relay a new profile registers at unless told otherwise.
-pub const DEFAULT_RELAY: &str = "ws://127.0.0.1:7878";
+pub const DEFAULT_RELAY: &str = "wss://127.0.0.1:7878";
 /// Where `sotto relay` listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 
@@ -31,6 +31,8 @@ pub enum ConfigError {
 pub struct Config {
     /// Relay URL used by `init` and by a profile whose recorded relay is overridden.
     pub relay: Option<String>,
+    /// Allow a plain `ws://` relay that is not on this machine (as `--insecure-transport`).
+    pub insecure_transport: Option<bool>,
     /// `tracing` filter for the log file, e.g. "info" or "sotto=debug".
     pub log: Option<String>,
     /// Ring the terminal bell when a message arrives in a conversation that is not open.
@@ -50,6 +52,12 @@ pub struct RelayServer {
     pub data_dir: Option<PathBuf>,
     pub max_connections: Option<usize>,
     pub auth_timeout_secs: Option<u64>,
+    /// PEM certificate chain (end entity first) and its private key, e.g. from a CA; without
+    /// them the relay creates a self-signed certificate in its data directory.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain `ws://` (behind a TLS-terminating proxy), as `--insecure-transport`.
+    pub insecure_transport: Option<bool>,
 }
 
 impl Config {
@@ -104,6 +112,8 @@ mod tests {
         let keys = crate::tui::keys::KeyMap::from_config(&c.keys).unwrap();
         assert_eq!(keys, crate::tui::keys::KeyMap::default());
         assert_eq!(c.bell, Some(true));
+        assert_eq!(c.insecure_transport, Some(false));
+        assert_eq!(c.relay_server.insecure_transport, Some(false));
         assert!(toml::from_str::<Config>("relya = \"x\"").is_err());
     }
 }

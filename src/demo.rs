@@ -15,6 +15,7 @@ use crate::client::account;
 use crate::client::manager::{self, ClientError, Command, Event, ManagerHandle};
 use crate::client::store::Store;
 use crate::relay::{self, RelayConfig};
+use crate::tls::RelayCert;
 
 /// The bot's handle.
 pub const BOT: &str = "echo";
@@ -31,6 +32,8 @@ pub enum DemoError {
     Account(#[from] account::AccountError),
     #[error(transparent)]
     Store(#[from] crate::client::store::StoreError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 pub struct Demo {
@@ -49,12 +52,19 @@ impl Demo {
     pub async fn start() -> Result<Demo, DemoError> {
         let dir = tempfile::Builder::new().prefix("sotto-demo-").tempdir()?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let relay_url = format!("ws://{}", listener.local_addr()?);
+        let addr = listener.local_addr()?;
+        let relay_url = format!("wss://{addr}");
         let cancel = CancellationToken::new();
         let relay_dir = dir.path().join("relay");
+        // The relay serves TLS with a certificate of its own, which both profiles pin.
+        let cert = RelayCert::load_or_create(&relay_dir, &addr.to_string())?;
+        let config = RelayConfig {
+            tls: Some(cert.server_config()?),
+            ..RelayConfig::default()
+        };
         let token = cancel.clone();
         let relay = tokio::spawn(async move {
-            if let Err(e) = relay::run(listener, &relay_dir, RelayConfig::default(), token).await {
+            if let Err(e) = relay::run(listener, &relay_dir, config, token).await {
                 tracing::error!(error = %e, "demo relay stopped");
             }
         });

@@ -9,5 +9,6 @@ pub mod floor;
 pub mod identity;
 pub mod relay;
 pub mod timer;
+pub mod tls;
 pub mod tui;
 pub mod wire;

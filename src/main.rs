@@ -41,6 +41,10 @@ struct Cli {
     /// Config file (default ~/.config/sotto/config.toml).
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Allow plain ws:// to a relay that is not on this machine; with `relay`, serve plain
+    /// ws:// (behind a TLS-terminating proxy).
+    #[arg(long, global = true)]
+    insecure_transport: bool,
     /// Without a command, sotto opens the chat screen for the profile.
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -73,6 +77,13 @@ enum Cmd {
         /// Where the relay keeps its database.
         #[arg(long, value_name = "DIR", global = true)]
         data_dir: Option<PathBuf>,
+        /// PEM certificate chain to serve (e.g. from a CA); without it the relay creates a
+        /// self-signed certificate in its data directory.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         #[command(subcommand)]
         admin: Option<RelayCmd>,
     },
@@ -128,6 +139,9 @@ enum Cmd {
     },
     /// Show this profile: handle, account id, relay and the relay's trust-root fingerprint.
     Info,
+    /// Trust the relay's new TLS certificate after its operator replaced it: give the SHA-256
+    /// fingerprint the relay prints, as you got it from the operator.
+    PinCert { fingerprint: String },
     /// Replace this profile's identity key (signed by the current one); contacts will see
     /// that your safety number changed.
     Rekey,
@@ -176,10 +190,15 @@ fn run(cli: Cli) -> Result<()> {
             ..
         }) => return reset_handle(&config, data_dir, &handle),
         Some(Cmd::Relay {
-            listen, data_dir, ..
+            listen,
+            data_dir,
+            tls_cert,
+            tls_key,
+            ..
         }) => {
             init_logs(None, config.log.as_deref());
-            return rt.block_on(run_relay(&config, listen, data_dir));
+            let tls = relay_tls(&config, cli.insecure_transport, tls_cert, tls_key)?;
+            return rt.block_on(run_relay(&config, listen, data_dir, tls));
         }
         Some(Cmd::Demo) => {
             init_logs(
@@ -192,7 +211,8 @@ fn run(cli: Cli) -> Result<()> {
         None => {
             let dir = config::profile_dir(cli.data_dir.as_deref(), cli.profile.as_deref())?;
             init_logs(Some(&dir.join("sotto.log")), config.log.as_deref());
-            return rt.block_on(chat(&config, &dir, cli.relay));
+            let relay = RelayChoice::new(&config, cli.relay, cli.insecure_transport);
+            return rt.block_on(chat(&config, &dir, relay));
         }
     };
     let dir = config::profile_dir(cli.data_dir.as_deref(), cli.profile.as_deref())?;
@@ -200,6 +220,7 @@ fn run(cli: Cli) -> Result<()> {
         .with_context(|| format!("cannot create the profile directory {}", dir.display()))?;
     init_logs(Some(&dir.join("sotto.log")), config.log.as_deref());
     let relay_override = cli.relay.clone();
+    let relay = RelayChoice::new(&config, cli.relay.clone(), cli.insecure_transport);
     match command {
         Cmd::Relay { .. } | Cmd::Demo => unreachable!("handled above"),
         Cmd::Init {
@@ -218,11 +239,18 @@ fn run(cli: Cli) -> Result<()> {
                 &handle,
                 &url,
                 claim,
+                relay.insecure,
                 std::time::SystemTime::now(),
                 &mut rand::rng(),
             ))?;
             println!("registered {} at {}", reg.handle, reg.relay_url);
             println!("relay trust root: {}", fingerprint(&reg.trust_root));
+            println!("relay TLS certificate: {}", tls_line(&store)?);
+            if let Some(sotto::tls::Pin::Certificate(_)) = account::tls_pin(&store)? {
+                println!(
+                    "  (no certificate authority vouches for it: compare it with the fingerprint the relay printed when it started)"
+                );
+            }
             Ok(())
         }
         Cmd::Send {
@@ -230,24 +258,17 @@ fn run(cli: Cli) -> Result<()> {
             timer,
             handle,
             text,
-        } => rt.block_on(send(
-            &dir,
-            relay_override,
-            handle,
-            secret,
-            timer.map(|t| t.0),
-            text,
-        )),
+        } => rt.block_on(send(&dir, relay, handle, secret, timer.map(|t| t.0), text)),
         Cmd::Timer {
             handle,
             duration,
             secret,
-        } => rt.block_on(set_timer(&dir, relay_override, handle, secret, duration.0)),
+        } => rt.block_on(set_timer(&dir, relay, handle, secret, duration.0)),
         Cmd::Recv { wait } => {
             if !(0.0..=86_400.0).contains(&wait) {
                 bail!("--wait takes a number of seconds from 0 to 86400");
             }
-            rt.block_on(recv(&dir, relay_override, Duration::from_secs_f64(wait)))
+            rt.block_on(recv(&dir, relay, Duration::from_secs_f64(wait)))
         }
         Cmd::Contacts => {
             let store = Store::open(&dir)?;
@@ -276,13 +297,10 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Rekey => {
             let _lock = sotto::client::store::lock_profile(&dir)?;
             let store = Store::open(&dir)?;
-            let url = match relay_override {
-                Some(u) => u,
-                None => store.registration()?.relay_url,
-            };
-            rt.block_on(account::rekey(
+            let endpoint = account::endpoint(&store, relay_override.as_deref(), relay.insecure)?;
+            rt.block_on(account::rekey_at(
                 &store,
-                &url,
+                &endpoint,
                 std::time::SystemTime::now(),
                 &mut rand::rng(),
             ))?;
@@ -355,7 +373,19 @@ fn run(cli: Cli) -> Result<()> {
             println!("account id:  {}", reg.account_id);
             println!("relay:       {}", reg.relay_url);
             println!("trust root:  {}", fingerprint(&reg.trust_root));
+            println!("relay TLS:   {}", tls_line(&store)?);
             println!("profile dir: {}", dir.display());
+            Ok(())
+        }
+        Cmd::PinCert { fingerprint } => {
+            let _lock = sotto::client::store::lock_profile(&dir)?;
+            let store = Store::open(&dir)?;
+            store.registration()?;
+            let fp = sotto::tls::parse_fingerprint(&fingerprint).ok_or_else(|| {
+                anyhow!("{fingerprint:?} is not a SHA-256 fingerprint; give the 64 hex digits (colons optional) the relay prints")
+            })?;
+            account::set_tls_pin(&store, fp)?;
+            println!("relay TLS certificate: {}", tls_line(&store)?);
             Ok(())
         }
     }
@@ -370,15 +400,43 @@ fn tui_options(config: &Config) -> Result<sotto::tui::Options> {
     })
 }
 
+/// Which relay the client commands talk to, and whether plain ws:// off this machine is
+/// allowed.
+struct RelayChoice {
+    url: Option<String>,
+    insecure: bool,
+}
+
+impl RelayChoice {
+    fn new(config: &Config, url: Option<String>, insecure_flag: bool) -> RelayChoice {
+        RelayChoice {
+            url,
+            insecure: insecure_flag || config.insecure_transport.unwrap_or(false),
+        }
+    }
+
+    fn spawn(self, dir: &Path) -> Result<ManagerHandle> {
+        Ok(manager::spawn_with(dir, self.url, self.insecure)?)
+    }
+}
+
+/// How the profile trusts its relay's TLS certificate, for `init` and `info`.
+fn tls_line(store: &Store) -> Result<String> {
+    Ok(match account::tls_pin(store)? {
+        Some(pin) => pin.describe(),
+        None => "none (plain ws://)".to_string(),
+    })
+}
+
 /// The chat screen on a registered profile.
-async fn chat(config: &Config, dir: &Path, relay: Option<String>) -> Result<()> {
+async fn chat(config: &Config, dir: &Path, relay: RelayChoice) -> Result<()> {
     let mut hangup = sotto::tui::Hangup::new()?;
     let me = Store::open(dir)?
         .registration()
         .map_err(|e| anyhow!("{e}; or try `sotto demo`"))?
         .handle;
     let opts = tui_options(config)?;
-    let manager = manager::spawn(dir, relay)?;
+    let manager = relay.spawn(dir)?;
     sotto::tui::run(manager, me, opts, &mut hangup).await?;
     Ok(())
 }
@@ -521,10 +579,44 @@ fn reset_handle(config: &Config, data_dir: Option<PathBuf>, handle: &str) -> Res
     Ok(())
 }
 
+/// How `sotto relay` serves: `Plain` ws://, a certificate from files, or its own.
+enum RelayTls {
+    Plain,
+    Files { cert: PathBuf, key: PathBuf },
+    SelfSigned,
+}
+
+fn relay_tls(
+    config: &Config,
+    insecure_flag: bool,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<RelayTls> {
+    let server = &config.relay_server;
+    let insecure = insecure_flag || server.insecure_transport.unwrap_or(false);
+    let files = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        _ => match (server.tls_cert.clone(), server.tls_key.clone()) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => bail!("the config's [relay_server] needs both tls_cert and tls_key, or neither"),
+        },
+    };
+    Ok(match (insecure, files) {
+        (true, Some(_)) => bail!(
+            "--insecure-transport serves plain ws://, so a TLS certificate makes no sense with it; drop one of the two"
+        ),
+        (true, None) => RelayTls::Plain,
+        (false, Some((cert, key))) => RelayTls::Files { cert, key },
+        (false, None) => RelayTls::SelfSigned,
+    })
+}
+
 async fn run_relay(
     config: &Config,
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    tls: RelayTls,
 ) -> Result<()> {
     let server = &config.relay_server;
     let listen = listen
@@ -549,7 +641,22 @@ async fn run_relay(
     });
     // Open the store before announcing, so "listening" means ready.
     relay::trust_root(&data_dir)?;
-    println!("listening on ws://{}", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    let cert = match tls {
+        RelayTls::Plain => None,
+        RelayTls::Files { cert, key } => Some(sotto::tls::RelayCert::load(&cert, &key)?),
+        RelayTls::SelfSigned => Some(sotto::tls::RelayCert::load_or_create(&data_dir, &listen)?),
+    };
+    match cert {
+        Some(cert) => {
+            relay_config.tls = Some(cert.server_config()?);
+            println!(
+                "listening on wss://{addr} (TLS certificate SHA-256 {})",
+                sotto::tls::show(&cert.fingerprint)
+            );
+        }
+        None => println!("listening on ws://{addr} (plain: no TLS)"),
+    }
     std::io::stdout().flush()?;
     relay::run(listener, &data_dir, relay_config, shutdown).await?;
     Ok(())
@@ -623,7 +730,7 @@ fn timer_command(handle: &str, secret: bool, timer: Option<u32>) -> (String, Com
 
 async fn send(
     dir: &Path,
-    relay: Option<String>,
+    relay: RelayChoice,
     handle: String,
     secret: bool,
     timer: Option<Option<u32>>,
@@ -632,7 +739,7 @@ async fn send(
     if text.trim().is_empty() {
         bail!("a message cannot be empty");
     }
-    let mut m = manager::spawn(dir, relay)?;
+    let mut m = relay.spawn(dir)?;
     wait_online(&mut m).await?;
     if let Some(timer) = timer {
         let (id, cmd) = timer_command(&handle, secret, timer);
@@ -652,12 +759,12 @@ async fn send(
 
 async fn set_timer(
     dir: &Path,
-    relay: Option<String>,
+    relay: RelayChoice,
     handle: String,
     secret: bool,
     timer: Option<u32>,
 ) -> Result<()> {
-    let mut m = manager::spawn(dir, relay)?;
+    let mut m = relay.spawn(dir)?;
     wait_online(&mut m).await?;
     let (id, cmd) = timer_command(&handle, secret, timer);
     until_sent(&mut m, &id, cmd).await?;
@@ -720,8 +827,8 @@ fn history_json(m: &Message) -> String {
     .to_string()
 }
 
-async fn recv(dir: &Path, relay: Option<String>, wait: Duration) -> Result<()> {
-    let mut m = manager::spawn(dir, relay)?;
+async fn recv(dir: &Path, relay: RelayChoice, wait: Duration) -> Result<()> {
+    let mut m = relay.spawn(dir)?;
     wait_online(&mut m).await?;
     // First everything the relay had queued, then whatever comes within `wait`.
     let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;

@@ -331,7 +331,7 @@ async fn connections_beyond_the_cap_are_refused_without_harming_others() {
     let mut alice = Raw::auth(&relay.url, &tmp.path().join("a")).await;
     let _second = Raw::anonymous(&relay.url).await;
     let _third = Raw::anonymous(&relay.url).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(&relay.url).await.unwrap();
+    let mut ws = common::dial(&relay.url).await;
     use futures_util::StreamExt;
     let mut refused = false;
     while let Some(Ok(msg)) = ws.next().await {

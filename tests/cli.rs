@@ -10,6 +10,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_sotto");
 struct RelayProcess {
     child: Child,
     url: String,
+    /// The certificate fingerprint the relay printed beside its URL.
+    fingerprint: String,
 }
 
 /// Starts `sotto relay` on a free port and reads the one line it promises on stdout.
@@ -26,16 +28,26 @@ fn start_relay(dir: &Path) -> RelayProcess {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let url = line
+    // "listening on wss://ADDR (TLS certificate SHA-256 AB:CD:…)"
+    let rest = line
         .trim_end()
         .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let (url, note) = rest.split_once(' ').unwrap_or((rest, ""));
     assert!(
-        url.starts_with("ws://127.0.0.1:") && !url.ends_with(":0"),
-        "{url}"
+        url.starts_with("wss://127.0.0.1:") && !url.ends_with(":0"),
+        "{line}"
     );
-    RelayProcess { child, url }
+    let fingerprint = note
+        .strip_prefix("(TLS certificate SHA-256 ")
+        .and_then(|f| f.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no fingerprint in {line:?}"))
+        .to_string();
+    RelayProcess {
+        child,
+        url: url.to_string(),
+        fingerprint,
+    }
 }
 
 fn sotto(profile: &Path, args: &[&str]) -> Output {
@@ -83,8 +95,18 @@ fn headless_commands_chat_through_a_relay_process_that_survives_kill_9() {
     let mut relay = start_relay(&rd);
 
     let out = ok(&a, &["init", "--handle", "alice", "--relay", &relay.url]);
-    assert!(out.contains("registered alice at ws://127.0.0.1:"), "{out}");
+    assert!(
+        out.contains("registered alice at wss://127.0.0.1:"),
+        "{out}"
+    );
     assert!(out.contains("relay trust root: "), "{out}");
+    // The relay's self-signed certificate is pinned at init, and the same one is served after
+    // a restart (it lives in the relay's data directory).
+    let pinned = format!(
+        "relay TLS certificate: pinned, SHA-256 {}",
+        relay.fingerprint
+    );
+    assert!(out.contains(&pinned), "{out}");
     ok(&b, &["init", "--handle", "bob", "--relay", &relay.url]);
     assert!(
         fails(&a, &["init", "--handle", "alice2", "--relay", &relay.url])
@@ -124,7 +146,9 @@ fn headless_commands_chat_through_a_relay_process_that_survives_kill_9() {
     ok(&a, &["send", "--secret", "bob", "outlives the relay"]);
     relay.child.kill().unwrap();
     relay.child.wait().unwrap();
+    let first_fingerprint = relay.fingerprint.clone();
     let mut relay = start_relay(&rd);
+    assert_eq!(relay.fingerprint, first_fingerprint);
     let got = json_lines(&ok(&b, &["--relay", &relay.url, "recv"]));
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["text"], "outlives the relay");
@@ -152,6 +176,10 @@ fn headless_commands_chat_through_a_relay_process_that_survives_kill_9() {
     assert!(fails(&b, &["history", "carol"]).contains("not among your contacts"));
     let info = ok(&b, &["info"]);
     assert!(info.contains("handle:      bob"), "{info}");
+    assert!(
+        info.contains(&format!("relay TLS:   pinned, SHA-256 {first_fingerprint}")),
+        "{info}"
+    );
 
     // SIGTERM stops the relay cleanly.
     let status = Command::new("kill")
@@ -174,6 +202,15 @@ fn clear_errors_for_an_unreachable_relay_and_a_missing_profile() {
     );
     assert!(
         err.contains("cannot reach the relay at ws://127.0.0.1:1"),
+        "{err}"
+    );
+    // Plain ws:// off this machine is refused before anything is sent (192.0.2.1 is TEST-NET).
+    let err = fails(
+        &tmp.path().join("w"),
+        &["init", "--handle", "zed", "--relay", "ws://192.0.2.1:7878"],
+    );
+    assert!(
+        err.contains("refusing plain ws:// to 192.0.2.1") && err.contains("--insecure-transport"),
         "{err}"
     );
     let err = fails(&tmp.path().join("y"), &["send", "bob", "hi"]);

@@ -159,7 +159,7 @@ async fn messages_typed_while_the_relay_is_down_go_out_when_it_is_back() {
         relay,
         tmp: _tmp,
     } = Scene::new().await;
-    let addr = relay.url.trim_start_matches("ws://").to_string();
+    let addr = relay.addr();
     let mut alice = Client::start(&ad, &relay.url).await;
     alice.send("bob", true, "before the outage").await;
     relay.stop().await;

@@ -3,8 +3,9 @@
 
 use std::process::Command;
 
-fn run(mode: &str) -> serde_json::Value {
+fn run(mode: &str, extra: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_sotto-load"))
+        .args(extra)
         .args([
             "--mode",
             mode,
@@ -30,9 +31,15 @@ fn run(mode: &str) -> serde_json::Value {
 
 #[test]
 fn each_relayed_mode_reports_its_rate_latency_and_cpu_time() {
-    for mode in ["raw", "relay", "normal"] {
-        let r = run(mode);
+    for (mode, extra, transport) in [
+        ("raw", &[][..], "ws"),
+        ("relay", &[][..], "wss"),
+        ("normal", &[][..], "wss"),
+        ("relay", &["--transport", "ws"][..], "ws"),
+    ] {
+        let r = run(mode, extra);
         assert_eq!(r["mode"], mode);
+        assert_eq!(r["transport"], transport, "{r}");
         assert_eq!(r["clients"], 2);
         assert_eq!(r["messages"], 5);
         assert!(r["msgs_per_sec"].as_f64().unwrap() > 0.0, "{r}");

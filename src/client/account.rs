@@ -14,6 +14,7 @@ use super::conn::{self, LinkError};
 use super::crypto;
 use super::signal_store::Stores;
 use super::store::{self, Registration, Store, StoreError};
+use crate::tls::{self, Endpoint, Pin, TlsError};
 use crate::wire::{KeyUpload, PreKey, SignedKey};
 
 /// How many one-time prekeys of each kind are uploaded at a time.
@@ -30,6 +31,8 @@ pub enum AccountError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Link(#[from] LinkError),
+    #[error(transparent)]
+    Transport(#[from] TlsError),
     #[error("key generation failed")]
     Keys(#[from] libsignal_protocol::SignalProtocolError),
     #[error(
@@ -153,12 +156,55 @@ async fn fresh_keys<R: Rng + CryptoRng>(
     Ok((identity, keys))
 }
 
+/// The profile key holding how the relay's TLS certificate is trusted (`tls::Pin`).
+const TLS_PIN: &str = "tls_pin";
+
+/// How this profile trusts its relay's TLS certificate: None for a profile registered over
+/// `ws://` (or before sotto spoke TLS).
+pub fn tls_pin(store: &Store) -> Result<Option<Pin>, AccountError> {
+    match store.get(TLS_PIN)? {
+        Some(raw) => Ok(Some(Pin::decode(&raw)?)),
+        None => Ok(None),
+    }
+}
+
+/// Replaces the pinned certificate with `fingerprint`, after the relay's operator replaced
+/// the certificate and the user compared the new fingerprint with theirs.
+pub fn set_tls_pin(store: &Store, fingerprint: tls::Fingerprint) -> Result<(), AccountError> {
+    store.set(TLS_PIN, &Pin::Certificate(fingerprint).encode())?;
+    Ok(())
+}
+
+/// Where this profile's relay is and how to trust it: the relay recorded at init (or
+/// `relay_url` instead), checked against the pinned certificate. `ws://` off this machine is
+/// refused unless `insecure_transport`.
+pub fn endpoint(
+    store: &Store,
+    relay_url: Option<&str>,
+    insecure_transport: bool,
+) -> Result<Endpoint, AccountError> {
+    let reg = store.registration()?;
+    let url = relay_url.unwrap_or(&reg.relay_url);
+    Ok(Endpoint::new(url, tls_pin(store)?, insecure_transport)?)
+}
+
 /// Replaces this profile's identity key, at the relay and here. The new keys are written in
 /// a transaction that commits only once the relay has accepted them, so a failure leaves the
 /// profile as it was. Sessions made with the old key end; contacts see the change.
 pub async fn rekey<R: Rng + CryptoRng>(
     store: &Store,
     relay_url: &str,
+    now: SystemTime,
+    rng: &mut R,
+) -> Result<(), AccountError> {
+    let endpoint = endpoint(store, Some(relay_url), false)?;
+    rekey_at(store, &endpoint, now, rng).await
+}
+
+/// As `rekey`, at a given endpoint (see `endpoint`).
+pub async fn rekey_at<R: Rng + CryptoRng>(
+    store: &Store,
+    endpoint: &Endpoint,
     now: SystemTime,
     rng: &mut R,
 ) -> Result<(), AccountError> {
@@ -170,7 +216,7 @@ pub async fn rekey<R: Rng + CryptoRng>(
         .map_err(StoreError::from)?;
     let (new, keys) = fresh_keys(&tx, now, rng).await?;
     conn::rekey(
-        relay_url,
+        endpoint,
         &reg.account_id,
         &current,
         &reg.trust_root,
@@ -192,17 +238,23 @@ pub async fn init<R: Rng + CryptoRng>(
     now: SystemTime,
     rng: &mut R,
 ) -> Result<Registration, AccountError> {
-    init_claiming(store, handle, relay_url, None, now, rng).await
+    init_claiming(store, handle, relay_url, None, false, now, rng).await
 }
 
 /// As `init`; with `claim`, takes over `handle` after the relay operator reset it (the code
 /// comes from `sotto relay admin reset-handle`), keeping its account so contacts see a key
 /// change rather than a stranger.
+///
+/// The relay's TLS certificate is pinned at this first contact: a chain that verifies for the
+/// URL's host against the web PKI roots is recorded as CA-verified, any other certificate by
+/// its SHA-256 (see `tls_pin`). A `ws://` URL off this machine is refused unless
+/// `insecure_transport`, before anything is sent.
 pub async fn init_claiming<R: Rng + CryptoRng>(
     store: &Store,
     handle: &str,
     relay_url: &str,
     claim: Option<String>,
+    insecure_transport: bool,
     now: SystemTime,
     rng: &mut R,
 ) -> Result<Registration, AccountError> {
@@ -212,6 +264,7 @@ pub async fn init_claiming<R: Rng + CryptoRng>(
     if !crate::wire::valid_handle(handle) {
         return Err(AccountError::InvalidHandle(handle.to_string()));
     }
+    let (endpoint, first_contact) = Endpoint::first_contact(relay_url, insecure_transport)?;
     // A failed earlier attempt may have left keys that were never registered: start afresh.
     // The keys are committed together (one sync, not one per prekey), and before the relay
     // hears of them.
@@ -223,7 +276,7 @@ pub async fn init_claiming<R: Rng + CryptoRng>(
         .map_err(StoreError::from)?;
     let (identity, keys) = fresh_keys(&tx, now, rng).await?;
     tx.commit().map_err(StoreError::from)?;
-    let registered = conn::register(relay_url, handle, keys, &identity, claim).await?;
+    let registered = conn::register(&endpoint, handle, keys, &identity, claim).await?;
     let tx = store
         .conn()
         .unchecked_transaction()
@@ -232,6 +285,12 @@ pub async fn init_claiming<R: Rng + CryptoRng>(
     store::set(&tx, "handle", handle.as_bytes())?;
     store::set(&tx, "relay_url", relay_url.as_bytes())?;
     store::set(&tx, "trust_root", &registered.trust_root)?;
+    if let Some(seen) = first_contact.seen() {
+        if let Some(why) = &seen.not_ca {
+            tracing::info!(reason = %why, "relay certificate not CA-verified; pinning it");
+        }
+        store::set(&tx, TLS_PIN, &seen.pin.encode())?;
+    }
     tx.commit().map_err(StoreError::from)?;
     Ok(store.registration()?)
 }

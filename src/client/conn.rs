@@ -17,14 +17,16 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::tls::{CertificateChanged, Endpoint};
 use crate::wire::{
     self, ClientFrame, ErrorCode, KeyUpload, MAX_FRAME_BYTES, RelayFrame, ReqId, WS_BUFFER_BYTES,
 };
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// A WebSocket to the relay, over TLS or not.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// How long a request waits for its answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -45,6 +47,8 @@ pub enum LinkError {
         "the relay's trust root differs from the one pinned at init; refusing to talk to it (run `sotto info` to compare)"
     )]
     TrustRootChanged,
+    #[error(transparent)]
+    CertificateChanged(CertificateChanged),
     #[error("the relay speaks protocol version {0}, this client {v}; update the older side", v = wire::PROTOCOL_VERSION)]
     Version(u32),
     #[error("the relay spoke out of turn: {0}")]
@@ -92,10 +96,10 @@ pub struct Link {
 }
 
 impl Link {
-    /// Starts a task that connects to `url` as `hello` and stays connected until `cancel`.
+    /// Starts a task that connects to `endpoint` as `hello` and stays connected until `cancel`.
     /// Frames that answer no request go to `events`.
     pub fn spawn(
-        url: String,
+        endpoint: Endpoint,
         hello: Hello,
         events: mpsc::Sender<LinkEvent>,
         cancel: CancellationToken,
@@ -104,7 +108,7 @@ impl Link {
         let online = Arc::new(AtomicBool::new(false));
         let pending: Pending = Arc::default();
         tokio::spawn(run(
-            url,
+            endpoint,
             hello,
             out_rx,
             events,
@@ -196,7 +200,7 @@ fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<ReqId, oneshot::Sender
 }
 
 async fn run(
-    url: String,
+    endpoint: Endpoint,
     hello: Hello,
     mut out: mpsc::Receiver<ClientFrame>,
     events: mpsc::Sender<LinkEvent>,
@@ -208,7 +212,7 @@ async fn run(
     loop {
         let reason = tokio::select! {
             _ = cancel.cancelled() => return,
-            c = connect(&url, &hello) => match c {
+            c = connect(&endpoint, &hello) => match c {
                 Ok(mut ws) => {
                     backoff = BACKOFF_START;
                     drop_stale(&mut out);
@@ -332,13 +336,33 @@ async fn next_frame(ws: &mut Ws) -> Result<RelayFrame, LinkError> {
     }
 }
 
-async fn open(url: &str) -> Result<(Ws, Vec<u8>, Vec<u8>), LinkError> {
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true)
-        .await
-        .map_err(|e| LinkError::Unreachable {
-            url: url.to_string(),
+/// Opens a WebSocket to the relay at `endpoint`, over TLS for a `wss://` URL; `config` None
+/// means tungstenite's defaults. A pinned relay presenting another certificate fails with
+/// `CertificateChanged` during the TLS handshake, before any frame is sent.
+pub async fn dial(endpoint: &Endpoint, config: Option<WebSocketConfig>) -> Result<Ws, LinkError> {
+    let connector = match endpoint.tls_config() {
+        Some(tls) => Connector::Rustls(tls),
+        None => Connector::Plain,
+    };
+    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+        endpoint.url(),
+        config,
+        true,
+        Some(connector),
+    )
+    .await
+    .map_err(|e| match CertificateChanged::find(&e) {
+        Some(changed) => LinkError::CertificateChanged(changed),
+        None => LinkError::Unreachable {
+            url: endpoint.url().to_string(),
             reason: e.to_string(),
-        })?;
+        },
+    })?;
+    Ok(ws)
+}
+
+async fn open(endpoint: &Endpoint) -> Result<(Ws, Vec<u8>, Vec<u8>), LinkError> {
+    let mut ws = dial(endpoint, Some(ws_config())).await?;
     match next_frame(&mut ws).await? {
         RelayFrame::Challenge {
             nonce, trust_root, ..
@@ -356,8 +380,8 @@ async fn finish_sign_in(ws: &mut Ws) -> Result<RelayFrame, LinkError> {
     }
 }
 
-async fn connect(url: &str, hello: &Hello) -> Result<Ws, LinkError> {
-    let (mut ws, nonce, trust_root) = open(url).await?;
+async fn connect(endpoint: &Endpoint, hello: &Hello) -> Result<Ws, LinkError> {
+    let (mut ws, nonce, trust_root) = open(endpoint).await?;
     let pinned = match hello {
         Hello::Account { trust_root, .. } | Hello::Anonymous { trust_root } => trust_root,
     };
@@ -398,15 +422,15 @@ pub struct Registered {
     pub trust_root: Vec<u8>,
 }
 
-/// Registers `handle` with `keys` at `url` over a connection of its own.
+/// Registers `handle` with `keys` at `endpoint` over a connection of its own.
 pub async fn register(
-    url: &str,
+    endpoint: &Endpoint,
     handle: &str,
     keys: KeyUpload,
     identity: &IdentityKeyPair,
     claim: Option<String>,
 ) -> Result<Registered, LinkError> {
-    let (mut ws, nonce, trust_root) = open(url).await?;
+    let (mut ws, nonce, trust_root) = open(endpoint).await?;
     let signature = identity
         .private_key()
         .calculate_signature(&wire::auth_message(&nonce), &mut rand::rng())
@@ -437,14 +461,14 @@ pub async fn register(
 /// with the current key, then sends the new keys with the new key's proof over this
 /// connection's challenge and the current key's endorsement.
 pub async fn rekey(
-    url: &str,
+    endpoint: &Endpoint,
     account_id: &str,
     current: &IdentityKeyPair,
     pinned_trust_root: &[u8],
     keys: KeyUpload,
     new: &IdentityKeyPair,
 ) -> Result<(), LinkError> {
-    let (mut ws, nonce, trust_root) = open(url).await?;
+    let (mut ws, nonce, trust_root) = open(endpoint).await?;
     if trust_root != pinned_trust_root {
         return Err(LinkError::TrustRootChanged);
     }

@@ -225,10 +225,21 @@ impl Drop for ManagerHandle {
 /// Starts the manager of the registered profile in `dir` on a thread of its own.
 /// `relay_url` overrides the relay recorded at init.
 pub fn spawn(dir: &Path, relay_url: Option<String>) -> Result<ManagerHandle, ClientError> {
+    spawn_with(dir, relay_url, false)
+}
+
+/// As `spawn`; `insecure_transport` allows a plain `ws://` relay that is not on this machine.
+/// Both links check the relay's TLS certificate against the profile's pin.
+pub fn spawn_with(
+    dir: &Path,
+    relay_url: Option<String>,
+    insecure_transport: bool,
+) -> Result<ManagerHandle, ClientError> {
     let lock = super::store::lock_profile(dir)?;
     let dir = dir.to_path_buf();
     let store = Store::open(&dir)?;
     let mut reg = store.registration()?;
+    let endpoint = account::endpoint(&store, relay_url.as_deref(), insecure_transport)?;
     if let Some(url) = relay_url {
         reg.relay_url = url;
     }
@@ -269,12 +280,12 @@ pub fn spawn(dir: &Path, relay_url: Option<String>) -> Result<ManagerHandle, Cli
                     identity,
                     trust_root: reg.trust_root.clone(),
                 };
-                let link = Link::spawn(reg.relay_url.clone(), hello, link_tx, token.clone());
+                let link = Link::spawn(endpoint.clone(), hello, link_tx, token.clone());
                 // The anonymous link's own state changes are not the user's concern: a sealed
                 // send that finds it down fails with `Offline` and is retried.
                 let (anon_tx, anon_rx) = mpsc::channel(16);
                 let anon = Link::spawn(
-                    reg.relay_url.clone(),
+                    endpoint,
                     Hello::Anonymous {
                         trust_root: reg.trust_root.clone(),
                     },

@@ -29,7 +29,7 @@ use crate::wire::{
     MAX_PAYLOAD_BYTES, MAX_PREKEYS_PER_UPLOAD, Payload, RelayFrame, WS_BUFFER_BYTES,
 };
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<super::transport::Stream>;
 
 /// The WebSocket layer refuses messages beyond this outright (the connection is then closed);
 /// between `MAX_FRAME_BYTES` and this, a frame gets an error and the connection lives on.
@@ -138,6 +138,14 @@ pub(crate) async fn serve(
     conn_id: u64,
     shutdown: CancellationToken,
 ) {
+    let stream = match super::transport::accept(relay.config.tls.as_ref(), stream, &shutdown).await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+    };
     let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await
     else {
         tracing::debug!(%peer, "websocket handshake failed");

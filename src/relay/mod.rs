@@ -9,6 +9,7 @@ pub mod certs;
 mod conn;
 mod mailbox;
 pub mod store;
+mod transport;
 mod writer;
 
 use std::collections::HashMap;
@@ -44,6 +45,9 @@ pub struct RelayConfig {
     pub delivery_window: usize,
     /// Observer of received frames; none by default.
     pub tap: Option<FrameTap>,
+    /// Serve `wss://` with this configuration (see `tls::RelayCert::server_config`); None
+    /// serves plain `ws://`, for a relay behind a TLS-terminating proxy.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl std::fmt::Debug for RelayConfig {
@@ -53,6 +57,7 @@ impl std::fmt::Debug for RelayConfig {
             .field("max_connections", &self.max_connections)
             .field("delivery_window", &self.delivery_window)
             .field("tap", &self.tap.is_some())
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -64,6 +69,7 @@ impl Default for RelayConfig {
             max_connections: 16_384,
             delivery_window: 64,
             tap: None,
+            tls: None,
         }
     }
 }

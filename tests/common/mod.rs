@@ -1,5 +1,6 @@
-//! Test harness: an in-process relay on 127.0.0.1:0, registered profiles with their managers,
-//! and a raw WebSocket client for speaking the protocol by hand.
+//! Test harness: an in-process relay on 127.0.0.1:0 (serving wss:// with a self-signed
+//! certificate that the profiles pin, unless a test asks for plain ws://), registered profiles
+//! with their managers, and a raw WebSocket client for speaking the protocol by hand.
 //!
 //! Waits are bounded by `PATIENCE` so a broken build fails instead of hanging; every wait is
 //! for a concrete event, never a sleep standing in for synchronisation.
@@ -26,6 +27,8 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 pub struct TestRelay {
     pub url: String,
     pub dir: PathBuf,
+    /// SHA-256 of the certificate the relay serves; None for plain ws://.
+    pub fingerprint: Option<sotto::tls::Fingerprint>,
     /// Every frame payload the relay received, in order.
     pub frames: Arc<Mutex<Vec<Vec<u8>>>>,
     cancel: CancellationToken,
@@ -41,15 +44,33 @@ impl TestRelay {
         Self::start_at(dir, "127.0.0.1:0", config).await
     }
 
-    /// Starts a relay on a given address, e.g. the one a stopped relay had.
-    pub async fn start_at(dir: &Path, addr: &str, mut config: RelayConfig) -> TestRelay {
+    /// Starts a relay on a given address, e.g. the one a stopped relay had. It serves wss://
+    /// with the certificate kept in `dir` (created on first start), as `sotto relay` does.
+    pub async fn start_at(dir: &Path, addr: &str, config: RelayConfig) -> TestRelay {
+        Self::launch(dir, addr, config, true).await
+    }
+
+    /// Starts a relay serving plain ws://, for a test that must see the bytes on the wire.
+    pub async fn start_plain_at(dir: &Path, addr: &str, config: RelayConfig) -> TestRelay {
+        Self::launch(dir, addr, config, false).await
+    }
+
+    async fn launch(dir: &Path, addr: &str, mut config: RelayConfig, tls: bool) -> TestRelay {
         let frames: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
         let sink = frames.clone();
         config.tap = Some(Arc::new(move |f: &[u8]| {
             sink.lock().unwrap().push(f.to_vec())
         }));
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let url = format!("ws://{}", listener.local_addr().unwrap());
+        let local = listener.local_addr().unwrap();
+        let mut fingerprint = None;
+        if tls && config.tls.is_none() {
+            let cert = sotto::tls::RelayCert::load_or_create(dir, &local.to_string()).unwrap();
+            config.tls = Some(cert.server_config().unwrap());
+            fingerprint = Some(cert.fingerprint);
+        }
+        let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+        let url = format!("{scheme}://{local}");
         let cancel = CancellationToken::new();
         let token = cancel.clone();
         let d = dir.to_path_buf();
@@ -61,10 +82,16 @@ impl TestRelay {
         TestRelay {
             url,
             dir: dir.to_path_buf(),
+            fingerprint,
             frames,
             cancel,
             task,
         }
+    }
+
+    /// The `host:port` the relay listens on, to start another one there.
+    pub fn addr(&self) -> String {
+        self.url.split_once("://").unwrap().1.to_string()
     }
 
     /// Stops the relay the hard way: its task is aborted mid-flight, as a killed process.
@@ -241,6 +268,14 @@ pub fn history(dir: &Path, peer: &str, secret: bool) -> Vec<Message> {
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// Opens a WebSocket to `url` with tungstenite's default limits, accepting whatever
+/// certificate a wss:// relay presents: the tests that use it probe the protocol, not the
+/// transport.
+pub async fn dial(url: &str) -> Ws {
+    let (endpoint, _) = sotto::tls::Endpoint::first_contact(url, false).unwrap();
+    sotto::client::conn::dial(&endpoint, None).await.unwrap()
+}
+
 /// A hand-driven protocol client.
 pub struct Raw {
     pub ws: Ws,
@@ -248,9 +283,9 @@ pub struct Raw {
 }
 
 impl Raw {
-    /// Connects and reads the challenge.
+    /// Connects (see `dial`) and reads the challenge.
     pub async fn connect(url: &str) -> Raw {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let ws = dial(url).await;
         let mut raw = Raw {
             ws,
             nonce: Vec::new(),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use futures_util::{StreamExt, TryStreamExt, stream};
 
+use crate::Transport;
 use crate::fd_limit;
 use crate::relay_child::RelayChild;
 use crate::wire_client::{self, Account};
@@ -28,13 +29,16 @@ const SETTLE: Duration = Duration::from_secs(1);
 /// with an error instead of a hang.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub async fn run(n: usize) -> Result<()> {
+pub async fn run(n: usize, transport: Transport) -> Result<()> {
     let limit = fd_limit::raise_for(n)?;
-    let relay = RelayChild::start(n + EXTRA_SLOTS).await?;
-    eprintln!("relay at {} (open-file limit {limit})", relay.url);
+    let relay = RelayChild::start(n + EXTRA_SLOTS, transport).await?;
+    eprintln!(
+        "relay at {} (open-file limit {limit})",
+        relay.endpoint.url()
+    );
 
     let t = Instant::now();
-    let url = relay.url.as_str();
+    let url = &relay.endpoint;
     let accounts: Vec<Account> = stream::iter(0..n)
         .map(|i| {
             within(
@@ -75,6 +79,7 @@ pub async fn run(n: usize) -> Result<()> {
         "{}",
         serde_json::json!({
             "mode": "idle",
+            "transport": transport.name(),
             "clients": n,
             "relay_rss_before_kb": before.rss_kb,
             "relay_rss_after_kb": after.rss_kb,

@@ -15,6 +15,10 @@
 //!
 //! `--mode idle` measures the relay's memory per idle signed-in connection instead, with the
 //! relay in a child process (`idle`).
+//!
+//! Every mode but `raw` talks to the relay over `wss://` (TLS 1.3 with the relay's
+//! self-signed certificate, pinned), as real clients do; `--transport ws` runs the same over
+//! plain `ws://`, so the two runs give what TLS costs. `raw` is always plain: it is the floor.
 
 mod cpu;
 mod crypto_floor;
@@ -65,6 +69,25 @@ struct Args {
     /// the throughput ratios.
     #[arg(long)]
     compare: bool,
+    /// How clients reach the relay (every mode but raw, which is always plain ws).
+    #[arg(long, value_enum, default_value = "wss")]
+    transport: Transport,
+}
+
+/// The relay's transport: TLS (as `sotto relay` serves by default) or plain WebSocket.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Transport {
+    Ws,
+    Wss,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -168,6 +191,7 @@ fn report(mode: &str, args: &Args, mut out: Outcome) -> f64 {
         "{}",
         serde_json::json!({
             "mode": mode,
+            "transport": if mode == "raw" { "ws" } else { args.transport.name() },
             "clients": args.clients,
             "messages": args.messages,
             "size": args.size,
@@ -206,7 +230,7 @@ async fn measure(args: Args) -> Result<()> {
         if args.rate.is_some() {
             bail!("--rate paces messages, and --mode idle sends none; leave out --rate");
         }
-        return idle::run(args.clients).await;
+        return idle::run(args.clients, args.transport).await;
     }
     if args.timer.is_some() && (args.compare || !matches!(args.mode, Mode::Normal | Mode::Secret)) {
         bail!("--timer sets a thread's timer, which only --mode normal and secret have");

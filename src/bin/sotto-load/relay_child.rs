@@ -12,7 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use sotto::tls::{Endpoint, Pin};
 use tempfile::TempDir;
+
+use crate::Transport;
 
 /// How long the relay may take to open its store and start listening.
 const STARTUP: Duration = Duration::from_secs(30);
@@ -31,8 +34,8 @@ pub struct Memory {
 
 pub struct RelayChild {
     child: Child,
-    /// `ws://host:port` the relay announced.
-    pub url: String,
+    /// The URL the relay announced, with the certificate it printed pinned.
+    pub endpoint: Endpoint,
     /// Config, data and log of the relay; removed when this is dropped, after the child ends.
     dir: TempDir,
 }
@@ -40,7 +43,7 @@ pub struct RelayChild {
 impl RelayChild {
     /// Starts `sotto relay` accepting up to `max_connections` and waits until it accepts
     /// connections.
-    pub async fn start(max_connections: usize) -> Result<RelayChild> {
+    pub async fn start(max_connections: usize, transport: Transport) -> Result<RelayChild> {
         let exe = std::env::current_exe().context("cannot locate this executable")?;
         let sotto = exe.with_file_name("sotto");
         if !sotto.is_file() {
@@ -68,6 +71,10 @@ impl RelayChild {
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(dir.path().join("data"))
+            .args(match transport {
+                Transport::Ws => &["--insecure-transport"][..],
+                Transport::Wss => &[],
+            })
             .env("SOTTO_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -78,7 +85,7 @@ impl RelayChild {
         // From here on the guard ends the child on every path out.
         let mut relay = RelayChild {
             child,
-            url: String::new(),
+            endpoint: Endpoint::new("ws://127.0.0.1:0", None, false)?,
             dir,
         };
         let stdout = stdout.ok_or_else(|| anyhow!("the relay's stdout was not captured"))?;
@@ -97,11 +104,9 @@ impl RelayChild {
                 relay.log_tail()
             ),
         };
-        let addr = line
-            .strip_prefix("listening on ws://")
-            .ok_or_else(|| anyhow!("unexpected first line from the relay: {line:?}"))?
-            .to_string();
-        relay.url = format!("ws://{addr}");
+        let (endpoint, addr) = announced(&line)
+            .ok_or_else(|| anyhow!("unexpected first line from the relay: {line:?}"))?;
+        relay.endpoint = endpoint;
         relay.wait_accepting(&addr).await?;
         Ok(relay)
     }
@@ -226,4 +231,20 @@ impl Drop for RelayChild {
 
 fn log_path(dir: &TempDir) -> PathBuf {
     dir.path().join("relay.log")
+}
+
+/// The endpoint and `host:port` in the relay's first line: `listening on wss://ADDR (TLS
+/// certificate SHA-256 FP)`, or `listening on ws://ADDR (plain: no TLS)`.
+fn announced(line: &str) -> Option<(Endpoint, String)> {
+    let rest = line.strip_prefix("listening on ")?;
+    let (url, note) = rest.split_once(' ')?;
+    let addr = url.split_once("://")?.1.to_string();
+    let pin = match note
+        .strip_prefix("(TLS certificate SHA-256 ")
+        .and_then(|n| n.strip_suffix(')'))
+    {
+        Some(fp) => Some(Pin::Certificate(sotto::tls::parse_fingerprint(fp)?)),
+        None => None,
+    };
+    Some((Endpoint::new(url, pin, false).ok()?, addr))
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
+use sotto::tls::Endpoint;
 use sotto::wire::{ClientFrame, Payload, RelayFrame};
 
 use crate::local_relay::LocalRelay;
@@ -18,16 +19,16 @@ use crate::wire_client::{self, Account};
 use crate::{Args, Outcome};
 
 /// Registers `handle` and returns its account.
-async fn account(url: &str, handle: String) -> Result<Account> {
-    wire_client::register(url, handle)
+async fn account(relay: &Endpoint, handle: String) -> Result<Account> {
+    wire_client::register(relay, handle)
         .await
         .context("registering a load client")
 }
 
 pub async fn run(args: &Args) -> Result<Outcome> {
     let tmp = tempfile::tempdir()?;
-    let relay = LocalRelay::start(tmp.path().join("relay")).await?;
-    let url = relay.url.clone();
+    let relay = LocalRelay::start(tmp.path().join("relay"), args.transport).await?;
+    let url = relay.endpoint.clone();
     let (n, m) = (args.clients, args.messages);
     let base = Instant::now();
     let mut receivers = Vec::with_capacity(n);

@@ -110,7 +110,7 @@ async fn set_timers(
 /// The real relay with real clients: N senders, each sending M messages to its receiver.
 pub async fn run(secret: bool, args: &Args) -> Result<Outcome> {
     let tmp = tempfile::tempdir()?;
-    let relay = LocalRelay::start(tmp.path().join("relay")).await?;
+    let relay = LocalRelay::start(tmp.path().join("relay"), args.transport).await?;
     let url = relay.url.clone();
     let n = args.clients;
     let mut senders = Vec::new();

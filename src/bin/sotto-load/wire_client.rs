@@ -12,6 +12,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use futures_util::{SinkExt, Stream, StreamExt};
 use libsignal_protocol::IdentityKeyPair;
 use sotto::client::crypto;
+use sotto::tls::Endpoint;
 use sotto::wire::{self, ClientFrame, KeyUpload, MAX_FRAME_BYTES, RelayFrame};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -42,8 +43,8 @@ fn ws_config() -> WebSocketConfig {
 }
 
 /// Registers `handle` with fresh keys over a connection of its own, then closes it.
-pub async fn register(url: &str, handle: String) -> Result<Account> {
-    let (mut ws, nonce) = open(url).await?;
+pub async fn register(relay: &Endpoint, handle: String) -> Result<Account> {
+    let (mut ws, nonce) = open(relay).await?;
     let (identity, keys) = fresh_keys()?;
     let frame = ClientFrame::Register {
         signature: sign(&identity, &nonce)?.into(),
@@ -69,8 +70,8 @@ pub async fn register(url: &str, handle: String) -> Result<Account> {
 
 /// Opens a connection signed in as `account` and returns it once the relay has sent
 /// everything it sends a new connection: `authenticated`, `pre_key_count` and `drained`.
-pub async fn sign_in(url: &str, account: &Account) -> Result<Ws> {
-    let (mut ws, nonce) = open(url).await?;
+pub async fn sign_in(relay: &Endpoint, account: &Account) -> Result<Ws> {
+    let (mut ws, nonce) = open(relay).await?;
     let frame = ClientFrame::Auth {
         account_id: account.account_id.clone(),
         signature: sign(&account.identity, &nonce)?.into(),
@@ -91,10 +92,10 @@ pub async fn sign_in(url: &str, account: &Account) -> Result<Ws> {
 }
 
 /// Connects and reads the challenge; returns its nonce.
-async fn open(url: &str) -> Result<(Ws, Vec<u8>)> {
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true)
+async fn open(relay: &Endpoint) -> Result<(Ws, Vec<u8>)> {
+    let mut ws = sotto::client::conn::dial(relay, Some(ws_config()))
         .await
-        .with_context(|| format!("cannot connect to the relay at {url}"))?;
+        .with_context(|| format!("cannot connect to the relay at {}", relay.url()))?;
     match next_frame(&mut ws).await? {
         RelayFrame::Challenge { nonce, version, .. } if version == wire::PROTOCOL_VERSION => {
             Ok((ws, nonce.0))
