@@ -6,6 +6,7 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod floor;
+pub mod logs;
 pub mod relay;
 pub mod timer;
 pub mod tui;

@@ -178,11 +178,11 @@ fn run(cli: Cli) -> Result<()> {
         Some(Cmd::Relay {
             listen, data_dir, ..
         }) => {
-            init_logs(None, config.log.as_deref());
+            sotto::logs::init(None, config.log.as_deref());
             return rt.block_on(run_relay(&config, listen, data_dir));
         }
         Some(Cmd::Demo) => {
-            init_logs(
+            sotto::logs::init(
                 Some(&std::env::temp_dir().join("sotto-demo.log")),
                 config.log.as_deref(),
             );
@@ -191,14 +191,14 @@ fn run(cli: Cli) -> Result<()> {
         Some(c) => c,
         None => {
             let dir = config::profile_dir(cli.data_dir.as_deref(), cli.profile.as_deref())?;
-            init_logs(Some(&dir.join("sotto.log")), config.log.as_deref());
+            sotto::logs::init(Some(&dir.join("sotto.log")), config.log.as_deref());
             return rt.block_on(chat(&config, &dir, cli.relay));
         }
     };
     let dir = config::profile_dir(cli.data_dir.as_deref(), cli.profile.as_deref())?;
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the profile directory {}", dir.display()))?;
-    init_logs(Some(&dir.join("sotto.log")), config.log.as_deref());
+    sotto::logs::init(Some(&dir.join("sotto.log")), config.log.as_deref());
     let relay_override = cli.relay.clone();
     match command {
         Cmd::Relay { .. } | Cmd::Demo => unreachable!("handled above"),
@@ -440,29 +440,6 @@ fn print_safety_number(n: &trust::SafetyNumber) {
 /// A public key shown in groups of four hex digits, for comparing by eye.
 fn fingerprint(key: &[u8]) -> String {
     trust::grouped(&trust::hex(key), 4)
-}
-
-fn init_logs(file: Option<&Path>, filter: Option<&str>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SOTTO_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter.unwrap_or("info")))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false);
-    match file.and_then(|f| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(f)
-            .ok()
-    }) {
-        Some(f) => {
-            let _ = builder.with_writer(std::sync::Mutex::new(f)).try_init();
-        }
-        None => {
-            let _ = builder.with_writer(std::io::stderr).try_init();
-        }
-    }
 }
 
 fn relay_dir(config: &Config, data_dir: Option<PathBuf>) -> Result<PathBuf> {

@@ -83,7 +83,10 @@ impl Manager {
             Ok(Incoming::Nothing) => {}
             Err(Receive::Retry(e)) => return self.not_stored(&e).await,
             Err(Receive::Drop(warning)) => {
-                tracing::warn!(%warning, "dropping an undeliverable envelope");
+                // The warning names the sender and may quote libsignal's error, which names
+                // their account: at debug only.
+                tracing::warn!("dropping an undeliverable envelope");
+                tracing::debug!(%warning, "dropped envelope");
                 self.emit(Event::Warning(warning)).await;
             }
         }
@@ -148,7 +151,7 @@ impl Manager {
                 ));
             }
             Body::Unknown => {
-                tracing::info!("ignoring a message kind this version does not know");
+                tracing::debug!("ignoring a message kind this version does not know");
                 return Ok(Incoming::Nothing);
             }
         };
