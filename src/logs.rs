@@ -72,27 +72,45 @@ pub fn filter(configured: Option<&str>) -> EnvFilter {
         .unwrap_or_else(|_| EnvFilter::new(directives(DEFAULT_FILTER)))
 }
 
-/// Installs the process's subscriber (once; later calls do nothing): appending to `file`,
-/// or to stderr without a file or if it cannot be opened. Records of the `log` crate
-/// (libsignal's) go through the same filter.
+/// Installs the process's subscriber (once; later calls do nothing): to `file`, appended
+/// and private to the user (0600), or to stderr without a file or if it cannot be opened.
+/// Records of the `log` crate (libsignal's) go through the same filter.
 pub fn init(file: Option<&Path>, configured: Option<&str>) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter(configured))
         .with_ansi(false);
     match file.and_then(|f| {
-        std::fs::OpenOptions::new()
+        crate::private::file_options()
             .create(true)
             .append(true)
             .open(f)
             .ok()
     }) {
         Some(f) => {
+            private_file(&f);
             let _ = builder.with_writer(std::sync::Mutex::new(f)).try_init();
         }
         None => {
             let _ = builder.with_writer(std::io::stderr).try_init();
         }
     }
+}
+
+/// A log file made before sotto made its files private keeps its old mode: take group and
+/// other permissions away (the file is open, so it is this file whatever its path is).
+fn private_file(f: &std::fs::File) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = f.metadata() {
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                let _ = f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7700));
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = f;
 }
 
 #[cfg(test)]

@@ -153,6 +153,8 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Before anything is created: profiles, databases, logs and keys are the user's alone.
+    sotto::private::restrict_umask();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
