@@ -41,7 +41,7 @@ pub fn directives(user: &str) -> String {
             (!target.is_empty() && !level_only).then_some(target)
         })
         .collect();
-    let mut out = user.trim().to_string();
+    let mut out = user.trim().trim_end_matches(',').to_string();
     for target in LIBSIGNAL_TARGETS {
         if named.iter().any(|n| target.starts_with(n)) {
             continue;
@@ -126,6 +126,7 @@ mod tests {
         assert_eq!(directives("debug"), format!("debug,{HELD}"));
         assert_eq!(directives("sotto=trace"), format!("sotto=trace,{HELD}"));
         assert_eq!(directives(""), HELD);
+        assert_eq!(directives("info, "), format!("info,{HELD}"));
         for d in [directives("trace"), directives("info")] {
             assert!(EnvFilter::try_new(&d).is_ok(), "{d}");
         }
