@@ -20,6 +20,15 @@ const ROOM_PAGES: i64 = 320;
 /// Opens `path` with the settings every sotto database uses, then brings its schema up to
 /// date by running the `migrations` it has not run yet, each in its own transaction.
 pub fn open(path: &Path, migrations: &[&str]) -> rusqlite::Result<Connection> {
+    // Made here, 0600, rather than by SQLite (0644 less the umask); its WAL and SHM files
+    // take the database's mode. If this fails, SQLite's own open says why.
+    if path != Path::new(":memory:") {
+        let _ = crate::private::file_options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path);
+    }
     let mut conn = Connection::open(path)?;
     // secure_delete is per connection, not stored in the file: deleted rows are overwritten.
     conn.pragma_update(None, "secure_delete", "ON")?;

@@ -50,7 +50,14 @@ impl Demo {
     /// Starts the relay on a free loopback port, registers the user and the bot, and sets the
     /// bot answering.
     pub async fn start() -> Result<Demo, DemoError> {
-        let dir = tempfile::Builder::new().prefix("sotto-demo-").tempdir()?;
+        let mut dir = tempfile::Builder::new();
+        dir.prefix("sotto-demo-");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            dir.permissions(std::fs::Permissions::from_mode(crate::private::DIR_MODE));
+        }
+        let dir = dir.tempdir()?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let relay_url = format!("wss://{addr}");

@@ -7,6 +7,8 @@ pub mod db;
 pub mod demo;
 pub mod floor;
 pub mod identity;
+pub mod logs;
+pub mod private;
 pub mod relay;
 pub mod timer;
 pub mod tls;

@@ -167,6 +167,8 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Before anything is created: profiles, databases, logs and keys are the user's alone.
+    sotto::private::restrict_umask();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -196,12 +198,12 @@ fn run(cli: Cli) -> Result<()> {
             tls_key,
             ..
         }) => {
-            init_logs(None, config.log.as_deref());
+            sotto::logs::init(None, config.log.as_deref());
             let tls = relay_tls(&config, cli.insecure_transport, tls_cert, tls_key)?;
             return rt.block_on(run_relay(&config, listen, data_dir, tls));
         }
         Some(Cmd::Demo) => {
-            init_logs(
+            sotto::logs::init(
                 Some(&std::env::temp_dir().join("sotto-demo.log")),
                 config.log.as_deref(),
             );
@@ -210,7 +212,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(c) => c,
         None => {
             let dir = config::profile_dir(cli.data_dir.as_deref(), cli.profile.as_deref())?;
-            init_logs(Some(&dir.join("sotto.log")), config.log.as_deref());
+            sotto::logs::init(Some(&dir.join("sotto.log")), config.log.as_deref());
             let relay = RelayChoice::new(&config, cli.relay, cli.insecure_transport);
             return rt.block_on(chat(&config, &dir, relay));
         }
@@ -218,7 +220,7 @@ fn run(cli: Cli) -> Result<()> {
     let dir = config::profile_dir(cli.data_dir.as_deref(), cli.profile.as_deref())?;
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the profile directory {}", dir.display()))?;
-    init_logs(Some(&dir.join("sotto.log")), config.log.as_deref());
+    sotto::logs::init(Some(&dir.join("sotto.log")), config.log.as_deref());
     let relay_override = cli.relay.clone();
     let relay = RelayChoice::new(&config, cli.relay.clone(), cli.insecure_transport);
     match command {
@@ -518,29 +520,6 @@ fn print_key_log(log: &[trust::KeyLogEntry]) {
 /// A public key shown in groups of four hex digits, for comparing by eye.
 fn fingerprint(key: &[u8]) -> String {
     trust::grouped(&trust::hex(key), 4)
-}
-
-fn init_logs(file: Option<&Path>, filter: Option<&str>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SOTTO_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter.unwrap_or("info")))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false);
-    match file.and_then(|f| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(f)
-            .ok()
-    }) {
-        Some(f) => {
-            let _ = builder.with_writer(std::sync::Mutex::new(f)).try_init();
-        }
-        None => {
-            let _ = builder.with_writer(std::io::stderr).try_init();
-        }
-    }
 }
 
 fn relay_dir(config: &Config, data_dir: Option<PathBuf>) -> Result<PathBuf> {

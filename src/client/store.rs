@@ -26,6 +26,8 @@ pub enum StoreError {
         "the profile {0} is in use by another sotto process; close it first, or use another --data-dir/--profile"
     )]
     InUse(String),
+    #[error(transparent)]
+    Private(#[from] crate::private::PrivateError),
 }
 
 /// An exclusive claim on a profile directory. Two processes driving one profile would push
@@ -38,8 +40,8 @@ pub fn lock_profile(dir: &Path) -> Result<ProfileLock> {
         path: dir.display().to_string(),
         source,
     };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let file = std::fs::OpenOptions::new()
+    crate::private::secure_dir(dir, crate::private::PROFILE_FILES)?;
+    let file = crate::private::file_options()
         .create(true)
         .truncate(false)
         .write(true)
@@ -381,12 +383,10 @@ impl Drop for Atomic<'_> {
 }
 
 impl Store {
-    /// Opens (creating if needed) `sotto.db` in `dir`.
+    /// Opens (creating if needed) `sotto.db` in `dir`. The directory is made private to
+    /// the user first (see `private::secure_dir`).
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
-            path: dir.display().to_string(),
-            source,
-        })?;
+        crate::private::secure_dir(dir, crate::private::PROFILE_FILES)?;
         Ok(Store {
             conn: crate::db::open(&dir.join("sotto.db"), MIGRATIONS)?,
         })

@@ -84,7 +84,7 @@ fn sweep(
     let expired = expired.clone();
     Ok(async move {
         if !gone.is_empty() {
-            tracing::info!(count = gone.len(), "expired messages deleted");
+            tracing::debug!(count = gone.len(), "expired messages deleted");
             let _ = expired.send(gone).await;
         }
         next

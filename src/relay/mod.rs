@@ -80,11 +80,6 @@ pub enum RelayError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Cert(#[from] CertError),
-    #[error("cannot use the data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
     #[error("cannot listen")]
     Io(#[from] std::io::Error),
 }
@@ -209,12 +204,8 @@ pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Opens the relay's state under `data_dir`, creating it if needed.
+/// Opens the relay's state under `data_dir`, creating it (private to the user) if needed.
 fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| RelayError::DataDir {
-        path: data_dir.display().to_string(),
-        source,
-    })?;
     let mut store = RelayStore::open(data_dir)?;
     let authority = Authority::load_or_create(&mut store)?;
     let online: Arc<OnlineTable> = Arc::default();

@@ -21,6 +21,8 @@ pub enum StoreError {
     KeyTaken,
     #[error("no such account")]
     NotFound,
+    #[error(transparent)]
+    Private(#[from] crate::private::PrivateError),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -212,8 +214,10 @@ pub struct RelayStore {
 impl RelayStore {
     /// Opens (creating if needed) `relay.db` under `dir` and brings the schema up to date.
     /// Two connections write to it (this one and the queue writer's); `db::open` makes their
-    /// transactions take the write lock when they begin.
+    /// transactions take the write lock when they begin. The directory is made private to
+    /// the user first (see `private::secure_dir`).
     pub fn open(dir: &Path) -> Result<Self> {
+        crate::private::secure_dir(dir, crate::private::RELAY_FILES)?;
         let conn = crate::db::open(&dir.join("relay.db"), MIGRATIONS)?;
         // Plans that do not depend on bound values: the push query binds its window as LIMIT,
         // and SQLite would otherwise compile it again whenever the value changes (14 % of

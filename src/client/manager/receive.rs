@@ -84,8 +84,10 @@ impl Manager {
             Ok(Incoming::Nothing) => {}
             Err(Receive::Retry(e)) => return self.not_stored(&e).await,
             Err(Receive::Drop(warning)) => {
-                // The warning names the contact; the log must not tie senders to messages.
+                // The warning names the sender and may quote libsignal's error, which names
+                // their account: at debug only.
                 tracing::warn!("dropping an undeliverable envelope");
+                tracing::debug!(%warning, "dropped envelope");
                 self.emit(Event::Warning(warning)).await;
             }
         }
@@ -150,7 +152,7 @@ impl Manager {
                 ));
             }
             Body::Unknown => {
-                tracing::info!("ignoring a message kind this version does not know");
+                tracing::debug!("ignoring a message kind this version does not know");
                 return Ok(Incoming::Nothing);
             }
         };

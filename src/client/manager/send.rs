@@ -241,7 +241,10 @@ impl Manager {
         if let ClientError::Link(LinkError::Offline | LinkError::Timeout) = e {
             return;
         }
-        tracing::warn!(error = %e, "message failed");
+        // The error may name the recipient (their handle, or their account in libsignal's
+        // words): at debug only.
+        tracing::warn!("a message failed");
+        tracing::debug!(error = %e, "message failed");
         if let Err(e) = self.store.set_state(id, MessageState::Failed) {
             tracing::error!(error = %e, "cannot record failure");
         }
@@ -377,7 +380,7 @@ impl Manager {
                 match self.prepare(&handle, secret, &receipt, None).await {
                     Ok(out) => prepared.push(out),
                     Err(e) => {
-                        tracing::info!(error = %describe(&e), "a delivery receipt was not sent")
+                        tracing::debug!(error = %describe(&e), "a delivery receipt was not sent")
                     }
                 }
             }
