@@ -58,7 +58,12 @@ pub struct RelayServer {
     pub tls_key: Option<PathBuf>,
     /// Serve plain `ws://` (behind a TLS-terminating proxy), as `--insecure-transport`.
     pub insecure_transport: Option<bool>,
+    /// How many days a code from `sotto relay admin reset-handle` stays good (default 7).
+    pub claim_code_days: Option<u32>,
 }
+
+/// How long a reset's claim code stays good unless the config says otherwise.
+pub const DEFAULT_CLAIM_CODE_DAYS: u32 = 7;
 
 impl Config {
     /// Reads `path`; a missing file at the default location is an empty config, a missing

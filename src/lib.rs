@@ -5,6 +5,7 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod dir_lock;
 pub mod floor;
 pub mod identity;
 pub mod logs;

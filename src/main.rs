@@ -547,10 +547,22 @@ fn reset_handle(config: &Config, data_dir: Option<PathBuf>, handle: &str) -> Res
     let code: String = (0..20)
         .map(|_| char::from(alphabet[rand::random_range(0..alphabet.len())]))
         .collect();
-    if store.arm_reset(handle, code.as_bytes())?.is_none() {
+    let days = config
+        .relay_server
+        .claim_code_days
+        .unwrap_or(config::DEFAULT_CLAIM_CODE_DAYS);
+    if !(1..=365).contains(&days) {
+        bail!("claim_code_days in the config must be from 1 to 365 (it is {days})");
+    }
+    let now = sotto::client::clock::Clock::system().now_ms();
+    let expires_at = now + u64::from(days) * 24 * 60 * 60 * 1000;
+    if store
+        .arm_reset(handle, code.as_bytes(), expires_at)?
+        .is_none()
+    {
         bail!("no account with the handle {handle:?} at this relay");
     }
-    println!("reset code for {handle}: {code}");
+    println!("reset code for {handle} (good for {days} days): {code}");
     println!(
         "give it to them privately; they run: sotto init --handle {handle} --relay URL --claim {code}"
     );

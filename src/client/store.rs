@@ -30,28 +30,16 @@ pub enum StoreError {
     Private(#[from] crate::private::PrivateError),
 }
 
-/// An exclusive claim on a profile directory. Two processes driving one profile would push
-/// each other off the relay in turn and race over the same sessions, so the second is refused.
-/// Released when dropped (or when the process dies).
-pub struct ProfileLock(#[allow(dead_code)] std::fs::File);
+/// An exclusive claim on a profile directory (see `dir_lock`). Released when dropped (or
+/// when the process dies).
+pub type ProfileLock = crate::dir_lock::DirLock;
 
 pub fn lock_profile(dir: &Path) -> Result<ProfileLock> {
-    let io = |source| StoreError::Dir {
-        path: dir.display().to_string(),
-        source,
-    };
     crate::private::secure_dir(dir, crate::private::PROFILE_FILES)?;
-    let file = crate::private::file_options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("lock"))
-        .map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => Ok(ProfileLock(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse(dir.display().to_string())),
-        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
-    }
+    crate::dir_lock::DirLock::acquire(dir).map_err(|e| match e {
+        crate::dir_lock::LockError::InUse(path) => StoreError::InUse(path),
+        crate::dir_lock::LockError::Io { path, source } => StoreError::Dir { path, source },
+    })
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

@@ -82,6 +82,10 @@ pub enum RelayError {
     Cert(#[from] CertError),
     #[error("cannot listen")]
     Io(#[from] std::io::Error),
+    #[error(
+        "{0}; another relay is running on this data directory. Stop it first, or give this one its own --data-dir"
+    )]
+    InUse(crate::dir_lock::LockError),
 }
 
 /// An online account's connection: where its new mail goes and how to push it off when a
@@ -233,6 +237,11 @@ pub async fn run(
     config: RelayConfig,
     shutdown: CancellationToken,
 ) -> Result<(), RelayError> {
+    // One relay per data directory, claimed for as long as this runs: a second one would
+    // hand out the same envelope ids.
+    crate::private::secure_dir(data_dir, crate::private::RELAY_FILES)
+        .map_err(store::StoreError::from)?;
+    let _claim = crate::dir_lock::DirLock::acquire(data_dir).map_err(RelayError::InUse)?;
     let relay = Arc::new(open(data_dir, config)?);
     let tracker = TaskTracker::new();
     let mut next_id = 0u64;

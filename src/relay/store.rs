@@ -192,6 +192,11 @@ ALTER TABLE accounts ADD COLUMN reset_code BLOB;
 ALTER TABLE key_changes ADD COLUMN endorsement BLOB;
 CREATE INDEX key_changes_by_account ON key_changes(account_id, at);
 "#,
+    r#"
+-- A reset code is good until then (Unix ms); NULL with a code armed before this column
+-- existed, which is treated as expired.
+ALTER TABLE accounts ADD COLUMN reset_expires_at INTEGER;
+"#,
 ];
 
 /// Key changes handed out with a lookup, at most: far more than a contact who was away for
@@ -316,80 +321,27 @@ impl RelayStore {
         now: u64,
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
-        let old: Option<Vec<u8>> = tx
-            .prepare_cached("SELECT identity_key FROM accounts WHERE account_id = ?1")
-            .and_then(|mut st| st.query_row([account_id], |r| r.get(0)))
-            .optional()?;
-        let Some(old) = old else {
-            return Err(StoreError::NotFound);
-        };
-        let taken: Option<String> = tx
-            .prepare_cached("SELECT account_id FROM accounts WHERE identity_key = ?1")
-            .and_then(|mut st| st.query_row([&keys.identity_key.0], |r| r.get(0)))
-            .optional()?;
-        if taken.is_some() {
-            return Err(StoreError::KeyTaken);
-        }
-        tx.prepare_cached(
-            "UPDATE accounts SET identity_key = ?2, registration_id = ?3, signed_prekey_id = ?4,
-                 signed_prekey = ?5, signed_prekey_sig = ?6, kyber_id = ?7, kyber = ?8,
-                 kyber_sig = ?9
-             WHERE account_id = ?1",
-        )
-        .and_then(|mut st| {
-            st.execute(params![
-                account_id,
-                keys.identity_key.0,
-                keys.registration_id,
-                keys.signed_prekey.id,
-                keys.signed_prekey.public.0,
-                keys.signed_prekey.signature.0,
-                keys.kyber_last_resort.id,
-                keys.kyber_last_resort.public.0,
-                keys.kyber_last_resort.signature.0,
-            ])
-        })?;
-        tx.prepare_cached("DELETE FROM one_time_prekeys WHERE account_id = ?1")
-            .and_then(|mut st| st.execute([account_id]))?;
-        tx.prepare_cached("DELETE FROM one_time_kyber WHERE account_id = ?1")
-            .and_then(|mut st| st.execute([account_id]))?;
-        insert_one_time(
-            &tx,
-            account_id,
-            &keys.one_time_prekeys,
-            &keys.one_time_kyber,
-        )?;
-        tx.prepare_cached(
-            "INSERT INTO key_changes (account_id, old_key, new_key, via, at, endorsement)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .and_then(|mut st| {
-            st.execute(params![
-                account_id,
-                old,
-                keys.identity_key.0,
-                via_name(via),
-                now as i64,
-                endorsement,
-            ])
-        })?;
+        replace_keys(&tx, account_id, keys, via, endorsement, now)?;
         tx.commit()?;
         Ok(())
     }
 
-    /// Arms a reset of `handle`: returns the account id, or None if no such handle.
-    pub fn arm_reset(&self, handle: &str, code: &[u8]) -> Result<Option<String>> {
+    /// Arms a reset of `handle` until `expires_at` (Unix ms): returns the account id, or None
+    /// if no such handle.
+    pub fn arm_reset(&self, handle: &str, code: &[u8], expires_at: u64) -> Result<Option<String>> {
         Ok(self
             .conn
             .prepare_cached(
-                "UPDATE accounts SET reset_code = ?2 WHERE handle = ?1 RETURNING account_id",
+                "UPDATE accounts SET reset_code = ?2, reset_expires_at = ?3 WHERE handle = ?1
+                 RETURNING account_id",
             )
-            .and_then(|mut st| st.query_row(params![handle, code], |r| r.get(0)))
+            .and_then(|mut st| st.query_row(params![handle, code, expires_at as i64], |r| r.get(0)))
             .optional()?)
     }
 
-    /// If `code` is the armed reset code of `handle`, replaces the account's keys with `keys`,
-    /// disarms the reset and returns the account id.
+    /// If `code` is the armed, unexpired reset code of `handle`, replaces the account's keys
+    /// with `keys`, disarms the reset and returns the account id: all in one transaction, so
+    /// a crash leaves either the old keys with the code armed or the new ones without it.
     pub fn claim_reset(
         &mut self,
         handle: &str,
@@ -397,24 +349,26 @@ impl RelayStore {
         keys: &KeyUpload,
         now: u64,
     ) -> Result<Option<String>> {
-        let armed: Option<(String, Option<Vec<u8>>)> = self
-            .conn
+        let tx = self.conn.transaction()?;
+        let armed: Option<(String, Option<Vec<u8>>, Option<i64>)> = tx
             .query_row(
-                "SELECT account_id, reset_code FROM accounts WHERE handle = ?1",
+                "SELECT account_id, reset_code, reset_expires_at FROM accounts WHERE handle = ?1",
                 [handle],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let Some((account_id, Some(expected))) = armed else {
+        let Some((account_id, Some(expected), expires_at)) = armed else {
             return Ok(None);
         };
-        if !super::same_secret(&expected, code) {
+        if !super::same_secret(&expected, code) || expires_at.is_none_or(|e| now as i64 > e) {
             return Ok(None);
         }
-        self.rekey(&account_id, keys, KeyChangeVia::Reset, None, now)?;
-        self.conn
-            .prepare_cached("UPDATE accounts SET reset_code = NULL WHERE account_id = ?1")
-            .and_then(|mut st| st.execute([&account_id]))?;
+        replace_keys(&tx, &account_id, keys, KeyChangeVia::Reset, None, now)?;
+        tx.prepare_cached(
+            "UPDATE accounts SET reset_code = NULL, reset_expires_at = NULL WHERE account_id = ?1",
+        )
+        .and_then(|mut st| st.execute([&account_id]))?;
+        tx.commit()?;
         Ok(Some(account_id))
     }
 
@@ -716,6 +670,70 @@ impl RelayStore {
             .and_then(|mut st| st.query_row([recipient], |r| r.get::<_, i64>(0)))?
             as u64)
     }
+}
+
+/// Replaces an account's identity key and all its prekeys inside `tx`, and records the change.
+fn replace_keys(
+    tx: &rusqlite::Transaction<'_>,
+    account_id: &str,
+    keys: &KeyUpload,
+    via: KeyChangeVia,
+    endorsement: Option<&[u8]>,
+    now: u64,
+) -> Result<()> {
+    let old: Option<Vec<u8>> = tx
+        .prepare_cached("SELECT identity_key FROM accounts WHERE account_id = ?1")
+        .and_then(|mut st| st.query_row([account_id], |r| r.get(0)))
+        .optional()?;
+    let Some(old) = old else {
+        return Err(StoreError::NotFound);
+    };
+    let taken: Option<String> = tx
+        .prepare_cached("SELECT account_id FROM accounts WHERE identity_key = ?1")
+        .and_then(|mut st| st.query_row([&keys.identity_key.0], |r| r.get(0)))
+        .optional()?;
+    if taken.is_some() {
+        return Err(StoreError::KeyTaken);
+    }
+    tx.prepare_cached(
+        "UPDATE accounts SET identity_key = ?2, registration_id = ?3, signed_prekey_id = ?4,
+                 signed_prekey = ?5, signed_prekey_sig = ?6, kyber_id = ?7, kyber = ?8,
+                 kyber_sig = ?9
+             WHERE account_id = ?1",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            account_id,
+            keys.identity_key.0,
+            keys.registration_id,
+            keys.signed_prekey.id,
+            keys.signed_prekey.public.0,
+            keys.signed_prekey.signature.0,
+            keys.kyber_last_resort.id,
+            keys.kyber_last_resort.public.0,
+            keys.kyber_last_resort.signature.0,
+        ])
+    })?;
+    tx.prepare_cached("DELETE FROM one_time_prekeys WHERE account_id = ?1")
+        .and_then(|mut st| st.execute([account_id]))?;
+    tx.prepare_cached("DELETE FROM one_time_kyber WHERE account_id = ?1")
+        .and_then(|mut st| st.execute([account_id]))?;
+    insert_one_time(tx, account_id, &keys.one_time_prekeys, &keys.one_time_kyber)?;
+    tx.prepare_cached(
+        "INSERT INTO key_changes (account_id, old_key, new_key, via, at, endorsement)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            account_id,
+            old,
+            keys.identity_key.0,
+            via_name(via),
+            now as i64,
+            endorsement,
+        ])
+    })?;
+    Ok(())
 }
 
 fn insert_one_time(
