@@ -1,6 +1,8 @@
 //! The built `sotto` binary end to end: a relay process and two profiles, driven only through
 //! the command line, as a script or a bot would.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -28,24 +30,15 @@ fn start_relay(dir: &Path) -> RelayProcess {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    // "listening on wss://ADDR (TLS certificate SHA-256 AB:CD:…)"
-    let rest = line
-        .trim_end()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    let (url, note) = rest.split_once(' ').unwrap_or((rest, ""));
+    let (url, fingerprint) = common::listening(&line);
     assert!(
         url.starts_with("wss://127.0.0.1:") && !url.ends_with(":0"),
         "{line}"
     );
-    let fingerprint = note
-        .strip_prefix("(TLS certificate SHA-256 ")
-        .and_then(|f| f.strip_suffix(')'))
-        .unwrap_or_else(|| panic!("no fingerprint in {line:?}"))
-        .to_string();
+    let fingerprint = fingerprint.unwrap_or_else(|| panic!("no fingerprint in {line:?}"));
     RelayProcess {
         child,
-        url: url.to_string(),
+        url,
         fingerprint,
     }
 }

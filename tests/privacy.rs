@@ -5,6 +5,8 @@
 //! The clients that sweep the expired messages run in this process; their log, with the
 //! filter the binary uses by default, is searched too.
 
+mod common;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -60,12 +62,7 @@ fn start_relay(config: &Path, dir: &Path, log: &Path) -> (Child, String) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let url = line
-        .trim_end()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (child, url)
+    (child, common::listening(&line).0)
 }
 
 /// Every regular file under `dir`, recursively.

@@ -23,6 +23,7 @@ use sotto::client::crypto;
 use sotto::client::manager::{Command, Event};
 use sotto::client::store::{MessageKind, Store};
 use sotto::client::trust::{self, KeyEvent};
+use sotto::relay::RelayConfig;
 use sotto::relay::certs::Authority;
 use sotto::relay::store::RelayStore;
 use sotto::wire::{self, B64, ClientFrame, ErrorCode, KeyChange, KeyChangeVia, RelayFrame};
@@ -87,6 +88,13 @@ async fn man_in_the_middle(upstream: String, rewrite: Rewrite) -> String {
         }
     });
     format!("ws://{addr}")
+}
+
+/// A relay on plain ws://, for the man in the middle to sit in front of. Over wss:// a pinned
+/// certificate keeps him out before the first frame (tests/transport.rs); these tests show
+/// what holds against whoever is past TLS anyway: the relay's operator.
+async fn plain_relay(dir: &Path) -> TestRelay {
+    TestRelay::start_plain_at(dir, "127.0.0.1:0", RelayConfig::default()).await
 }
 
 /// Marks `handle` verified in the running client and returns the safety number it shows.
@@ -165,7 +173,7 @@ fn sealed_sent_to(relay: &TestRelay, to: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bundle_substituted_by_a_man_in_the_middle_is_refused_and_nothing_is_sent() {
     let tmp = tempfile::tempdir().unwrap();
-    let relay = TestRelay::start(&tmp.path().join("relay")).await;
+    let relay = plain_relay(&tmp.path().join("relay")).await;
     let (ad, bd, md) = (
         tmp.path().join("a"),
         tmp.path().join("b"),
@@ -408,7 +416,7 @@ fn rekey_entry(old: &[u8], new: &[u8], signer: &IdentityKeyPair) -> KeyChange {
 async fn a_directory_that_names_an_unendorsed_key_cannot_make_a_forgery_pass() {
     let tmp = tempfile::tempdir().unwrap();
     let relay_dir = tmp.path().join("relay");
-    let relay = TestRelay::start(&relay_dir).await;
+    let relay = plain_relay(&relay_dir).await;
     let (ad, bd, md) = (
         tmp.path().join("a"),
         tmp.path().join("b"),

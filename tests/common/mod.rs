@@ -413,3 +413,18 @@ impl Scene {
         self.tmp.path().join(name)
     }
 }
+
+/// The URL and the certificate fingerprint in the line `sotto relay` prints when it is ready:
+/// "listening on wss://ADDR (TLS certificate SHA-256 AB:CD:…)" (no fingerprint over ws://).
+pub fn listening(line: &str) -> (String, Option<String>) {
+    let rest = line
+        .trim_end()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let (url, note) = rest.split_once(' ').unwrap_or((rest, ""));
+    let fingerprint = note
+        .strip_prefix("(TLS certificate SHA-256 ")
+        .and_then(|f| f.strip_suffix(')'))
+        .map(str::to_string);
+    (url.to_string(), fingerprint)
+}
