@@ -20,13 +20,10 @@ async fn a_second_relay_on_the_same_data_directory_is_refused() {
     // The first relay is serving: a profile registers through it.
     register(&tmp.path().join("a"), "alice", &first.url).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let second = relay::run(
-        listener,
-        &dir,
-        RelayConfig::default(),
-        CancellationToken::new(),
-    )
-    .await;
+    // Told to stop before it starts: a relay that took the directory would return Ok at once.
+    let stop = CancellationToken::new();
+    stop.cancel();
+    let second = relay::run(listener, &dir, RelayConfig::default(), stop).await;
     let Err(e @ RelayError::InUse(_)) = second else {
         panic!("a second relay started on the same directory: {second:?}");
     };
@@ -63,7 +60,10 @@ async fn a_reset_code_past_its_time_claims_nothing() {
     let now = sotto::client::clock::Clock::system().now_ms();
     let store = RelayStore::open(&relay_dir).unwrap();
 
-    store.arm_reset("bob", b"late-code", now - 1).unwrap().unwrap();
+    store
+        .arm_reset("bob", b"late-code", now - 1)
+        .unwrap()
+        .unwrap();
     let err = claim(&tmp.path().join("bob-late"), "bob", &relay.url, "late-code")
         .await
         .unwrap_err();
@@ -77,9 +77,14 @@ async fn a_reset_code_past_its_time_claims_nothing() {
     claim(&tmp.path().join("bob-new"), "bob", &relay.url, "good-code")
         .await
         .unwrap();
-    let err = claim(&tmp.path().join("bob-again"), "bob", &relay.url, "good-code")
-        .await
-        .unwrap_err();
+    let err = claim(
+        &tmp.path().join("bob-again"),
+        "bob",
+        &relay.url,
+        "good-code",
+    )
+    .await
+    .unwrap_err();
     assert!(err.contains("claim code is not valid"), "{err}");
     relay.stop().await;
 }
