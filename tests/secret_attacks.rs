@@ -276,6 +276,14 @@ async fn mallory_seals(
     .unwrap()
 }
 
+/// Mallory (the profile in `dir`) fetches a bundle of `to`'s, seals `text` under `cert` and
+/// submits it on an anonymous connection.
+async fn mallory_sends(url: &str, dir: &Path, to: &str, cert: &SenderCertificate, text: &str) {
+    let bundle = fetch_bundle(url, dir, to).await;
+    let envelope = mallory_seals(&identity(dir), &bundle, cert, text).await;
+    submit_sealed(url, dir, to, envelope).await;
+}
+
 /// The relay's operator, holding the server key, certifies `key` as `account_id`'s.
 fn forge_certificate(relay_dir: &Path, account_id: &str, key: &[u8]) -> SenderCertificate {
     let mut store = RelayStore::open(relay_dir).unwrap();
@@ -340,9 +348,7 @@ async fn a_sender_certificate_forged_by_the_relay_is_refused_and_alice_stays_ver
 
     // 1. A certificate naming alice with mallory's key.
     let cert = forge_certificate(&relay_dir, &alice_id, &mallory.identity_key().serialize());
-    let bundle = fetch_bundle(&relay.url, &md, &bob_id).await;
-    let envelope = mallory_seals(&mallory, &bundle, &cert, "it's me, alice").await;
-    submit_sealed(&relay.url, &md, &bob_id, envelope).await;
+    mallory_sends(&relay.url, &md, &bob_id, &cert, "it's me, alice").await;
     let warning = bob.expect(|e| matches!(e, Event::Warning(_))).await;
     assert!(format!("{warning:?}").contains("refused"), "{warning:?}");
 
@@ -353,9 +359,7 @@ async fn a_sender_certificate_forged_by_the_relay_is_refused_and_alice_stays_ver
         &alice_id,
         &identity(&ad).identity_key().serialize(),
     );
-    let bundle = fetch_bundle(&relay.url, &md, &bob_id).await;
-    let envelope = mallory_seals(&mallory, &bundle, &cert, "really alice this time").await;
-    submit_sealed(&relay.url, &md, &bob_id, envelope).await;
+    mallory_sends(&relay.url, &md, &bob_id, &cert, "really alice this time").await;
     // libsignal finds that the certificate's key is not the one that sealed the envelope.
     let warning = bob.expect(|e| matches!(e, Event::Warning(_))).await;
     assert!(
@@ -395,6 +399,33 @@ async fn a_sender_certificate_forged_by_the_relay_is_refused_and_alice_stays_ver
     alice.stop();
     bob.stop();
     relay.stop().await;
+}
+
+/// A man in the middle's rewrite: every directory answer about `account` names `key`, with
+/// `key_changes` as its log.
+fn directory_says(
+    account: &str,
+    key: &[u8],
+    key_changes: Vec<KeyChange>,
+) -> Box<dyn FnMut(RelayFrame) -> RelayFrame + Send> {
+    let (account, key) = (account.to_string(), key.to_vec());
+    Box::new(move |f| match f {
+        RelayFrame::Account {
+            req,
+            account_id,
+            handle,
+            access_token,
+            ..
+        } if account_id == account => RelayFrame::Account {
+            req,
+            account_id,
+            handle,
+            identity_key: B64(key.clone()),
+            access_token,
+            key_changes: key_changes.clone(),
+        },
+        f => f,
+    })
 }
 
 /// A key-change log entry from `old` to `new` signed by `signer`.
@@ -437,33 +468,10 @@ async fn a_directory_that_names_an_unendorsed_key_cannot_make_a_forgery_pass() {
 
     // The directory, as bob sees it, says alice's key is mallory's, with a "rekey" signed by
     // mallory rather than by alice's key.
-    let (aid, ak, mk, m) = (
-        alice_id.clone(),
-        alice_key.clone(),
-        mallory_key.clone(),
-        mallory,
-    );
-    *rewrite.lock().unwrap() = Box::new(move |f| match f {
-        RelayFrame::Account {
-            req,
-            account_id,
-            handle,
-            access_token,
-            ..
-        } if account_id == aid => RelayFrame::Account {
-            req,
-            account_id,
-            handle,
-            identity_key: B64(mk.clone()),
-            access_token,
-            key_changes: vec![rekey_entry(&ak, &mk, &m)],
-        },
-        f => f,
-    });
+    let forged_rekey = rekey_entry(&alice_key, &mallory_key, &mallory);
+    *rewrite.lock().unwrap() = directory_says(&alice_id, &mallory_key, vec![forged_rekey]);
     let cert = forge_certificate(&relay_dir, &alice_id, &mallory_key);
-    let bundle = fetch_bundle(&relay.url, &md, &bob_id).await;
-    let envelope = mallory_seals(&mallory, &bundle, &cert, "new phone, it's alice").await;
-    submit_sealed(&relay.url, &md, &bob_id, envelope).await;
+    mallory_sends(&relay.url, &md, &bob_id, &cert, "new phone, it's alice").await;
     bob.expect(|e| matches!(e, Event::Warning(w) if w.contains("refused")))
         .await;
     bob.barrier().await;
@@ -482,33 +490,15 @@ async fn a_directory_that_names_an_unendorsed_key_cannot_make_a_forgery_pass() {
 
     // An operator's reset is the one change without alice's signature that is taken, and it
     // is loud: the change line comes before the message, and the verified mark is gone.
-    let (aid, ak, mk) = (alice_id.clone(), alice_key.clone(), mallory_key.clone());
-    *rewrite.lock().unwrap() = Box::new(move |f| match f {
-        RelayFrame::Account {
-            req,
-            account_id,
-            handle,
-            access_token,
-            ..
-        } if account_id == aid => RelayFrame::Account {
-            req,
-            account_id,
-            handle,
-            identity_key: B64(mk.clone()),
-            access_token,
-            key_changes: vec![KeyChange {
-                old_key: B64(ak.clone()),
-                new_key: B64(mk.clone()),
-                via: KeyChangeVia::Reset,
-                endorsement: None,
-                at: 1,
-            }],
-        },
-        f => f,
-    });
-    let bundle = fetch_bundle(&relay.url, &md, &bob_id).await;
-    let envelope = mallory_seals(&mallory, &bundle, &cert, "reset, it's alice").await;
-    submit_sealed(&relay.url, &md, &bob_id, envelope).await;
+    let reset = KeyChange {
+        old_key: B64(alice_key.clone()),
+        new_key: B64(mallory_key.clone()),
+        via: KeyChangeVia::Reset,
+        endorsement: None,
+        at: 1,
+    };
+    *rewrite.lock().unwrap() = directory_says(&alice_id, &mallory_key, vec![reset]);
+    mallory_sends(&relay.url, &md, &bob_id, &cert, "reset, it's alice").await;
     let first = bob.receive().await;
     assert_eq!(first.kind, MessageKind::KeyChange);
     assert!(first.text.contains("safety number changed"), "{first:?}");
