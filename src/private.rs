@@ -39,6 +39,7 @@ pub const RELAY_FILES: &[&str] = &[
     "relay.db-journal",
     crate::tls::CERT_FILE,
     crate::tls::KEY_FILE,
+    crate::relay::stats::FILE,
 ];
 
 #[derive(Debug, thiserror::Error)]
