@@ -51,7 +51,16 @@ pub struct RelayServer {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_address: Option<usize>,
+    pub max_signing_in: Option<usize>,
+    pub max_anonymous: Option<usize>,
+    pub max_unauthenticated_per_address: Option<usize>,
+    pub handshake_timeout_secs: Option<u64>,
     pub auth_timeout_secs: Option<u64>,
+    pub ping_interval_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub frame_timeout_secs: Option<u64>,
+    pub write_timeout_secs: Option<u64>,
     /// PEM certificate chain (end entity first) and its private key, e.g. from a CA; without
     /// them the relay creates a self-signed certificate in its data directory.
     pub tls_cert: Option<PathBuf>,
@@ -119,6 +128,27 @@ mod tests {
         assert_eq!(c.bell, Some(true));
         assert_eq!(c.insecure_transport, Some(false));
         assert_eq!(c.relay_server.insecure_transport, Some(false));
+        // The example shows the defaults.
+        let d = crate::relay::RelayConfig::default();
+        let r = &c.relay_server;
+        assert_eq!(r.max_connections, Some(d.max_connections));
+        assert_eq!(
+            r.max_connections_per_address,
+            Some(d.max_connections_per_address)
+        );
+        assert_eq!(r.max_signing_in, Some(d.max_signing_in));
+        assert_eq!(r.max_anonymous, Some(d.max_anonymous));
+        assert_eq!(
+            r.max_unauthenticated_per_address,
+            Some(d.max_unauthenticated_per_address)
+        );
+        let secs = |s: Option<u64>| s.map(std::time::Duration::from_secs);
+        assert_eq!(secs(r.handshake_timeout_secs), Some(d.handshake_timeout));
+        assert_eq!(secs(r.auth_timeout_secs), Some(d.auth_timeout));
+        assert_eq!(secs(r.ping_interval_secs), Some(d.ping_interval));
+        assert_eq!(secs(r.idle_timeout_secs), Some(d.idle_timeout));
+        assert_eq!(secs(r.frame_timeout_secs), Some(d.frame_timeout));
+        assert_eq!(secs(r.write_timeout_secs), Some(d.write_timeout));
         assert!(toml::from_str::<Config>("relya = \"x\"").is_err());
     }
 }

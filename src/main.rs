@@ -615,11 +615,39 @@ async fn run_relay(
         .unwrap_or_else(|| config::DEFAULT_LISTEN.to_string());
     let data_dir = relay_dir(config, data_dir)?;
     let mut relay_config = RelayConfig::default();
-    if let Some(n) = server.max_connections {
-        relay_config.max_connections = n;
+    let caps = [
+        (server.max_connections, &mut relay_config.max_connections),
+        (
+            server.max_connections_per_address,
+            &mut relay_config.max_connections_per_address,
+        ),
+        (server.max_signing_in, &mut relay_config.max_signing_in),
+        (server.max_anonymous, &mut relay_config.max_anonymous),
+        (
+            server.max_unauthenticated_per_address,
+            &mut relay_config.max_unauthenticated_per_address,
+        ),
+    ];
+    for (set, field) in caps {
+        if let Some(n) = set {
+            *field = n;
+        }
     }
-    if let Some(s) = server.auth_timeout_secs {
-        relay_config.auth_timeout = Duration::from_secs(s);
+    let timeouts = [
+        (
+            server.handshake_timeout_secs,
+            &mut relay_config.handshake_timeout,
+        ),
+        (server.auth_timeout_secs, &mut relay_config.auth_timeout),
+        (server.ping_interval_secs, &mut relay_config.ping_interval),
+        (server.idle_timeout_secs, &mut relay_config.idle_timeout),
+        (server.frame_timeout_secs, &mut relay_config.frame_timeout),
+        (server.write_timeout_secs, &mut relay_config.write_timeout),
+    ];
+    for (set, field) in timeouts {
+        if let Some(s) = set {
+            *field = Duration::from_secs(s);
+        }
     }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

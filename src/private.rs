@@ -30,8 +30,8 @@ pub const PROFILE_FILES: &[&str] = &[
     "lock",
 ];
 
-/// The files a relay keeps in its data directory: its database (with the sealed-sender keys)
-/// and its self-signed TLS certificate and key.
+/// The files a relay keeps in its data directory: its database (with the sealed-sender keys),
+/// its self-signed TLS certificate and key, and its counters (`stats.json`).
 pub const RELAY_FILES: &[&str] = &[
     "relay.db",
     "relay.db-wal",
@@ -40,6 +40,7 @@ pub const RELAY_FILES: &[&str] = &[
     crate::tls::CERT_FILE,
     crate::tls::KEY_FILE,
     crate::dir_lock::LOCK_FILE,
+    crate::relay::stats::FILE,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -15,33 +15,23 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use libsignal_protocol::IdentityKey;
 use rand::RngCore;
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
+use super::handshake::{Failed, Ws};
+use super::limits::Ticket;
+use super::liveness::{Due, Liveness};
 use super::mailbox::Mail;
+use super::stats::{ConnState, Reason};
 use super::store::{NewEnvelope, Origin, Queued, StoreError, Stored};
+use super::transport::WriteFault;
 use super::writer::{Enqueued, Urgency};
 use super::{Relay, Signals};
 use crate::wire::{
-    self, B64, ClientFrame, ErrorCode, FrameError, KeyChangeVia, MAX_FRAME_BYTES,
-    MAX_PAYLOAD_BYTES, MAX_PREKEYS_PER_UPLOAD, Payload, RelayFrame, WS_BUFFER_BYTES,
+    self, B64, ClientFrame, ErrorCode, FrameError, KeyChangeVia, MAX_PAYLOAD_BYTES,
+    MAX_PREKEYS_PER_UPLOAD, Payload, RelayFrame,
 };
-
-type Ws = WebSocketStream<super::transport::Stream>;
-
-/// The WebSocket layer refuses messages beyond this outright (the connection is then closed);
-/// between `MAX_FRAME_BYTES` and this, a frame gets an error and the connection lives on.
-const HARD_LIMIT: usize = 4 * MAX_FRAME_BYTES;
-
-pub(crate) fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(WS_BUFFER_BYTES)
-        .write_buffer_size(WS_BUFFER_BYTES)
-        .max_message_size(Some(HARD_LIMIT))
-        .max_frame_size(Some(HARD_LIMIT))
-}
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -60,7 +50,7 @@ enum End {
 
 /// Reads the next text/binary payload and shows it to the tap, if any.
 async fn next_payload(relay: &Relay, ws: &mut Ws) -> Result<Vec<u8>, End> {
-    let payload = read_payload(ws).await?;
+    let payload = read_payload(relay, ws).await?;
     if let Some(tap) = &relay.config.tap {
         tap(&payload);
     }
@@ -68,13 +58,19 @@ async fn next_payload(relay: &Relay, ws: &mut Ws) -> Result<Vec<u8>, End> {
 }
 
 /// Reads the next text/binary payload; pings, pongs and frames are handled by tungstenite.
-async fn read_payload(ws: &mut Ws) -> Result<Vec<u8>, End> {
+async fn read_payload(relay: &Relay, ws: &mut Ws) -> Result<Vec<u8>, End> {
     loop {
-        match ws.next().await {
+        let next = ws.next().await;
+        if let Some(Ok(_)) = next {
+            // A whole frame: what arrived so far is no frame in progress.
+            ws.get_mut().settle();
+        }
+        match next {
             None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
                 return Err(End::Gone);
             }
             Some(Err(WsError::Capacity(e))) => {
+                relay.stats.record_rejection(Reason::TooLarge);
                 return Err(End::Close(
                     ErrorCode::TooLarge,
                     format!("frame refused: {e}"),
@@ -107,6 +103,32 @@ async fn flush(ws: &mut Ws) -> Result<(), End> {
     ws.flush().await.map_err(|_| End::Gone)
 }
 
+/// When the connection's next ping or deadline check is due.
+fn next_check(ws: &Ws, live: &Liveness) -> Instant {
+    live.next_check(&ws.get_ref().clock(), Instant::now())
+}
+
+/// Pings the peer if it has been quiet, or ends a connection that is silent past the idle
+/// deadline or has left a frame unfinished past the frame deadline.
+async fn keep_alive(relay: &Relay, ws: &mut Ws, live: &mut Liveness) -> Result<(), End> {
+    match live.check(&ws.get_ref().clock(), Instant::now()) {
+        Due::Nothing => Ok(()),
+        Due::Ping => ws
+            .send(Message::Ping(Default::default()))
+            .await
+            .map_err(|_| End::Gone),
+        Due::Close(reason) => {
+            relay.stats.record_rejection(reason);
+            Err(End::Gone)
+        }
+    }
+}
+
+fn liveness(relay: &Relay) -> Liveness {
+    let c = &relay.config;
+    Liveness::new(c.ping_interval, c.idle_timeout, c.frame_timeout)
+}
+
 fn error(req: Option<u64>, code: ErrorCode, message: impl Into<String>) -> RelayFrame {
     RelayFrame::Error {
         req,
@@ -130,54 +152,43 @@ fn frame_error(e: FrameError) -> RelayFrame {
     }
 }
 
-/// Serves one accepted TCP connection to its end.
+/// Serves one accepted TCP connection to its end; `ticket` is its place in the caps.
 pub(crate) async fn serve(
     relay: Arc<Relay>,
     stream: TcpStream,
     peer: SocketAddr,
+    mut ticket: Ticket,
     conn_id: u64,
     shutdown: CancellationToken,
 ) {
-    let stream = match super::transport::accept(relay.config.tls.as_ref(), stream, &shutdown).await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+    let mut ws = match super::handshake::handshake(&relay, stream, &shutdown).await {
+        Ok(ws) => ws,
+        Err(Failed::TimedOut) => {
+            relay.stats.record_rejection(Reason::HandshakeTimeout);
+            tracing::debug!(%peer, "handshake not done in time");
             return;
         }
+        Err(Failed::Other) => return,
     };
-    let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await
-    else {
-        tracing::debug!(%peer, "websocket handshake failed");
-        return;
-    };
-    let Ok(_permit) = relay.slots.clone().try_acquire_owned() else {
-        tracing::warn!(%peer, "connection refused: relay full");
-        let _ = send(
-            &mut ws,
-            &error(
-                None,
-                ErrorCode::Full,
-                "the relay is at its connection limit; try again later",
-            ),
-        )
-        .await;
-        let _ = ws.close(None).await;
-        return;
-    };
+    let _ = ticket.enter(ConnState::SigningIn);
     let end = tokio::select! {
-        e = session(&relay, &mut ws, conn_id, &shutdown) => e,
+        e = session(&relay, &mut ws, &mut ticket, conn_id, &shutdown) => e,
         _ = shutdown.cancelled() => End::Gone,
     };
     if let End::Close(code, message) = end {
         let _ = send(&mut ws, &error(None, code, message)).await;
     }
     let _ = ws.close(None).await;
+    if ws.get_ref().fault() == Some(WriteFault::TimedOut) {
+        relay.stats.record_rejection(Reason::WriteTimeout);
+        tracing::debug!(%peer, "connection dropped: the peer does not read");
+    }
 }
 
 async fn session(
     relay: &Arc<Relay>,
     ws: &mut Ws,
+    ticket: &mut Ticket,
     conn_id: u64,
     shutdown: &CancellationToken,
 ) -> End {
@@ -194,6 +205,7 @@ async fn session(
     let first = match tokio::time::timeout(relay.config.auth_timeout, next_payload(relay, ws)).await
     {
         Err(_) => {
+            relay.stats.record_rejection(Reason::AuthTimeout);
             return End::Close(
                 ErrorCode::NotAuthenticated,
                 "no authentication within the time limit".into(),
@@ -213,6 +225,11 @@ async fn session(
     };
     let account = match frame {
         ClientFrame::Anonymous => {
+            if let Err(reason) = ticket.enter(ConnState::Anonymous) {
+                relay.stats.record_rejection(reason);
+                let _ = send(ws, &super::handshake::refusal(relay, reason)).await;
+                return End::Gone;
+            }
             if let Err(e) = send(ws, &RelayFrame::AnonymousOk).await {
                 return e;
             }
@@ -246,9 +263,15 @@ async fn session(
         kick: shutdown.child_token(),
         ..Signals::default()
     };
+    let _ = ticket.enter(ConnState::SignedIn);
+    // A newer connection for the account ends this one even while it waits in a write.
+    ws.get_mut().interrupt_writes_on(signals.kick.clone());
     relay.go_online(&account_id, conn_id, &signals);
     let end = authenticated(relay, ws, &account_id, &handle, &signals, &nonce).await;
     relay.go_offline(&account_id, conn_id);
+    if signals.kick.is_cancelled() && !shutdown.is_cancelled() {
+        relay.stats.record_rejection(Reason::Kicked);
+    }
     end
 }
 
@@ -367,8 +390,16 @@ async fn register(
 /// An anonymous connection may only submit sealed envelopes.
 async fn anonymous(relay: &Arc<Relay>, ws: &mut Ws) -> End {
     let mut committing = Committing::default();
+    let mut live = liveness(relay);
     loop {
+        let wake = next_check(ws, &live);
         let bytes = tokio::select! {
+            _ = tokio::time::sleep_until(wake), if committing.has_room() => {
+                if let Err(e) = keep_alive(relay, ws, &mut live).await {
+                    return e;
+                }
+                continue;
+            }
             reply = committing.next() => {
                 if let Err(e) = committing.send_due(ws, reply).await {
                     return e;
@@ -730,10 +761,18 @@ async fn authenticated(
         return e;
     }
     let mut committing = Committing::default();
+    let mut live = liveness(relay);
     loop {
+        let wake = next_check(ws, &live);
         let bytes = tokio::select! {
             reply = committing.next() => {
                 if let Err(e) = committing.send_due(ws, reply).await {
+                    return e;
+                }
+                continue;
+            }
+            _ = tokio::time::sleep_until(wake), if committing.has_room() => {
+                if let Err(e) = keep_alive(relay, ws, &mut live).await {
                     return e;
                 }
                 continue;

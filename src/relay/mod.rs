@@ -7,7 +7,11 @@
 
 pub mod certs;
 mod conn;
+mod handshake;
+mod limits;
+mod liveness;
 mod mailbox;
+pub mod stats;
 pub mod store;
 mod transport;
 mod writer;
@@ -20,12 +24,15 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use certs::Authority;
 pub use certs::CertError;
+use limits::{Caps, Limits};
 use mailbox::Mailbox;
+pub use stats::{Reason, Stats};
 use store::RelayStore;
 use writer::Writer;
 
@@ -33,14 +40,46 @@ use writer::Writer;
 /// an operator's debugging tool see exactly what reaches the relay.
 pub type FrameTap = Arc<dyn Fn(&[u8]) + Send + Sync>;
 
-/// Tunables of a relay; the defaults suit one machine.
+/// Tunables of a relay; the defaults suit one machine, and a small community never reaches
+/// the caps. `docs/protocol.md` ("Limits") lists each with what a client sees.
 #[derive(Clone)]
 pub struct RelayConfig {
+    /// TCP accept to the end of the TLS and WebSocket handshakes; a connection not done by
+    /// then is closed.
+    pub handshake_timeout: Duration,
     /// A connection that has not authenticated (or declared itself anonymous) within this time
     /// is closed.
     pub auth_timeout: Duration,
+    /// The relay pings a connection it has heard nothing from for this long.
+    pub ping_interval: Duration,
+    /// A connection the relay has heard nothing from (no frame, no pong) for this long is
+    /// closed.
+    pub idle_timeout: Duration,
+    /// A frame that has started arriving must be complete within this time, or the
+    /// connection is closed.
+    pub frame_timeout: Duration,
+    /// A write to a connection that makes no progress for this long (the peer does not read)
+    /// fails and the connection is closed.
+    pub write_timeout: Duration,
     /// Connections beyond this many are refused with a `full` error.
     pub max_connections: usize,
+    /// Connections from one source address beyond this many are refused (`rate_limited`).
+    pub max_connections_per_address: usize,
+    /// Connections in their handshake or not signed in yet, in total; beyond, new ones are
+    /// refused (`rate_limited`). Each holds its slot at most `handshake_timeout` +
+    /// `auth_timeout`.
+    pub max_signing_in: usize,
+    /// Anonymous (sealed-sending) connections in total; beyond, `anonymous` is refused
+    /// (`rate_limited`).
+    pub max_anonymous: usize,
+    /// Connections from one source address that are not signed in (handshaking, signing in
+    /// or anonymous); beyond, new ones are refused (`rate_limited`).
+    pub max_unauthenticated_per_address: usize,
+    /// Refusals answered with a frame at the same time; beyond, a refused TCP connection is
+    /// closed at once, unanswered.
+    pub max_refusing: usize,
+    /// How often the counters are written to `<data dir>/stats.json` (also on stop).
+    pub stats_interval: Duration,
     /// Envelopes pushed to one connection and not yet acknowledged: the bound on its outbox.
     pub delivery_window: usize,
     /// Observer of received frames; none by default.
@@ -53,8 +92,25 @@ pub struct RelayConfig {
 impl std::fmt::Debug for RelayConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RelayConfig")
+            .field("handshake_timeout", &self.handshake_timeout)
             .field("auth_timeout", &self.auth_timeout)
+            .field("ping_interval", &self.ping_interval)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("frame_timeout", &self.frame_timeout)
+            .field("write_timeout", &self.write_timeout)
             .field("max_connections", &self.max_connections)
+            .field(
+                "max_connections_per_address",
+                &self.max_connections_per_address,
+            )
+            .field("max_signing_in", &self.max_signing_in)
+            .field("max_anonymous", &self.max_anonymous)
+            .field(
+                "max_unauthenticated_per_address",
+                &self.max_unauthenticated_per_address,
+            )
+            .field("max_refusing", &self.max_refusing)
+            .field("stats_interval", &self.stats_interval)
             .field("delivery_window", &self.delivery_window)
             .field("tap", &self.tap.is_some())
             .field("tls", &self.tls.is_some())
@@ -65,8 +121,19 @@ impl std::fmt::Debug for RelayConfig {
 impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
+            handshake_timeout: Duration::from_secs(5),
             auth_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+            frame_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(10),
             max_connections: 16_384,
+            max_connections_per_address: 64,
+            max_signing_in: 4_096,
+            max_anonymous: 4_096,
+            max_unauthenticated_per_address: 16,
+            max_refusing: 64,
+            stats_interval: Duration::from_secs(10),
             delivery_window: 64,
             tap: None,
             tls: None,
@@ -125,7 +192,10 @@ pub(crate) struct Relay {
     authority: Authority,
     online: Arc<OnlineTable>,
     config: RelayConfig,
-    slots: Arc<Semaphore>,
+    limits: Arc<Limits>,
+    stats: Arc<Stats>,
+    /// Refusals being answered with a frame (see `RelayConfig::max_refusing`).
+    refusing: Arc<Semaphore>,
 }
 
 impl Relay {
@@ -219,12 +289,22 @@ fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
     let queue = RelayStore::open(data_dir)?;
     queue.reserve_wal()?;
     let writer = Writer::spawn(queue, handover)?;
+    let stats = Arc::new(Stats::default());
+    let caps = Caps {
+        total: config.max_connections,
+        per_address: config.max_connections_per_address,
+        signing_in: config.max_signing_in,
+        anonymous: config.max_anonymous,
+        unauthenticated_per_address: config.max_unauthenticated_per_address,
+    };
     Ok(Relay {
         writer,
         db: Arc::new(Mutex::new(store)),
         authority,
         online,
-        slots: Arc::new(Semaphore::new(config.max_connections)),
+        limits: Arc::new(Limits::new(caps, stats.clone())),
+        stats,
+        refusing: Arc::new(Semaphore::new(config.max_refusing)),
         config,
     })
 }
@@ -243,7 +323,15 @@ pub async fn run(
         .map_err(store::StoreError::from)?;
     let _claim = crate::dir_lock::DirLock::acquire(data_dir).map_err(RelayError::InUse)?;
     let relay = Arc::new(open(data_dir, config)?);
+    let stats_path = data_dir.join(stats::FILE);
     let tracker = TaskTracker::new();
+    tracker.spawn(write_stats(
+        relay.stats.clone(),
+        stats_path.clone(),
+        relay.config.stats_interval,
+        shutdown.clone(),
+    ));
+    let mut accept_errors = AcceptErrors::default();
     let mut next_id = 0u64;
     loop {
         let accepted = tokio::select! {
@@ -253,31 +341,118 @@ pub async fn run(
         let (stream, peer): (_, SocketAddr) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                // Out of file descriptors and the like: wait a moment rather than spin.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+                // Out of file descriptors and the like: back off rather than spin, and say so
+                // once in a while rather than for every failure.
+                relay.stats.record_accept_error();
+                let pause = accept_errors.failed(&e);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => continue,
+                }
             }
         };
+        accept_errors.succeeded();
+        relay.stats.record_accept();
         next_id += 1;
         let _ = stream.set_nodelay(true);
-        tracker.spawn(conn::serve(
-            relay.clone(),
-            stream,
-            peer,
-            next_id,
-            shutdown.child_token(),
-        ));
+        match relay.limits.admit(peer.ip()) {
+            Ok(ticket) => {
+                tracker.spawn(conn::serve(
+                    relay.clone(),
+                    stream,
+                    peer,
+                    ticket,
+                    next_id,
+                    shutdown.child_token(),
+                ));
+            }
+            Err(reason) => {
+                relay.stats.record_rejection(reason);
+                tracing::debug!(%peer, reason = reason.name(), "connection refused");
+                // Tell the client why while few refusals are under way; beyond, a flood is
+                // not worth a handshake each: close at once.
+                if let Ok(permit) = relay.refusing.clone().try_acquire_owned() {
+                    tracker.spawn(handshake::refuse(
+                        relay.clone(),
+                        stream,
+                        reason,
+                        permit,
+                        shutdown.child_token(),
+                    ));
+                }
+            }
+        }
     }
     tracker.close();
     tracker.wait().await;
     // Every connection is gone; stop the writer (it commits what it holds) and wait for it,
     // so that when this returns the database is closed.
+    if let Err(e) = relay.stats.write(&stats_path) {
+        tracing::warn!(error = %e, "cannot write the relay's stats file");
+    }
     if let Ok(relay) = Arc::try_unwrap(relay) {
         relay.writer.stop().await;
     }
     tracing::info!("relay stopped");
     Ok(())
+}
+
+/// Writes the counters to `path` every `interval` until `shutdown` (the caller writes the
+/// last ones).
+async fn write_stats(
+    stats: Arc<Stats>,
+    path: std::path::PathBuf,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let (stats, path) = (stats.clone(), path.clone());
+        let written = tokio::task::spawn_blocking(move || stats.write(&path)).await;
+        if let Ok(Err(e)) = written {
+            tracing::warn!(error = %e, "cannot write the relay's stats file");
+        }
+    }
+}
+
+/// Failed accepts since the last success, logged at most once per `LOG_EVERY`.
+#[derive(Default)]
+struct AcceptErrors {
+    /// Failures in a row; the back-off grows with them.
+    in_a_row: u32,
+    /// Failures not logged yet.
+    unlogged: u64,
+    logged_at: Option<Instant>,
+}
+
+impl AcceptErrors {
+    const LOG_EVERY: Duration = Duration::from_secs(10);
+
+    /// Notes a failure; returns how long to wait before accepting again (50 ms, doubling up
+    /// to 1 s while the failures go on).
+    fn failed(&mut self, e: &std::io::Error) -> Duration {
+        self.in_a_row = self.in_a_row.saturating_add(1);
+        self.unlogged += 1;
+        let now = Instant::now();
+        if self.logged_at.is_none_or(|at| now >= at + Self::LOG_EVERY) {
+            tracing::warn!(
+                error = %e,
+                failures = self.unlogged,
+                "accept failed; if this says too many open files, raise the file limit (ulimit -n) or lower max_connections"
+            );
+            self.unlogged = 0;
+            self.logged_at = Some(now);
+        }
+        Duration::from_millis(50 << self.in_a_row.min(5).saturating_sub(1))
+            .min(Duration::from_secs(1))
+    }
+
+    fn succeeded(&mut self) {
+        self.in_a_row = 0;
+    }
 }
 
 /// The public half of the relay's trust root, for `sotto relay` to print and for tests.

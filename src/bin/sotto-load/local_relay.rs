@@ -21,11 +21,14 @@ pub struct LocalRelay {
 }
 
 impl LocalRelay {
-    /// Starts a relay with default settings on `127.0.0.1:0`, keeping its data in `dir`.
+    /// Starts a relay with default settings (but no per-address caps) on `127.0.0.1:0`, keeping its data in `dir`.
     pub async fn start(dir: PathBuf, transport: Transport) -> Result<LocalRelay> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        // Every client comes from 127.0.0.1: lift the per-address caps, keep the others.
         let mut config = RelayConfig::default();
+        config.max_connections_per_address = config.max_connections;
+        config.max_unauthenticated_per_address = config.max_connections;
         let (url, pin) = match transport {
             Transport::Ws => (format!("ws://{addr}"), None),
             Transport::Wss => {

@@ -55,11 +55,17 @@ impl RelayChild {
         }
         let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
         let config = dir.path().join("relay.toml");
-        // The connection limit is a config-file setting only; an explicit file also keeps
+        // The connection limits are config-file settings only; an explicit file also keeps
         // the user's own config from changing the run.
         std::fs::write(
             &config,
-            format!("[relay_server]\nmax_connections = {max_connections}\n"),
+            // Every client comes from 127.0.0.1: the per-address caps would refuse them.
+            format!(
+                "[relay_server]\nmax_connections = {n}\nmax_connections_per_address = {n}\n\
+                 max_unauthenticated_per_address = {n}\nmax_signing_in = {n}\n\
+                 max_anonymous = {n}\n",
+                n = max_connections
+            ),
         )
         .context("cannot write the relay's config file")?;
         let log = File::create(log_path(&dir)).context("cannot create the relay's log file")?;
