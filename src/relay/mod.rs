@@ -8,6 +8,8 @@
 pub mod certs;
 mod conn;
 mod mailbox;
+pub mod quota;
+pub mod rate;
 pub mod store;
 mod transport;
 mod writer;
@@ -26,6 +28,8 @@ use tokio_util::task::TaskTracker;
 use certs::Authority;
 pub use certs::CertError;
 use mailbox::Mailbox;
+pub use quota::QueueLimits;
+pub use rate::RateLimits;
 use store::RelayStore;
 use writer::Writer;
 
@@ -43,6 +47,16 @@ pub struct RelayConfig {
     pub max_connections: usize,
     /// Envelopes pushed to one connection and not yet acknowledged: the bound on its outbox.
     pub delivery_window: usize,
+    /// How much mail may wait in the queue per recipient, per sending account and per
+    /// recipient's sealed mail; beyond, an envelope is refused with `quota_exceeded`.
+    pub queue: QueueLimits,
+    /// Registrations, prekey uploads, bundle fetches, lookups and unknown acks per unit of
+    /// time; beyond, `rate_limited` (bundles beyond the per-target rate lose their one-time
+    /// keys instead).
+    pub rate: RateLimits,
+    /// One-time prekeys of each kind (EC, Kyber) the directory holds per account at most; an
+    /// upload that would go beyond is refused with `quota_exceeded`.
+    pub max_one_time_prekeys: u32,
     /// Observer of received frames; none by default.
     pub tap: Option<FrameTap>,
     /// Serve `wss://` with this configuration (see `tls::RelayCert::server_config`); None
@@ -56,6 +70,9 @@ impl std::fmt::Debug for RelayConfig {
             .field("auth_timeout", &self.auth_timeout)
             .field("max_connections", &self.max_connections)
             .field("delivery_window", &self.delivery_window)
+            .field("queue", &self.queue)
+            .field("rate", &self.rate)
+            .field("max_one_time_prekeys", &self.max_one_time_prekeys)
             .field("tap", &self.tap.is_some())
             .field("tls", &self.tls.is_some())
             .finish()
@@ -68,6 +85,9 @@ impl Default for RelayConfig {
             auth_timeout: Duration::from_secs(5),
             max_connections: 16_384,
             delivery_window: 64,
+            queue: QueueLimits::default(),
+            rate: RateLimits::default(),
+            max_one_time_prekeys: 200,
             tap: None,
             tls: None,
         }
@@ -122,6 +142,8 @@ pub(crate) struct Relay {
     online: Arc<OnlineTable>,
     config: RelayConfig,
     slots: Arc<Semaphore>,
+    /// The rate limits' buckets.
+    rates: rate::Limiter,
 }
 
 impl Relay {
@@ -214,13 +236,14 @@ fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
     let handover = ToOnline(online.clone());
     let queue = RelayStore::open(data_dir)?;
     queue.reserve_wal()?;
-    let writer = Writer::spawn(queue, handover)?;
+    let writer = Writer::spawn(queue, handover, config.queue)?;
     Ok(Relay {
         writer,
         db: Arc::new(Mutex::new(store)),
         authority,
         online,
         slots: Arc::new(Semaphore::new(config.max_connections)),
+        rates: rate::Limiter::new(config.rate),
         config,
     })
 }

@@ -59,7 +59,11 @@ impl RelayChild {
         // the user's own config from changing the run.
         std::fs::write(
             &config,
-            format!("[relay_server]\nmax_connections = {max_connections}\n"),
+            // Every account registers from this one address.
+            format!(
+                "[relay_server]\nmax_connections = {max_connections}\n\
+                 registrations_per_ip_per_hour = 0\n"
+            ),
         )
         .context("cannot write the relay's config file")?;
         let log = File::create(log_path(&dir)).context("cannot create the relay's log file")?;
