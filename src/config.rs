@@ -69,6 +69,22 @@ pub struct RelayServer {
     pub insecure_transport: Option<bool>,
     /// How many days a code from `sotto relay admin reset-handle` stays good (default 7).
     pub claim_code_days: Option<u32>,
+    /// Queue quotas (`relay::QueueLimits`), in MiB and envelopes.
+    pub queue_mib_per_recipient: Option<u64>,
+    pub queue_envelopes_per_recipient: Option<u64>,
+    pub queue_mib_per_sender: Option<u64>,
+    pub queue_envelopes_per_sender: Option<u64>,
+    pub sealed_queue_mib_per_recipient: Option<u64>,
+    pub sealed_queue_envelopes_per_recipient: Option<u64>,
+    /// One-time prekeys of each kind the directory holds per account.
+    pub max_one_time_prekeys: Option<u32>,
+    /// Rate limits (`relay::RateLimits`); 0 turns one off.
+    pub registrations_per_ip_per_hour: Option<u32>,
+    pub prekey_uploads_per_hour: Option<u32>,
+    pub bundles_per_target_per_minute: Option<u32>,
+    pub bundles_per_requester_per_minute: Option<u32>,
+    pub lookups_per_minute: Option<u32>,
+    pub unknown_acks_per_minute: Option<u32>,
 }
 
 /// How long a reset's claim code stays good unless the config says otherwise.

@@ -603,6 +603,67 @@ fn relay_tls(
     })
 }
 
+/// The quotas and rate limits of `[relay_server]` over the relay's defaults.
+fn apply_limits(server: &config::RelayServer, c: &mut RelayConfig) {
+    const MIB: u64 = 1024 * 1024;
+    let set = |into: &mut u64, v: Option<u64>, unit: u64| {
+        if let Some(v) = v {
+            *into = v.saturating_mul(unit);
+        }
+    };
+    let q = &mut c.queue;
+    set(&mut q.recipient_bytes, server.queue_mib_per_recipient, MIB);
+    set(
+        &mut q.recipient_envelopes,
+        server.queue_envelopes_per_recipient,
+        1,
+    );
+    set(&mut q.sender_bytes, server.queue_mib_per_sender, MIB);
+    set(
+        &mut q.sender_envelopes,
+        server.queue_envelopes_per_sender,
+        1,
+    );
+    set(
+        &mut q.sealed_bytes,
+        server.sealed_queue_mib_per_recipient,
+        MIB,
+    );
+    set(
+        &mut q.sealed_envelopes,
+        server.sealed_queue_envelopes_per_recipient,
+        1,
+    );
+    let set = |into: &mut u32, v: Option<u32>| {
+        if let Some(v) = v {
+            *into = v;
+        }
+    };
+    set(&mut c.max_one_time_prekeys, server.max_one_time_prekeys);
+    let r = &mut c.rate;
+    set(
+        &mut r.registrations_per_ip_per_hour,
+        server.registrations_per_ip_per_hour,
+    );
+    set(
+        &mut r.prekey_uploads_per_hour,
+        server.prekey_uploads_per_hour,
+    );
+    set(
+        &mut r.bundles_per_target_per_minute,
+        server.bundles_per_target_per_minute,
+    );
+    set(
+        &mut r.bundles_per_requester_per_minute,
+        server.bundles_per_requester_per_minute,
+    );
+    set(&mut r.lookups_per_minute, server.lookups_per_minute);
+    set(
+        &mut r.unknown_acks_per_minute,
+        server.unknown_acks_per_minute,
+    );
+}
+
 async fn run_relay(
     config: &Config,
     listen: Option<String>,
@@ -649,6 +710,7 @@ async fn run_relay(
             *field = Duration::from_secs(s);
         }
     }
+    apply_limits(server, &mut relay_config);
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

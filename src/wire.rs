@@ -286,7 +286,10 @@ pub enum ErrorCode {
     InvalidHandle,
     NotFound,
     Forbidden,
+    /// Too many requests of this kind too fast; wait and try again.
     RateLimited,
+    /// A quota (mail waiting at the relay, prekeys held) is used up; try again later.
+    QuotaExceeded,
     Full,
     IdentityChanged,
     Internal,

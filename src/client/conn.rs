@@ -41,7 +41,7 @@ pub enum LinkError {
     Offline,
     #[error("the relay did not answer in time")]
     Timeout,
-    #[error("the relay refused: {message}")]
+    #[error("{}", refusal(.code, .message))]
     Refused { code: ErrorCode, message: String },
     #[error(
         "the relay's trust root differs from the one pinned at init; refusing to talk to it (run `sotto info` to compare)"
@@ -53,6 +53,18 @@ pub enum LinkError {
     Version(u32),
     #[error("the relay spoke out of turn: {0}")]
     Protocol(String),
+}
+
+/// What a refusal tells the user: the relay's limits in words of what to do, anything else
+/// in the relay's own words.
+fn refusal(code: &ErrorCode, message: &str) -> String {
+    match code {
+        ErrorCode::RateLimited => {
+            "the relay is limiting how fast you send; wait a moment and try again".into()
+        }
+        ErrorCode::QuotaExceeded => format!("the relay is holding as much as it allows: {message}"),
+        _ => format!("the relay refused: {message}"),
+    }
 }
 
 fn ws_config() -> WebSocketConfig {

@@ -327,6 +327,9 @@ pub fn spawn_with(
                     deadlines,
                     in_flight: HashSet::new(),
                     sent: sent_tx,
+                    retry_at: None,
+                    retry_backoff: RETRY_START,
+                    last_top_up: None,
                 };
                 m.run(cmd_rx, link_rx, anon_rx, expired_rx, sent_rx).await;
                 token.cancel();
@@ -380,7 +383,21 @@ struct Manager {
     in_flight: HashSet<String>,
     /// Where the relay's answers to our messages' requests come back to.
     sent: mpsc::UnboundedSender<Sent>,
+    /// When messages the relay refused for a quota or a rate are sent again, and how long
+    /// the next wait is (doubling while refusals go on).
+    retry_at: Option<tokio::time::Instant>,
+    retry_backoff: Duration,
+    /// The last upload of one-time prekeys: at most one a minute.
+    last_top_up: Option<tokio::time::Instant>,
 }
+
+/// The first wait before messages refused for a quota or a rate are sent again, and the
+/// longest.
+const RETRY_START: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(300);
+/// Uploads of one-time prekeys at most this often, and unused ones kept at most (each kind).
+const TOP_UP_EVERY: Duration = Duration::from_secs(60);
+const KEEP_ONE_TIME: u32 = 2 * PREKEY_BATCH;
 
 /// How long a stopping manager waits for the relay to take the receipts it still owed.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
@@ -430,6 +447,7 @@ impl Manager {
         self.emit(Event::Connection(ConnState::Connecting)).await;
         loop {
             let receipts_due = self.receipts.due();
+            let retry_due = self.retry_at;
             tokio::select! {
                 biased;
                 cmd = commands.recv() => match cmd {
@@ -456,6 +474,10 @@ impl Manager {
                     for reply in self.send_receipts(due).await {
                         tokio::spawn(send::receipt_answered(reply));
                     }
+                }
+                () = sleep_until(retry_due) => {
+                    self.retry_at = None;
+                    self.flush_unsent().await;
                 }
                 ev = anon.recv() => match ev {
                     // Sealed sends that found the anonymous link down go out now.
@@ -759,6 +781,15 @@ impl Manager {
     }
 
     async fn top_up(&mut self) -> Result<(), ClientError> {
+        let now = tokio::time::Instant::now();
+        if self
+            .last_top_up
+            .is_some_and(|at| now.duration_since(at) < TOP_UP_EVERY)
+        {
+            // The next count the relay sends after a minute tops up.
+            return Ok(());
+        }
+        self.last_top_up = Some(now);
         let (prekeys, kyber) = account::mint_one_time(
             &self.store,
             PREKEY_BATCH,
@@ -774,6 +805,11 @@ impl Manager {
             })
             .await?;
         tracing::info!("uploaded a batch of one-time prekeys");
+        match self.store.prune_one_time(KEEP_ONE_TIME) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "pruned old unused one-time prekeys"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune one-time prekeys"),
+        }
         Ok(())
     }
 

@@ -552,6 +552,23 @@ impl Store {
         Ok(changed)
     }
 
+    /// Deletes our unused one-time prekeys (EC, and Kyber but never the last-resort key)
+    /// beyond the `keep` newest of each kind; returns how many went. The relay hands out the
+    /// lowest ids first and holds a bounded number, so the oldest unused keys are ones it
+    /// handed out long ago (whose first messages never came) or no longer holds.
+    pub fn prune_one_time(&self, keep: u32) -> Result<usize> {
+        let ec = self.conn.execute(
+            "DELETE FROM prekeys WHERE id NOT IN (SELECT id FROM prekeys ORDER BY id DESC LIMIT ?1)",
+            [keep],
+        )?;
+        let kyber = self.conn.execute(
+            "DELETE FROM kyber_prekeys WHERE last_resort = 0 AND id NOT IN (
+                 SELECT id FROM kyber_prekeys WHERE last_resort = 0 ORDER BY id DESC LIMIT ?1)",
+            [keep],
+        )?;
+        Ok(ec + kyber)
+    }
+
     /// Outgoing messages not yet accepted by the relay, oldest first.
     pub fn unsent(&self) -> Result<Vec<Message>> {
         self.messages_where(None, "m.state = 'sending' ORDER BY m.seq", [])

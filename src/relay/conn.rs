@@ -5,7 +5,7 @@
 //! passed to the store as opaque bytes. Any fault here ends only this connection.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,6 +23,7 @@ use super::handshake::{Failed, Ws};
 use super::limits::Ticket;
 use super::liveness::{Due, Liveness};
 use super::mailbox::Mail;
+use super::rate::Bucket;
 use super::stats::{ConnState, Reason};
 use super::store::{NewEnvelope, Origin, Queued, StoreError, Stored};
 use super::transport::WriteFault;
@@ -30,7 +31,7 @@ use super::writer::{Enqueued, Urgency};
 use super::{Relay, Signals};
 use crate::wire::{
     self, B64, ClientFrame, ErrorCode, FrameError, KeyChangeVia, MAX_PAYLOAD_BYTES,
-    MAX_PREKEYS_PER_UPLOAD, Payload, RelayFrame,
+    MAX_PREKEYS_PER_UPLOAD, Payload, RelayFrame, SignedKey,
 };
 
 fn now_ms() -> u64 {
@@ -247,7 +248,17 @@ async fn session(
             keys,
             signature,
             claim,
-        } => match register(relay, handle.clone(), keys, &nonce, &signature.0, claim).await {
+        } => match register(
+            relay,
+            source(ws),
+            handle.clone(),
+            keys,
+            &nonce,
+            &signature.0,
+            claim,
+        )
+        .await
+        {
             Ok(account_id) => (account_id, handle),
             Err(e) => return e,
         },
@@ -306,6 +317,49 @@ fn verify(identity_key: &[u8], nonce: &[u8], signature: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether every signed prekey of an upload verifies under `identity_key`: the signature
+/// is over the prekey's serialized public key, as `client::crypto` makes it. Checked before
+/// anything is stored, so the directory never hands out a key its owner did not sign.
+/// Run off the async threads: a full upload is a few hundred verifications.
+async fn prekeys_signed(identity_key: &[u8], keys: Vec<SignedKey>) -> bool {
+    let Ok(identity) = IdentityKey::decode(identity_key) else {
+        return false;
+    };
+    tokio::task::spawn_blocking(move || {
+        keys.iter().all(|k| {
+            identity
+                .public_key()
+                .verify_signature(&k.public.0, &k.signature.0)
+        })
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// The signed prekeys of a registration or rekey: the signed EC prekey, the last-resort
+/// Kyber key and every one-time Kyber key.
+fn signed_keys(keys: &wire::KeyUpload) -> Vec<SignedKey> {
+    let mut all = vec![keys.signed_prekey.clone(), keys.kyber_last_resort.clone()];
+    all.extend(keys.one_time_kyber.iter().cloned());
+    all
+}
+
+const BAD_PREKEY_SIGNATURE: &str =
+    "a prekey's signature does not verify under the account's identity key";
+
+/// The address registrations are counted against: the peer's IPv4 address, or its IPv6
+/// /64 (one host usually has a whole /64 to pick from).
+fn source(ws: &Ws) -> IpAddr {
+    match ws.get_ref().peer_addr().map(|a| a.ip()) {
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        Ok(ip) => ip,
+        Err(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    }
+}
+
 fn internal(e: StoreError) -> End {
     tracing::error!(error = %e, "store failure");
     End::Close(
@@ -316,12 +370,20 @@ fn internal(e: StoreError) -> End {
 
 async fn register(
     relay: &Arc<Relay>,
+    source: IpAddr,
     handle: String,
     keys: wire::KeyUpload,
     nonce: &[u8],
     signature: &[u8],
     claim: Option<String>,
 ) -> Result<String, End> {
+    if !relay.rates.registrations.take(&source) {
+        tracing::info!("registration refused: too many from one address");
+        return Err(End::Close(
+            ErrorCode::RateLimited,
+            "too many registrations from your network address; try again in an hour".into(),
+        ));
+    }
     if !wire::valid_handle(&handle) {
         return Err(End::Close(
             ErrorCode::InvalidHandle,
@@ -350,6 +412,18 @@ async fn register(
         return Err(End::Close(
             ErrorCode::TooLarge,
             format!("at most {MAX_PREKEYS_PER_UPLOAD} one-time keys of each kind per upload"),
+        ));
+    }
+    if too_many_one_time(relay, &keys) {
+        return Err(End::Close(
+            ErrorCode::QuotaExceeded,
+            one_time_quota(relay.config.max_one_time_prekeys),
+        ));
+    }
+    if !prekeys_signed(&keys.identity_key.0, signed_keys(&keys)).await {
+        return Err(End::Close(
+            ErrorCode::Malformed,
+            BAD_PREKEY_SIGNATURE.into(),
         ));
     }
     if let Some(code) = claim {
@@ -534,6 +608,9 @@ fn answer_when_committed(
                 ErrorCode::IdentityChanged,
                 "the recipient's identity key has changed; look them up again",
             ),
+            Some(Stored::OverQuota(quota)) => {
+                error(Some(req), ErrorCode::QuotaExceeded, quota.message())
+            }
             None => not_stored(req),
         }
     })
@@ -597,6 +674,8 @@ struct Pusher {
     handed: u64,
     /// The last read came up short of `handed`: read again once a commit is over.
     awaiting_commit: bool,
+    /// Acks of envelopes not in flight here, against `RateLimits::unknown_acks_per_minute`.
+    unknown_acks: Option<Bucket>,
 }
 
 impl Pusher {
@@ -608,7 +687,23 @@ impl Pusher {
             more: true,
             handed: 0,
             awaiting_commit: false,
+            unknown_acks: None,
         }
+    }
+
+    /// Counts an ack of an envelope not in flight on this connection; past the rate, the
+    /// connection is closed.
+    fn unknown_ack(&mut self, relay: &Relay) -> Result<(), End> {
+        let rate = relay.rates.unknown_acks();
+        let bucket = self.unknown_acks.get_or_insert_with(|| Bucket::new(rate));
+        if bucket.take(rate) {
+            return Ok(());
+        }
+        tracing::info!("connection closed: too many acks of envelopes not delivered on it");
+        Err(End::Close(
+            ErrorCode::RateLimited,
+            "too many acks of envelopes not delivered on this connection".into(),
+        ))
     }
 
     /// Mail the writer handed over for the account. While caught up, it is exactly what
@@ -813,15 +908,18 @@ async fn authenticated(
             }
         };
         let result = match frame {
-            ClientFrame::Ack { id } => {
+            ClientFrame::Ack { id } => match pusher.in_flight.remove(&id) {
                 // The delete is queued behind earlier writes, not waited for: what the
-                // connection pushes next comes after `id` anyway. An id this connection did
-                // not push (before a reconnection, or unknown) may be a disappearing
-                // message's, so it is deleted in the next batch.
-                let urgency = pusher.in_flight.remove(&id).unwrap_or(Urgency::Next);
-                relay.writer.remove(account_id, id, urgency).await;
-                pusher.push(relay, ws, account_id).await
-            }
+                // connection pushes next comes after `id` anyway.
+                Some(urgency) => {
+                    relay.writer.remove(account_id, id, urgency).await;
+                    pusher.push(relay, ws, account_id).await
+                }
+                // Not pushed on this connection (before a reconnection, or never): ignored
+                // without touching the database. Whatever it names is still queued and is
+                // pushed, and acked, again. A flood of them ends the connection.
+                None => pusher.unknown_ack(relay),
+            },
             ClientFrame::Send {
                 req,
                 to,
@@ -887,6 +985,9 @@ async fn request(
             handle,
             account_id: by_id,
         } => {
+            if !relay.rates.lookups.take(&account_id.to_string()) {
+                return rate_limited(req, "directory lookups");
+            }
             let found = relay
                 .db(move |db| {
                     let account = match (handle, by_id) {
@@ -920,11 +1021,24 @@ async fn request(
             req,
             account_id: of,
         } => {
+            if !relay
+                .rates
+                .bundles_by_requester
+                .take(&account_id.to_string())
+            {
+                return rate_limited(req, "prekey bundle requests");
+            }
+            // Beyond its rate, a target's bundles come without one-time keys: sessions can
+            // still be set up (with the last-resort Kyber key), and a drain cannot empty the
+            // pools its real contacts need.
+            let one_time = relay.rates.bundles_of_target.take(&of);
             let woken = of.clone();
-            match relay.db(move |db| db.take_bundle(&of)).await {
+            match relay.db(move |db| db.take_bundle(&of, one_time)).await {
                 Ok(bundle) => {
                     // The owner may want to top up its one-time keys.
-                    relay.refill(&woken);
+                    if one_time {
+                        relay.refill(&woken);
+                    }
                     RelayFrame::Bundle { req, bundle }
                 }
                 Err(StoreError::NotFound) => {
@@ -967,12 +1081,25 @@ async fn request(
                     format!("at most {MAX_PREKEYS_PER_UPLOAD} keys of each kind per upload"),
                 );
             }
+            if !relay.rates.uploads.take(&account_id.to_string()) {
+                return rate_limited(req, "prekey uploads");
+            }
             let id = account_id.to_string();
+            let identity_key = match relay.db(move |db| db.account_by_id(&id)).await {
+                Ok(Some(a)) => a.identity_key,
+                Ok(None) => return error(Some(req), ErrorCode::NotFound, "no such account"),
+                Err(e) => return store_error(req, e),
+            };
+            if !prekeys_signed(&identity_key, kyber.clone()).await {
+                return error(Some(req), ErrorCode::Malformed, BAD_PREKEY_SIGNATURE);
+            }
+            let (id, max) = (account_id.to_string(), relay.config.max_one_time_prekeys);
             match relay
-                .db(move |db| db.upload_prekeys(&id, &prekeys, &kyber))
+                .db(move |db| db.upload_prekeys(&id, &prekeys, &kyber, max))
                 .await
             {
-                Ok(()) => RelayFrame::Ok { req },
+                Ok(true) => RelayFrame::Ok { req },
+                Ok(false) => error(Some(req), ErrorCode::QuotaExceeded, one_time_quota(max)),
                 Err(e) => store_error(req, e),
             }
         }
@@ -1009,6 +1136,25 @@ async fn request(
             error(None, ErrorCode::Malformed, "unexpected frame")
         }
     }
+}
+
+/// The answer to a request beyond its rate.
+fn rate_limited(req: u64, what: &str) -> RelayFrame {
+    error(
+        Some(req),
+        ErrorCode::RateLimited,
+        format!("too many {what} in a short time; wait a moment and try again"),
+    )
+}
+
+fn one_time_quota(max: u32) -> String {
+    format!("the directory holds at most {max} one-time prekeys of each kind per account")
+}
+
+/// Whether a registration or rekey carries more one-time keys than the directory holds.
+fn too_many_one_time(relay: &Relay, keys: &wire::KeyUpload) -> bool {
+    let max = relay.config.max_one_time_prekeys as usize;
+    keys.one_time_prekeys.len() > max || keys.one_time_kyber.len() > max
 }
 
 /// The writer could not commit the envelope (it logged why).
@@ -1070,6 +1216,16 @@ async fn rekey(
         || keys.one_time_kyber.len() > MAX_PREKEYS_PER_UPLOAD
     {
         return too_large(req);
+    }
+    if too_many_one_time(relay, &keys) {
+        return error(
+            Some(req),
+            ErrorCode::QuotaExceeded,
+            one_time_quota(relay.config.max_one_time_prekeys),
+        );
+    }
+    if !prekeys_signed(&keys.identity_key.0, signed_keys(&keys)).await {
+        return error(Some(req), ErrorCode::Malformed, BAD_PREKEY_SIGNATURE);
     }
     let (id, now) = (account_id.to_string(), now_ms());
     let endorsement = endorsement.to_vec();

@@ -11,6 +11,8 @@ mod handshake;
 mod limits;
 mod liveness;
 mod mailbox;
+pub mod quota;
+pub mod rate;
 pub mod stats;
 pub mod store;
 mod transport;
@@ -32,6 +34,8 @@ use certs::Authority;
 pub use certs::CertError;
 use limits::{Caps, Limits};
 use mailbox::Mailbox;
+pub use quota::QueueLimits;
+pub use rate::RateLimits;
 pub use stats::{Reason, Stats};
 use store::RelayStore;
 use writer::Writer;
@@ -82,6 +86,16 @@ pub struct RelayConfig {
     pub stats_interval: Duration,
     /// Envelopes pushed to one connection and not yet acknowledged: the bound on its outbox.
     pub delivery_window: usize,
+    /// How much mail may wait in the queue per recipient, per sending account and per
+    /// recipient's sealed mail; beyond, an envelope is refused with `quota_exceeded`.
+    pub queue: QueueLimits,
+    /// Registrations, prekey uploads, bundle fetches, lookups and unknown acks per unit of
+    /// time; beyond, `rate_limited` (bundles beyond the per-target rate lose their one-time
+    /// keys instead).
+    pub rate: RateLimits,
+    /// One-time prekeys of each kind (EC, Kyber) the directory holds per account at most; an
+    /// upload that would go beyond is refused with `quota_exceeded`.
+    pub max_one_time_prekeys: u32,
     /// Observer of received frames; none by default.
     pub tap: Option<FrameTap>,
     /// Serve `wss://` with this configuration (see `tls::RelayCert::server_config`); None
@@ -112,6 +126,9 @@ impl std::fmt::Debug for RelayConfig {
             .field("max_refusing", &self.max_refusing)
             .field("stats_interval", &self.stats_interval)
             .field("delivery_window", &self.delivery_window)
+            .field("queue", &self.queue)
+            .field("rate", &self.rate)
+            .field("max_one_time_prekeys", &self.max_one_time_prekeys)
             .field("tap", &self.tap.is_some())
             .field("tls", &self.tls.is_some())
             .finish()
@@ -135,6 +152,9 @@ impl Default for RelayConfig {
             max_refusing: 64,
             stats_interval: Duration::from_secs(10),
             delivery_window: 64,
+            queue: QueueLimits::default(),
+            rate: RateLimits::default(),
+            max_one_time_prekeys: 200,
             tap: None,
             tls: None,
         }
@@ -196,6 +216,8 @@ pub(crate) struct Relay {
     stats: Arc<Stats>,
     /// Refusals being answered with a frame (see `RelayConfig::max_refusing`).
     refusing: Arc<Semaphore>,
+    /// The rate limits' buckets.
+    rates: rate::Limiter,
 }
 
 impl Relay {
@@ -288,7 +310,7 @@ fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
     let handover = ToOnline(online.clone());
     let queue = RelayStore::open(data_dir)?;
     queue.reserve_wal()?;
-    let writer = Writer::spawn(queue, handover)?;
+    let writer = Writer::spawn(queue, handover, config.queue)?;
     let stats = Arc::new(Stats::default());
     let caps = Caps {
         total: config.max_connections,
@@ -305,6 +327,7 @@ fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
         limits: Arc::new(Limits::new(caps, stats.clone())),
         stats,
         refusing: Arc::new(Semaphore::new(config.max_refusing)),
+        rates: rate::Limiter::new(config.rate),
         config,
     })
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::quota::{Entry, QueueLimits, QueueUsage, Quota};
 use crate::wire::{B64, Bundle, KeyChange, KeyChangeVia, KeyUpload, PreKey, SignedKey};
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +92,8 @@ pub enum Stored {
     NoRecipient,
     /// A sealed envelope encrypted to an identity key the recipient no longer has.
     StaleKey,
+    /// Queuing it would break a queue quota.
+    OverQuota(Quota),
 }
 
 /// Why a sealed envelope for `recipient` must not be queued, if it must not: no such
@@ -406,29 +409,30 @@ impl RelayStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Adds one-time prekeys, unless the account would then hold more than `max` of either
+    /// kind (an id already held is replaced, not counted twice): returns whether they were
+    /// added.
     pub fn upload_prekeys(
         &mut self,
         account_id: &str,
         prekeys: &[PreKey],
         kyber: &[SignedKey],
-    ) -> Result<()> {
+        max: u32,
+    ) -> Result<bool> {
         let tx = self.conn.transaction()?;
         insert_one_time(&tx, account_id, prekeys, kyber)?;
+        let (ec, ky) = count_one_time(&tx, account_id)?;
+        if ec > max || ky > max {
+            // Dropping the transaction rolls it back.
+            return Ok(false);
+        }
         tx.commit()?;
-        Ok(())
+        Ok(true)
     }
 
     /// How many one-time EC and Kyber prekeys the account has left.
     pub fn prekey_count(&self, account_id: &str) -> Result<(u32, u32)> {
-        let ec = self
-            .conn
-            .prepare_cached("SELECT count(*) FROM one_time_prekeys WHERE account_id = ?1")
-            .and_then(|mut st| st.query_row([account_id], |r| r.get(0)))?;
-        let kyber = self
-            .conn
-            .prepare_cached("SELECT count(*) FROM one_time_kyber WHERE account_id = ?1")
-            .and_then(|mut st| st.query_row([account_id], |r| r.get(0)))?;
-        Ok((ec, kyber))
+        count_one_time(&self.conn, account_id)
     }
 
     pub fn account_by_id(&self, account_id: &str) -> Result<Option<Account>> {
@@ -459,8 +463,10 @@ impl RelayStore {
     }
 
     /// Hands out a bundle, consuming one one-time EC prekey and one one-time Kyber prekey if
-    /// any are left, in one transaction so that no key is ever handed out twice.
-    pub fn take_bundle(&mut self, account_id: &str) -> Result<Bundle> {
+    /// any are left, in one transaction so that no key is ever handed out twice. With
+    /// `one_time` false (the account's bundles are being fetched too fast), the bundle has
+    /// no one-time EC prekey and the last-resort Kyber key, and the pools are left alone.
+    pub fn take_bundle(&mut self, account_id: &str, one_time: bool) -> Result<Bundle> {
         let tx = self.conn.transaction()?;
         let row = tx
             .query_row(
@@ -490,6 +496,18 @@ impl RelayStore {
         let Some((handle, identity_key, registration_id, signed_prekey, last_resort)) = row else {
             return Err(StoreError::NotFound);
         };
+        if !one_time {
+            tx.commit()?;
+            return Ok(Bundle {
+                account_id: account_id.to_string(),
+                handle,
+                identity_key: identity_key.into(),
+                registration_id,
+                signed_prekey,
+                prekey: None,
+                kyber: last_resort,
+            });
+        }
         let prekey = tx
             .query_row(
                 "DELETE FROM one_time_prekeys WHERE rowid = (SELECT rowid FROM one_time_prekeys
@@ -557,11 +575,15 @@ impl RelayStore {
     /// again and its recipient drops it as a duplicate; nobody was promised anything.
     /// An envelope with an expiry belongs to a disappearing message: once one is deleted, the
     /// WAL is truncated too, so its text does not linger there.
+    ///
+    /// Each new envelope is checked against the queue quotas in `usage`, which is kept up to
+    /// date with what this batch queues and deletes, and put back as it was if the batch fails.
     pub fn write(
         &self,
         new: &[NewEnvelope],
         remove: &[(String, u64)],
         next_id: &mut u64,
+        usage: &mut QueueUsage,
         before_commit: impl FnOnce(&[Stored]),
     ) -> Result<Vec<Stored>> {
         let batch = || -> rusqlite::Result<(Vec<Stored>, bool)> {
@@ -597,6 +619,15 @@ impl RelayStore {
                         Origin::Account { id, .. } => Some(id.as_str()),
                         Origin::Sealed { .. } => None,
                     };
+                    let entry = Entry {
+                        recipient: &e.recipient,
+                        sender,
+                        bytes: e.payload.len() as u64,
+                    };
+                    if let Some(quota) = usage.check(&entry) {
+                        stored.push(Stored::OverQuota(quota));
+                        continue;
+                    }
                     let queued = insert.execute(params![
                         e.recipient,
                         sender,
@@ -608,6 +639,7 @@ impl RelayStore {
                     ])?;
                     stored.push(match queued {
                         1 => {
+                            usage.add(&entry);
                             *next_id += 1;
                             Stored::Queued(*next_id - 1)
                         }
@@ -615,23 +647,43 @@ impl RelayStore {
                     });
                 }
                 let mut delete = tx.prepare_cached(
-                    "DELETE FROM queue WHERE id = ?1 AND recipient = ?2 RETURNING expires_at",
+                    "DELETE FROM queue WHERE id = ?1 AND recipient = ?2
+                     RETURNING expires_at, length(payload), sender, sealed",
                 )?;
                 for (recipient, id) in remove {
-                    let gone: Option<Option<i64>> = delete
-                        .query_row(params![*id as i64, recipient], |r| r.get(0))
+                    let gone: Option<(Option<i64>, i64, Option<String>, bool)> = delete
+                        .query_row(params![*id as i64, recipient], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                        })
                         .optional()?;
-                    expiring |= matches!(gone, Some(Some(_)));
+                    if let Some((expires_at, bytes, sender, sealed)) = gone {
+                        expiring |= expires_at.is_some();
+                        usage.remove(&Entry {
+                            recipient,
+                            sender: if sealed { None } else { sender.as_deref() },
+                            bytes: bytes as u64,
+                        });
+                    }
                 }
             }
             before_commit(&stored);
             tx.commit()?;
             Ok((stored, expiring))
         };
-        let (stored, expiring) = if new.is_empty() {
-            crate::db::without_sync(&self.conn, batch)?
+        let done = if new.is_empty() {
+            crate::db::without_sync(&self.conn, batch)
         } else {
-            batch()?
+            batch()
+        };
+        let (stored, expiring) = match done {
+            Ok(d) => {
+                usage.commit();
+                d
+            }
+            Err(e) => {
+                usage.rollback();
+                return Err(e.into());
+            }
         };
         if expiring {
             crate::db::truncate_wal(&self.conn)?;
@@ -660,6 +712,31 @@ impl RelayStore {
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// The queue's totals per recipient, sending account and sealed recipient, counted once
+    /// when the queue's writer starts; the writer keeps them up to date from then on.
+    pub fn queue_usage(&self, limits: QueueLimits) -> Result<QueueUsage> {
+        let mut usage = QueueUsage::new(limits);
+        let mut st = self.conn.prepare(
+            "SELECT recipient, sender, sealed, count(*), sum(length(payload)) FROM queue
+             GROUP BY recipient, sender, sealed",
+        )?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let recipient: String = r.get(0)?;
+            let sender: Option<String> = r.get(1)?;
+            let sealed: bool = r.get(2)?;
+            let envelopes: i64 = r.get(3)?;
+            let bytes: i64 = r.get(4)?;
+            let entry = Entry {
+                recipient: &recipient,
+                sender: if sealed { None } else { sender.as_deref() },
+                bytes: bytes as u64,
+            };
+            usage.load(&entry, envelopes as u64);
+        }
+        Ok(usage)
     }
 
     /// Envelopes waiting for `recipient`.
@@ -734,6 +811,16 @@ fn replace_keys(
         ])
     })?;
     Ok(())
+}
+
+fn count_one_time(conn: &Connection, account_id: &str) -> Result<(u32, u32)> {
+    let ec = conn
+        .prepare_cached("SELECT count(*) FROM one_time_prekeys WHERE account_id = ?1")
+        .and_then(|mut st| st.query_row([account_id], |r| r.get(0)))?;
+    let kyber = conn
+        .prepare_cached("SELECT count(*) FROM one_time_kyber WHERE account_id = ?1")
+        .and_then(|mut st| st.query_row([account_id], |r| r.get(0)))?;
+    Ok((ec, kyber))
 }
 
 fn insert_one_time(

@@ -93,6 +93,14 @@ pub(crate) async fn accept(
 }
 
 impl Stream {
+    /// The address of the peer on the other end of the TCP connection.
+    pub(crate) fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match &self.io {
+            Io::Plain(t) => t.peer_addr(),
+            Io::Tls(t) => t.get_ref().0.peer_addr(),
+        }
+    }
+
     /// From now on, a waiting write fails once `token` fires (e.g. a newer connection for
     /// the same account signed in).
     pub fn interrupt_writes_on(&mut self, token: CancellationToken) {

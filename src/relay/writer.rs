@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::RelayError;
+use super::quota::{QueueLimits, QueueUsage};
 use super::store::{NewEnvelope, Queued, RelayStore, Stored};
 
 /// Where a batch's new envelopes go (the relay passes them to their recipients' connections).
@@ -78,13 +79,18 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `store`, a connection of its own; what it queues goes to
-    /// `handover` too.
-    pub fn spawn(store: RelayStore, handover: impl Handover) -> Result<Writer, RelayError> {
+    /// `handover` too. New envelopes are held to `limits` (the queue is counted once here).
+    pub fn spawn(
+        store: RelayStore,
+        handover: impl Handover,
+        limits: QueueLimits,
+    ) -> Result<Writer, RelayError> {
         let next_id = store.last_envelope_id()? + 1;
+        let usage = store.queue_usage(limits)?;
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let thread = std::thread::Builder::new()
             .name("relay-writer".into())
-            .spawn(move || run(store, rx, handover, next_id))?;
+            .spawn(move || run(store, rx, handover, next_id, usage))?;
         Ok(Writer {
             tx,
             thread: Some(thread),
@@ -149,6 +155,7 @@ fn run(
     mut rx: mpsc::Receiver<Write>,
     handover: impl Handover,
     mut next_id: u64,
+    mut usage: QueueUsage,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut held = Vec::new();
@@ -163,6 +170,7 @@ fn run(
                 Vec::new(),
                 &held,
                 &mut next_id,
+                &mut usage,
             );
             held.clear();
             continue;
@@ -196,7 +204,15 @@ fn run(
         if new.is_empty() || !flushes.is_empty() || held.len() >= MAX_HELD {
             remove.append(&mut held);
         }
-        apply(&store, &handover, new, replies, &remove, &mut next_id);
+        apply(
+            &store,
+            &handover,
+            new,
+            replies,
+            &remove,
+            &mut next_id,
+            &mut usage,
+        );
         for f in flushes {
             let _ = f.send(());
         }
@@ -212,9 +228,10 @@ fn apply(
     replies: Vec<oneshot::Sender<Enqueued>>,
     remove: &[(String, u64)],
     next_id: &mut u64,
+    usage: &mut QueueUsage,
 ) {
     let mut recipients = Vec::new();
-    let written = store.write(&new, remove, next_id, |stored| {
+    let written = store.write(&new, remove, next_id, usage, |stored| {
         let staged: Vec<_> = new
             .iter()
             .zip(stored)
@@ -347,7 +364,12 @@ mod tests {
             reader: Mutex::new(RelayStore::open(dir).unwrap()),
         };
         (
-            Writer::spawn(RelayStore::open(dir).unwrap(), watch).unwrap(),
+            Writer::spawn(
+                RelayStore::open(dir).unwrap(),
+                watch,
+                QueueLimits::default(),
+            )
+            .unwrap(),
             log,
         )
     }
@@ -368,7 +390,12 @@ mod tests {
             held: held_tx,
             go: Mutex::new(go_rx),
         };
-        let writer = Writer::spawn(RelayStore::open(dir.path()).unwrap(), gated).unwrap();
+        let writer = Writer::spawn(
+            RelayStore::open(dir.path()).unwrap(),
+            gated,
+            QueueLimits::default(),
+        )
+        .unwrap();
         let one = writer.enqueue(for_bob("one")).await;
         held.recv().await.unwrap();
         writer.remove("bob", 1, urgency).await;

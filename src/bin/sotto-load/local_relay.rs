@@ -29,6 +29,8 @@ impl LocalRelay {
         let mut config = RelayConfig::default();
         config.max_connections_per_address = config.max_connections;
         config.max_unauthenticated_per_address = config.max_connections;
+        // Every load client registers from this one address.
+        config.rate.registrations_per_ip_per_hour = 0;
         let (url, pin) = match transport {
             Transport::Ws => (format!("ws://{addr}"), None),
             Transport::Wss => {

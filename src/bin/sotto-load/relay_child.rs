@@ -59,11 +59,12 @@ impl RelayChild {
         // the user's own config from changing the run.
         std::fs::write(
             &config,
-            // Every client comes from 127.0.0.1: the per-address caps would refuse them.
+            // Every client comes from 127.0.0.1: the per-address caps and the registration
+            // rate would refuse them.
             format!(
                 "[relay_server]\nmax_connections = {n}\nmax_connections_per_address = {n}\n\
                  max_unauthenticated_per_address = {n}\nmax_signing_in = {n}\n\
-                 max_anonymous = {n}\n",
+                 max_anonymous = {n}\nregistrations_per_ip_per_hour = 0\n",
                 n = max_connections
             ),
         )

@@ -8,7 +8,9 @@ use std::time::SystemTime;
 use libsignal_protocol::{SenderCertificate, SessionStore as _, SignalProtocolError};
 
 use super::receipts::ThreadKey;
-use super::{CERT_MARGIN_MS, ClientError, Event, Manager, describe, now_ms};
+use super::{
+    CERT_MARGIN_MS, ClientError, Event, Manager, RETRY_MAX, RETRY_START, describe, now_ms,
+};
 use crate::client::conn::{LinkError, Reply};
 use crate::client::content::{self, Content};
 use crate::client::crypto;
@@ -213,6 +215,13 @@ impl Manager {
                     code: ErrorCode::IdentityChanged,
                     ..
                 }) if sent.secret => self.learn_key_change(&sent.handle).await,
+                Err(LinkError::Refused {
+                    code: code @ (ErrorCode::QuotaExceeded | ErrorCode::RateLimited),
+                    ..
+                }) => {
+                    self.retry_later(&sent.handle, code).await;
+                    continue;
+                }
                 Err(e) => e.into(),
             };
             self.settle_failed(&sent.id, e).await;
@@ -220,6 +229,7 @@ impl Manager {
         if accepted.is_empty() {
             return;
         }
+        self.retry_backoff = RETRY_START;
         let ids: Vec<&str> = accepted.iter().map(String::as_str).collect();
         match self.store.set_states(&ids, MessageState::Sent) {
             Ok(changed) => {
@@ -233,6 +243,24 @@ impl Manager {
             }
             Err(e) => tracing::error!(error = %e, "cannot record sent state"),
         }
+    }
+
+    /// The relay refused a message for a quota (a full mailbox) or a rate: it stays
+    /// `sending` and every unsent message is sent again after a wait that doubles while
+    /// refusals go on. The user is told once per refusal.
+    async fn retry_later(&mut self, handle: &str, code: ErrorCode) {
+        let now = tokio::time::Instant::now();
+        if self.retry_at.is_none() {
+            self.retry_at = Some(now + self.retry_backoff);
+            self.retry_backoff = (self.retry_backoff * 2).min(RETRY_MAX);
+        }
+        let text = match code {
+            ErrorCode::QuotaExceeded => format!(
+                "{handle}'s mailbox at the relay is full (or you have too much mail waiting there); the message stays queued and is retried later"
+            ),
+            _ => "the relay is limiting how fast you send; the message stays queued and is retried in a moment".to_string(),
+        };
+        self.emit(Event::Warning(text)).await;
     }
 
     /// Records that a message's send did not go through. A connection problem leaves it
