@@ -225,7 +225,16 @@ async fn a_client_tops_up_its_one_time_prekeys_when_few_are_left() {
         bob: bd,
         relay,
         tmp: _tmp,
-    } = Scene::new().await;
+    } = Scene::with(sotto::relay::RelayConfig {
+        // This drain is the scene, not the attack: the bundle rates are off.
+        rate: sotto::relay::RateLimits {
+            bundles_per_target_per_minute: 0,
+            bundles_per_requester_per_minute: 0,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
     let bob_id = common::account_id(&bd);
     let count = || {
         RelayStore::open(&rd)

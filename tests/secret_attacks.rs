@@ -541,16 +541,15 @@ async fn a_registered_key_with_trailing_bytes_is_the_same_key() {
         keys: wire::KeyUpload {
             identity_key: B64(padded),
             registration_id: 7,
-            signed_prekey: wire::SignedKey {
-                id: 1,
-                public: vec![5; 33].into(),
-                signature: vec![0; 64].into(),
-            },
-            kyber_last_resort: wire::SignedKey {
-                id: 1,
-                public: vec![1; 10].into(),
-                signature: vec![0; 64].into(),
-            },
+            // Signed by the key, as the relay checks before anything else about them.
+            signed_prekey: crypto::wire_signed(
+                &crypto::signed_prekey(1, &alice, SystemTime::now(), &mut rand::rng()).unwrap(),
+            )
+            .unwrap(),
+            kyber_last_resort: crypto::wire_kyber(
+                &crypto::kyber_prekey(1, &alice, SystemTime::now(), &mut rand::rng()).unwrap(),
+            )
+            .unwrap(),
             one_time_prekeys: vec![],
             one_time_kyber: vec![],
         },

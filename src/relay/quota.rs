@@ -4,7 +4,8 @@
 //! Owns the running totals the queue's writer checks each new envelope against. They are
 //! counted once from the queue when the writer starts and then kept up to date by the writer
 //! with every insert and delete, so a check costs a few hash lookups, never a SUM over the
-//! queue. Changes made during a batch are logged so that a failed commit can take them back.
+//! queue. A batch whose transaction fails leaves them wrong, so the writer counts them from the
+//! queue again then (a rare path: the store is failing).
 //! Must not touch the database or a socket (the writer hands it what it stored and deleted).
 
 use std::collections::HashMap;
@@ -95,8 +96,6 @@ pub struct QueueUsage {
     recipient: HashMap<String, Usage>,
     sender: HashMap<String, Usage>,
     sealed: HashMap<String, Usage>,
-    /// Changes since the last `commit`, to undo if the batch's transaction fails.
-    undo: Vec<(Table, String, u64, bool)>,
 }
 
 impl QueueUsage {
@@ -125,30 +124,31 @@ impl QueueUsage {
     }
 
     /// Adds (or, with `add` false, takes away) one envelope of `bytes` under `key`.
-    fn change(&mut self, t: Table, key: &str, bytes: u64, add: bool) {
+    /// Allocates only for a key not counted yet.
+    fn change(&mut self, t: Table, key: &str, bytes: u64, envelopes: u64, add: bool) {
         let map = self.table(t);
-        let u = map.entry(key.to_string()).or_default();
         if add {
+            let u = match map.get_mut(key) {
+                Some(u) => u,
+                None => map.entry(key.to_string()).or_default(),
+            };
             u.bytes += bytes;
-            u.envelopes += 1;
-        } else {
+            u.envelopes += envelopes;
+        } else if let Some(u) = map.get_mut(key) {
             u.bytes = u.bytes.saturating_sub(bytes);
-            u.envelopes = u.envelopes.saturating_sub(1);
+            u.envelopes = u.envelopes.saturating_sub(envelopes);
             if u.envelopes == 0 {
                 map.remove(key);
             }
         }
     }
 
-    fn tables(e: &Entry<'_>) -> [(Table, String); 2] {
+    fn tables<'a>(e: &Entry<'a>) -> [(Table, &'a str); 2] {
         match e.sender {
-            Some(s) => [
-                (Table::Recipient, e.recipient.to_string()),
-                (Table::Sender, s.to_string()),
-            ],
+            Some(s) => [(Table::Recipient, e.recipient), (Table::Sender, s)],
             None => [
-                (Table::Recipient, e.recipient.to_string()),
-                (Table::Sealed, e.recipient.to_string()),
+                (Table::Recipient, e.recipient),
+                (Table::Sealed, e.recipient),
             ],
         }
     }
@@ -188,43 +188,29 @@ impl QueueUsage {
         }
     }
 
-    /// Counts `e` as queued (logged until `commit`).
+    /// Counts `e` as queued.
     pub fn add(&mut self, e: &Entry<'_>) {
-        self.record(e, true);
+        for (t, key) in Self::tables(e) {
+            self.change(t, key, e.bytes, 1, true);
+        }
     }
 
-    /// Counts `e` as gone (logged until `commit`).
+    /// Counts `e` as gone.
     pub fn remove(&mut self, e: &Entry<'_>) {
-        self.record(e, false);
+        for (t, key) in Self::tables(e) {
+            self.change(t, key, e.bytes, 1, false);
+        }
     }
 
-    /// Counts `envelopes` envelopes of `e.bytes` bytes in all without logging: the totals
-    /// found in the queue at start.
+    /// Counts `envelopes` envelopes of `e.bytes` bytes in all: the totals found in the queue.
     pub fn load(&mut self, e: &Entry<'_>, envelopes: u64) {
         for (t, key) in Self::tables(e) {
-            let u = self.table(t).entry(key).or_default();
-            u.bytes += e.bytes;
-            u.envelopes += envelopes;
+            self.change(t, key, e.bytes, envelopes, true);
         }
     }
 
-    fn record(&mut self, e: &Entry<'_>, add: bool) {
-        for (t, key) in Self::tables(e) {
-            self.change(t, &key, e.bytes, add);
-            self.undo.push((t, key, e.bytes, add));
-        }
-    }
-
-    /// The batch's changes are committed: forget how to undo them.
-    pub fn commit(&mut self) {
-        self.undo.clear();
-    }
-
-    /// The batch's transaction failed: take its changes back.
-    pub fn rollback(&mut self) {
-        for (t, key, bytes, add) in std::mem::take(&mut self.undo).into_iter().rev() {
-            self.change(t, &key, bytes, !add);
-        }
+    pub fn limits(&self) -> QueueLimits {
+        self.limits
     }
 }
 
@@ -273,20 +259,5 @@ mod tests {
         u.add(&sealed);
         u.add(&sealed);
         assert_eq!(u.check(&sealed), Some(Quota::Sealed));
-    }
-
-    #[test]
-    fn a_failed_batch_is_taken_back() {
-        let mut u = QueueUsage::new(limits());
-        let e = normal("bob", "alice", 30);
-        u.add(&e);
-        u.commit();
-        u.add(&e);
-        u.remove(&normal("bob", "alice", 30));
-        u.add(&e);
-        assert_eq!(u.check(&e), Some(Quota::Sender));
-        u.rollback();
-        assert_eq!(u.get(Table::Sender, "alice").envelopes, 1);
-        assert_eq!(u.get(Table::Recipient, "bob").bytes, 30);
     }
 }

@@ -676,12 +676,12 @@ impl RelayStore {
             batch()
         };
         let (stored, expiring) = match done {
-            Ok(d) => {
-                usage.commit();
-                d
-            }
+            Ok(d) => d,
             Err(e) => {
-                usage.rollback();
+                // The totals counted what the failed batch would have changed: count again.
+                if let Ok(fresh) = self.queue_usage(usage.limits()) {
+                    *usage = fresh;
+                }
                 return Err(e.into());
             }
         };
