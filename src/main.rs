@@ -63,6 +63,13 @@ enum AdminCmd {
     /// Let the owner of HANDLE, who lost their device, register new keys for it: prints a
     /// one-time code for `sotto init --handle HANDLE --claim CODE`.
     ResetHandle { handle: String },
+    /// Print the relay's counters (connections by state, refusals by reason, as of the
+    /// running relay's last write of stats.json) and what its queue holds, as JSON.
+    Stats {
+        /// How many accounts to list by queued bytes.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -191,6 +198,11 @@ fn run(cli: Cli) -> Result<()> {
             data_dir,
             ..
         }) => return reset_handle(&config, data_dir, &handle),
+        Some(Cmd::Relay {
+            admin: Some(RelayCmd::Admin(AdminCmd::Stats { top })),
+            data_dir,
+            ..
+        }) => return relay_stats(&config, data_dir, top),
         Some(Cmd::Relay {
             listen,
             data_dir,
@@ -532,8 +544,24 @@ fn relay_dir(config: &Config, data_dir: Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
-/// `sotto relay admin reset-handle`: arms a one-time claim code for HANDLE.
-fn reset_handle(config: &Config, data_dir: Option<PathBuf>, handle: &str) -> Result<()> {
+/// `sotto relay admin stats`: the running relay's counters and the queue, as one JSON object.
+fn relay_stats(config: &Config, data_dir: Option<PathBuf>, top: usize) -> Result<()> {
+    let dir = existing_relay_dir(config, data_dir)?;
+    let counters = match std::fs::read(dir.join(relay::stats::FILE)) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is damaged", relay::stats::FILE))?,
+        // Written by a running relay every few seconds; none has run here yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Value::Null,
+        Err(e) => return Err(e).context("cannot read the relay's counters"),
+    };
+    let queue = relay::store::RelayStore::open(&dir)?.queue_summary(top)?;
+    let report = serde_json::json!({ "counters": counters, "queue": queue });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// The relay data directory an operator command works on, which must hold a relay database.
+fn existing_relay_dir(config: &Config, data_dir: Option<PathBuf>) -> Result<PathBuf> {
     let dir = relay_dir(config, data_dir)?;
     if !dir.join("relay.db").exists() {
         bail!(
@@ -541,6 +569,12 @@ fn reset_handle(config: &Config, data_dir: Option<PathBuf>, handle: &str) -> Res
             dir.display()
         );
     }
+    Ok(dir)
+}
+
+/// `sotto relay admin reset-handle`: arms a one-time claim code for HANDLE.
+fn reset_handle(config: &Config, data_dir: Option<PathBuf>, handle: &str) -> Result<()> {
+    let dir = existing_relay_dir(config, data_dir)?;
     let store = relay::store::RelayStore::open(&dir)?;
     // 20 characters from an alphabet without look-alikes: easy to read out, ~98 bits.
     let alphabet = b"abcdefghjkmnpqrstuvwxyz23456789";

@@ -88,3 +88,41 @@ async fn a_reset_code_past_its_time_claims_nothing() {
     assert!(err.contains("claim code is not valid"), "{err}");
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_stats_show_the_counters_and_who_fills_the_queue_but_no_sealed_sender() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay_dir = tmp.path().join("relay");
+    let relay = TestRelay::start(&relay_dir).await;
+    let (ad, bd) = (tmp.path().join("a"), tmp.path().join("b"));
+    register(&ad, "alice", &relay.url).await;
+    register(&bd, "bob", &relay.url).await;
+    // bob is away: alice's normal and secret messages wait in the queue.
+    let mut alice = common::Client::start(&ad, &relay.url).await;
+    alice.send("bob", false, "normal one").await;
+    alice.send("bob", true, "secret one").await;
+    alice.stop();
+    // A stopping relay writes its counters.
+    relay.stop().await;
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .args(["relay", "admin", "stats", "--data-dir"])
+        .arg(&relay_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let queue = &report["queue"];
+    assert_eq!(queue["envelopes"], 2, "{report}");
+    assert_eq!(queue["sealed"], 1, "{report}");
+    // The normal message names its sender; the sealed one counts only for its recipient.
+    assert_eq!(queue["top_senders"][0][0], "alice", "{report}");
+    assert_eq!(queue["top_senders"][0][1], 1, "{report}");
+    assert_eq!(queue["top_recipients"][0][0], "bob", "{report}");
+    assert_eq!(queue["top_recipients"][0][1], 2, "{report}");
+    assert!(
+        report["counters"]["accepted"].as_u64().unwrap() >= 3,
+        "{report}"
+    );
+    assert!(report["counters"]["rejections"]["full"].is_number());
+}

@@ -206,6 +206,19 @@ ALTER TABLE accounts ADD COLUMN reset_expires_at INTEGER;
 /// a long time needs to follow, and a bound on what one lookup costs.
 pub const KEY_HISTORY: usize = 32;
 
+/// The queue as the operator sees it (`sotto relay admin stats`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueueSummary {
+    pub envelopes: u64,
+    pub bytes: u64,
+    /// Of `envelopes`, how many are sealed.
+    pub sealed: u64,
+    /// (handle, envelopes, bytes) of normal mail by sender, largest first.
+    pub top_senders: Vec<(String, u64, u64)>,
+    /// (handle, envelopes, bytes) by recipient, largest first.
+    pub top_recipients: Vec<(String, u64, u64)>,
+}
+
 /// How `key_changes.via` spells a change.
 fn via_name(via: KeyChangeVia) -> &'static str {
     match via {
@@ -740,6 +753,41 @@ impl RelayStore {
     }
 
     /// Envelopes waiting for `recipient`.
+    /// What the queue holds, for the operator: totals, and the `top` accounts by queued
+    /// bytes as senders of normal mail (a sealed envelope's sender is unknown, so it counts
+    /// only under its recipient) and as recipients, by handle.
+    pub fn queue_summary(&self, top: usize) -> Result<QueueSummary> {
+        let (envelopes, bytes, sealed): (i64, i64, i64) = self.conn.query_row(
+            "SELECT count(*), coalesce(sum(length(payload)), 0), coalesce(sum(sealed), 0)
+             FROM queue",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let ranked = |column: &str| -> Result<Vec<(String, u64, u64)>> {
+            let sql = format!(
+                "SELECT a.handle, count(*), sum(length(q.payload)) FROM queue q
+                 JOIN accounts a ON a.account_id = q.{column}
+                 GROUP BY q.{column} ORDER BY sum(length(q.payload)) DESC LIMIT ?1"
+            );
+            let mut st = self.conn.prepare(&sql)?;
+            let rows = st.query_map([top as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        };
+        Ok(QueueSummary {
+            envelopes: envelopes as u64,
+            bytes: bytes as u64,
+            sealed: sealed as u64,
+            top_senders: ranked("sender")?,
+            top_recipients: ranked("recipient")?,
+        })
+    }
+
     pub fn queued_for(&self, recipient: &str) -> Result<u64> {
         Ok(self
             .conn
