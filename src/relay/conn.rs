@@ -5,7 +5,7 @@
 //! passed to the store as opaque bytes. Any fault here ends only this connection.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -347,15 +347,10 @@ fn signed_keys(keys: &wire::KeyUpload) -> Vec<SignedKey> {
 const BAD_PREKEY_SIGNATURE: &str =
     "a prekey's signature does not verify under the account's identity key";
 
-/// The address registrations are counted against: the peer's IPv4 address, or its IPv6
-/// /64 (one host usually has a whole /64 to pick from).
+/// The address registrations are counted against (see `limits::source`).
 fn source(ws: &Ws) -> IpAddr {
-    match ws.get_ref().peer_addr().map(|a| a.ip()) {
-        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-        },
-        Ok(ip) => ip,
+    match ws.get_ref().peer_addr() {
+        Ok(a) => super::limits::source(a.ip()),
         Err(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     }
 }

@@ -7,10 +7,23 @@
 //! loop and `conn` ask, and tell the client why when the answer is no.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
 use super::stats::{ConnState, Reason, Stats};
+
+/// The address a client's connections and registrations are counted against: its IPv4
+/// address, or its IPv6 /64 (one host usually has a whole /64 to pick from, so counting
+/// single IPv6 addresses would let it past every per-address cap).
+pub(crate) fn source(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        ip => ip,
+    }
+}
 
 /// The caps; see `RelayConfig` for what each means and its default.
 #[derive(Debug, Clone, Copy)]
@@ -171,6 +184,17 @@ impl Drop for Ticket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_host_is_one_source_for_its_whole_64() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source(a), source(b));
+        assert_ne!(source(a), source(other));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(source(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
 
     fn limits() -> Arc<Limits> {
         let caps = Caps {

@@ -378,7 +378,7 @@ pub async fn run(
         relay.stats.record_accept();
         next_id += 1;
         let _ = stream.set_nodelay(true);
-        match relay.limits.admit(peer.ip()) {
+        match relay.limits.admit(limits::source(peer.ip())) {
             Ok(ticket) => {
                 tracker.spawn(conn::serve(
                     relay.clone(),
