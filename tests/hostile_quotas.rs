@@ -428,3 +428,56 @@ async fn a_bundle_drain_gets_no_one_time_keys_and_bogus_acks_delete_nothing() {
     alice.stop();
     bob.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_refused_for_a_full_mailbox_stays_queued_and_arrives_once_it_drains() {
+    let mut config = RelayConfig::default();
+    config.queue = QueueLimits {
+        recipient_envelopes: 1,
+        ..QueueLimits::default()
+    };
+    let scene = Scene::with(config).await;
+    let mut alice = Client::start(&scene.alice, &scene.relay.url).await;
+    // bob is away: his mailbox holds one envelope.
+    alice.send("bob", false, "first").await;
+    let id = uuid::Uuid::new_v4().to_string();
+    alice
+        .handle
+        .commands
+        .send(sotto::client::manager::Command::Send {
+            id: id.clone(),
+            to: "bob".into(),
+            secret: false,
+            text: "second".into(),
+        })
+        .await
+        .unwrap();
+    alice
+        .expect(|e| {
+            matches!(e, sotto::client::manager::Event::Warning(w) if w.contains("mailbox at the relay is full"))
+        })
+        .await;
+    let kept = alice.history("bob", false);
+    let second = kept
+        .iter()
+        .find(|m| m.id == id)
+        .expect("the message is kept");
+    assert_eq!(
+        second.state,
+        sotto::client::store::MessageState::Sending,
+        "a refused message is neither lost nor failed"
+    );
+
+    // bob takes his mail; the mailbox drains and alice's client sends the second again.
+    let mut bob = Client::start(&scene.bob, &scene.relay.url).await;
+    assert_eq!(bob.receive().await.text, "first");
+    assert_eq!(bob.receive().await.text, "second");
+    let texts: Vec<String> = bob
+        .history("alice", false)
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["first", "second"]);
+    alice.stop();
+    bob.stop();
+}
