@@ -431,10 +431,12 @@ async fn a_bundle_drain_gets_no_one_time_keys_and_bogus_acks_delete_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_refused_for_a_full_mailbox_stays_queued_and_arrives_once_it_drains() {
-    let mut config = RelayConfig::default();
-    config.queue = QueueLimits {
-        recipient_envelopes: 1,
-        ..QueueLimits::default()
+    let config = RelayConfig {
+        queue: QueueLimits {
+            recipient_envelopes: 1,
+            ..QueueLimits::default()
+        },
+        ..RelayConfig::default()
     };
     let scene = Scene::with(config).await;
     let mut alice = Client::start(&scene.alice, &scene.relay.url).await;
