@@ -16,10 +16,8 @@ use std::time::Duration;
 
 use common::{Client, PATIENCE, Raw, TestRelay, register};
 use futures_util::StreamExt;
-use sotto::client::account;
-use sotto::client::store::Store;
 use sotto::relay::RelayConfig;
-use sotto::wire::{self, ClientFrame, ErrorCode, RelayFrame};
+use sotto::wire::{ClientFrame, ErrorCode, RelayFrame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::MaybeTlsStream;
@@ -154,24 +152,6 @@ async fn anonymous_from(from: &str, relay: &TestRelay) -> Result<Raw, Option<Rel
         Some(RelayFrame::AnonymousOk) => Ok(raw),
         other => Err(other),
     }
-}
-
-/// Signs `raw` in as the profile in `dir`.
-async fn sign_in(raw: &mut Raw, dir: &Path) {
-    let store = Store::open(dir).unwrap();
-    let reg = store.registration().unwrap();
-    let (identity, _) = account::identity(&store).unwrap();
-    let signature = identity
-        .private_key()
-        .calculate_signature(&wire::auth_message(&raw.nonce), &mut rand::rng())
-        .unwrap();
-    raw.send(&ClientFrame::Auth {
-        account_id: reg.account_id,
-        signature: signature.to_vec().into(),
-    })
-    .await;
-    raw.expect(|f| matches!(f, RelayFrame::Authenticated { .. }))
-        .await;
 }
 
 fn rate_limited(f: &Option<RelayFrame>) -> bool {
@@ -345,7 +325,7 @@ async fn stalled_carol(scene: &Scene, carol: &Path) -> Raw {
     socket.set_recv_buffer_size(4096).unwrap();
     let tcp = socket.connect(relay_addr(&scene.relay)).await.unwrap();
     let mut raw = raw_over(tcp, &scene.relay).await.unwrap();
-    sign_in(&mut raw, carol).await;
+    raw.sign_in(carol).await;
     raw
 }
 

@@ -299,22 +299,27 @@ impl Raw {
 
     /// Connects and signs in as the profile in `dir`.
     pub async fn auth(url: &str, dir: &Path) -> Raw {
+        let mut raw = Raw::connect(url).await;
+        raw.sign_in(dir).await;
+        raw
+    }
+
+    /// Signs this connection (challenge read) in as the profile in `dir`.
+    pub async fn sign_in(&mut self, dir: &Path) {
         let store = Store::open(dir).unwrap();
         let reg = store.registration().unwrap();
         let (identity, _) = account::identity(&store).unwrap();
-        let mut raw = Raw::connect(url).await;
         let signature = identity
             .private_key()
-            .calculate_signature(&wire::auth_message(&raw.nonce), &mut rand::rng())
+            .calculate_signature(&wire::auth_message(&self.nonce), &mut rand::rng())
             .unwrap();
-        raw.send(&ClientFrame::Auth {
+        self.send(&ClientFrame::Auth {
             account_id: reg.account_id,
             signature: signature.to_vec().into(),
         })
         .await;
-        raw.expect(|f| matches!(f, RelayFrame::Authenticated { .. }))
+        self.expect(|f| matches!(f, RelayFrame::Authenticated { .. }))
             .await;
-        raw
     }
 
     /// Connects as an anonymous (sealed-sending) connection.
