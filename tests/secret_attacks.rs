@@ -624,3 +624,44 @@ async fn after_a_rekey_the_old_key_gets_no_certificate() {
     assert_ne!(cert.key().unwrap(), *old.public_key());
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_certificate_for_another_key_is_not_used_to_send() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay_dir = tmp.path().join("relay");
+    let relay = plain_relay(&relay_dir).await;
+    let (ad, bd, md) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("m"),
+    );
+    for (dir, handle) in [(&ad, "alice"), (&bd, "bob"), (&md, "mallory")] {
+        register(dir, handle, &relay.url).await;
+    }
+    let bob_id = common::account_id(&bd);
+    // The relay hands alice a certificate naming her account with mallory's key: every
+    // message sealed under it would be refused by bob as a forgery.
+    let forged = forge_certificate(
+        &relay_dir,
+        &common::account_id(&ad),
+        &identity(&md).identity_key().serialize(),
+    );
+    let forged = B64(forged.serialized().unwrap().to_vec());
+    let rewrite: Rewrite = Arc::new(Mutex::new(Box::new(move |f| match f {
+        RelayFrame::SenderCert { req, .. } => RelayFrame::SenderCert {
+            req,
+            certificate: forged.clone(),
+        },
+        f => f,
+    })));
+    let mitm = man_in_the_middle(relay.url.clone(), rewrite).await;
+    let mut alice = Client::start(&ad, &mitm).await;
+    let err = alice
+        .try_send("bob", true, "under the wrong key")
+        .await
+        .unwrap_err();
+    assert!(err.contains("certificate for another key"), "{err}");
+    assert!(!sealed_sent_to(&relay, &bob_id));
+    alice.stop();
+    relay.stop().await;
+}
