@@ -25,6 +25,21 @@ pub const PREKEY_LOW: u32 = 20;
 const SIGNED_PREKEY_ID: u32 = 1;
 const LAST_RESORT_KYBER_ID: u32 = 1;
 
+/// One-time EC prekey ids cycle through 1..=0xFF_FFFF (libsignal's 24-bit medium range,
+/// without 0); Kyber ones through 2..=0xFF_FFFF, above the last-resort key's id.
+const EC_IDS: u32 = 0xFF_FFFF;
+const KYBER_IDS: u32 = 0xFF_FFFE;
+
+/// The id of the `seq`th one-time EC prekey ever minted (from 1).
+fn ec_id(seq: u32) -> u32 {
+    (seq - 1) % EC_IDS + 1
+}
+
+/// The id of one-time Kyber prekey number `seq` (numbering starts at 2).
+fn kyber_id(seq: u32) -> u32 {
+    (seq - 2) % KYBER_IDS + 2
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
     #[error(transparent)]
@@ -76,6 +91,42 @@ pub async fn mint_one_time<R: Rng + CryptoRng>(
     Ok(minted)
 }
 
+/// Deletes unused one-time prekeys beyond the `keep` most recently minted of each kind (never
+/// the last-resort key); returns how many went. The relay hands out the oldest first and
+/// holds a bounded number, so the oldest unused keys are ones it handed out long ago (whose
+/// first messages never came) or no longer holds. "Recent" follows the mint counters, not
+/// the ids, which wrap.
+pub fn prune_one_time(store: &Store, keep: u32) -> Result<usize, StoreError> {
+    let conn = store.conn();
+    // Without counters nothing was ever minted, so there is nothing to prune.
+    let (Some(next_ec), Some(next_kyber)) = (
+        counter(conn, "next_prekey_id")?,
+        counter(conn, "next_kyber_id")?,
+    ) else {
+        return Ok(0);
+    };
+    if next_ec < 2 || next_kyber < 3 {
+        return Ok(0);
+    }
+    store.prune_one_time(
+        keep,
+        (ec_id(next_ec - 1), EC_IDS),
+        (kyber_id(next_kyber - 1), KYBER_IDS),
+    )
+}
+
+/// A mint counter (the number the next key gets), if any key of its kind was ever minted.
+fn counter(conn: &rusqlite::Connection, key: &str) -> Result<Option<u32>, StoreError> {
+    store::get(conn, key)?
+        .map(|v| {
+            v.as_slice()
+                .try_into()
+                .map(u32::from_le_bytes)
+                .map_err(corrupt)
+        })
+        .transpose()
+}
+
 /// The body of `mint_one_time`, inside the caller's transaction and for a given identity.
 async fn mint<R: Rng + CryptoRng>(
     conn: &rusqlite::Connection,
@@ -86,24 +137,19 @@ async fn mint<R: Rng + CryptoRng>(
     rng: &mut R,
 ) -> Result<(Vec<PreKey>, Vec<SignedKey>), AccountError> {
     let mut stores = Stores::new(conn, identity, reg);
-    let counter = |key: &str| -> Result<u32, StoreError> {
-        Ok(match store::get(conn, key)? {
-            Some(v) => u32::from_le_bytes(v.as_slice().try_into().map_err(corrupt)?),
-            None => 1,
-        })
-    };
-    let next_ec = counter("next_prekey_id")?;
+    let next_ec = counter(conn, "next_prekey_id")?.unwrap_or(1);
     // Kyber ids start above the last-resort key's.
-    let next_kyber = counter("next_kyber_id")?.max(LAST_RESORT_KYBER_ID + 1);
+    let next_kyber = counter(conn, "next_kyber_id")?
+        .unwrap_or(1)
+        .max(LAST_RESORT_KYBER_ID + 1);
     let mut ec = Vec::with_capacity(n as usize);
     let mut kyber = Vec::with_capacity(n as usize);
     for i in 0..n {
-        // Ids wrap inside libsignal's 24-bit medium range, skipping 0.
-        let id = (next_ec + i - 1) % 0xFF_FFFF + 1;
+        let id = ec_id(next_ec + i);
         let record = crypto::one_time_prekey(id, rng);
         stores.prekeys.save_pre_key(id.into(), &record).await?;
         ec.push(crypto::wire_prekey(&record)?);
-        let kid = (next_kyber + i - 2) % 0xFF_FFFE + 2;
+        let kid = kyber_id(next_kyber + i);
         let record = crypto::kyber_prekey(kid, identity, now, rng)?;
         stores
             .kyber
@@ -293,4 +339,74 @@ pub async fn init_claiming<R: Rng + CryptoRng>(
     }
     tx.commit().map_err(StoreError::from)?;
     Ok(store.registration()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn ids(store: &Store, table: &str) -> BTreeSet<u32> {
+        let only_one_time = if table == "kyber_prekeys" {
+            "WHERE last_resort = 0"
+        } else {
+            ""
+        };
+        let sql = format!("SELECT id FROM {table} {only_one_time}");
+        let mut stmt = store.conn().prepare(&sql).unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// After 16.7 million keys the ids start again from the bottom: the keys kept must be the
+    /// newest batch, not the highest ids (which are the older batch).
+    #[tokio::test]
+    async fn pruning_keeps_the_newest_keys_when_ids_wrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (now, rng) = (SystemTime::now(), &mut rand::rng());
+        fresh_keys(store.conn(), now, rng).await.unwrap();
+        store
+            .conn()
+            .execute_batch("DELETE FROM prekeys; DELETE FROM kyber_prekeys WHERE last_resort = 0")
+            .unwrap();
+        // 150 before the end of each id cycle: two batches of 100 run across it.
+        store
+            .set("next_prekey_id", &(EC_IDS - 149).to_le_bytes())
+            .unwrap();
+        store
+            .set("next_kyber_id", &(KYBER_IDS + 1 - 149).to_le_bytes())
+            .unwrap();
+        let (older_ec, older_kyber) = mint_one_time(&store, PREKEY_BATCH, now, rng).await.unwrap();
+        let (newer_ec, newer_kyber) = mint_one_time(&store, PREKEY_BATCH, now, rng).await.unwrap();
+        assert!(newer_ec.iter().any(|k| k.id == 1), "the ids wrapped");
+        assert!(newer_kyber.iter().any(|k| k.id == 2), "the ids wrapped");
+        assert_eq!(ids(&store, "prekeys").len(), 200);
+
+        let deleted = prune_one_time(&store, PREKEY_BATCH).unwrap();
+
+        assert_eq!(deleted, 200);
+        let newer: BTreeSet<u32> = newer_ec.iter().map(|k| k.id).collect();
+        assert_eq!(ids(&store, "prekeys"), newer);
+        let newer: BTreeSet<u32> = newer_kyber.iter().map(|k| k.id).collect();
+        assert_eq!(ids(&store, "kyber_prekeys"), newer);
+        assert!(
+            older_ec
+                .iter()
+                .all(|k| !ids(&store, "prekeys").contains(&k.id))
+        );
+        // The last-resort key stays.
+        let last_resort: u32 = store
+            .conn()
+            .query_row(
+                "SELECT count(*) FROM kyber_prekeys WHERE last_resort = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!((last_resort, older_kyber.len()), (1, 100));
+    }
 }

@@ -805,7 +805,7 @@ impl Manager {
             })
             .await?;
         tracing::info!("uploaded a batch of one-time prekeys");
-        match self.store.prune_one_time(KEEP_ONE_TIME) {
+        match account::prune_one_time(&self.store, KEEP_ONE_TIME) {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "pruned old unused one-time prekeys"),
             Err(e) => tracing::warn!(error = %e, "cannot prune one-time prekeys"),

@@ -552,19 +552,21 @@ impl Store {
         Ok(changed)
     }
 
-    /// Deletes our unused one-time prekeys (EC, and Kyber but never the last-resort key)
-    /// beyond the `keep` newest of each kind; returns how many went. The relay hands out the
-    /// lowest ids first and holds a bounded number, so the oldest unused keys are ones it
-    /// handed out long ago (whose first messages never came) or no longer holds.
-    pub fn prune_one_time(&self, keep: u32) -> Result<usize> {
+    /// Deletes unused one-time prekeys (EC, and Kyber but never the last-resort key) beyond
+    /// the `keep` newest of each kind; returns how many went. Each kind is given as (the
+    /// newest id, the size of its id cycle): ids wrap, so age is the distance back from the
+    /// newest around the cycle (`account::prune_one_time` works these out).
+    pub fn prune_one_time(&self, keep: u32, ec: (u32, u32), kyber: (u32, u32)) -> Result<usize> {
         let ec = self.conn.execute(
-            "DELETE FROM prekeys WHERE id NOT IN (SELECT id FROM prekeys ORDER BY id DESC LIMIT ?1)",
-            [keep],
+            "DELETE FROM prekeys WHERE id NOT IN (
+                 SELECT id FROM prekeys ORDER BY ((?2 - id) % ?3 + ?3) % ?3 LIMIT ?1)",
+            params![keep, ec.0, ec.1],
         )?;
         let kyber = self.conn.execute(
             "DELETE FROM kyber_prekeys WHERE last_resort = 0 AND id NOT IN (
-                 SELECT id FROM kyber_prekeys WHERE last_resort = 0 ORDER BY id DESC LIMIT ?1)",
-            [keep],
+                 SELECT id FROM kyber_prekeys WHERE last_resort = 0
+                 ORDER BY ((?2 - id) % ?3 + ?3) % ?3 LIMIT ?1)",
+            params![keep, kyber.0, kyber.1],
         )?;
         Ok(ec + kyber)
     }
