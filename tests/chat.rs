@@ -189,6 +189,7 @@ async fn seal_by_hand(
                 access_token: access_token.0.clone(),
                 verified: false,
                 key_changed: false,
+                blocked: false,
             },
             0,
         )

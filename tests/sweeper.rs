@@ -22,6 +22,7 @@ fn store_with_bob(dir: &Path) -> Store {
                 access_token: vec![0; 16],
                 verified: false,
                 key_changed: false,
+                blocked: false,
             },
             0,
         )

@@ -41,6 +41,7 @@ pub fn bob() -> Contact {
         access_token: vec![0; 16],
         verified: false,
         key_changed: false,
+        blocked: false,
     }
 }
 

@@ -29,9 +29,12 @@ use super::store::{
 use super::sweeper::{self, Deadlines};
 use super::trust;
 
+mod contacts;
 mod receipts;
 mod receive;
 mod send;
+
+pub use contacts::ContactChange;
 
 use crate::wire::{ClientFrame, ErrorCode, RelayFrame};
 use receipts::Receipts;
@@ -81,6 +84,16 @@ pub enum Command {
         secret: bool,
         timer: Option<u32>,
     },
+    /// Block (or unblock) a contact (`Event::ContactChanged`, or `Failed`).
+    Block {
+        tag: u64,
+        handle: String,
+        blocked: bool,
+    },
+    /// Forget a contact with both threads (`Event::ContactChanged`, or `Failed`).
+    RemoveContact { tag: u64, handle: String },
+    /// Send a failed message of ours again (its states follow; `Failed` if it cannot go).
+    Retry { tag: u64, id: String },
 }
 
 /// The state of the relay connection, as the user should see it.
@@ -142,6 +155,12 @@ pub enum Event {
         tag: u64,
         error: String,
     },
+    /// A contact was blocked, unblocked or removed, as `tag` asked.
+    ContactChanged {
+        tag: u64,
+        handle: String,
+        change: ContactChange,
+    },
     /// Something the user should know that belongs to no command.
     Warning(String),
 }
@@ -184,6 +203,12 @@ pub enum ClientError {
     DuplicateId,
     #[error("{0:?} is not among your contacts; add them with /add {0}")]
     NotAContact(String),
+    #[error("{0:?} is your own handle; a contact is someone else")]
+    OwnHandle(String),
+    #[error("you blocked {0}; unblock them first (/unblock {0}, or `sotto block --undo {0}`)")]
+    Blocked(String),
+    #[error("only a message of yours that failed can be sent again")]
+    NotRetryable,
     #[error(transparent)]
     Timer(#[from] crate::timer::TimerError),
     #[error(transparent)]
@@ -578,8 +603,19 @@ impl Manager {
             }
             Command::AcceptChange { handle } => {
                 let done = trust::accept_change(&self.store, &handle, now_ms()).map(|_| ());
-                self.report_safety_number(&handle, done).await
+                let accepted = done.is_ok();
+                self.report_safety_number(&handle, done).await;
+                if accepted && let Ok(c) = self.known(&handle) {
+                    self.resend_held(&c.account_id).await;
+                }
             }
+            Command::Block {
+                tag,
+                handle,
+                blocked,
+            } => self.block(tag, handle, blocked).await,
+            Command::RemoveContact { tag, handle } => self.remove(tag, handle).await,
+            Command::Retry { tag, id } => self.retry(tag, id).await,
             Command::MarkShown { ids } => match self.store.mark_shown(&ids, self.clock.now_ms()) {
                 Ok(started) if !started.is_empty() => {
                     for (_, at) in &started {
@@ -669,6 +705,9 @@ impl Manager {
         text: String,
         timer: Option<u32>,
     ) -> Result<Message, ClientError> {
+        if contact.blocked {
+            return Err(ClientError::Blocked(contact.handle.clone()));
+        }
         let now = self.clock.now_ms();
         let expires_at = match kind {
             MessageKind::Text => timer.map(|t| now + u64::from(t) * 1000),
@@ -815,6 +854,9 @@ impl Manager {
 
     /// The contact with `handle`, from the store or else from the directory.
     async fn contact_by_handle(&mut self, handle: &str) -> Result<Contact, ClientError> {
+        if handle == self.reg.handle {
+            return Err(ClientError::OwnHandle(handle.to_string()));
+        }
         if let Some(c) = self.store.contact_by_handle(handle)? {
             return Ok(c);
         }
@@ -881,6 +923,7 @@ impl Manager {
             access_token: access_token.0,
             verified: known.as_ref().is_some_and(|k| k.verified),
             key_changed: known.as_ref().is_some_and(|k| k.key_changed),
+            blocked: known.as_ref().is_some_and(|k| k.blocked),
         };
         // The record keeps its own key whatever `c` says (see `upsert_contact`).
         self.store.upsert_contact(&c, now_ms())?;

@@ -9,6 +9,8 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod contact_admin;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("profile database error")]
@@ -134,6 +136,14 @@ CREATE INDEX key_log_by_contact ON key_log(contact, seq);
 -- libsignal's identity store reads the contact's own key now: one key per contact.
 DROP TABLE identities;
 "#,
+    r#"
+-- The user blocked the contact: what they send is dropped unread and unanswered, and the
+-- contact is left out of the list.
+ALTER TABLE contacts ADD COLUMN blocked INTEGER NOT NULL DEFAULT 0;
+-- A secret message that failed because the contact's key changed: sent again once the user
+-- accepts the new key.
+ALTER TABLE messages ADD COLUMN held_for_key INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 const SET_STATE: &str = "UPDATE messages SET state = ?2
@@ -238,6 +248,8 @@ pub struct Contact {
     pub verified: bool,
     /// The identity key changed and the change is not accepted yet: secret sending blocked.
     pub key_changed: bool,
+    /// The user blocked this contact: nothing they send is kept or answered.
+    pub blocked: bool,
 }
 
 /// A message as the store knows it.
@@ -426,7 +438,8 @@ impl Store {
 
     pub fn contacts(&self) -> Result<Vec<Contact>> {
         let mut stmt = self.conn.prepare(
-            "SELECT account_id, handle, identity_key, access_token, verified, key_changed
+            "SELECT account_id, handle, identity_key, access_token, verified, key_changed,
+                 blocked
              FROM contacts ORDER BY handle",
         )?;
         let rows = stmt.query_map([], contact_row)?;
@@ -443,7 +456,8 @@ impl Store {
 
     fn contact_where(&self, column: &str, value: &str) -> Result<Option<Contact>> {
         let sql = format!(
-            "SELECT account_id, handle, identity_key, access_token, verified, key_changed
+            "SELECT account_id, handle, identity_key, access_token, verified, key_changed,
+                 blocked
              FROM contacts WHERE {column} = ?1"
         );
         // Prepared once per column: every message sent looks its contact up.
@@ -691,7 +705,7 @@ impl Store {
         Ok(page)
     }
 
-    /// Every contact with its threads' unread counts and timers, by handle.
+    /// Every contact not blocked, with its threads' unread counts and timers, by handle.
     pub fn summaries(&self) -> Result<Vec<ContactSummary>> {
         let mut stmt = self.conn.prepare(
             "SELECT c.handle,
@@ -703,7 +717,7 @@ impl Store {
                 (SELECT timer_secs FROM threads t WHERE t.contact = c.account_id AND t.secret = 0),
                 (SELECT timer_secs FROM threads t WHERE t.contact = c.account_id AND t.secret = 1),
                 c.verified, c.key_changed
-             FROM contacts c ORDER BY c.handle",
+             FROM contacts c WHERE c.blocked = 0 ORDER BY c.handle",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(ContactSummary {
@@ -784,6 +798,7 @@ fn contact_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
         access_token: r.get(3)?,
         verified: r.get(4)?,
         key_changed: r.get(5)?,
+        blocked: r.get(6)?,
     })
 }
 

@@ -5,7 +5,7 @@
 //! never touches SQLite, sockets or keys. Holds only the loaded pages of the open thread, not
 //! the whole history.
 
-use crate::client::manager::{Command, ConnState, Event};
+use crate::client::manager::{Command, ConnState, ContactChange, Event};
 use crate::client::store::{ContactSummary, Message, MessageState};
 
 use super::commands::{self, Slash};
@@ -468,6 +468,50 @@ impl App {
                     Vec::new()
                 }
             },
+            Slash::Block(handle) => {
+                let Some(handle) = handle.or_else(|| self.open.clone().map(|o| o.handle)) else {
+                    self.error("usage: /block HANDLE, or open the contact's conversation first");
+                    return Vec::new();
+                };
+                let tag = self.tag();
+                vec![Command::Block {
+                    tag,
+                    handle,
+                    blocked: true,
+                }]
+            }
+            Slash::Unblock(handle) => {
+                let tag = self.tag();
+                vec![Command::Block {
+                    tag,
+                    handle,
+                    blocked: false,
+                }]
+            }
+            Slash::Remove(handle) => {
+                let tag = self.tag();
+                vec![Command::RemoveContact { tag, handle }]
+            }
+            Slash::Retry => {
+                let failed = self
+                    .thread
+                    .messages
+                    .iter()
+                    .rev()
+                    .find(|m| m.outgoing && m.state == MessageState::Failed);
+                match failed {
+                    Some(m) => {
+                        let id = m.id.clone();
+                        let tag = self.tag();
+                        self.info("sending it again…");
+                        vec![Command::Retry { tag, id }]
+                    }
+                    None => {
+                        self.error("no message failed in this conversation");
+                        Vec::new()
+                    }
+                }
+            }
             Slash::Help => {
                 self.overlay = Some(Overlay::Help);
                 Vec::new()
@@ -557,6 +601,23 @@ impl App {
                 self.error(error);
             }
             Event::Warning(w) => self.error(w),
+            Event::ContactChanged { handle, change, .. } => {
+                self.info(match change {
+                    ContactChange::Blocked => format!(
+                        "{handle} is blocked: nothing they send reaches you (/unblock {handle} to undo)"
+                    ),
+                    ContactChange::Unblocked => format!("{handle} can reach you again"),
+                    ContactChange::Removed { messages } => {
+                        format!("{handle} is removed, with {messages} messages")
+                    }
+                });
+                if change != ContactChange::Unblocked
+                    && self.open.as_ref().is_some_and(|o| o.handle == handle)
+                {
+                    self.open = None;
+                    self.thread = Thread::default();
+                }
+            }
             Event::Expiring(started) => {
                 for (id, at) in started {
                     if let Some(m) = self.thread.messages.iter_mut().find(|m| m.id == id) {

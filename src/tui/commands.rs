@@ -1,4 +1,5 @@
-//! The composer's slash commands: `/add`, `/secret`, `/timer`, `/verify`, `/help`, `/quit`.
+//! The composer's slash commands: `/add`, `/secret`, `/timer`, `/verify`, `/block`,
+//! `/unblock`, `/remove`, `/retry`, `/help`, `/quit`.
 //!
 //! Owns their syntax and error messages. Pure: turns a line into a `Slash` or an error the
 //! status line can show; the app decides what each one does.
@@ -13,6 +14,13 @@ pub enum Slash {
     /// Seconds; None: off.
     Timer(Option<u32>),
     Verify,
+    /// A handle, or None: the open contact.
+    Block(Option<String>),
+    Unblock(String),
+    /// Removing needs the handle typed out, even for the open contact: it cannot be undone.
+    Remove(String),
+    /// Send the open thread's newest failed message again.
+    Retry,
     Help,
     Quit,
 }
@@ -32,6 +40,19 @@ pub const HELP: &[(&str, &str)] = &[
         "disappearing-message timer of the open thread (5s to 24h)",
     ),
     ("/verify", "show the contact's safety number"),
+    (
+        "/block [HANDLE]",
+        "drop everything HANDLE (or the open contact) sends and hide them",
+    ),
+    ("/unblock HANDLE", "let a blocked contact reach you again"),
+    (
+        "/remove HANDLE",
+        "delete a contact with both threads (they can write again)",
+    ),
+    (
+        "/retry",
+        "send the open thread's newest failed message again",
+    ),
     ("/help", "this help"),
     ("/quit", "leave sotto"),
 ];
@@ -50,10 +71,7 @@ pub fn parse(line: &str) -> Result<Slash, String> {
     };
     match name {
         "/add" => match args.as_slice() {
-            [handle] if crate::wire::valid_handle(handle) => Ok(Slash::Add(handle.to_string())),
-            [handle] => Err(format!(
-                "{handle:?} is not a handle: 1 to 32 characters of a-z, 0-9, '_', '.', '-'"
-            )),
+            [handle] => handle_arg(handle).map(Slash::Add),
             _ => Err("usage: /add HANDLE".into()),
         },
         "/secret" => no_args(Slash::Secret),
@@ -64,9 +82,33 @@ pub fn parse(line: &str) -> Result<Slash, String> {
             _ => Err("usage: /timer 30s|5m|1h|1d|off".into()),
         },
         "/verify" => no_args(Slash::Verify),
+        "/block" => match args.as_slice() {
+            [] => Ok(Slash::Block(None)),
+            [handle] => handle_arg(handle).map(|h| Slash::Block(Some(h))),
+            _ => Err("usage: /block [HANDLE]".into()),
+        },
+        "/unblock" => match args.as_slice() {
+            [handle] => handle_arg(handle).map(Slash::Unblock),
+            _ => Err("usage: /unblock HANDLE".into()),
+        },
+        "/remove" => match args.as_slice() {
+            [handle] => handle_arg(handle).map(Slash::Remove),
+            _ => Err("usage: /remove HANDLE (typed out: it deletes both threads for good)".into()),
+        },
+        "/retry" => no_args(Slash::Retry),
         "/help" => no_args(Slash::Help),
         "/quit" | "/q" => no_args(Slash::Quit),
         other => Err(format!("unknown command {other}; /help lists them")),
+    }
+}
+
+fn handle_arg(handle: &str) -> Result<String, String> {
+    if crate::wire::valid_handle(handle) {
+        Ok(handle.to_string())
+    } else {
+        Err(format!(
+            "{handle:?} is not a handle: 1 to 32 characters of a-z, 0-9, '_', '.', '-'"
+        ))
     }
 }
 
@@ -81,6 +123,14 @@ mod tests {
         assert_eq!(parse("/timer 5s"), Ok(Slash::Timer(Some(5))));
         assert_eq!(parse("/timer off"), Ok(Slash::Timer(None)));
         assert_eq!(parse("/quit"), Ok(Slash::Quit));
+        assert_eq!(parse("/block"), Ok(Slash::Block(None)));
+        assert_eq!(
+            parse("/block carol"),
+            Ok(Slash::Block(Some("carol".into())))
+        );
+        assert_eq!(parse("/unblock carol"), Ok(Slash::Unblock("carol".into())));
+        assert_eq!(parse("/remove carol"), Ok(Slash::Remove("carol".into())));
+        assert_eq!(parse("/retry"), Ok(Slash::Retry));
     }
 
     #[test]
@@ -91,6 +141,8 @@ mod tests {
         assert!(parse("/timer").unwrap_err().contains("usage"));
         assert!(parse("/add Bob!").unwrap_err().contains("not a handle"));
         assert!(parse("/secret now").unwrap_err().contains("no arguments"));
+        assert!(parse("/remove").unwrap_err().contains("typed out"));
+        assert!(parse("/unblock").unwrap_err().contains("usage"));
         assert!(
             parse("/frobnicate")
                 .unwrap_err()

@@ -104,6 +104,10 @@ impl Manager {
         secret: bool,
         content: Content,
     ) -> Result<Incoming, Receive> {
+        // Blocked: acknowledged to the relay (so it is gone there), never kept or answered.
+        if contact.blocked {
+            return Ok(Incoming::Nothing);
+        }
         let line = |id, text, sent_at, kind, timer| Message {
             seq: 0,
             id,

@@ -276,6 +276,12 @@ impl Manager {
         if let Err(e) = self.store.set_state(id, MessageState::Failed) {
             tracing::error!(error = %e, "cannot record failure");
         }
+        // Sent again once the user accepts the new key (`contacts::resend_held`).
+        if let ClientError::IdentityChanged { .. } = e
+            && let Err(e) = self.store.hold_for_key(id)
+        {
+            tracing::error!(error = %e, "cannot hold the message for the key change");
+        }
         self.emit(Event::MessageFailed {
             id: id.to_string(),
             error: describe(&e),
