@@ -4,7 +4,10 @@
 //! lines; the users are `hostile_chat`, the attacks `hostile_attacks`.
 //!
 //! Prints a first line with the relay's settings, one line per phase, and a last line with
-//! the run's duplicates. Progress goes to stderr.
+//! the run's duplicates. Progress goes to stderr. The CPU time of a phase (from its start to
+//! its last message's arrival) is reported for the relay and for this process (attacker and
+//! users), which share the machine: an attack that costs the users latency shows there
+//! whether the relay or the attacker's own flood took the processor.
 
 use std::time::Duration;
 
@@ -96,6 +99,7 @@ pub async fn run(phase_secs: f64, rate: f64, size: usize, transport: Transport) 
             "legit_rate": rate,
             "size": size,
             "relay_settings": settings,
+            "attack_envelope_bytes": crate::hostile_attacks::ENVELOPE_BYTES,
         })
     );
     let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
@@ -110,6 +114,7 @@ pub async fn run(phase_secs: f64, rate: f64, size: usize, transport: Transport) 
         let sampled = CancellationToken::new();
         let tally = Tally::default();
         let mut peaks = Peaks::default();
+        let (relay_cpu, tool_cpu) = (relay.cpu()?, crate::cpu::used());
         let timer = async {
             tokio::time::sleep(Duration::from_secs_f64(phase_secs)).await;
             stop.cancel();
@@ -136,6 +141,8 @@ pub async fn run(phase_secs: f64, rate: f64, size: usize, transport: Transport) 
         let (chat_result, sampled_result) = tokio::join!(work, sampler);
         let legit = chat_result?;
         sampled_result?;
+        let relay_cpu = relay.cpu()?.saturating_sub(relay_cpu);
+        let tool_cpu = crate::cpu::used().saturating_sub(tool_cpu);
         let now = relay.memory()?;
         let disk = relay.disk_bytes();
         peaks.rss_kb = peaks.rss_kb.max(now.rss_kb);
@@ -163,6 +170,8 @@ pub async fn run(phase_secs: f64, rate: f64, size: usize, transport: Transport) 
             "relay_hwm_kb": now.peak_kb,
             "relay_disk_bytes": disk,
             "relay_peak_disk_bytes": peaks.disk_bytes,
+            "relay_cpu_ms": relay_cpu.as_millis() as u64,
+            "tool_cpu_ms": tool_cpu.as_millis() as u64,
         });
         if let (Some(l), serde_json::Value::Object(t)) = (line.as_object_mut(), tally.json()) {
             l.extend(t);

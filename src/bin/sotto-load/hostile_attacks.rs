@@ -26,7 +26,7 @@ use crate::wire_client::{self, Account, Ws};
 const SETUP_FROM: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 /// Bytes of each envelope the attacker queues: near the 160 KiB payload limit, so that a
 /// quota in bytes is reached with few commits.
-const ENVELOPE_BYTES: usize = 150 * 1024;
+pub const ENVELOPE_BYTES: usize = 150 * 1024;
 /// Mail queued for the account that signs in and never reads: what the relay pushes to it.
 const STALL_ENVELOPES: u64 = 40;
 /// The never-reading connection's receive buffer: small, so the relay's writes block soon.

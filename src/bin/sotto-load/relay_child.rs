@@ -156,6 +156,25 @@ impl RelayChild {
         })
     }
 
+    /// CPU time the relay has used so far, user and system.
+    pub fn cpu(&self) -> Result<Duration> {
+        let path = format!("/proc/{}/stat", self.child.id());
+        let stat = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {path}: is the relay still running?"))?;
+        // The fields after the command name, which is in parentheses and may hold spaces:
+        // utime and stime are the 14th and 15th of the line, 12th and 13th after it.
+        let ticks: u64 = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().skip(11).take(2))
+            .into_iter()
+            .flatten()
+            .map(|t| t.parse::<u64>().unwrap_or(0))
+            .sum();
+        // SAFETY: sysconf reads a constant of the system.
+        let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Ok(Duration::from_millis(ticks * 1000 / per_sec))
+    }
+
     /// Bytes the relay's data directory holds on disk: `relay.db`, its WAL and everything else.
     pub fn disk_bytes(&self) -> u64 {
         dir_bytes(&data_path(&self.dir))
