@@ -31,7 +31,7 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn run(n: usize, transport: Transport) -> Result<()> {
     let limit = fd_limit::raise_for(n)?;
-    let relay = RelayChild::start(n + EXTRA_SLOTS, transport).await?;
+    let relay = RelayChild::start(&settings(n + EXTRA_SLOTS), transport).await?;
     eprintln!(
         "relay at {} (open-file limit {limit})",
         relay.endpoint.url()
@@ -95,7 +95,17 @@ pub async fn run(n: usize, transport: Transport) -> Result<()> {
     relay.stop().await
 }
 
-async fn within<T>(what: &str, step: impl Future<Output = Result<T>>) -> Result<T> {
+/// Every client comes from 127.0.0.1: the per-address caps and the registration rate would
+/// refuse them, so all caps are `max` and registrations unlimited.
+fn settings(max: usize) -> String {
+    format!(
+        "max_connections = {max}\nmax_connections_per_address = {max}\n\
+         max_unauthenticated_per_address = {max}\nmax_signing_in = {max}\n\
+         max_anonymous = {max}\nregistrations_per_ip_per_hour = 0\n"
+    )
+}
+
+pub(crate) async fn within<T>(what: &str, step: impl Future<Output = Result<T>>) -> Result<T> {
     tokio::time::timeout(STEP_TIMEOUT, step)
         .await
         .map_err(|_| {

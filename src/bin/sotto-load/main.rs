@@ -16,6 +16,11 @@
 //! `--mode idle` measures the relay's memory per idle signed-in connection instead, with the
 //! relay in a child process (`idle`).
 //!
+//! `--mode hostile` runs the attacks of issue 18 against the relay in a child process while
+//! two legitimate users chat at `--rate` (default 10 messages a second), one phase of
+//! `--phase-secs` per attack after a quiet one, and reports per phase the users' delivery and
+//! latency, the relay's memory and disk, and the error frames the attacker got (`hostile`).
+//!
 //! Every mode but `raw` talks to the relay over `wss://` (TLS 1.3 with the relay's
 //! self-signed certificate, pinned), as real clients do; `--transport ws` runs the same over
 //! plain `ws://`, so the two runs give what TLS costs. `raw` is always plain: it is the floor.
@@ -23,6 +28,10 @@
 mod cpu;
 mod crypto_floor;
 mod fd_limit;
+mod hostile;
+mod hostile_attacks;
+mod hostile_chat;
+mod hostile_tally;
 mod idle;
 mod local_relay;
 mod pace;
@@ -72,7 +81,14 @@ struct Args {
     /// How clients reach the relay (every mode but raw, which is always plain ws).
     #[arg(long, value_enum, default_value = "wss")]
     transport: Transport,
+    /// With `--mode hostile`: seconds each phase (the quiet one and each attack) lasts.
+    #[arg(long, default_value_t = 10.0, value_parser = positive_secs)]
+    phase_secs: f64,
 }
+
+/// The legitimate users' rate in `--mode hostile` without `--rate`: a lively chat, far
+/// below what the relay carries, so that what changes under attack is the attack's doing.
+const HOSTILE_RATE: f64 = 10.0;
 
 /// The relay's transport: TLS (as `sotto relay` serves by default) or plain WebSocket.
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -100,6 +116,8 @@ enum Mode {
     Relay,
     /// The relay's memory per idle signed-in connection (the relay runs as a child process).
     Idle,
+    /// Issue 18's attacks against the relay (a child process) while two users chat.
+    Hostile,
 }
 
 impl Mode {
@@ -110,6 +128,7 @@ impl Mode {
             Mode::Secret => "secret",
             Mode::Relay => "relay",
             Mode::Idle => "idle",
+            Mode::Hostile => "hostile",
         }
     }
 }
@@ -135,6 +154,14 @@ fn timer(s: &str) -> Result<u32, String> {
     match sotto::timer::parse(s) {
         Ok(Some(secs)) => Ok(secs),
         Ok(None) => Err("leave out --timer for messages that do not disappear".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        Ok(_) => Err("must be a positive number of seconds".into()),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -232,6 +259,16 @@ async fn measure(args: Args) -> Result<()> {
         }
         return idle::run(args.clients, args.transport).await;
     }
+    if args.mode == Mode::Hostile {
+        if args.compare {
+            bail!("--compare runs raw, normal and secret; leave out --mode hostile");
+        }
+        if args.timer.is_some() {
+            bail!("--timer sets a thread's timer, which only --mode normal and secret have");
+        }
+        let rate = args.rate.unwrap_or(HOSTILE_RATE);
+        return hostile::run(args.phase_secs, rate, args.size, args.transport).await;
+    }
     if args.timer.is_some() && (args.compare || !matches!(args.mode, Mode::Normal | Mode::Secret)) {
         bail!("--timer sets a thread's timer, which only --mode normal and secret have");
     }
@@ -272,5 +309,6 @@ async fn run(mode: Mode, args: &Args) -> Result<Outcome> {
         Mode::Secret => relayed::run(true, args).await,
         Mode::Relay => relay_only::run(args).await,
         Mode::Idle => bail!("--mode idle measures memory, not messages"),
+        Mode::Hostile => bail!("--mode hostile reports per phase, not one run"),
     }
 }

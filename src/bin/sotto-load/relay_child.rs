@@ -1,6 +1,8 @@
-//! The relay as a child process for `--mode idle`: `sotto relay` from the binary next to this
-//! one, on a free loopback port with a temporary data directory, and its memory read from
-//! `/proc`. The relay runs in its own process so that its RSS is its own, not the clients'.
+//! The relay as a child process for `--mode idle` and `--mode hostile`: `sotto relay` from the
+//! binary next to this one, on a free loopback port with a temporary data directory and the
+//! `[relay_server]` settings its caller gives, its memory read from `/proc` and its disk use
+//! from its data directory. The relay runs in its own process so that its RSS is its own, not
+//! the clients'.
 //!
 //! The child is always ended: `stop` asks with SIGTERM and waits, and dropping a `RelayChild`
 //! that was not stopped (an error path) does the same, then SIGKILLs a relay that lingers.
@@ -36,14 +38,16 @@ pub struct RelayChild {
     child: Child,
     /// The URL the relay announced, with the certificate it printed pinned.
     pub endpoint: Endpoint,
+    /// The address it listens on, for connections made by hand.
+    pub addr: std::net::SocketAddr,
     /// Config, data and log of the relay; removed when this is dropped, after the child ends.
     dir: TempDir,
 }
 
 impl RelayChild {
-    /// Starts `sotto relay` accepting up to `max_connections` and waits until it accepts
-    /// connections.
-    pub async fn start(max_connections: usize, transport: Transport) -> Result<RelayChild> {
+    /// Starts `sotto relay` with `settings` (the body of the config file's `[relay_server]`
+    /// table) and waits until it accepts connections.
+    pub async fn start(settings: &str, transport: Transport) -> Result<RelayChild> {
         let exe = std::env::current_exe().context("cannot locate this executable")?;
         let sotto = exe.with_file_name("sotto");
         if !sotto.is_file() {
@@ -55,20 +59,10 @@ impl RelayChild {
         }
         let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
         let config = dir.path().join("relay.toml");
-        // The connection limits are config-file settings only; an explicit file also keeps
-        // the user's own config from changing the run.
-        std::fs::write(
-            &config,
-            // Every client comes from 127.0.0.1: the per-address caps and the registration
-            // rate would refuse them.
-            format!(
-                "[relay_server]\nmax_connections = {n}\nmax_connections_per_address = {n}\n\
-                 max_unauthenticated_per_address = {n}\nmax_signing_in = {n}\n\
-                 max_anonymous = {n}\nregistrations_per_ip_per_hour = 0\n",
-                n = max_connections
-            ),
-        )
-        .context("cannot write the relay's config file")?;
+        // The limits are config-file settings only; an explicit file also keeps the user's own
+        // config from changing the run.
+        std::fs::write(&config, format!("[relay_server]\n{settings}"))
+            .context("cannot write the relay's config file")?;
         let log = File::create(log_path(&dir)).context("cannot create the relay's log file")?;
         let mut child = Command::new(&sotto)
             .arg("--config")
@@ -77,7 +71,7 @@ impl RelayChild {
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(data_path(&dir))
             .args(match transport {
                 Transport::Ws => &["--insecure-transport"][..],
                 Transport::Wss => &[],
@@ -93,6 +87,7 @@ impl RelayChild {
         let mut relay = RelayChild {
             child,
             endpoint: Endpoint::new("ws://127.0.0.1:0", None, false)?,
+            addr: ([127, 0, 0, 1], 0).into(),
             dir,
         };
         let stdout = stdout.ok_or_else(|| anyhow!("the relay's stdout was not captured"))?;
@@ -114,6 +109,9 @@ impl RelayChild {
         let (endpoint, addr) = announced(&line)
             .ok_or_else(|| anyhow!("unexpected first line from the relay: {line:?}"))?;
         relay.endpoint = endpoint;
+        relay.addr = addr
+            .parse()
+            .with_context(|| format!("the relay announced an address that is not one: {addr}"))?;
         relay.wait_accepting(&addr).await?;
         Ok(relay)
     }
@@ -156,6 +154,30 @@ impl RelayChild {
             rss_kb: field("VmRSS:")?,
             peak_kb: field("VmHWM:")?,
         })
+    }
+
+    /// CPU time the relay has used so far, user and system.
+    pub fn cpu(&self) -> Result<Duration> {
+        let path = format!("/proc/{}/stat", self.child.id());
+        let stat = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {path}: is the relay still running?"))?;
+        // The fields after the command name, which is in parentheses and may hold spaces:
+        // utime and stime are the 14th and 15th of the line, 12th and 13th after it.
+        let ticks: u64 = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().skip(11).take(2))
+            .into_iter()
+            .flatten()
+            .map(|t| t.parse::<u64>().unwrap_or(0))
+            .sum();
+        // SAFETY: sysconf reads a constant of the system.
+        let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Ok(Duration::from_millis(ticks * 1000 / per_sec))
+    }
+
+    /// Bytes the relay's data directory holds on disk: `relay.db`, its WAL and everything else.
+    pub fn disk_bytes(&self) -> u64 {
+        dir_bytes(&data_path(&self.dir))
     }
 
     /// Asks the relay to stop (SIGTERM), waits for it, and fails if it had to be killed or
@@ -234,6 +256,27 @@ impl Drop for RelayChild {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn data_path(dir: &TempDir) -> PathBuf {
+    dir.path().join("data")
+}
+
+/// Allocated bytes of every file under `path` (what the files take on disk, so a sparse or
+/// preallocated WAL counts as what it holds); a file removed while walking counts as nothing.
+fn dir_bytes(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 fn log_path(dir: &TempDir) -> PathBuf {

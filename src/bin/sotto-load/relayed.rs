@@ -33,7 +33,7 @@ async fn wait_for(
     }
 }
 
-async fn wait_online(m: &mut ManagerHandle) -> Result<()> {
+pub(crate) async fn wait_online(m: &mut ManagerHandle) -> Result<()> {
     wait_for(m, "a client did not come online", |e| {
         matches!(e, Event::Connection(ConnState::Online))
     })
