@@ -483,3 +483,50 @@ async fn a_message_refused_for_a_full_mailbox_stays_queued_and_arrives_once_it_d
     alice.stop();
     bob.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_on_asking_while_refused_is_disconnected() {
+    let scene = Scene::with(small_limits()).await;
+    let mallory = scene.path("m");
+    common::register(&mallory, "mallory", &scene.relay.url).await;
+    let bob_id = common::account_id(&scene.bob);
+    let mut m = Raw::auth(&scene.relay.url, &mallory).await;
+    // Ten bundles a minute; past them every fetch is refused, and the 64th refusal in a row
+    // ends the connection. mallory asks for more than that without waiting.
+    for req in 1..=200u64 {
+        m.send(&ClientFrame::FetchBundle {
+            req,
+            account_id: bob_id.clone(),
+        })
+        .await;
+    }
+    let seen = m.until_closed().await;
+    let bundles = seen
+        .iter()
+        .filter(|f| matches!(f, RelayFrame::Bundle { .. }))
+        .count();
+    let refused = seen
+        .iter()
+        .filter(|f| {
+            matches!(
+                f,
+                RelayFrame::Error {
+                    req: Some(_),
+                    code: ErrorCode::RateLimited,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!((bundles, refused), (10, 64), "{:?}", seen.last());
+    assert!(
+        matches!(seen.last(), Some(RelayFrame::Error { req: None, code: ErrorCode::RateLimited, message }) if message.contains("in a row")),
+        "{:?}",
+        seen.last()
+    );
+    // alice and bob are not touched by it.
+    let (mut alice, mut bob) = scene.online().await;
+    chat(&mut alice, &mut bob, "after").await;
+    alice.stop();
+    bob.stop();
+}

@@ -68,10 +68,12 @@ pub enum Reason {
     Kicked,
     /// A frame beyond the WebSocket layer's hard limit.
     TooLarge,
+    /// Too many requests in a row refused for a rate or a quota: the client does not back off.
+    RefusedInARow,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::Full,
         Reason::PerAddress,
         Reason::SigningInQuota,
@@ -84,6 +86,7 @@ impl Reason {
         Reason::WriteTimeout,
         Reason::Kicked,
         Reason::TooLarge,
+        Reason::RefusedInARow,
     ];
 
     pub fn name(self) -> &'static str {
@@ -100,6 +103,7 @@ impl Reason {
             Reason::WriteTimeout => "write_timeout",
             Reason::Kicked => "kicked",
             Reason::TooLarge => "too_large",
+            Reason::RefusedInARow => "refused_in_a_row",
         }
     }
 
