@@ -16,6 +16,7 @@ use ratatui::backend::TestBackend;
 use sotto::client::manager::{self, Command, Event};
 use sotto::client::store::{Message, Store};
 use sotto::tui::app::{App, PAGE, ThreadKey};
+use sotto::tui::clock::{Clock, DEFAULT_TIME_FORMAT, Zone};
 use sotto::tui::keys::KeyMap;
 use sotto::tui::render;
 
@@ -31,8 +32,16 @@ fn profile(dir: &Path) {
     common::fill_bob(&Store::open(&me).unwrap(), MESSAGES);
 }
 
-fn app_with(messages: Vec<Message>) -> App {
+/// An app as the terminal loop makes it: times in the system's zone.
+fn new_app() -> App {
     let mut app = App::new("me");
+    app.clock = Clock::new(Zone::Local, DEFAULT_TIME_FORMAT).unwrap();
+    app.screen = (120, 40);
+    app
+}
+
+fn app_with(messages: Vec<Message>) -> App {
+    let mut app = new_app();
     app.open = Some(ThreadKey {
         handle: "bob".into(),
         secret: true,
@@ -79,7 +88,7 @@ fn bench(c: &mut Criterion) {
                 let start = Instant::now();
                 // A closed port: the links fail fast and the frame does not wait for them.
                 let mut m = manager::spawn(&me, Some("ws://127.0.0.1:9".into())).unwrap();
-                let mut app = App::new("me");
+                let mut app = new_app();
                 let mut term = Terminal::new(TestBackend::new(120, 40)).unwrap();
                 let mut cmds = app.start(None);
                 cmds.push(Command::LoadPage {

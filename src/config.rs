@@ -37,6 +37,12 @@ pub struct Config {
     pub log: Option<String>,
     /// Ring the terminal bell when a message arrives in a conversation that is not open.
     pub bell: Option<bool>,
+    /// strftime format of message times in the chat screen (default "%H:%M").
+    pub time_format: Option<String>,
+    /// Capture the mouse for wheel scrolling; false keeps the terminal's own selection.
+    pub mouse: Option<bool>,
+    /// Below this terminal width (columns) the contact list hides by itself.
+    pub contacts_min_width: Option<u16>,
     /// Key bindings of the TUI.
     #[serde(default)]
     pub keys: crate::tui::keys::KeyConfig,
@@ -142,6 +148,15 @@ mod tests {
         let keys = crate::tui::keys::KeyMap::from_config(&c.keys).unwrap();
         assert_eq!(keys, crate::tui::keys::KeyMap::default());
         assert_eq!(c.bell, Some(true));
+        assert_eq!(
+            c.time_format.as_deref(),
+            Some(crate::tui::clock::DEFAULT_TIME_FORMAT)
+        );
+        assert_eq!(c.mouse, Some(true));
+        assert_eq!(
+            c.contacts_min_width,
+            Some(crate::tui::layout::DEFAULT_CONTACTS_MIN_WIDTH)
+        );
         assert_eq!(c.insecure_transport, Some(false));
         assert_eq!(c.relay_server.insecure_transport, Some(false));
         // The example shows the defaults.

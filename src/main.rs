@@ -411,6 +411,17 @@ fn tui_options(config: &Config) -> Result<sotto::tui::Options> {
         bell: config.bell.unwrap_or(true),
         open: None,
         greeting: None,
+        mouse: config.mouse.unwrap_or(true),
+        clock: sotto::tui::clock::Clock::new(
+            sotto::tui::clock::Zone::Local,
+            config
+                .time_format
+                .as_deref()
+                .unwrap_or(sotto::tui::clock::DEFAULT_TIME_FORMAT),
+        )?,
+        contacts_min_width: config
+            .contacts_min_width
+            .unwrap_or(sotto::tui::layout::DEFAULT_CONTACTS_MIN_WIDTH),
     })
 }
 

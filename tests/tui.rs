@@ -376,10 +376,11 @@ fn a_long_message_wraps_to_the_width() {
         last >= first + 2,
         "the message should take several lines: {lines:#?}"
     );
-    // Every word survives the wrapping, in order, within the thread pane.
+    // Every word survives the wrapping, in order, within the thread pane (the whole width:
+    // at 60 columns the contact list is hidden).
     let pane: String = lines[first..=last]
         .iter()
-        .map(|l| l.chars().skip(27).take(60 - 28).collect::<String>())
+        .map(|l| l.chars().skip(1).take(60 - 2).collect::<String>())
         .collect::<Vec<_>>()
         .join(" ");
     let words: Vec<&str> = pane
@@ -558,4 +559,403 @@ fn a_key_change_shows_in_the_thread_list_and_status_and_can_be_accepted() {
     app.on_event(Event::SafetyNumber(safety("bob", false, true)));
     let cmds = press(&mut app, typing("a"));
     assert!(matches!(&cmds[..], [Command::AcceptChange { handle }] if handle == "bob"));
+}
+
+// ---- Reading: times, dates, unread landing, scrolling, layout, overlays, notices ----
+
+/// The lines the open thread shows at the app's screen size, as text.
+fn thread_text(app: &App) -> Vec<String> {
+    let (w, h) = sotto::tui::layout::thread_inner(app, app.screen.0, app.screen.1);
+    render::thread_view(app, w, h)
+        .lines
+        .iter()
+        .map(|l| l.spans.iter().map(|s| s.content.as_ref()).collect())
+        .collect()
+}
+
+/// An app at `size` with bob (`unread` of them unread) and his open normal thread holding
+/// `n` one-line messages from him, "message 0" to "message n-1".
+fn app_with_thread(size: (u16, u16), n: i64, unread: u32, complete: bool) -> App {
+    let mut app = App::new("alice");
+    app.screen = size;
+    app.on_event(Event::Connection(ConnState::Online));
+    let mut bob = contact("bob");
+    bob.unread = [unread, 0];
+    app.on_event(Event::Contacts(vec![bob, contact("carol")]));
+    let cmds = press(&mut app, [key(KeyCode::Tab), key(KeyCode::Enter)]);
+    assert!(matches!(&cmds[..], [Command::LoadPage { .. }]));
+    let page: Vec<Message> = (0..n)
+        .map(|s| msg(s, "bob", false, false, &format!("message {s}")))
+        .collect();
+    app.on_event(Event::Page {
+        contact: "bob".into(),
+        secret: false,
+        before: None,
+        messages: page,
+        complete,
+    });
+    app
+}
+
+#[test]
+fn times_are_in_the_zone_handed_in_with_the_format_asked_and_days_are_separated() {
+    use sotto::tui::clock::{Clock, Zone};
+    let mut app = app_with_bob();
+    // Three hours east of UTC: 09:30 UTC is 12:30 there.
+    let zone = Zone::Fixed(chrono::FixedOffset::east_opt(3 * 3600).unwrap());
+    app.clock = Clock::new(zone, "%H:%M").unwrap();
+    let mut next_day = msg(3, "bob", false, false, "a day later");
+    next_day.sent_at += 86_400_000;
+    app.on_event(Event::Message(next_day));
+    let lines = thread_text(&app);
+    assert!(
+        lines.iter().any(|l| l.contains("12:30 bob: hello alice")),
+        "{lines:#?}"
+    );
+    let days: Vec<&String> = lines.iter().filter(|l| l.contains("──")).collect();
+    assert_eq!(days.len(), 2, "{lines:#?}");
+    assert!(days[0].contains("Tuesday 14 November 2023"), "{days:?}");
+    assert!(days[1].contains("Wednesday 15 November 2023"), "{days:?}");
+    let separator = lines.iter().position(|l| l.contains("Wednesday")).unwrap();
+    assert!(lines[separator + 1].contains("a day later"));
+    // Another format, the same instant.
+    app.clock = Clock::new(zone, "%I:%M %p").unwrap();
+    assert!(
+        thread_text(&app)
+            .iter()
+            .any(|l| l.contains("12:30 PM bob: hello alice"))
+    );
+}
+
+#[test]
+fn opening_a_thread_with_81_unread_lands_on_the_first_with_a_new_messages_line() {
+    for size in [(80, 24), (60, 15)] {
+        let app = app_with_thread(size, 100, 81, true);
+        let lines = thread_text(&app);
+        assert!(lines[0].contains("new messages"), "{size:?}: {lines:#?}");
+        assert!(lines[1].contains("message 19"), "{size:?}: {lines:#?}");
+        // Only one marker, above the first unread.
+        assert_eq!(
+            lines.iter().filter(|l| l.contains("new messages")).count(),
+            1
+        );
+        let backend = screen(&app, size.0, size.1);
+        insta::assert_snapshot!(format!("unread_landing_{}x{}", size.0, size.1), backend);
+    }
+}
+
+#[test]
+fn unread_that_fit_leave_the_view_at_the_bottom_under_the_line() {
+    let app = app_with_thread((80, 24), 100, 3, true);
+    let lines = thread_text(&app);
+    assert!(lines.last().unwrap().contains("message 99"), "{lines:#?}");
+    let at = lines
+        .iter()
+        .position(|l| l.contains("new messages"))
+        .unwrap();
+    assert!(lines[at + 1].contains("message 97"), "{lines:#?}");
+}
+
+#[test]
+fn more_unread_than_a_page_loads_older_pages_before_landing() {
+    let mut app = App::new("alice");
+    let mut bob = contact("bob");
+    bob.unread = [150, 0];
+    app.on_event(Event::Contacts(vec![bob]));
+    press(&mut app, [key(KeyCode::Tab), key(KeyCode::Enter)]);
+    let cmds = app.on_event(Event::Page {
+        contact: "bob".into(),
+        secret: false,
+        before: None,
+        messages: (100..200)
+            .map(|s| msg(s, "bob", false, false, "x"))
+            .collect(),
+        complete: false,
+    });
+    assert!(
+        cmds.iter().any(|c| matches!(
+            c,
+            Command::LoadPage {
+                before: Some(100),
+                ..
+            }
+        )),
+        "{cmds:?}"
+    );
+    app.on_event(Event::Page {
+        contact: "bob".into(),
+        secret: false,
+        before: Some(100),
+        messages: (0..100).map(|s| msg(s, "bob", false, false, "x")).collect(),
+        complete: true,
+    });
+    assert_eq!(app.thread.new_from, Some(50));
+    assert!(thread_text(&app)[0].contains("new messages"));
+}
+
+#[test]
+fn page_keys_move_by_a_screen_less_a_line_and_home_and_end_go_to_the_ends() {
+    let mut app = app_with_thread((80, 24), 200, 0, true);
+    let bottom = thread_text(&app);
+    // 24 rows less the composer (3), the status line and the thread's border: 18.
+    assert_eq!(bottom.len(), 18);
+    assert!(bottom.last().unwrap().contains("message 199"));
+    press(&mut app, [key(KeyCode::PageUp)]);
+    let up = thread_text(&app);
+    assert_eq!(up.len(), 18);
+    // One line of overlap: the old top line is the new bottom line.
+    assert_eq!(up.last(), bottom.first(), "{up:#?}");
+    press(&mut app, [key(KeyCode::PageDown)]);
+    assert_eq!(thread_text(&app), bottom);
+    press(&mut app, [key(KeyCode::PageDown)]);
+    assert_eq!(thread_text(&app), bottom, "PageDown stops at the bottom");
+
+    press(&mut app, [key(KeyCode::Home)]);
+    let top = thread_text(&app);
+    assert!(top[0].contains("start of the conversation"), "{top:#?}");
+    assert!(top[1].contains("Tuesday 14 November 2023"), "{top:#?}");
+    assert!(top[2].contains("message 0"), "{top:#?}");
+    assert_eq!(top.len(), 18);
+    press(&mut app, [key(KeyCode::PageUp)]);
+    assert_eq!(thread_text(&app), top, "PageUp stops at the top");
+    // The wheel moves a few lines.
+    app.update(sotto::tui::app::Action::WheelDown);
+    assert!(
+        thread_text(&app)[0].contains("message 1"),
+        "3 lines down from the top"
+    );
+    press(&mut app, [key(KeyCode::End)]);
+    assert_eq!(thread_text(&app), bottom);
+
+    // While a message is being typed, Home and End move in it; Ctrl-Home/End scroll.
+    press(&mut app, typing("draft"));
+    press(&mut app, [key(KeyCode::Home)]);
+    assert_eq!(thread_text(&app), bottom);
+    assert_eq!(app.composer.cursor, 0);
+    press(
+        &mut app,
+        [KeyEvent::new(KeyCode::Home, KeyModifiers::CONTROL)],
+    );
+    assert!(thread_text(&app)[0].contains("start of the conversation"));
+}
+
+#[test]
+fn home_asks_for_older_pages_when_the_start_is_not_loaded() {
+    let mut app = app_with_thread((80, 24), 100, 0, false);
+    let cmds = press(&mut app, [key(KeyCode::Home)]);
+    assert!(
+        matches!(
+            &cmds[..],
+            [Command::LoadPage {
+                before: Some(0),
+                ..
+            }]
+        ),
+        "{cmds:?}"
+    );
+    assert!(thread_text(&app)[0].contains("loading"));
+}
+
+#[test]
+fn the_contact_list_hides_on_narrow_terminals_and_toggles() {
+    let mut app = app_with_bob();
+    let wide = rows(&screen(&app, 80, 24));
+    assert!(wide[1].contains("bob"), "{wide:#?}");
+    // At 60 columns the conversation gets the full width.
+    app.screen = (60, 15);
+    let narrow = screen(&app, 60, 15);
+    let lines = rows(&narrow);
+    assert!(!lines.iter().any(|l| l.contains("contacts")), "{lines:#?}");
+    assert_eq!(sotto::tui::layout::thread_inner(&app, 60, 15).0, 58);
+    insta::assert_snapshot!("thread_60x15", narrow);
+    // F2 shows it; Tab to the list shows it too, while it has the focus.
+    press(&mut app, [key(KeyCode::F(2))]);
+    assert!(rows(&screen(&app, 60, 15))[0].contains("contacts"));
+    press(&mut app, [key(KeyCode::F(2))]);
+    assert!(!rows(&screen(&app, 60, 15))[0].contains("contacts"));
+    press(&mut app, [key(KeyCode::Tab)]);
+    assert!(rows(&screen(&app, 60, 15))[0].contains("contacts"));
+    // A lower threshold from the config keeps it at 60 columns.
+    let mut app = app_with_bob();
+    app.contacts_min_width = 60;
+    assert!(rows(&screen(&app, 60, 15))[0].contains("contacts"));
+}
+
+#[test]
+fn the_thread_view_at_80x24_has_the_date_the_new_line_and_your_handle_in_the_title() {
+    let mut app = app_with_thread((80, 24), 30, 5, true);
+    // The last eight were sent the next day.
+    for m in &mut app.thread.messages[22..] {
+        m.sent_at += 86_400_000;
+    }
+    let backend = screen(&app, 80, 24);
+    let lines = rows(&backend);
+    assert!(lines[0].contains("you: alice"), "{lines:#?}");
+    let day = lines
+        .iter()
+        .position(|l| l.contains("Wednesday 15 November 2023"));
+    let new = lines.iter().position(|l| l.contains("new messages"));
+    assert!(lines[day.unwrap() + 1].contains("message 22"), "{lines:#?}");
+    assert!(lines[new.unwrap() + 1].contains("message 25"), "{lines:#?}");
+    insta::assert_snapshot!("thread_80x24", backend);
+}
+
+#[test]
+fn system_lines_wrap_instead_of_being_cut() {
+    let mut app = app_with_bob();
+    app.screen = (60, 15);
+    let text = "bob's safety number changed because bob reinstalled sotto on another computer";
+    let mut line = msg(5, "bob", false, false, text);
+    line.kind = MessageKind::KeyChange;
+    app.on_event(Event::Message(line));
+    let shown = thread_text(&app);
+    let start = shown.iter().position(|l| l.contains("⚠ bob's")).unwrap();
+    let joined = shown[start..].join(" ");
+    for word in text.split(' ').chain(["/verify", "new", "one"]) {
+        assert!(joined.contains(word), "{word} is missing: {shown:#?}");
+    }
+    assert!(shown.len() - start >= 2, "{shown:#?}");
+}
+
+#[test]
+fn verify_fits_80x24_and_60x15_with_its_state_and_keys_and_shows_the_qr_when_there_is_room() {
+    let mut app = app_with_bob();
+    press(
+        &mut app,
+        typing("/verify").into_iter().chain([key(KeyCode::Enter)]),
+    );
+    app.on_event(Event::SafetyNumber(safety("bob", false, false)));
+    for (w, h) in [(80, 24), (60, 15)] {
+        app.screen = (w, h);
+        let backend = screen(&app, w, h);
+        let lines = rows(&backend);
+        assert!(
+            lines.iter().any(|l| l.contains("not verified")),
+            "{w}x{h}: {lines:#?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("m mark verified · u unmark")),
+            "{w}x{h}: {lines:#?}"
+        );
+        insta::assert_snapshot!(format!("verify_{w}x{h}"), backend);
+    }
+    let lines = rows(&screen(&app, 80, 24));
+    assert!(lines.iter().any(|l| l.contains("enlarge it")), "{lines:#?}");
+    // With room, the whole code is drawn: half blocks, between two light rows.
+    let lines = rows(&screen(&app, 80, 40));
+    let qr: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains('▀') || l.contains('▄'))
+        .collect();
+    assert!(qr.len() > 10, "{lines:#?}");
+    assert!(!lines.iter().any(|l| l.contains("enlarge it")));
+    assert!(lines.iter().any(|l| l.contains("m mark verified")));
+}
+
+#[test]
+fn help_fits_80_columns_and_scrolls_to_its_end() {
+    let mut app = app_with_bob();
+    press(&mut app, [key(KeyCode::F(1))]);
+    for (w, h) in [(80, 24), (60, 15)] {
+        app.screen = (w, h);
+        app.overlay_scroll = 0;
+        let area = ratatui::layout::Rect::new(0, 0, w, h);
+        app.overlay_scroll_max = render::help_scroll_max(&KeyMap::default(), area);
+        assert!(
+            app.overlay_scroll_max > 0,
+            "{w}x{h} is too small for all of it"
+        );
+        let backend = screen(&app, w, h);
+        let lines = rows(&backend);
+        assert!(lines.iter().any(|l| l.contains("PageDown scroll")));
+        insta::assert_snapshot!(format!("help_{w}x{h}"), backend);
+        press(&mut app, [key(KeyCode::End)]);
+        let end = rows(&screen(&app, w, h));
+        assert!(
+            end.iter().any(|l| l.contains("readable by the relay.")),
+            "{w}x{h}: {end:#?}"
+        );
+        // Nothing is cut at the right edge: every line of the help ends inside the border.
+        for l in render::help_lines(&KeyMap::default(), w - 2) {
+            let width = unicode_width::UnicodeWidthStr::width(l.to_string().as_str());
+            assert!(width <= (w - 2) as usize, "{w}: {l}");
+        }
+        press(&mut app, [key(KeyCode::PageUp), key(KeyCode::Up)]);
+        assert!(app.overlay_scroll < app.overlay_scroll_max);
+    }
+}
+
+#[test]
+fn a_notice_about_carol_waits_for_her_thread_while_bob_is_read() {
+    let mut app = app_with_bob();
+    app.status = None;
+    app.on_event(Event::Warning(
+        "a message from carol was unreadable: bad mac".into(),
+    ));
+    assert_eq!(app.status, None, "shown while reading bob");
+    let status = rows(&screen(&app, 80, 24)).pop().unwrap();
+    assert!(!status.contains("carol"), "{status}");
+    // Opening carol's thread shows it; going back to bob holds it again.
+    press(
+        &mut app,
+        [key(KeyCode::Tab), key(KeyCode::Down), key(KeyCode::Enter)],
+    );
+    assert!(app.status.as_ref().unwrap().text.contains("from carol"));
+    press(
+        &mut app,
+        [key(KeyCode::Tab), key(KeyCode::Up), key(KeyCode::Enter)],
+    );
+    assert_eq!(app.status, None);
+    // A failed send is about the thread it was sent in, even after switching away.
+    let cmds = press(
+        &mut app,
+        typing("hi bob").into_iter().chain([key(KeyCode::Enter)]),
+    );
+    let [Command::Send { id, .. }] = &cmds[..] else {
+        panic!("{cmds:?}")
+    };
+    press(
+        &mut app,
+        [key(KeyCode::Tab), key(KeyCode::Down), key(KeyCode::Enter)],
+    );
+    app.status = None;
+    app.on_event(Event::MessageFailed {
+        id: id.clone(),
+        error: "refused".into(),
+    });
+    assert_eq!(app.status, None, "bob's failure shown in carol's thread");
+    assert!(app.held.iter().any(|s| s.text.contains("not sent")));
+}
+
+#[test]
+fn notices_go_when_what_they_said_stops_being_true() {
+    let mut app = app_with_bob();
+    app.on_event(Event::Connection(ConnState::Offline {
+        reason: "refused".into(),
+        retry_in: std::time::Duration::from_secs(4),
+    }));
+    app.on_event(Event::Failed {
+        tag: 99,
+        error: "not connected to the relay; try again once the status line says online".into(),
+    });
+    assert!(app.status.as_ref().unwrap().error);
+    app.on_event(Event::Connection(ConnState::Online));
+    assert_eq!(app.status, None, "'not connected' outlived the connection");
+    app.on_event(Event::Warning(
+        "bob's safety number changed: check it with /verify before sending secret messages".into(),
+    ));
+    assert!(app.status.is_some());
+    app.on_event(Event::SafetyNumber(safety("bob", false, false)));
+    assert_eq!(app.status, None, "the warning outlived the accepted key");
+}
+
+#[test]
+fn the_terminal_title_counts_unread() {
+    let mut app = app_with_bob();
+    assert_eq!(app.title(), "sotto · alice");
+    app.on_event(Event::Message(msg(9, "carol", false, false, "hey")));
+    app.on_event(Event::Message(msg(10, "carol", true, false, "psst")));
+    assert_eq!(app.title(), "(2) sotto · alice");
 }

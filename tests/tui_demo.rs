@@ -27,6 +27,12 @@ impl Tmux {
             .into_owned()
     }
 
+    /// A tmux format about the pane, e.g. `#{mouse_any_flag}`.
+    fn pane(&self, format: &str) -> String {
+        let out = self.run(&["display-message", "-p", "-t", "demo", format]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", "demo"];
         args.extend_from_slice(keys);
@@ -118,6 +124,14 @@ fn demo_chats_with_the_bot_in_both_modes_and_restores_the_terminal() {
 
     let screen = tmux.wait_for("echo · normal");
     assert!(screen.contains("● online") || tmux.wait_for("● online").contains("normal"));
+    // The mouse is captured for wheel scrolling, and the terminal's title names the profile.
+    assert_eq!(tmux.pane("#{mouse_any_flag}"), "1");
+    assert!(
+        tmux.pane("#{pane_title}")
+            .contains(&format!("sotto · {}", sotto::demo::YOU)),
+        "{}",
+        tmux.pane("#{pane_title}")
+    );
     tmux.keys(&["hello bot", "Enter"]);
     tmux.wait_for("echo: hello bot");
 
@@ -158,4 +172,6 @@ fn demo_chats_with_the_bot_in_both_modes_and_restores_the_terminal() {
     // The alternate screen is gone: the chat is no longer on the terminal.
     let screen = tmux.screen();
     assert!(!screen.contains("contacts"), "{screen}");
+    // And the mouse is the terminal's again.
+    assert_eq!(tmux.pane("#{mouse_any_flag}"), "0");
 }

@@ -37,7 +37,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub enum LinkError {
     #[error("cannot reach the relay at {url}: {reason}")]
     Unreachable { url: String, reason: String },
-    #[error("not connected to the relay; the message is kept and sent when the connection is back")]
+    #[error("not connected to the relay; try again once the status line says online")]
     Offline,
     #[error("the relay did not answer in time")]
     Timeout,

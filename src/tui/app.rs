@@ -8,12 +8,17 @@
 use crate::client::manager::{Command, ConnState, ContactChange, Event};
 use crate::client::store::{ContactSummary, Message, MessageState};
 
+use super::clock::Clock;
 use super::commands::{self, Slash};
+use super::layout::{self, DEFAULT_CONTACTS_MIN_WIDTH};
+pub use super::notice::{Expiry, Status};
+use super::scroll::{Lines, Pos};
+use super::thread_view;
 
 /// Messages fetched per page of history.
 pub const PAGE: usize = 100;
-/// How many messages PageUp/PageDown move.
-const SCROLL_STEP: usize = 10;
+/// How many lines a turn of the mouse wheel scrolls.
+pub const WHEEL_LINES: usize = 3;
 
 /// A thread: a contact and one of its two modes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -34,13 +39,6 @@ pub enum Overlay {
     Verify,
 }
 
-/// A line for the status bar; `error` ones are marked with `!`, not by colour alone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Status {
-    pub text: String,
-    pub error: bool,
-}
-
 /// The loaded part of the open thread.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Thread {
@@ -52,6 +50,15 @@ pub struct Thread {
     pub loading: bool,
     /// How many of the newest messages are scrolled out below the view.
     pub scroll: usize,
+    /// How many lines of the message at the bottom of the view are scrolled out below it.
+    pub cut: usize,
+    /// The first message that was unread when the thread opened: the "new messages" line
+    /// goes above it.
+    pub new_from: Option<i64>,
+    /// How many messages were unread when the thread opened.
+    pub unread: usize,
+    /// The view lands on the first unread once enough of the thread is loaded.
+    pub landing: bool,
 }
 
 /// The composer: multi-line text and a cursor (a char index).
@@ -117,6 +124,15 @@ pub enum Action {
     Open,
     PageUp,
     PageDown,
+    /// The mouse wheel: a few lines towards older or newer messages.
+    WheelUp,
+    WheelDown,
+    /// The oldest loaded message (older pages load as when paging up).
+    Top,
+    /// Back to the newest message.
+    Bottom,
+    /// Show or hide the contact list.
+    ToggleContacts,
     Help,
     CloseOverlay,
     Quit,
@@ -162,6 +178,23 @@ pub struct App {
     open_when_online: Option<String>,
     /// What the verify overlay shows, once the manager has computed it.
     pub safety: Option<crate::client::trust::SafetyNumber>,
+    /// How times and dates are written (zone and format).
+    pub clock: Clock,
+    /// The terminal's size (columns, rows), set by the terminal loop: scrolling by a screen
+    /// needs the thread's height.
+    pub screen: (u16, u16),
+    /// Below this terminal width the contact list hides by itself.
+    pub contacts_min_width: u16,
+    /// The user's choice to show or hide the contact list; None: by the width.
+    pub show_contacts: Option<bool>,
+    /// Notices about contacts whose thread is not open, shown when it opens.
+    pub held: Vec<Status>,
+    /// How far the help overlay is scrolled, and how far it can be (set by the terminal loop
+    /// from the screen size).
+    pub overlay_scroll: usize,
+    pub overlay_scroll_max: usize,
+    /// Messages sent and not yet settled, with their contact: a failure is about that thread.
+    sent_to: std::collections::HashMap<String, String>,
 }
 
 impl App {
@@ -185,6 +218,14 @@ impl App {
             pending_add: None,
             open_when_online: None,
             safety: None,
+            clock: Clock::default(),
+            screen: (80, 24),
+            contacts_min_width: DEFAULT_CONTACTS_MIN_WIDTH,
+            show_contacts: None,
+            held: Vec::new(),
+            overlay_scroll: 0,
+            overlay_scroll_max: 0,
+            sent_to: std::collections::HashMap::new(),
         }
     }
 
@@ -241,23 +282,33 @@ impl App {
     }
 
     fn error(&mut self, text: impl Into<String>) {
-        self.status = Some(Status {
-            text: text.into(),
-            error: true,
-        });
+        self.notify(Status::error(text));
     }
 
     fn info(&mut self, text: impl Into<String>) {
-        self.status = Some(Status {
-            text: text.into(),
-            error: false,
-        });
+        self.notify(Status::info(text));
+    }
+
+    /// An error from the manager about `about`: raised while the relay is out of reach, it is
+    /// about that, and goes when the connection is back.
+    fn manager_error(&mut self, text: String, about: Option<String>) {
+        let expires = if self.conn == ConnState::Online {
+            Expiry::Dismissed
+        } else {
+            Expiry::Online
+        };
+        self.notify(Status::error(text).about(about).expires(expires));
     }
 
     /// Opens a thread and asks for its newest page.
     fn open_thread(&mut self, key: ThreadKey) -> Vec<Command> {
+        let unread = self
+            .summary(&key.handle)
+            .map_or(0, |c| c.unread[key.secret as usize] as usize);
         self.thread = Thread {
             loading: true,
+            unread,
+            landing: unread > 0,
             ..Thread::default()
         };
         let cmd = Command::LoadPage {
@@ -267,6 +318,7 @@ impl App {
             limit: PAGE,
         };
         self.open = Some(key.clone());
+        self.notices_follow_open();
         if let Some(i) = self.rows().iter().position(|r| r.key == key) {
             self.selected = i;
         }
@@ -300,6 +352,11 @@ impl App {
         self.act(action)
     }
 
+    fn open_overlay(&mut self, overlay: Overlay) {
+        self.overlay = Some(overlay);
+        self.overlay_scroll = 0;
+    }
+
     /// What an overlay (help, verify) does with the common keys.
     fn overlay_action(&mut self, action: Action) -> Vec<Command> {
         match action {
@@ -307,6 +364,18 @@ impl App {
             Action::CloseOverlay | Action::Help | Action::Submit | Action::FocusComposer => {
                 self.overlay = None
             }
+            Action::Up | Action::WheelUp => {
+                self.overlay_scroll = self.overlay_scroll.saturating_sub(1)
+            }
+            Action::Down | Action::WheelDown => {
+                self.overlay_scroll = (self.overlay_scroll + 1).min(self.overlay_scroll_max)
+            }
+            Action::PageUp => self.overlay_scroll = self.overlay_scroll.saturating_sub(10),
+            Action::PageDown => {
+                self.overlay_scroll = (self.overlay_scroll + 10).min(self.overlay_scroll_max)
+            }
+            Action::Top => self.overlay_scroll = 0,
+            Action::Bottom => self.overlay_scroll = self.overlay_scroll_max,
             _ => {}
         }
         Vec::new()
@@ -349,9 +418,25 @@ impl App {
                     return self.open_thread(key);
                 }
             }
-            Action::PageUp => return self.scroll_up(),
-            Action::PageDown => self.thread.scroll = self.thread.scroll.saturating_sub(SCROLL_STEP),
-            Action::Help => self.overlay = Some(Overlay::Help),
+            Action::PageUp => return self.scroll_up(self.view().1.saturating_sub(1).max(1)),
+            Action::PageDown => self.scroll_down(self.view().1.saturating_sub(1).max(1)),
+            Action::WheelUp => return self.scroll_up(WHEEL_LINES),
+            Action::WheelDown => self.scroll_down(WHEEL_LINES),
+            Action::Top => {
+                let view = self.view().1;
+                let pos = self.lines().top(view);
+                self.set_pos(pos);
+                return self.load_older();
+            }
+            Action::Bottom => self.set_pos(Pos::default()),
+            Action::ToggleContacts => {
+                let shown = layout::contacts_shown(self, self.screen.0);
+                self.show_contacts = Some(!shown);
+                if shown {
+                    self.focus = Focus::Composer;
+                }
+            }
+            Action::Help => self.open_overlay(Overlay::Help),
             Action::CloseOverlay | Action::MarkVerified | Action::Unmark | Action::AcceptChange => {
             }
             Action::Quit => self.quit = true,
@@ -359,15 +444,56 @@ impl App {
         Vec::new()
     }
 
-    fn scroll_up(&mut self) -> Vec<Command> {
-        let len = self.thread.messages.len();
-        self.thread.scroll = (self.thread.scroll + SCROLL_STEP).min(len.saturating_sub(1));
+    /// The thread's text area, (width, height) in cells, at the present terminal size.
+    fn view(&self) -> (usize, usize) {
+        let (w, h) = layout::thread_inner(self, self.screen.0, self.screen.1);
+        (w as usize, h as usize)
+    }
+
+    /// The loaded messages' heights at the present width, for scrolling.
+    fn lines(&self) -> Lines<impl Fn(usize) -> usize + '_> {
+        let width = self.view().0;
+        Lines {
+            len: self.thread.messages.len(),
+            height: move |i| thread_view::height(self, i, width),
+        }
+    }
+
+    fn pos(&self) -> Pos {
+        Pos {
+            below: self.thread.scroll,
+            cut: self.thread.cut,
+        }
+    }
+
+    fn set_pos(&mut self, p: Pos) {
+        self.thread.scroll = p.below;
+        self.thread.cut = p.cut;
+    }
+
+    fn scroll_up(&mut self, n: usize) -> Vec<Command> {
+        let view = self.view().1;
+        let pos = self.lines().up(self.pos(), n, view);
+        self.set_pos(pos);
         // Fetch the next older page before the view reaches the top of what is loaded.
-        let left_above = len - self.thread.scroll.min(len);
+        let len = self.thread.messages.len();
+        if len - self.thread.scroll.min(len) < PAGE / 2 {
+            self.load_older()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn scroll_down(&mut self, n: usize) {
+        let pos = self.lines().down(self.pos(), n);
+        self.set_pos(pos);
+    }
+
+    /// Asks for the page before the oldest loaded message, unless it is all loaded or a
+    /// request is out.
+    fn load_older(&mut self) -> Vec<Command> {
         match (&self.open, self.thread.messages.first()) {
-            (Some(open), Some(first))
-                if left_above < PAGE / 2 && !self.thread.complete && !self.thread.loading =>
-            {
+            (Some(open), Some(first)) if !self.thread.complete && !self.thread.loading => {
                 self.thread.loading = true;
                 vec![Command::LoadPage {
                     contact: open.handle.clone(),
@@ -378,6 +504,36 @@ impl App {
             }
             _ => Vec::new(),
         }
+    }
+
+    /// Once the unread messages of a thread just opened are loaded, marks the first with the
+    /// "new messages" line and shows it at the top of the view (or the bottom, if they fit).
+    fn land(&mut self) -> Vec<Command> {
+        if !self.thread.landing {
+            return Vec::new();
+        }
+        let msgs = &self.thread.messages;
+        let incoming = msgs.iter().filter(|m| !m.outgoing).count();
+        if incoming < self.thread.unread && !self.thread.complete {
+            return self.load_older();
+        }
+        self.thread.landing = false;
+        // The unread are the newest incoming messages.
+        let first = msgs
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, m)| !m.outgoing)
+            .take(self.thread.unread)
+            .last()
+            .map(|(i, m)| (i, m.seq));
+        if let Some((i, seq)) = first {
+            self.thread.new_from = Some(seq);
+            let view = self.view().1;
+            let pos = self.lines().from_top(i, 0, view);
+            self.set_pos(pos);
+        }
+        Vec::new()
     }
 
     fn toggle_secret(&mut self) -> Vec<Command> {
@@ -424,10 +580,12 @@ impl App {
             return Vec::new();
         };
         let text = self.composer.take();
-        self.thread.scroll = 0;
+        self.set_pos(Pos::default());
         self.status = None;
+        let id = uuid::Uuid::new_v4().to_string();
+        self.sent_to.insert(id.clone(), open.handle.clone());
         vec![Command::Send {
-            id: uuid::Uuid::new_v4().to_string(),
+            id,
             to: open.handle,
             secret: open.secret,
             text,
@@ -444,12 +602,16 @@ impl App {
             }
             Slash::Secret => self.toggle_secret(),
             Slash::Timer(timer) => match self.open.clone() {
-                Some(open) => vec![Command::SetTimer {
-                    id: uuid::Uuid::new_v4().to_string(),
-                    contact: open.handle,
-                    secret: open.secret,
-                    timer,
-                }],
+                Some(open) => {
+                    let id = uuid::Uuid::new_v4().to_string();
+                    self.sent_to.insert(id.clone(), open.handle.clone());
+                    vec![Command::SetTimer {
+                        id,
+                        contact: open.handle,
+                        secret: open.secret,
+                        timer,
+                    }]
+                }
                 None => {
                     self.error("open a conversation first, then set its timer");
                     Vec::new()
@@ -457,7 +619,7 @@ impl App {
             },
             Slash::Verify => match self.open.clone() {
                 Some(open) => {
-                    self.overlay = Some(Overlay::Verify);
+                    self.open_overlay(Overlay::Verify);
                     self.safety = None;
                     vec![Command::Verify {
                         handle: open.handle,
@@ -513,7 +675,7 @@ impl App {
                 }
             }
             Slash::Help => {
-                self.overlay = Some(Overlay::Help);
+                self.open_overlay(Overlay::Help);
                 Vec::new()
             }
             Slash::Quit => {
@@ -529,6 +691,9 @@ impl App {
             Event::Connection(state) => {
                 let online = state == ConnState::Online;
                 self.conn = state;
+                if online {
+                    self.expire(|s| s.expires == Expiry::Online);
+                }
                 if let Some(handle) = self.open_when_online.take_if(|_| online) {
                     let tag = self.tag();
                     self.pending_add = Some(tag);
@@ -536,10 +701,16 @@ impl App {
                 }
             }
             Event::Message(m) => return self.on_message(m),
-            Event::MessageState { id, state } => self.set_state(&id, state),
+            Event::MessageState { id, state } => {
+                if state != MessageState::Sending {
+                    self.sent_to.remove(&id);
+                }
+                self.set_state(&id, state);
+            }
             Event::MessageFailed { id, error } => {
                 self.set_state(&id, MessageState::Failed);
-                self.error(format!("not sent: {error}"));
+                let about = self.sent_to.remove(&id);
+                self.manager_error(format!("not sent: {error}"), about);
             }
             Event::ContactAdded { tag, contact } => {
                 let mut cmds = vec![Command::ListContacts];
@@ -586,21 +757,30 @@ impl App {
                 if let Some(c) = self.summary_mut(&contact) {
                     c.timers[secret as usize] = timer;
                 }
-                self.info(match timer {
+                let thread = if secret { "secret" } else { "normal" };
+                let text = match timer {
                     Some(t) => format!(
-                        "messages here now disappear after {}",
+                        "messages in {contact}'s {thread} thread now disappear after {}",
                         crate::timer::short(t)
                     ),
-                    None => "disappearing messages are off here".to_string(),
-                });
+                    None => format!("disappearing messages are off in {contact}'s {thread} thread"),
+                };
+                self.notify(Status::info(text).about(Some(contact)));
             }
             Event::Failed { error, tag } => {
                 if self.pending_add == Some(tag) {
                     self.pending_add = None;
                 }
-                self.error(error);
+                self.manager_error(error, None);
             }
-            Event::Warning(w) => self.error(w),
+            Event::Warning(w) => {
+                let about = self.named_contact(&w);
+                if w.contains("safety number changed") {
+                    self.notify(Status::error(w).about(about).expires(Expiry::KeyAccepted));
+                } else {
+                    self.manager_error(w, about);
+                }
+            }
             Event::ContactChanged { handle, change, .. } => {
                 self.info(match change {
                     ContactChange::Blocked => format!(
@@ -638,12 +818,17 @@ impl App {
                 });
                 if self.thread.messages.len() != before {
                     self.thread.scroll = self.thread.scroll.min(self.thread.messages.len());
+                    self.thread.cut = 0;
                 }
             }
             Event::SafetyNumber(n) => {
                 if let Some(c) = self.summary_mut(&n.handle) {
                     c.verified = n.verified;
                     c.key_changed = n.key_changed;
+                }
+                if !n.key_changed {
+                    let about = Some(n.handle.clone());
+                    self.expire(|s| s.expires == Expiry::KeyAccepted && s.about == about);
                 }
                 self.safety = Some(n);
             }
@@ -669,7 +854,7 @@ impl App {
         if self.is_open(&m.contact, m.secret) {
             let seen = (!m.outgoing).then(|| m.id.clone());
             // Keep the view where it is if the user has scrolled up.
-            if self.thread.scroll > 0 {
+            if self.pos() != Pos::default() {
                 self.thread.scroll += 1;
             }
             self.thread.messages.push(m);
@@ -717,11 +902,11 @@ impl App {
         if let Some(c) = self.summary_mut(&contact) {
             c.unread[secret as usize] = 0;
         }
-        if unseen.is_empty() {
-            Vec::new()
-        } else {
-            vec![Command::MarkShown { ids: unseen }]
+        let mut cmds = self.land();
+        if !unseen.is_empty() {
+            cmds.push(Command::MarkShown { ids: unseen });
         }
+        cmds
     }
 
     fn set_state(&mut self, id: &str, state: MessageState) {
@@ -756,6 +941,16 @@ impl App {
         let open = self.open.as_ref()?;
         self.summary(&open.handle)
             .map(|c| (c.verified, c.key_changed))
+    }
+
+    /// The terminal's title: the profile's handle, and the unread count when there is any.
+    pub fn title(&self) -> String {
+        let unread: u32 = self.rows().iter().map(|r| r.unread).sum();
+        if unread > 0 {
+            format!("({unread}) sotto · {}", self.me)
+        } else {
+            format!("sotto · {}", self.me)
+        }
     }
 
     /// Whether the open thread is secret: what the status line must never leave in doubt.

@@ -87,6 +87,7 @@ pub struct KeyConfig {
     pub quit: Option<String>,
     pub help: Option<String>,
     pub focus: Option<String>,
+    pub contacts: Option<String>,
 }
 
 /// The bindings that can be changed.
@@ -96,6 +97,7 @@ pub struct KeyMap {
     pub quit: Binding,
     pub help: Binding,
     pub focus: Binding,
+    pub contacts: Binding,
 }
 
 impl Default for KeyMap {
@@ -106,6 +108,7 @@ impl Default for KeyMap {
             quit: b(KeyCode::Char('c'), KeyModifiers::CONTROL),
             help: b(KeyCode::F(1), KeyModifiers::NONE),
             focus: b(KeyCode::Tab, KeyModifiers::NONE),
+            contacts: b(KeyCode::F(2), KeyModifiers::NONE),
         }
     }
 }
@@ -118,6 +121,7 @@ impl KeyMap {
             (&c.quit, &mut map.quit),
             (&c.help, &mut map.help),
             (&c.focus, &mut map.focus),
+            (&c.contacts, &mut map.contacts),
         ];
         for (spec, slot) in fields {
             if let Some(s) = spec {
@@ -144,11 +148,18 @@ impl KeyMap {
             }
         }
         if app.overlay.is_some() {
-            return matches!(
-                k.code,
-                KeyCode::Esc | KeyCode::Enter | KeyCode::Char('q' | '?')
-            )
-            .then_some(Action::CloseOverlay);
+            return match k.code {
+                KeyCode::Up | KeyCode::Char('k') => Some(Action::Up),
+                KeyCode::Down | KeyCode::Char('j') => Some(Action::Down),
+                KeyCode::PageUp => Some(Action::PageUp),
+                KeyCode::PageDown => Some(Action::PageDown),
+                KeyCode::Home => Some(Action::Top),
+                KeyCode::End => Some(Action::Bottom),
+                KeyCode::Esc | KeyCode::Enter | KeyCode::Char('q' | '?') => {
+                    Some(Action::CloseOverlay)
+                }
+                _ => None,
+            };
         }
         if self.toggle_secret.matches(&k) {
             return Some(Action::ToggleSecret);
@@ -159,9 +170,19 @@ impl KeyMap {
         if self.focus.matches(&k) {
             return Some(Action::ToggleFocus);
         }
+        if self.contacts.matches(&k) {
+            return Some(Action::ToggleContacts);
+        }
+        // Home and End scroll the thread; while a message is being typed they move in it,
+        // and Ctrl-Home/Ctrl-End scroll.
+        let scroll_keys = app.composer.text.is_empty()
+            || app.focus == Focus::Contacts
+            || k.modifiers.contains(KeyModifiers::CONTROL);
         match k.code {
             KeyCode::PageUp => return Some(Action::PageUp),
             KeyCode::PageDown => return Some(Action::PageDown),
+            KeyCode::Home if scroll_keys => return Some(Action::Top),
+            KeyCode::End if scroll_keys => return Some(Action::Bottom),
             _ => {}
         }
         let plain = !k

@@ -6,13 +6,21 @@
 //! never touches SQLite, sockets or keys. Redraws only when something happened: no busy loop.
 
 pub mod app;
+pub mod clock;
 pub mod commands;
 pub mod keys;
+pub mod layout;
+pub mod notice;
 pub mod render;
+pub mod scroll;
+pub mod thread_view;
+pub mod verify;
 
 use std::io::Write as _;
 
-use crossterm::event::{Event as TermEvent, EventStream};
+use crossterm::event::{
+    DisableMouseCapture, EnableMouseCapture, Event as TermEvent, EventStream, MouseEventKind,
+};
 use futures::StreamExt as _;
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -29,7 +37,7 @@ pub enum TuiError {
 }
 
 /// How the TUI should behave, from the config file and the command line.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     pub keys: KeyMap,
     /// Ring the terminal bell when a message arrives in a thread that is not open.
@@ -38,6 +46,26 @@ pub struct Options {
     pub open: Option<String>,
     /// A first line for the status bar.
     pub greeting: Option<String>,
+    /// Capture the mouse for wheel scrolling (off: the terminal's own selection works).
+    pub mouse: bool,
+    /// How message times are written.
+    pub clock: clock::Clock,
+    /// Below this width the contact list hides by itself.
+    pub contacts_min_width: u16,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            keys: KeyMap::default(),
+            bell: true,
+            open: None,
+            greeting: None,
+            mouse: true,
+            clock: clock::Clock::default(),
+            contacts_min_width: layout::DEFAULT_CONTACTS_MIN_WIDTH,
+        }
+    }
 }
 
 /// Runs the TUI until the user quits (or `hangup` fires), then restores the terminal and stops
@@ -49,10 +77,45 @@ pub async fn run(
     hangup: &mut Hangup,
 ) -> Result<(), TuiError> {
     let mut terminal = ratatui::try_init()?;
-    let result = event_loop(&mut terminal, &mut manager, me, &opts, hangup).await;
+    let result = match setup_extras(&opts) {
+        Ok(()) => event_loop(&mut terminal, &mut manager, me, &opts, hangup).await,
+        Err(e) => Err(e.into()),
+    };
+    restore_extras(&opts);
     ratatui::restore();
     tokio::task::block_in_place(|| manager.shutdown());
     result
+}
+
+/// Saves the terminal's title (xterm's title stack; ignored where unsupported) and turns on
+/// mouse capture if asked; a panic hook undoes both before ratatui's own hook restores the
+/// rest, so no exit path leaves the mouse captured.
+fn setup_extras(opts: &Options) -> std::io::Result<()> {
+    let mouse = opts.mouse;
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        undo_extras(mouse);
+        previous(info);
+    }));
+    let mut out = std::io::stdout();
+    out.write_all(b"\x1b[22;0t")?;
+    if mouse {
+        crossterm::execute!(out, EnableMouseCapture)?;
+    }
+    out.flush()
+}
+
+fn undo_extras(mouse: bool) {
+    let mut out = std::io::stdout();
+    if mouse {
+        let _ = crossterm::execute!(out, DisableMouseCapture);
+    }
+    let _ = out.write_all(b"\x1b[23;0t");
+    let _ = out.flush();
+}
+
+fn restore_extras(opts: &Options) {
+    undo_extras(opts.mouse);
 }
 
 fn now_ms() -> u64 {
@@ -87,18 +150,26 @@ async fn event_loop(
 ) -> Result<(), TuiError> {
     let mut app = App::new(me);
     app.bell = opts.bell;
+    app.clock = opts.clock.clone();
+    app.contacts_min_width = opts.contacts_min_width;
     if let Some(g) = &opts.greeting {
-        app.status = Some(app::Status {
-            text: g.clone(),
-            error: false,
-        });
+        app.status = Some(app::Status::info(g.clone()));
     }
+    let mut shown_title = String::new();
     let start = app.start(opts.open.as_deref());
     send_all(manager, &mut app, start)?;
     let mut input = EventStream::new();
     loop {
         app.now_ms = now_ms();
+        let size = terminal.size()?;
+        app.screen = (size.width, size.height);
+        app.overlay_scroll_max = render::help_scroll_max(&opts.keys, size.into());
         terminal.draw(|f| render::draw(f, &app, &opts.keys))?;
+        let want = app.title();
+        if want != shown_title {
+            crossterm::execute!(terminal.backend_mut(), crossterm::terminal::SetTitle(&want))?;
+            shown_title = want;
+        }
         if std::mem::take(&mut app.ring) {
             let out = terminal.backend_mut();
             out.write_all(b"\x07")?;
@@ -116,6 +187,11 @@ async fn event_loop(
                     None => continue,
                 },
                 Some(Ok(TermEvent::Paste(s))) => app.update(Action::Paste(s)),
+                Some(Ok(TermEvent::Mouse(m))) => match m.kind {
+                    MouseEventKind::ScrollUp => app.update(Action::WheelUp),
+                    MouseEventKind::ScrollDown => app.update(Action::WheelDown),
+                    _ => continue,
+                },
                 // A resize only needs the redraw at the top of the loop.
                 Some(Ok(_)) => Vec::new(),
                 Some(Err(e)) => return Err(e.into()),

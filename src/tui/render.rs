@@ -1,11 +1,11 @@
 //! Drawing the screen: a pure function of the app state.
 //!
-//! Owns layout, wrapping and the look of normal and secret threads. Takes `&App` only, does
-//! no I/O, and lays out only the messages that fit on screen, so a frame costs the same for
-//! ten messages or a hundred thousand.
+//! Owns the look of the panes, the status line and the help overlay, and word wrapping. Takes
+//! `&App` only and does no I/O; where things go is `layout`'s, the thread's lines are
+//! `thread_view`'s and the verify overlay is `verify`'s.
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Position, Rect};
+use ratatui::layout::{Position, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders, Clear, List, ListItem, Paragraph};
@@ -14,31 +14,25 @@ use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 use super::app::{App, Focus, Overlay};
 use super::commands;
 use super::keys::KeyMap;
+use super::layout;
+pub use super::thread_view::{ThreadView, thread_view};
 use crate::client::manager::ConnState;
-use crate::client::store::{Message, MessageKind, MessageState};
 
 pub const LOCK: &str = "🔒";
-const CONTACTS_WIDTH: u16 = 26;
 const SECRET: Color = Color::Magenta;
 
 /// Draws the whole screen.
 pub fn draw(f: &mut Frame, app: &App, keys: &KeyMap) {
-    let composer_lines = app.composer.text.split('\n').count().clamp(1, 6) as u16;
-    let [main, composer, status] = Layout::vertical([
-        Constraint::Min(3),
-        Constraint::Length(composer_lines + 2),
-        Constraint::Length(1),
-    ])
-    .areas(f.area());
-    let [contacts, thread] =
-        Layout::horizontal([Constraint::Length(CONTACTS_WIDTH), Constraint::Min(10)]).areas(main);
-    draw_contacts(f, app, contacts);
-    draw_thread(f, app, thread);
-    draw_composer(f, app, keys, composer);
-    draw_status(f, app, keys, status);
+    let areas = layout::areas(app, f.area());
+    if let Some(contacts) = areas.contacts {
+        draw_contacts(f, app, contacts);
+    }
+    draw_thread(f, app, areas.thread);
+    draw_composer(f, app, keys, areas.composer);
+    draw_status(f, app, keys, areas.status);
     match app.overlay {
-        Some(Overlay::Help) => draw_help(f, keys),
-        Some(Overlay::Verify) => draw_verify(f, app),
+        Some(Overlay::Help) => draw_help(f, app, keys),
+        Some(Overlay::Verify) => super::verify::draw(f, app),
         None => {}
     }
 }
@@ -112,11 +106,6 @@ fn draw_contacts(f: &mut Frame, app: &App, area: Rect) {
     }
 }
 
-fn clock(ms: u64) -> String {
-    let secs = ms / 1000 % 86_400;
-    format!("{:02}:{:02}", secs / 3600, secs / 60 % 60)
-}
-
 /// Word-wraps `text` to `width` columns; words longer than a line are cut.
 pub fn wrap(text: &str, width: usize) -> Vec<String> {
     let width = width.max(1);
@@ -154,153 +143,6 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
     out
 }
 
-fn state_mark(m: &Message) -> &'static str {
-    match (m.outgoing, m.state) {
-        (false, _) => "",
-        (true, MessageState::Sending) => " …sending",
-        (true, MessageState::Sent) => " ✓",
-        (true, MessageState::Received) => "",
-        (true, MessageState::Delivered) => " ✓✓",
-        (true, MessageState::Failed) => " ✗ not sent",
-    }
-}
-
-/// Time left until `at`, as the countdown shows it: 24s, 4m, 2h.
-fn left(at: u64, now: u64) -> String {
-    let secs = at.saturating_sub(now).div_ceil(1000);
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m", s.div_ceil(60)),
-        s => format!("{}h", s.div_ceil(3600)),
-    }
-}
-
-/// The countdown after a message: `⏱ 24s` once counting, `⏱ 30s` (its timer) before.
-fn countdown(app: &App, m: &Message) -> String {
-    match (m.expires_at, m.timer) {
-        (Some(at), _) => format!(" ⏱ {}", left(at, app.now_ms)),
-        (None, Some(t)) => format!(" ⏱ {}", crate::timer::short(t)),
-        (None, None) => String::new(),
-    }
-}
-
-/// A timer change as a line across the thread.
-fn timer_line(m: &Message) -> Line<'static> {
-    let who = if m.outgoing {
-        "you"
-    } else {
-        m.contact.as_str()
-    };
-    let what = match m.timer {
-        Some(t) => format!("set disappearing messages to {}", crate::timer::short(t)),
-        None => "turned disappearing messages off".to_string(),
-    };
-    Line::styled(
-        format!("{} — {who} {what} —", clock(m.sent_at)),
-        Style::default()
-            .fg(Color::DarkGray)
-            .add_modifier(Modifier::ITALIC),
-    )
-}
-
-/// The lines of one message at `width`.
-fn message_lines(app: &App, m: &Message, width: usize) -> Vec<Line<'static>> {
-    match m.kind {
-        MessageKind::Timer => return vec![timer_line(m)],
-        MessageKind::KeyChange => {
-            return vec![Line::styled(
-                format!(
-                    "{} ⚠ {} · /verify to compare the new one",
-                    clock(m.sent_at),
-                    m.text
-                ),
-                Style::default()
-                    .fg(Color::Yellow)
-                    .add_modifier(Modifier::BOLD),
-            )];
-        }
-        MessageKind::Text => {}
-    }
-    let who = if m.outgoing {
-        app.me.clone()
-    } else {
-        m.contact.clone()
-    };
-    let lock = if m.secret {
-        format!("{LOCK} ")
-    } else {
-        String::new()
-    };
-    let head = format!("{} {lock}{who}: ", clock(m.sent_at));
-    let indent = head.width().min(width / 2);
-    let body = format!("{}{}{}", m.text, state_mark(m), countdown(app, m));
-    let who_style = if m.outgoing {
-        Style::default().fg(Color::Cyan)
-    } else {
-        Style::default().fg(Color::Yellow)
-    };
-    let text_style = if m.state == MessageState::Failed {
-        Style::default().fg(Color::Red)
-    } else {
-        Style::default()
-    };
-    wrap(&body, width.saturating_sub(indent))
-        .into_iter()
-        .enumerate()
-        .map(|(i, chunk)| {
-            let lead = if i == 0 {
-                Span::styled(head.clone(), who_style)
-            } else {
-                Span::raw(" ".repeat(indent))
-            };
-            Line::from(vec![lead, Span::styled(chunk, text_style)])
-        })
-        .collect()
-}
-
-/// The visible part of the open thread.
-pub struct ThreadView {
-    /// Exactly the lines on screen, top to bottom.
-    pub lines: Vec<Line<'static>>,
-    /// How many messages were laid out to fill the view: bounded by its height, whatever
-    /// the length of the thread.
-    pub laid_out: usize,
-}
-
-/// Lays out the open thread into `width` x `height`, from the newest visible message upwards,
-/// stopping as soon as the view is full.
-pub fn thread_view(app: &App, width: u16, height: u16) -> ThreadView {
-    let (width, height) = (width as usize, height as usize);
-    let msgs = &app.thread.messages;
-    let end = msgs.len().saturating_sub(app.thread.scroll);
-    let mut lines: Vec<Line> = Vec::with_capacity(height + 8);
-    let mut i = end;
-    while i > 0 && lines.len() < height {
-        i -= 1;
-        let mut block = message_lines(app, &msgs[i], width);
-        block.append(&mut lines);
-        lines = block;
-    }
-    if i == 0 && lines.len() < height {
-        let marker = if app.thread.loading {
-            "loading…"
-        } else if app.thread.complete {
-            "— start of the conversation —"
-        } else {
-            "PageUp for more"
-        };
-        lines.insert(
-            0,
-            Line::styled(marker, Style::default().fg(Color::DarkGray)),
-        );
-    }
-    let skip = lines.len().saturating_sub(height);
-    ThreadView {
-        lines: lines.into_iter().skip(skip).collect(),
-        laid_out: end - i,
-    }
-}
-
 fn draw_thread(f: &mut Frame, app: &App, area: Rect) {
     let secret = app.secret();
     let title = match &app.open {
@@ -308,6 +150,8 @@ fn draw_thread(f: &mut Frame, app: &App, area: Rect) {
         Some(o) => format!(" {} · normal ", o.handle),
         None => " sotto ".to_string(),
     };
+    // Whose profile this is, so two open side by side are not confused.
+    let me = Line::from(format!(" you: {} ", app.me)).right_aligned();
     let block = if secret {
         Block::default()
             .borders(Borders::ALL)
@@ -317,8 +161,12 @@ fn draw_thread(f: &mut Frame, app: &App, area: Rect) {
                 title,
                 Style::default().fg(SECRET).add_modifier(Modifier::BOLD),
             ))
+            .title(me)
     } else {
-        Block::default().borders(Borders::ALL).title(title)
+        Block::default()
+            .borders(Borders::ALL)
+            .title(title)
+            .title(me)
     };
     let inner = block.inner(area);
     f.render_widget(block, area);
@@ -329,8 +177,11 @@ fn draw_thread(f: &mut Frame, app: &App, area: Rect) {
     }
     let view = thread_view(app, inner.width, inner.height);
     f.render_widget(Paragraph::new(view.lines), inner);
-    if app.thread.scroll > 0 {
-        let more = format!(" ↓ {} newer ", app.thread.scroll);
+    if app.thread.scroll > 0 || app.thread.cut > 0 {
+        let more = match app.thread.scroll {
+            0 => " ↓ more · End ".to_string(),
+            n => format!(" ↓ {n} newer · End "),
+        };
         let w = more.width() as u16;
         let at = Rect::new(area.right().saturating_sub(w + 2), area.bottom() - 1, w, 1);
         f.render_widget(
@@ -450,7 +301,7 @@ fn draw_status(f: &mut Frame, app: &App, keys: &KeyMap, area: Rect) {
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-fn centered(area: Rect, width: u16, height: u16) -> Rect {
+pub fn centered(area: Rect, width: u16, height: u16) -> Rect {
     let w = width.min(area.width);
     let h = height.min(area.height);
     Rect::new(
@@ -461,11 +312,11 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
     )
 }
 
-fn draw_help(f: &mut Frame, keys: &KeyMap) {
-    let mut lines = vec![Line::styled(
-        "Keys",
-        Style::default().add_modifier(Modifier::BOLD),
-    )];
+/// Every key and command, wrapped to `width` columns.
+pub fn help_lines(keys: &KeyMap, width: u16) -> Vec<Line<'static>> {
+    let width = width as usize;
+    let bold = |t: &'static str| Line::styled(t, Style::default().add_modifier(Modifier::BOLD));
+    let mut lines = vec![bold("Keys")];
     let key_help = [
         ("Enter".to_string(), "send the message, or run a /command"),
         (
@@ -484,7 +335,18 @@ fn draw_help(f: &mut Frame, keys: &KeyMap) {
             "↑ ↓ / k j".to_string(),
             "choose a contact (in the list); Enter opens it",
         ),
-        ("PageUp PageDown".to_string(), "scroll the conversation"),
+        (
+            keys.contacts.label(),
+            "show or hide the contact list (it hides by itself on narrow terminals)",
+        ),
+        (
+            "PageUp PageDown".to_string(),
+            "scroll the conversation by a screen (the mouse wheel scrolls too)",
+        ),
+        (
+            "Home End".to_string(),
+            "oldest loaded message / back to the newest (with Ctrl while typing)",
+        ),
         ("Esc".to_string(), "back to the composer; close this help"),
         (
             format!("? or {}", keys.help.label()),
@@ -492,100 +354,80 @@ fn draw_help(f: &mut Frame, keys: &KeyMap) {
         ),
         (keys.quit.label(), "quit"),
     ];
-    let marks =
-        "  after your messages: …sending   ✓ on the relay   ✓✓ on their device   ✗ not sent";
-    for (k, what) in key_help {
-        lines.push(Line::from(format!("  {k:<17} {what}")));
+    for (k, what) in &key_help {
+        lines.extend(entry(k, what, 17, width));
     }
-    lines.push(Line::from(marks));
-    lines.push(Line::raw(""));
-    lines.push(Line::styled(
-        "Commands",
-        Style::default().add_modifier(Modifier::BOLD),
+    lines.extend(entry(
+        "marks",
+        "after your messages: …sending, ✓ on the relay, ✓✓ on their device, ✗ not sent",
+        17,
+        width,
     ));
+    lines.push(Line::raw(""));
+    lines.push(bold("Commands"));
     for (cmd, what) in commands::HELP {
-        lines.push(Line::from(format!("  {cmd:<26} {what}")));
+        lines.extend(entry(cmd, what, 26, width));
     }
     lines.push(Line::raw(""));
-    lines.push(Line::from(format!(
-        "  {LOCK} SECRET threads are end-to-end encrypted (Signal Protocol), sent sealed so the relay"
-    )));
-    lines.push(Line::from("  does not learn the sender, and bound to this device. normal threads are readable by the relay."));
-    let area = centered(f.area(), 100, lines.len() as u16 + 2);
-    f.render_widget(Clear, area);
-    f.render_widget(
-        Paragraph::new(lines).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(" help · Esc closes "),
-        ),
-        area,
+    let secret = format!(
+        "{LOCK} SECRET threads are end-to-end encrypted (Signal Protocol), sent sealed so the relay does not learn the sender, and bound to this device. normal threads are readable by the relay."
     );
+    for l in wrap(&secret, width.saturating_sub(2)) {
+        lines.push(Line::from(format!("  {l}")));
+    }
+    lines
 }
 
-fn draw_verify(f: &mut Frame, app: &App) {
-    let who = app
-        .open
-        .as_ref()
-        .map_or("this contact", |o| o.handle.as_str());
-    let Some(n) = &app.safety else {
-        let area = centered(f.area(), 60, 3);
-        f.render_widget(Clear, area);
-        f.render_widget(
-            Paragraph::new(format!("computing the safety number with {who}…"))
-                .block(Block::default().borders(Borders::ALL).title(" verify ")),
-            area,
-        );
-        return;
-    };
-    let mut lines = vec![
-        Line::from(format!("Safety number with {}:", n.handle)),
-        Line::raw(""),
-    ];
-    let groups: Vec<&str> = n.display.split(' ').collect();
-    for row in groups.chunks(4) {
-        lines.push(Line::styled(
-            format!("    {}", row.join("  ")),
-            Style::default().add_modifier(Modifier::BOLD),
-        ));
+/// A key or command and what it does: in two columns, the text wrapped beside the key, or
+/// under it when the columns would leave it too narrow.
+fn entry(key: &str, what: &str, col: usize, width: usize) -> Vec<Line<'static>> {
+    let beside = width.saturating_sub(col + 3);
+    if beside < 24 || key.width() > col {
+        let mut out = vec![Line::from(format!("  {key}"))];
+        for l in wrap(what, width.saturating_sub(6)) {
+            out.push(Line::from(format!("      {l}")));
+        }
+        return out;
     }
-    lines.push(Line::raw(""));
-    for row in crate::client::trust::qr(&n.scannable).lines() {
-        lines.push(Line::raw(format!("  {row}")));
-    }
-    lines.push(Line::raw(""));
-    let (state, style) = if n.key_changed {
-        (
-            format!(
-                "⚠ {}'s key CHANGED: secret messages are blocked until you accept it",
-                n.handle
-            ),
-            Style::default()
-                .fg(Color::Yellow)
-                .add_modifier(Modifier::BOLD),
-        )
-    } else if n.verified {
-        ("✔ verified".to_string(), Style::default().fg(Color::Green))
+    wrap(what, beside)
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let k = if i == 0 { key } else { "" };
+            let pad = col - k.width();
+            Line::from(format!("  {k}{} {l}", " ".repeat(pad)))
+        })
+        .collect()
+}
+
+/// Where the help overlay goes on a screen of `area`.
+fn help_area(area: Rect, lines: usize) -> Rect {
+    centered(area, 100, (lines as u16).saturating_add(2))
+}
+
+/// How far the help can scroll on a screen of `area`: 0 when it fits.
+pub fn help_scroll_max(keys: &KeyMap, area: Rect) -> usize {
+    let width = area.width.min(100).saturating_sub(2);
+    let lines = help_lines(keys, width).len();
+    let shown = help_area(area, lines).height.saturating_sub(2) as usize;
+    lines.saturating_sub(shown)
+}
+
+fn draw_help(f: &mut Frame, app: &App, keys: &KeyMap) {
+    let width = f.area().width.min(100).saturating_sub(2);
+    let lines = help_lines(keys, width);
+    let area = help_area(f.area(), lines.len());
+    let max = help_scroll_max(keys, f.area());
+    let title = if max > 0 {
+        " help · ↑ ↓ PageUp PageDown scroll · Esc closes "
     } else {
-        ("not verified".to_string(), Style::default())
+        " help · Esc closes "
     };
-    lines.push(Line::styled(state, style));
-    lines.push(Line::raw(
-        "Compare the digits (or scan the code) with the other side, in person or on a call.",
-    ));
-    lines.push(Line::raw(if n.key_changed {
-        "a accept the new key · m mark verified · Esc close"
-    } else {
-        "m mark verified · u unmark · Esc close"
-    }));
-    let area = centered(f.area(), 90, lines.len() as u16 + 2);
     f.render_widget(Clear, area);
     f.render_widget(
-        Paragraph::new(lines).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(" verify · Esc closes "),
-        ),
+        Paragraph::new(lines)
+            .scroll((app.overlay_scroll.min(max) as u16, 0))
+            .block(Block::default().borders(Borders::ALL).title(title)),
         area,
     );
 }

@@ -1,0 +1,211 @@
+//! Laying out the open thread: each loaded message as the lines it takes at a width, with the
+//! date separators and the "new messages" line above it, and the visible window of them.
+//!
+//! Pure: takes `&App`, draws nothing and reads no clock (the zone comes with the app's
+//! `Clock`). Lays out only the messages that fit, so a frame costs the same for ten messages
+//! or a hundred thousand. Knows nothing of where the view is scrolled to beyond the app's
+//! `Thread::scroll`/`cut`, and never changes them.
+
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use unicode_width::UnicodeWidthStr;
+
+use super::app::App;
+use super::render::{LOCK, wrap};
+use crate::client::store::{Message, MessageKind, MessageState};
+
+fn system() -> Style {
+    Style::default()
+        .fg(Color::DarkGray)
+        .add_modifier(Modifier::ITALIC)
+}
+
+fn state_mark(m: &Message) -> &'static str {
+    match (m.outgoing, m.state) {
+        (false, _) => "",
+        (true, MessageState::Sending) => " …sending",
+        (true, MessageState::Sent) => " ✓",
+        (true, MessageState::Received) => "",
+        (true, MessageState::Delivered) => " ✓✓",
+        (true, MessageState::Failed) => " ✗ not sent",
+    }
+}
+
+/// Time left until `at`, as the countdown shows it: 24s, 4m, 2h.
+fn left(at: u64, now: u64) -> String {
+    let secs = at.saturating_sub(now).div_ceil(1000);
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s.div_ceil(60)),
+        s => format!("{}h", s.div_ceil(3600)),
+    }
+}
+
+/// The countdown after a message: `⏱ 24s` once counting, `⏱ 30s` (its timer) before.
+fn countdown(app: &App, m: &Message) -> String {
+    match (m.expires_at, m.timer) {
+        (Some(at), _) => format!(" ⏱ {}", left(at, app.now_ms)),
+        (None, Some(t)) => format!(" ⏱ {}", crate::timer::short(t)),
+        (None, None) => String::new(),
+    }
+}
+
+/// A line across the thread (a timer change, a key change), wrapped rather than cut.
+fn system_lines(text: String, style: Style, width: usize) -> Vec<Line<'static>> {
+    wrap(&text, width)
+        .into_iter()
+        .map(|l| Line::styled(l, style))
+        .collect()
+}
+
+/// `text` centred in a rule of `─` across `width`.
+fn rule(text: &str, width: usize, style: Style) -> Line<'static> {
+    let label = format!(" {text} ");
+    let fill = width.saturating_sub(label.width());
+    let left = fill / 2;
+    Line::styled(
+        format!("{}{label}{}", "─".repeat(left), "─".repeat(fill - left)),
+        style,
+    )
+}
+
+/// The lines of one message at `width`.
+fn message_lines(app: &App, m: &Message, width: usize) -> Vec<Line<'static>> {
+    let time = app.clock.time(m.sent_at);
+    match m.kind {
+        MessageKind::Timer => {
+            let who = if m.outgoing {
+                "you"
+            } else {
+                m.contact.as_str()
+            };
+            let what = match m.timer {
+                Some(t) => format!("set disappearing messages to {}", crate::timer::short(t)),
+                None => "turned disappearing messages off".to_string(),
+            };
+            return system_lines(format!("{time} — {who} {what} —"), system(), width);
+        }
+        MessageKind::KeyChange => {
+            return system_lines(
+                format!("{time} ⚠ {} · /verify to compare the new one", m.text),
+                Style::default()
+                    .fg(Color::Yellow)
+                    .add_modifier(Modifier::BOLD),
+                width,
+            );
+        }
+        MessageKind::Text => {}
+    }
+    let who = if m.outgoing {
+        app.me.as_str()
+    } else {
+        m.contact.as_str()
+    };
+    let lock = if m.secret {
+        format!("{LOCK} ")
+    } else {
+        String::new()
+    };
+    let head = format!("{time} {lock}{who}: ");
+    let indent = head.width().min(width / 2);
+    let body = format!("{}{}{}", m.text, state_mark(m), countdown(app, m));
+    let who_style = if m.outgoing {
+        Style::default().fg(Color::Cyan)
+    } else {
+        Style::default().fg(Color::Yellow)
+    };
+    let text_style = if m.state == MessageState::Failed {
+        Style::default().fg(Color::Red)
+    } else {
+        Style::default()
+    };
+    wrap(&body, width.saturating_sub(indent))
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let lead = if i == 0 {
+                Span::styled(head.clone(), who_style)
+            } else {
+                Span::raw(" ".repeat(indent))
+            };
+            Line::from(vec![lead, Span::styled(chunk, text_style)])
+        })
+        .collect()
+}
+
+/// The lines loaded message `i` takes at `width`: a date separator when its day is not the
+/// day of the message before it (or it is the oldest loaded), the "new messages" line when it
+/// is the first unread, then the message itself.
+pub fn block(app: &App, i: usize, width: usize) -> Vec<Line<'static>> {
+    let msgs = &app.thread.messages;
+    let m = &msgs[i];
+    let zone = app.clock.zone;
+    let day = zone.day(m.sent_at);
+    let mut lines = Vec::new();
+    if i == 0 || zone.day(msgs[i - 1].sent_at) != day {
+        lines.push(rule(&app.clock.date(day), width, system()));
+    }
+    if app.thread.new_from == Some(m.seq) {
+        lines.push(rule(
+            "new messages",
+            width,
+            Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ));
+    }
+    lines.extend(message_lines(app, m, width));
+    lines
+}
+
+/// How many lines `block(app, i, width)` takes.
+pub fn height(app: &App, i: usize, width: usize) -> usize {
+    block(app, i, width).len()
+}
+
+/// The line above the oldest loaded message: what lies beyond it.
+fn top_marker(app: &App) -> Line<'static> {
+    let marker = if app.thread.loading {
+        "loading…"
+    } else if app.thread.complete {
+        "— start of the conversation —"
+    } else {
+        "PageUp or Home for more"
+    };
+    Line::styled(marker, Style::default().fg(Color::DarkGray))
+}
+
+/// The visible part of the open thread.
+pub struct ThreadView {
+    /// Exactly the lines on screen, top to bottom.
+    pub lines: Vec<Line<'static>>,
+    /// How many messages were laid out to fill the view: bounded by its height, whatever
+    /// the length of the thread.
+    pub laid_out: usize,
+}
+
+/// Lays out the open thread into `width` x `height`, from the message at the bottom of the
+/// view upwards, stopping as soon as the view is full.
+pub fn thread_view(app: &App, width: u16, height: u16) -> ThreadView {
+    let (width, height) = (width as usize, height as usize);
+    let msgs = &app.thread.messages;
+    let end = msgs.len().saturating_sub(app.thread.scroll);
+    let mut lines: Vec<Line> = Vec::with_capacity(height + 8);
+    let mut i = end;
+    while i > 0 && lines.len() < height {
+        i -= 1;
+        let mut b = block(app, i, width);
+        if i + 1 == end {
+            // The bottom message may be scrolled partly out of view.
+            b.truncate(b.len().saturating_sub(app.thread.cut).max(1));
+        }
+        b.append(&mut lines);
+        lines = b;
+    }
+    if i == 0 && lines.len() < height {
+        lines.insert(0, top_marker(app));
+    }
+    let skip = lines.len().saturating_sub(height);
+    ThreadView {
+        lines: lines.into_iter().skip(skip).collect(),
+        laid_out: end - i,
+    }
+}
