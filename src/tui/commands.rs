@@ -1,4 +1,5 @@
-//! The composer's slash commands: `/add`, `/secret`, `/timer`, `/verify`, `/help`, `/quit`.
+//! The composer's slash commands: `/add`, `/secret`, `/timer`, `/verify`, `/edit`, `/help`,
+//! `/quit`.
 //!
 //! Owns their syntax and error messages. Pure: turns a line into a `Slash` or an error the
 //! status line can show; the app decides what each one does.
@@ -13,6 +14,8 @@ pub enum Slash {
     /// Seconds; None: off.
     Timer(Option<u32>),
     Verify,
+    /// Compose the message in `$EDITOR`.
+    Edit,
     Help,
     Quit,
 }
@@ -32,6 +35,10 @@ pub const HELP: &[(&str, &str)] = &[
         "disappearing-message timer of the open thread (5s to 24h)",
     ),
     ("/verify", "show the contact's safety number"),
+    (
+        "/edit",
+        "write the message in $EDITOR (Ctrl-X too); Enter then sends it",
+    ),
     ("/help", "this help"),
     ("/quit", "leave sotto"),
 ];
@@ -64,6 +71,7 @@ pub fn parse(line: &str) -> Result<Slash, String> {
             _ => Err("usage: /timer 30s|5m|1h|1d|off".into()),
         },
         "/verify" => no_args(Slash::Verify),
+        "/edit" => no_args(Slash::Edit),
         "/help" => no_args(Slash::Help),
         "/quit" | "/q" => no_args(Slash::Quit),
         other => Err(format!("unknown command {other}; /help lists them")),
@@ -81,6 +89,7 @@ mod tests {
         assert_eq!(parse("/timer 5s"), Ok(Slash::Timer(Some(5))));
         assert_eq!(parse("/timer off"), Ok(Slash::Timer(None)));
         assert_eq!(parse("/quit"), Ok(Slash::Quit));
+        assert_eq!(parse("/edit"), Ok(Slash::Edit));
     }
 
     #[test]

@@ -1,18 +1,25 @@
 //! The terminal user interface: the loop that draws the app, turns key presses into actions
 //! and carries commands and events between the app and the session manager.
 //!
-//! Owns the terminal (raw mode, alternate screen, restored on quit, on error and, through
-//! ratatui's panic hook, on panic). Talks to the manager only through `Command`/`Event`;
+//! Owns the terminal (raw mode, alternate screen, bracketed paste; restored on quit, on error,
+//! on panic, and while `$EDITOR` has it). Talks to the manager only through `Command`/`Event`;
 //! never touches SQLite, sockets or keys. Redraws only when something happened: no busy loop.
 
 pub mod app;
 pub mod commands;
+pub mod complete;
+pub mod composer;
+pub mod editor;
 pub mod keys;
 pub mod render;
+pub mod wrap;
 
 use std::io::Write as _;
+use std::path::PathBuf;
 
-use crossterm::event::{Event as TermEvent, EventStream};
+use crossterm::event::{
+    DisableBracketedPaste, EnableBracketedPaste, Event as TermEvent, EventStream,
+};
 use futures::StreamExt as _;
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -38,6 +45,8 @@ pub struct Options {
     pub open: Option<String>,
     /// A first line for the status bar.
     pub greeting: Option<String>,
+    /// The profile's private (0700) directory: where a draft for `$EDITOR` is written.
+    pub private_dir: Option<PathBuf>,
 }
 
 /// Runs the TUI until the user quits (or `hangup` fires), then restores the terminal and stops
@@ -49,10 +58,37 @@ pub async fn run(
     hangup: &mut Hangup,
 ) -> Result<(), TuiError> {
     let mut terminal = ratatui::try_init()?;
-    let result = event_loop(&mut terminal, &mut manager, me, &opts, hangup).await;
-    ratatui::restore();
+    // ratatui's hook (installed by try_init) restores raw mode and the screen on a panic;
+    // this one, run first, turns bracketed paste off too.
+    let ratatui_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = crossterm::execute!(std::io::stdout(), DisableBracketedPaste);
+        ratatui_hook(info);
+    }));
+    let result = match crossterm::execute!(std::io::stdout(), EnableBracketedPaste) {
+        Ok(()) => event_loop(&mut terminal, &mut manager, me, &opts, hangup).await,
+        Err(e) => Err(e.into()),
+    };
+    restore();
     tokio::task::block_in_place(|| manager.shutdown());
     result
+}
+
+/// Gives the terminal back as it was: no bracketed paste, no raw mode, main screen.
+fn restore() {
+    let _ = crossterm::execute!(std::io::stdout(), DisableBracketedPaste);
+    ratatui::restore();
+}
+
+/// Takes the terminal again after `restore`, and has the next draw repaint all of it.
+fn resume(terminal: &mut ratatui::DefaultTerminal) -> std::io::Result<()> {
+    crossterm::terminal::enable_raw_mode()?;
+    crossterm::execute!(
+        std::io::stdout(),
+        crossterm::terminal::EnterAlternateScreen,
+        EnableBracketedPaste
+    )?;
+    terminal.clear()
 }
 
 fn now_ms() -> u64 {
@@ -97,6 +133,19 @@ async fn event_loop(
     send_all(manager, &mut app, start)?;
     let mut input = EventStream::new();
     loop {
+        if std::mem::take(&mut app.wants_editor) {
+            // The stream's reader thread would take the editor's keys: stop it meanwhile.
+            drop(input);
+            // Dropping it leaves crossterm's reader a wake-up that would make the next read
+            // (ratatui's cursor query once the editor is done) give up at once: spend it here.
+            let _ = crossterm::event::poll(std::time::Duration::ZERO);
+            let done = compose_in_editor(terminal, manager, &mut app, opts, hangup).await;
+            input = EventStream::new();
+            match done? {
+                Some(edited) => app.update(Action::Edited(edited)),
+                None => return Ok(()),
+            };
+        }
         app.now_ms = now_ms();
         terminal.draw(|f| render::draw(f, &app, &opts.keys))?;
         if std::mem::take(&mut app.ring) {
@@ -115,7 +164,9 @@ async fn event_loop(
                     Some(a) => app.update(a),
                     None => continue,
                 },
-                Some(Ok(TermEvent::Paste(s))) => app.update(Action::Paste(s)),
+                Some(Ok(TermEvent::Paste(s))) => {
+                    app.update(Action::Edit(composer::Edit::Paste(s)))
+                }
                 // A resize only needs the redraw at the top of the loop.
                 Some(Ok(_)) => Vec::new(),
                 Some(Err(e)) => return Err(e.into()),
@@ -136,6 +187,49 @@ async fn event_loop(
             return Ok(());
         }
     }
+}
+
+/// Hands the terminal to `$EDITOR` on a draft of the composer's text and takes it back.
+/// Manager events keep being applied meanwhile (nothing is drawn). Returns the editor's
+/// text or an error sentence for the status line; None if a hangup came meanwhile.
+async fn compose_in_editor(
+    terminal: &mut ratatui::DefaultTerminal,
+    manager: &mut ManagerHandle,
+    app: &mut App,
+    opts: &Options,
+    hangup: &mut Hangup,
+) -> Result<Option<Result<String, String>>, TuiError> {
+    let draft = match editor::Draft::create(opts.private_dir.as_deref(), app.composer.text()) {
+        Ok(draft) => draft,
+        Err(e) => return Ok(Some(Err(e.to_string()))),
+    };
+    let name = editor::from_env();
+    restore();
+    let mut command = tokio::process::Command::from(draft.command(&name));
+    command.kill_on_drop(true);
+    let exited = match command.spawn() {
+        Err(source) => Err(editor::EditorError::Start {
+            editor: name.clone(),
+            source,
+        }),
+        Ok(mut child) => loop {
+            let cmds = tokio::select! {
+                status = child.wait() => break status.map_err(|source| editor::EditorError::Start {
+                    editor: name.clone(),
+                    source,
+                }),
+                _ = hangup.recv() => return Ok(None),
+                ev = manager.events.recv() => match ev {
+                    Some(ev) => app.on_event(ev),
+                    None => return Err(TuiError::ManagerStopped),
+                },
+            };
+            send_all(manager, app, cmds)?;
+        },
+    };
+    resume(terminal)?;
+    let edited = exited.and_then(|status| draft.finish(&name, status));
+    Ok(Some(edited.map_err(|e| e.to_string())))
 }
 
 /// SIGHUP (the terminal closed) and SIGTERM, so the TUI can restore the terminal and let the
