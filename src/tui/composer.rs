@@ -273,7 +273,7 @@ impl Composer {
     }
 
     /// Moves to the same column of the line above (or below), clamped to its length.
-    fn to_line(&mut self, start: usize) {
+    fn move_to_line(&mut self, start: usize) {
         let column = self.text[self.line_start()..self.cursor].width();
         let line = &self.text[start..];
         let line = &line[..line.find('\n').unwrap_or(line.len())];
@@ -294,7 +294,7 @@ impl Composer {
         let start = self.line_start();
         if start > 0 {
             let prev = self.text[..start - 1].rfind('\n').map_or(0, |i| i + 1);
-            return self.to_line(prev);
+            return self.move_to_line(prev);
         }
         let from = self.walk.as_ref().map_or(self.history.len(), |(i, _)| *i);
         let Some(i) = (0..from).rev().find(|&i| secret || !self.history[i].secret) else {
@@ -309,7 +309,7 @@ impl Composer {
     fn down(&mut self, secret: bool) {
         let end = self.line_end();
         if end < self.text.len() {
-            return self.to_line(end + 1);
+            return self.move_to_line(end + 1);
         }
         let Some((from, _)) = self.walk else {
             return;
