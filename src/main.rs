@@ -422,6 +422,7 @@ fn tui_options(config: &Config) -> Result<sotto::tui::Options> {
         contacts_min_width: config
             .contacts_min_width
             .unwrap_or(sotto::tui::layout::DEFAULT_CONTACTS_MIN_WIDTH),
+        private_dir: None,
     })
 }
 
@@ -460,7 +461,8 @@ async fn chat(config: &Config, dir: &Path, relay: RelayChoice) -> Result<()> {
         .registration()
         .map_err(|e| anyhow!("{e}; or try `sotto demo`"))?
         .handle;
-    let opts = tui_options(config)?;
+    let mut opts = tui_options(config)?;
+    opts.private_dir = Some(dir.to_path_buf());
     let manager = relay.spawn(dir)?;
     sotto::tui::run(manager, me, opts, &mut hangup).await?;
     Ok(())
@@ -471,6 +473,7 @@ async fn demo(config: &Config) -> Result<()> {
     let mut opts = tui_options(config)?;
     let demo = sotto::demo::Demo::start().await?;
     opts.open = Some(sotto::demo::BOT.to_string());
+    opts.private_dir = Some(demo.you.clone());
     opts.greeting = Some(format!(
         "say hi to {}; {} switches to a secret thread; ? for help",
         sotto::demo::BOT,

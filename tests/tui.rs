@@ -109,7 +109,7 @@ fn typing_and_enter_sends_in_the_open_thread() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(app.composer.text, "");
+    assert_eq!(app.composer.text(), "");
     // Alt-Enter makes a new line instead of sending.
     let cmds = press(
         &mut app,
@@ -119,7 +119,7 @@ fn typing_and_enter_sends_in_the_open_thread() {
             .chain(typing("b")),
     );
     assert!(cmds.is_empty());
-    assert_eq!(app.composer.text, "a\nb");
+    assert_eq!(app.composer.text(), "a\nb");
 }
 
 #[test]
@@ -160,7 +160,7 @@ fn timers_out_of_range_are_refused_with_a_message_and_nothing_is_sent() {
         let status = app.status.clone().unwrap();
         assert!(status.error, "{bad}");
         // The line stays in the composer to be fixed.
-        assert_eq!(app.composer.text, bad);
+        assert_eq!(app.composer.text(), bad);
         app.composer = Default::default();
     }
     let cmds = press(
@@ -224,7 +224,7 @@ fn help_opens_on_question_mark_only_when_the_composer_is_empty() {
     let mut app = app_with_bob();
     press(&mut app, typing("why?"));
     assert_eq!(app.overlay, None);
-    assert_eq!(app.composer.text, "why?");
+    assert_eq!(app.composer.text(), "why?");
     app.composer = Default::default();
     press(&mut app, typing("?"));
     assert_eq!(app.overlay, Some(Overlay::Help));
@@ -561,6 +561,281 @@ fn a_key_change_shows_in_the_thread_list_and_status_and_can_be_accepted() {
     assert!(matches!(&cmds[..], [Command::AcceptChange { handle }] if handle == "bob"));
 }
 
+fn alt(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::ALT)
+}
+
+/// The composer's text with `|` at the cursor.
+fn composer(app: &App) -> String {
+    let (text, at) = (app.composer.text(), app.composer.cursor());
+    format!("{}|{}", &text[..at], &text[at..])
+}
+
+fn sent_texts(cmds: &[Command]) -> Vec<String> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Send { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn readline_keys_move_and_delete_in_the_composer() {
+    let mut app = app_with_bob();
+    press(&mut app, typing("see you at the station"));
+    press(&mut app, [ctrl('w')]);
+    assert_eq!(composer(&app), "see you at the |");
+    press(&mut app, [alt('b'), alt('b')]);
+    assert_eq!(composer(&app), "see you |at the ");
+    press(&mut app, [alt('f')]);
+    assert_eq!(composer(&app), "see you at| the ");
+    press(&mut app, [ctrl('k')]);
+    assert_eq!(composer(&app), "see you at|");
+    press(&mut app, [ctrl('a')]);
+    assert_eq!(composer(&app), "|see you at");
+    press(&mut app, [key(KeyCode::Right), key(KeyCode::Right)]);
+    assert_eq!(composer(&app), "se|e you at");
+    press(&mut app, [key(KeyCode::Left)]);
+    assert_eq!(composer(&app), "s|ee you at");
+    press(&mut app, [ctrl('e')]);
+    assert_eq!(composer(&app), "see you at|");
+    press(&mut app, [key(KeyCode::Home)]);
+    assert_eq!(composer(&app), "|see you at");
+    press(&mut app, [key(KeyCode::End), ctrl('u')]);
+    assert_eq!(composer(&app), "|");
+    // What a kill took comes back with Ctrl-Y.
+    press(&mut app, [ctrl('y')]);
+    assert_eq!(composer(&app), "see you at|");
+    // None of this sent anything or left the composer.
+    let cmds = press(&mut app, [key(KeyCode::Enter)]);
+    assert_eq!(sent_texts(&cmds), ["see you at"]);
+    assert_eq!(app.focus, Focus::Composer);
+}
+
+#[test]
+fn up_and_down_walk_lines_then_what_was_sent_and_never_bring_a_secret_into_a_normal_thread() {
+    let mut app = app_with_bob();
+    for text in ["first", "second"] {
+        press(
+            &mut app,
+            typing(text).into_iter().chain([key(KeyCode::Enter)]),
+        );
+    }
+    press(&mut app, [key(KeyCode::Up)]);
+    assert_eq!(composer(&app), "second|");
+    press(&mut app, [key(KeyCode::Up)]);
+    assert_eq!(composer(&app), "first|");
+    press(&mut app, [key(KeyCode::Down), key(KeyCode::Down)]);
+    assert_eq!(composer(&app), "|");
+
+    // In a message of several lines, Up and Down move between its lines first.
+    let newline = KeyEvent::new(KeyCode::Enter, KeyModifiers::ALT);
+    press(
+        &mut app,
+        typing("top line")
+            .into_iter()
+            .chain([newline])
+            .chain(typing("end")),
+    );
+    press(&mut app, [key(KeyCode::Up)]);
+    assert_eq!(composer(&app), "top| line\nend");
+    press(&mut app, [key(KeyCode::Up)]);
+    assert_eq!(composer(&app), "second|");
+    press(&mut app, [key(KeyCode::Down)]);
+    assert_eq!(composer(&app), "top line\nend|");
+    press(&mut app, [key(KeyCode::Esc)]);
+
+    // A secret message is recalled in a secret thread only.
+    press(&mut app, [ctrl('s')]);
+    press(
+        &mut app,
+        typing("the secret")
+            .into_iter()
+            .chain([key(KeyCode::Enter)]),
+    );
+    press(&mut app, [key(KeyCode::Up)]);
+    assert_eq!(composer(&app), "the secret|");
+    press(&mut app, [key(KeyCode::Down), ctrl('s')]);
+    assert!(!app.secret());
+    press(&mut app, [key(KeyCode::Up)]);
+    assert_ne!(app.composer.text(), "the secret");
+    let cmds = press(
+        &mut app,
+        [key(KeyCode::Up), key(KeyCode::Up), key(KeyCode::Up)],
+    );
+    assert!(cmds.is_empty());
+    assert!(!app.composer.text().contains("secret"));
+}
+
+#[test]
+fn esc_clears_the_composer_and_up_brings_the_text_back() {
+    let mut app = app_with_bob();
+    press(&mut app, typing("a draft I regret"));
+    press(&mut app, [key(KeyCode::Esc)]);
+    assert_eq!(composer(&app), "|");
+    assert_eq!(app.focus, Focus::Composer);
+    press(&mut app, [key(KeyCode::Up)]);
+    assert_eq!(composer(&app), "a draft I regret|");
+}
+
+#[test]
+fn a_message_can_start_with_a_question_mark_or_a_slash() {
+    let mut app = app_with_bob();
+    // `?` on an empty composer opens help; typing on closes it and keeps the `?`.
+    press(&mut app, typing("?"));
+    assert_eq!(app.overlay, Some(Overlay::Help));
+    let cmds = press(
+        &mut app,
+        typing("what time").into_iter().chain([key(KeyCode::Enter)]),
+    );
+    assert_eq!(app.overlay, None);
+    assert_eq!(sent_texts(&cmds), ["?what time"]);
+    // `??` writes one `?`, which Enter sends.
+    let cmds = press(
+        &mut app,
+        typing("??").into_iter().chain([key(KeyCode::Enter)]),
+    );
+    assert_eq!(sent_texts(&cmds), ["?"]);
+    // Help opened by `?` and closed with Esc leaves nothing behind.
+    press(&mut app, [key(KeyCode::Char('?')), key(KeyCode::Esc)]);
+    assert_eq!((app.overlay, composer(&app)), (None, "|".to_string()));
+    // F1 help does not hold a `?`: typing there does not write.
+    press(&mut app, [key(KeyCode::F(1)), key(KeyCode::Char('x'))]);
+    assert_eq!(app.overlay, Some(Overlay::Help));
+    press(&mut app, [key(KeyCode::Esc)]);
+    assert_eq!(composer(&app), "|");
+
+    // `//` starts a message with `/`.
+    let cmds = press(
+        &mut app,
+        typing("//shrug").into_iter().chain([key(KeyCode::Enter)]),
+    );
+    assert_eq!(sent_texts(&cmds), ["/shrug"]);
+    assert!(app.status.is_none());
+}
+
+#[test]
+fn tab_completes_commands_and_handles_after_a_slash_and_moves_focus_otherwise() {
+    let mut app = app_with_bob();
+    press(&mut app, typing("/ti"));
+    press(&mut app, [key(KeyCode::Tab)]);
+    assert_eq!(composer(&app), "/timer |");
+    assert_eq!(app.focus, Focus::Composer);
+    app.composer = Default::default();
+    press(&mut app, typing("/add c"));
+    press(&mut app, [key(KeyCode::Tab)]);
+    assert_eq!(composer(&app), "/add carol|");
+    app.composer = Default::default();
+    // Several commands fit: they are listed.
+    press(&mut app, typing("/"));
+    press(&mut app, [key(KeyCode::Tab)]);
+    let listed = app.status.clone().unwrap().text;
+    assert!(
+        listed.contains("/secret") && listed.contains("/edit"),
+        "{listed}"
+    );
+    app.composer = Default::default();
+    press(&mut app, typing("hi"));
+    press(&mut app, [key(KeyCode::Tab)]);
+    assert_eq!(app.focus, Focus::Contacts);
+    assert_eq!(app.composer.text(), "hi");
+}
+
+#[test]
+fn a_paste_stays_one_message_with_its_lines_and_indentation() {
+    let mut app = app_with_bob();
+    let pasted = "fn main() {\r\n    println!(\"hi\");\r\n}\n";
+    let mut cmds = app.update(sotto::tui::app::Action::Edit(
+        sotto::tui::composer::Edit::Paste(pasted.into()),
+    ));
+    assert!(cmds.is_empty(), "a paste sends nothing by itself");
+    cmds.extend(press(&mut app, [key(KeyCode::Enter)]));
+    assert_eq!(
+        sent_texts(&cmds),
+        ["fn main() {\n    println!(\"hi\");\n}\n"]
+    );
+}
+
+#[test]
+fn ctrl_x_and_slash_edit_ask_for_the_editor_and_its_text_waits_for_enter() {
+    use sotto::tui::app::Action;
+    let mut app = app_with_bob();
+    press(&mut app, typing("start here"));
+    let cmds = press(&mut app, [ctrl('x')]);
+    assert!(cmds.is_empty() && app.wants_editor);
+    assert_eq!(
+        app.composer.text(),
+        "start here",
+        "the editor starts from it"
+    );
+    app.wants_editor = false;
+    let cmds = app.update(Action::Edited(Ok("written\nin the editor".into())));
+    assert!(cmds.is_empty(), "nothing is sent before Enter");
+    assert_eq!(composer(&app), "written\nin the editor|");
+    let cmds = press(&mut app, [key(KeyCode::Enter)]);
+    assert_eq!(sent_texts(&cmds), ["written\nin the editor"]);
+
+    press(
+        &mut app,
+        typing("/edit").into_iter().chain([key(KeyCode::Enter)]),
+    );
+    assert!(app.wants_editor);
+    assert_eq!(app.composer.text(), "");
+    app.wants_editor = false;
+    app.update(Action::Edited(Err(
+        "the editor \"nope\" was not found".into()
+    )));
+    let status = app.status.clone().unwrap();
+    assert!(status.error && status.text.contains("not found"));
+    assert_eq!(app.composer.text(), "");
+}
+
+#[test]
+fn the_composer_grows_to_five_rows_then_scrolls() {
+    let mut app = app_with_bob();
+    let newline = KeyEvent::new(KeyCode::Enter, KeyModifiers::ALT);
+    // A long line wraps instead of scrolling sideways.
+    press(&mut app, typing(&"word ".repeat(30)));
+    let lines = rows(&screen(&app, 60, 15));
+    let first = lines.iter().position(|l| l.contains("word word")).unwrap();
+    assert!(lines[first + 1].contains("word word"), "{lines:#?}");
+    for i in 0..8 {
+        press(&mut app, [newline]);
+        press(&mut app, typing(&format!("line {i}")));
+    }
+    let lines = rows(&screen(&app, 80, 24));
+    let shown: Vec<&String> = lines.iter().filter(|l| l.contains("│line ")).collect();
+    assert_eq!(shown.len(), 5, "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("↑ 5 more")), "{lines:#?}");
+    assert!(shown.last().unwrap().contains("line 7"));
+}
+
+#[test]
+fn a_three_line_message_in_the_composer() {
+    let mut app = app_with_bob();
+    let newline = KeyEvent::new(KeyCode::Enter, KeyModifiers::ALT);
+    press(
+        &mut app,
+        typing("first line")
+            .into_iter()
+            .chain([newline])
+            .chain(typing("    an indented second line"))
+            .chain([newline])
+            .chain(typing("and a third")),
+    );
+    let wide = screen(&app, 80, 24);
+    let lines = rows(&wide);
+    let at = lines
+        .iter()
+        .position(|l| l.contains("│first line"))
+        .unwrap();
+    assert!(lines[at + 1].contains("│    an indented second line"));
+    assert!(lines[at + 2].contains("│and a third"));
+    insta::assert_snapshot!("composer_three_lines_80x24", wide);
+    insta::assert_snapshot!("composer_three_lines_60x15", screen(&app, 60, 15));
+}
+
 // ---- Reading: times, dates, unread landing, scrolling, layout, overlays, notices ----
 
 /// The lines the open thread shows at the app's screen size, as text.
@@ -731,7 +1006,7 @@ fn page_keys_move_by_a_screen_less_a_line_and_home_and_end_go_to_the_ends() {
     press(&mut app, typing("draft"));
     press(&mut app, [key(KeyCode::Home)]);
     assert_eq!(thread_text(&app), bottom);
-    assert_eq!(app.composer.cursor, 0);
+    assert_eq!(app.composer.cursor(), 0);
     press(
         &mut app,
         [KeyEvent::new(KeyCode::Home, KeyModifiers::CONTROL)],

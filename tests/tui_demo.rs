@@ -1,5 +1,6 @@
 //! `sotto demo` in a real pseudo-terminal (tmux): type to the bot, switch to secret mode,
-//! quit, and find the terminal restored. tmux is a test dependency (README setup, .ci/run).
+//! quit, and find the terminal restored; paste a text of several lines (bracketed paste) and
+//! write a message in `$EDITOR`. tmux is a test dependency (README setup, .ci/run).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -89,41 +90,60 @@ fn wait_for_file(path: &Path) -> String {
     }
 }
 
-#[test]
-fn demo_chats_with_the_bot_in_both_modes_and_restores_the_terminal() {
-    let tmp = tempfile::tempdir().unwrap();
-    let report = tmp.path().join("after-exit.txt");
+/// Starts `sotto demo` in a 100x30 tmux session named after the test, with `env` (NAME=VALUE)
+/// set; after the demo exits, its exit code and the terminal's modes go to `report`.
+fn start_demo(test: &str, env: &[String], report: &Path) -> Tmux {
     let tmux = Tmux {
-        socket: format!("sotto-test-{}", std::process::id()),
+        socket: format!("sotto-test-{}-{test}", std::process::id()),
     };
-    // After the demo exits, record its exit code and the terminal's modes.
     let script = format!(
         "'{BIN}' demo; echo \"exit=$?\" > '{r}'; stty -a >> '{r}'; echo done >> '{r}'; sleep 60",
         r = report.display()
     );
-    let started = tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "demo",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        "-e",
-        "TERM=xterm-256color",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let mut args = vec!["new-session", "-d", "-s", "demo", "-x", "100", "-y", "30"];
+    args.extend(["-e", "TERM=xterm-256color"]);
+    for e in env {
+        args.extend(["-e", e.as_str()]);
+    }
+    args.extend(["sh", "-c", &script]);
+    let started = tmux.run(&args);
     assert!(
         started.status.success(),
         "{}",
         String::from_utf8_lossy(&started.stderr)
     );
+    tmux.wait_until("the demo, online, with the bot's thread open", |screen| {
+        screen.contains("echo · normal") && screen.contains("● online")
+    });
+    tmux
+}
 
-    let screen = tmux.wait_for("echo · normal");
-    assert!(screen.contains("● online") || tmux.wait_for("● online").contains("normal"));
+/// Quits with Ctrl-C and checks the demo exited 0 and left the terminal as it found it.
+fn quit_and_check_terminal(tmux: &Tmux, report: &Path) {
+    tmux.keys(&["C-c"]);
+    let after = wait_for_file(report);
+    assert!(after.starts_with("exit=0"), "{after}");
+    // Raw mode is off again: canonical input and echo are back.
+    assert!(
+        after.contains(" icanon") && !after.contains("-icanon"),
+        "{after}"
+    );
+    assert!(
+        after.contains(" echo ") && !after.contains("-echo "),
+        "{after}"
+    );
+    // The alternate screen is gone: the chat is no longer on the terminal.
+    let screen = tmux.screen();
+    assert!(!screen.contains("contacts"), "{screen}");
+    // And the mouse is the terminal's again.
+    assert_eq!(tmux.pane("#{mouse_any_flag}"), "0");
+}
+
+#[test]
+fn demo_chats_with_the_bot_in_both_modes_and_restores_the_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("after-exit.txt");
+    let tmux = start_demo("chat", &[], &report);
     // The mouse is captured for wheel scrolling, and the terminal's title names the profile.
     assert_eq!(tmux.pane("#{mouse_any_flag}"), "1");
     assert!(
@@ -157,21 +177,103 @@ fn demo_chats_with_the_bot_in_both_modes_and_restores_the_terminal() {
             && !status_line(screen).contains("SECRET")
     });
 
-    tmux.keys(&["C-c"]);
-    let after = wait_for_file(&report);
-    assert!(after.starts_with("exit=0"), "{after}");
-    // Raw mode is off again: canonical input and echo are back.
+    quit_and_check_terminal(&tmux, &report);
+}
+
+/// The rows of the screen from the one holding `first` on, cut to the thread pane.
+fn rows_from(screen: &str, first: &str) -> Vec<String> {
+    screen
+        .lines()
+        .skip_while(|l| !l.contains(first))
+        .map(|l| l.to_string())
+        .collect()
+}
+
+#[test]
+fn a_bracketed_paste_is_one_message_with_its_lines_and_indentation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("after-exit.txt");
+    let tmux = start_demo("paste", &[], &report);
+    let pasted = tmp.path().join("paste.txt");
+    std::fs::write(&pasted, "if ready:\n    go()\nelse:\n    wait()").unwrap();
     assert!(
-        after.contains(" icanon") && !after.contains("-icanon"),
-        "{after}"
+        tmux.run(&["load-buffer", &pasted.display().to_string()])
+            .status
+            .success()
     );
+    // -p: as a bracketed paste, which the TUI asked the terminal for.
     assert!(
-        after.contains(" echo ") && !after.contains("-echo "),
-        "{after}"
+        tmux.run(&["paste-buffer", "-p", "-t", "demo"])
+            .status
+            .success()
     );
-    // The alternate screen is gone: the chat is no longer on the terminal.
-    let screen = tmux.screen();
-    assert!(!screen.contains("contacts"), "{screen}");
-    // And the mouse is the terminal's again.
-    assert_eq!(tmux.pane("#{mouse_any_flag}"), "0");
+    // Still in the composer, unsent, its lines and indentation kept.
+    tmux.wait_until("the paste in the composer", |screen| {
+        let rows = rows_from(screen, "│if ready:");
+        rows.len() > 3 && rows[1].contains("│    go()") && rows[3].contains("│    wait()")
+    });
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_until("one message and one answer, each of four lines", |screen| {
+        let mine = rows_from(screen, "you: if ready:");
+        let echo = rows_from(screen, "echo: echo: if ready:");
+        mine.len() > 3
+            && mine[1].contains("    go()")
+            && mine[2].contains("else:")
+            && mine[3].contains("    wait()")
+            && echo.len() > 3
+            && echo[3].contains("    wait()")
+    });
+    // Not one message a line: no line of it went out on its own.
+    for line in ["go()", "else:", "wait()"] {
+        assert!(
+            !screen.contains(&format!("you: {line}"))
+                && !screen.contains(&format!("you:     {line}")),
+            "{screen}"
+        );
+    }
+    quit_and_check_terminal(&tmux, &report);
+}
+
+#[test]
+fn ctrl_x_writes_the_message_in_the_editor_and_enter_sends_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("after-exit.txt");
+    // The editor fails the first time it runs, then writes a message after what it was given.
+    let editor = tmp.path().join("editor.sh");
+    let tried = tmp.path().join("tried");
+    std::fs::write(
+        &editor,
+        format!(
+            "#!/bin/sh\nif [ ! -e '{t}' ]; then touch '{t}'; exit 3; fi\nprintf ' from the editor\\n  and its second line\\n' >> \"$1\"\n",
+            t = tried.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let tmux = start_demo(
+        "editor",
+        &[format!("EDITOR={}", editor.display()), "VISUAL=".into()],
+        &report,
+    );
+    tmux.keys(&["C-x"]);
+    // A failing editor is a status line, and the chat screen is back.
+    tmux.wait_until("the editor's failure on the status line", |screen| {
+        status_line(screen).contains("exited with status 3") && screen.contains("echo · normal")
+    });
+    tmux.keys(&["hello"]);
+    tmux.keys(&["C-x"]);
+    tmux.wait_until("the editor's text in the composer, not sent", |screen| {
+        let rows = rows_from(screen, "│hello from the editor");
+        rows.len() > 1 && rows[1].contains("│  and its second line")
+    });
+    tmux.keys(&["Enter"]);
+    tmux.wait_until("the message and the bot's answer", |screen| {
+        let mine = rows_from(screen, "you: hello from the editor");
+        let echo = rows_from(screen, "echo: echo: hello from the editor");
+        mine.len() > 1
+            && mine[1].contains("  and its second line")
+            && echo.len() > 1
+            && echo[1].contains("  and its second line")
+    });
+    quit_and_check_terminal(&tmux, &report);
 }

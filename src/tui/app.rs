@@ -10,6 +10,8 @@ use crate::client::store::{ContactSummary, Message, MessageState};
 
 use super::clock::Clock;
 use super::commands::{self, Slash};
+use super::complete;
+use super::composer::{self, Composer, Edit};
 use super::layout::{self, DEFAULT_CONTACTS_MIN_WIDTH};
 pub use super::notice::{Expiry, Status};
 use super::scroll::{Lines, Pos};
@@ -61,60 +63,19 @@ pub struct Thread {
     pub landing: bool,
 }
 
-/// The composer: multi-line text and a cursor (a char index).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Composer {
-    pub text: String,
-    pub cursor: usize,
-}
-
-impl Composer {
-    fn byte_at(&self, char_idx: usize) -> usize {
-        self.text
-            .char_indices()
-            .nth(char_idx)
-            .map_or(self.text.len(), |(i, _)| i)
-    }
-
-    fn insert(&mut self, c: char) {
-        let at = self.byte_at(self.cursor);
-        self.text.insert(at, c);
-        self.cursor += 1;
-    }
-
-    fn backspace(&mut self) {
-        if self.cursor > 0 {
-            self.cursor -= 1;
-            let at = self.byte_at(self.cursor);
-            self.text.remove(at);
-        }
-    }
-
-    fn delete(&mut self) {
-        if self.cursor < self.text.chars().count() {
-            let at = self.byte_at(self.cursor);
-            self.text.remove(at);
-        }
-    }
-
-    fn take(&mut self) -> String {
-        self.cursor = 0;
-        std::mem::take(&mut self.text)
-    }
-}
-
 /// What a key press means, independent of which key it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Char(char),
-    Paste(String),
-    Newline,
-    Backspace,
-    Delete,
-    Left,
-    Right,
-    Home,
-    End,
+    /// An edit of the composer's text.
+    Edit(Edit),
+    /// Tab on a `/command` line: complete the command or handle.
+    Complete,
+    /// Compose in `$EDITOR`, starting from the composer's text.
+    Editor,
+    /// The editor exited: its text, or what went wrong.
+    Edited(Result<String, String>),
+    /// `?` on an empty composer: help, holding the `?` in case the user meant to type it.
+    HelpOrQuestion,
     Submit,
     ToggleSecret,
     ToggleFocus,
@@ -195,6 +156,11 @@ pub struct App {
     pub overlay_scroll_max: usize,
     /// Messages sent and not yet settled, with their contact: a failure is about that thread.
     sent_to: std::collections::HashMap<String, String>,
+    /// The terminal loop is to run the editor on the composer's text (then `Edited`).
+    pub wants_editor: bool,
+    /// Help was opened by `?` on an empty composer: typing on writes a message starting
+    /// with `?` instead of losing the character.
+    question: bool,
 }
 
 impl App {
@@ -226,6 +192,8 @@ impl App {
             overlay_scroll: 0,
             overlay_scroll_max: 0,
             sent_to: std::collections::HashMap::new(),
+            wants_editor: false,
+            question: false,
         }
     }
 
@@ -325,8 +293,26 @@ impl App {
         vec![cmd]
     }
 
+    /// Whether help holds a `?` typed on an empty composer, which typing on keeps.
+    pub fn holds_question(&self) -> bool {
+        self.question && self.overlay == Some(Overlay::Help)
+    }
+
     /// Applies a user action.
     pub fn update(&mut self, action: Action) -> Vec<Command> {
+        if self.holds_question()
+            && let Action::Edit(Edit::Insert(c)) = action
+        {
+            // `??` writes one `?`; `?` and anything else writes both.
+            self.overlay = None;
+            self.question = false;
+            let secret = self.secret();
+            self.composer.apply(Edit::Insert('?'), secret);
+            if c != '?' {
+                self.composer.apply(Edit::Insert(c), secret);
+            }
+            return Vec::new();
+        }
         if self.overlay.is_some() {
             let verifying = self.overlay == Some(Overlay::Verify);
             let handle = self.safety.as_ref().map(|n| n.handle.clone());
@@ -362,7 +348,8 @@ impl App {
         match action {
             Action::Quit => self.quit = true,
             Action::CloseOverlay | Action::Help | Action::Submit | Action::FocusComposer => {
-                self.overlay = None
+                self.overlay = None;
+                self.question = false;
             }
             Action::Up | Action::WheelUp => {
                 self.overlay_scroll = self.overlay_scroll.saturating_sub(1)
@@ -383,18 +370,24 @@ impl App {
 
     fn act(&mut self, action: Action) -> Vec<Command> {
         match action {
-            Action::Char(c) => self.composer.insert(c),
-            Action::Paste(s) => s.chars().for_each(|c| self.composer.insert(c)),
-            Action::Newline => self.composer.insert('\n'),
-            Action::Backspace => self.composer.backspace(),
-            Action::Delete => self.composer.delete(),
-            Action::Left => self.composer.cursor = self.composer.cursor.saturating_sub(1),
-            Action::Right => {
-                self.composer.cursor =
-                    (self.composer.cursor + 1).min(self.composer.text.chars().count())
+            Action::Edit(edit) => {
+                // A paste lands in the composer even from the contact list.
+                self.focus = Focus::Composer;
+                self.composer.apply(edit, self.secret());
             }
-            Action::Home => self.composer.cursor = 0,
-            Action::End => self.composer.cursor = self.composer.text.chars().count(),
+            Action::Complete => self.complete(),
+            Action::Editor => self.wants_editor = true,
+            Action::Edited(Ok(text)) => {
+                let text = composer::clean(&text);
+                let end = text.len();
+                self.composer.set(text, end);
+                self.info("from the editor: Enter sends it, Esc clears it");
+            }
+            Action::Edited(Err(e)) => self.error(e),
+            Action::HelpOrQuestion => {
+                self.overlay = Some(Overlay::Help);
+                self.question = true;
+            }
             Action::Submit => return self.submit(),
             Action::ToggleSecret => return self.toggle_secret(),
             Action::ToggleFocus => {
@@ -557,15 +550,25 @@ impl App {
         }
     }
 
+    fn complete(&mut self) {
+        let handles: Vec<&str> = self.contacts.iter().map(|c| c.handle.as_str()).collect();
+        let done = complete::complete(self.composer.text(), self.composer.cursor(), &handles);
+        self.composer.set(done.text, done.cursor);
+        if !done.choices.is_empty() {
+            self.info(done.choices.join("  "));
+        }
+    }
+
     fn submit(&mut self) -> Vec<Command> {
-        if self.composer.text.trim().is_empty() {
+        let line = self.composer.text();
+        if line.trim().is_empty() {
             return Vec::new();
         }
-        if self.composer.text.starts_with('/') {
-            let line = self.composer.text.clone();
-            return match commands::parse(&line) {
+        // `//text` is the message `/text`, not a command.
+        if line.starts_with('/') && !line.starts_with("//") {
+            return match commands::parse(line) {
                 Ok(slash) => {
-                    self.composer.take();
+                    self.composer.take(false);
                     self.slash(slash)
                 }
                 // The line stays in the composer so the user can fix it.
@@ -579,7 +582,10 @@ impl App {
             self.error("no conversation is open: Tab to the contacts and Enter, or /add HANDLE");
             return Vec::new();
         };
-        let text = self.composer.take();
+        let mut text = self.composer.take(open.secret);
+        if text.starts_with("//") {
+            text.remove(0);
+        }
         self.set_pos(Pos::default());
         self.status = None;
         let id = uuid::Uuid::new_v4().to_string();
@@ -676,6 +682,10 @@ impl App {
             }
             Slash::Help => {
                 self.open_overlay(Overlay::Help);
+                Vec::new()
+            }
+            Slash::Edit => {
+                self.wants_editor = true;
                 Vec::new()
             }
             Slash::Quit => {

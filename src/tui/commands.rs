@@ -1,5 +1,5 @@
 //! The composer's slash commands: `/add`, `/secret`, `/timer`, `/verify`, `/block`,
-//! `/unblock`, `/remove`, `/retry`, `/help`, `/quit`.
+//! `/unblock`, `/remove`, `/retry`, `/edit`, `/help`, `/quit`.
 //!
 //! Owns their syntax and error messages. Pure: turns a line into a `Slash` or an error the
 //! status line can show; the app decides what each one does.
@@ -21,6 +21,8 @@ pub enum Slash {
     Remove(String),
     /// Send the open thread's newest failed message again.
     Retry,
+    /// Compose the message in `$EDITOR`.
+    Edit,
     Help,
     Quit,
 }
@@ -52,6 +54,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "/retry",
         "send the open thread's newest failed message again",
+    ),
+    (
+        "/edit",
+        "write the message in $EDITOR (Ctrl-X too); Enter then sends it",
     ),
     ("/help", "this help"),
     ("/quit", "leave sotto"),
@@ -96,6 +102,7 @@ pub fn parse(line: &str) -> Result<Slash, String> {
             _ => Err("usage: /remove HANDLE (typed out: it deletes both threads for good)".into()),
         },
         "/retry" => no_args(Slash::Retry),
+        "/edit" => no_args(Slash::Edit),
         "/help" => no_args(Slash::Help),
         "/quit" | "/q" => no_args(Slash::Quit),
         other => Err(format!("unknown command {other}; /help lists them")),
@@ -131,6 +138,7 @@ mod tests {
         assert_eq!(parse("/unblock carol"), Ok(Slash::Unblock("carol".into())));
         assert_eq!(parse("/remove carol"), Ok(Slash::Remove("carol".into())));
         assert_eq!(parse("/retry"), Ok(Slash::Retry));
+        assert_eq!(parse("/edit"), Ok(Slash::Edit));
     }
 
     #[test]

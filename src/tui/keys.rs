@@ -8,6 +8,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use serde::Deserialize;
 
 use super::app::{Action, App, Focus};
+use super::composer::Edit;
 
 /// A key with its modifiers, as written in the config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +148,16 @@ impl KeyMap {
                 _ => {}
             }
         }
+        let plain = !k
+            .modifiers
+            .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT);
+        if app.holds_question()
+            && plain
+            && let KeyCode::Char(c) = k.code
+        {
+            // Help opened by a `?` that may have begun a message: typing on writes it.
+            return Some(Action::Edit(Edit::Insert(c)));
+        }
         if app.overlay.is_some() {
             return match k.code {
                 KeyCode::Up | KeyCode::Char('k') => Some(Action::Up),
@@ -167,6 +178,13 @@ impl KeyMap {
         if self.help.matches(&k) {
             return Some(Action::Help);
         }
+        if app.focus == Focus::Composer
+            && k.code == KeyCode::Tab
+            && k.modifiers.is_empty()
+            && app.composer.text().starts_with('/')
+        {
+            return Some(Action::Complete);
+        }
         if self.focus.matches(&k) {
             return Some(Action::ToggleFocus);
         }
@@ -175,7 +193,7 @@ impl KeyMap {
         }
         // Home and End scroll the thread; while a message is being typed they move in it,
         // and Ctrl-Home/Ctrl-End scroll.
-        let scroll_keys = app.composer.text.is_empty()
+        let scroll_keys = app.composer.text().is_empty()
             || app.focus == Focus::Contacts
             || k.modifiers.contains(KeyModifiers::CONTROL);
         match k.code {
@@ -185,9 +203,6 @@ impl KeyMap {
             KeyCode::End if scroll_keys => return Some(Action::Bottom),
             _ => {}
         }
-        let plain = !k
-            .modifiers
-            .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT);
         match app.focus {
             Focus::Contacts => match k.code {
                 KeyCode::Up | KeyCode::Char('k') => Some(Action::Up),
@@ -197,27 +212,53 @@ impl KeyMap {
                 KeyCode::Char('?') => Some(Action::Help),
                 _ => None,
             },
-            Focus::Composer => match k.code {
-                KeyCode::Enter
-                    if k.modifiers
-                        .intersects(KeyModifiers::ALT | KeyModifiers::SHIFT) =>
-                {
-                    Some(Action::Newline)
-                }
-                KeyCode::Enter => Some(Action::Submit),
-                // `?` on an empty composer is help; inside a message it is a question mark.
-                KeyCode::Char('?') if app.composer.text.is_empty() => Some(Action::Help),
-                KeyCode::Char(c) if plain => Some(Action::Char(c)),
-                KeyCode::Backspace => Some(Action::Backspace),
-                KeyCode::Delete => Some(Action::Delete),
-                KeyCode::Left => Some(Action::Left),
-                KeyCode::Right => Some(Action::Right),
-                KeyCode::Home => Some(Action::Home),
-                KeyCode::End => Some(Action::End),
-                KeyCode::Esc => Some(Action::FocusComposer),
-                _ => None,
-            },
+            Focus::Composer => composer_action(app, k),
         }
+    }
+}
+
+/// What a key means in the composer: readline's keys, as shells and most chat clients have.
+fn composer_action(app: &App, k: KeyEvent) -> Option<Action> {
+    let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+    let alt = k.modifiers.contains(KeyModifiers::ALT);
+    let empty = app.composer.is_empty();
+    let edit = |e| Some(Action::Edit(e));
+    match k.code {
+        KeyCode::Enter if alt || k.modifiers.contains(KeyModifiers::SHIFT) => edit(Edit::Newline),
+        KeyCode::Enter => Some(Action::Submit),
+        KeyCode::Char(c) if ctrl => match c.to_ascii_lowercase() {
+            'a' => edit(Edit::LineStart),
+            'e' => edit(Edit::LineEnd),
+            'w' => edit(Edit::DeleteWordBack),
+            'u' => edit(Edit::KillToStart),
+            'k' => edit(Edit::KillToEnd),
+            'y' => edit(Edit::Yank),
+            'x' => Some(Action::Editor),
+            _ => None,
+        },
+        KeyCode::Char(c) if alt => match c.to_ascii_lowercase() {
+            'b' => edit(Edit::WordBack),
+            'f' => edit(Edit::WordForward),
+            _ => None,
+        },
+        // `?` on an empty composer is help; inside a message it is a question mark.
+        KeyCode::Char('?') if empty => Some(Action::HelpOrQuestion),
+        KeyCode::Char(c) => edit(Edit::Insert(c)),
+        KeyCode::Backspace if alt || ctrl => edit(Edit::DeleteWordBack),
+        KeyCode::Backspace => edit(Edit::Backspace),
+        KeyCode::Delete => edit(Edit::Delete),
+        KeyCode::Left if alt || ctrl => edit(Edit::WordBack),
+        KeyCode::Right if alt || ctrl => edit(Edit::WordForward),
+        KeyCode::Left => edit(Edit::Left),
+        KeyCode::Right => edit(Edit::Right),
+        KeyCode::Up => edit(Edit::Up),
+        KeyCode::Down => edit(Edit::Down),
+        // On an empty composer Home and End are left to the conversation.
+        KeyCode::Home if !empty => edit(Edit::LineStart),
+        KeyCode::End if !empty => edit(Edit::LineEnd),
+        KeyCode::Esc if !empty => edit(Edit::Clear),
+        KeyCode::Esc => Some(Action::FocusComposer),
+        _ => None,
     }
 }
 

@@ -7,6 +7,7 @@
 use ratatui::layout::{Constraint, Layout, Rect};
 
 use super::app::{App, Focus};
+use super::composer::MAX_ROWS;
 
 /// The contact list's width when shown.
 pub const CONTACTS_WIDTH: u16 = 26;
@@ -27,7 +28,12 @@ pub fn contacts_shown(app: &App, width: u16) -> bool {
 }
 
 pub fn areas(app: &App, area: Rect) -> Areas {
-    let composer_lines = app.composer.text.split('\n').count().clamp(1, 6) as u16;
+    // The composer grows with its text (wrapped inside its borders), up to a few rows.
+    let composer_lines = app
+        .composer
+        .view(area.width.saturating_sub(2) as usize, MAX_ROWS)
+        .rows
+        .len() as u16;
     let [main, composer, status] = Layout::vertical([
         Constraint::Min(3),
         Constraint::Length(composer_lines + 2),

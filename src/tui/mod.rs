@@ -1,13 +1,16 @@
 //! The terminal user interface: the loop that draws the app, turns key presses into actions
 //! and carries commands and events between the app and the session manager.
 //!
-//! Owns the terminal (raw mode, alternate screen, restored on quit, on error and, through
-//! ratatui's panic hook, on panic). Talks to the manager only through `Command`/`Event`;
+//! Owns the terminal (raw mode, alternate screen, bracketed paste; restored on quit, on error,
+//! on panic, and while `$EDITOR` has it). Talks to the manager only through `Command`/`Event`;
 //! never touches SQLite, sockets or keys. Redraws only when something happened: no busy loop.
 
 pub mod app;
 pub mod clock;
 pub mod commands;
+pub mod complete;
+pub mod composer;
+pub mod editor;
 pub mod keys;
 pub mod layout;
 pub mod notice;
@@ -15,11 +18,14 @@ pub mod render;
 pub mod scroll;
 pub mod thread_view;
 pub mod verify;
+pub mod wrap;
 
 use std::io::Write as _;
+use std::path::PathBuf;
 
 use crossterm::event::{
-    DisableMouseCapture, EnableMouseCapture, Event as TermEvent, EventStream, MouseEventKind,
+    DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture,
+    Event as TermEvent, EventStream, MouseEventKind,
 };
 use futures::StreamExt as _;
 use tokio::sync::mpsc::error::TrySendError;
@@ -52,6 +58,8 @@ pub struct Options {
     pub clock: clock::Clock,
     /// Below this width the contact list hides by itself.
     pub contacts_min_width: u16,
+    /// The profile's private (0700) directory: where a draft for `$EDITOR` is written.
+    pub private_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -64,6 +72,7 @@ impl Default for Options {
             mouse: true,
             clock: clock::Clock::default(),
             contacts_min_width: layout::DEFAULT_CONTACTS_MIN_WIDTH,
+            private_dir: None,
         }
     }
 }
@@ -88,8 +97,8 @@ pub async fn run(
 }
 
 /// Saves the terminal's title (xterm's title stack; ignored where unsupported) and turns on
-/// mouse capture if asked; a panic hook undoes both before ratatui's own hook restores the
-/// rest, so no exit path leaves the mouse captured.
+/// bracketed paste and, if asked, mouse capture; a panic hook undoes them before ratatui's
+/// own hook restores the rest, so no exit path leaves them on.
 fn setup_extras(opts: &Options) -> std::io::Result<()> {
     let mouse = opts.mouse;
     let previous = std::panic::take_hook();
@@ -99,23 +108,49 @@ fn setup_extras(opts: &Options) -> std::io::Result<()> {
     }));
     let mut out = std::io::stdout();
     out.write_all(b"\x1b[22;0t")?;
-    if mouse {
-        crossterm::execute!(out, EnableMouseCapture)?;
-    }
+    input_modes_on(mouse)?;
     out.flush()
 }
 
-fn undo_extras(mouse: bool) {
-    let mut out = std::io::stdout();
+fn input_modes_on(mouse: bool) -> std::io::Result<()> {
+    crossterm::execute!(std::io::stdout(), EnableBracketedPaste)?;
     if mouse {
-        let _ = crossterm::execute!(out, DisableMouseCapture);
+        crossterm::execute!(std::io::stdout(), EnableMouseCapture)?;
     }
+    Ok(())
+}
+
+fn input_modes_off(mouse: bool) {
+    let _ = crossterm::execute!(std::io::stdout(), DisableBracketedPaste);
+    if mouse {
+        let _ = crossterm::execute!(std::io::stdout(), DisableMouseCapture);
+    }
+}
+
+fn undo_extras(mouse: bool) {
+    input_modes_off(mouse);
+    let mut out = std::io::stdout();
     let _ = out.write_all(b"\x1b[23;0t");
     let _ = out.flush();
 }
 
 fn restore_extras(opts: &Options) {
     undo_extras(opts.mouse);
+}
+
+/// Gives the terminal back for an editor: no bracketed paste or mouse capture, no raw mode,
+/// main screen.
+fn suspend(mouse: bool) {
+    input_modes_off(mouse);
+    ratatui::restore();
+}
+
+/// Takes the terminal again after `suspend`, and has the next draw repaint all of it.
+fn resume(terminal: &mut ratatui::DefaultTerminal, mouse: bool) -> std::io::Result<()> {
+    crossterm::terminal::enable_raw_mode()?;
+    crossterm::execute!(std::io::stdout(), crossterm::terminal::EnterAlternateScreen)?;
+    input_modes_on(mouse)?;
+    terminal.clear()
 }
 
 fn now_ms() -> u64 {
@@ -160,6 +195,19 @@ async fn event_loop(
     send_all(manager, &mut app, start)?;
     let mut input = EventStream::new();
     loop {
+        if std::mem::take(&mut app.wants_editor) {
+            // The stream's reader thread would take the editor's keys: stop it meanwhile.
+            drop(input);
+            // Dropping it leaves crossterm's reader a wake-up that would make the next read
+            // (ratatui's cursor query once the editor is done) give up at once: spend it here.
+            let _ = crossterm::event::poll(std::time::Duration::ZERO);
+            let done = compose_in_editor(terminal, manager, &mut app, opts, hangup).await;
+            input = EventStream::new();
+            match done? {
+                Some(edited) => app.update(Action::Edited(edited)),
+                None => return Ok(()),
+            };
+        }
         app.now_ms = now_ms();
         let size = terminal.size()?;
         app.screen = (size.width, size.height);
@@ -186,7 +234,9 @@ async fn event_loop(
                     Some(a) => app.update(a),
                     None => continue,
                 },
-                Some(Ok(TermEvent::Paste(s))) => app.update(Action::Paste(s)),
+                Some(Ok(TermEvent::Paste(s))) => {
+                    app.update(Action::Edit(composer::Edit::Paste(s)))
+                }
                 Some(Ok(TermEvent::Mouse(m))) => match m.kind {
                     MouseEventKind::ScrollUp => app.update(Action::WheelUp),
                     MouseEventKind::ScrollDown => app.update(Action::WheelDown),
@@ -212,6 +262,49 @@ async fn event_loop(
             return Ok(());
         }
     }
+}
+
+/// Hands the terminal to `$EDITOR` on a draft of the composer's text and takes it back.
+/// Manager events keep being applied meanwhile (nothing is drawn). Returns the editor's
+/// text or an error sentence for the status line; None if a hangup came meanwhile.
+async fn compose_in_editor(
+    terminal: &mut ratatui::DefaultTerminal,
+    manager: &mut ManagerHandle,
+    app: &mut App,
+    opts: &Options,
+    hangup: &mut Hangup,
+) -> Result<Option<Result<String, String>>, TuiError> {
+    let draft = match editor::Draft::create(opts.private_dir.as_deref(), app.composer.text()) {
+        Ok(draft) => draft,
+        Err(e) => return Ok(Some(Err(e.to_string()))),
+    };
+    let name = editor::from_env();
+    suspend(opts.mouse);
+    let mut command = tokio::process::Command::from(draft.command(&name));
+    command.kill_on_drop(true);
+    let exited = match command.spawn() {
+        Err(source) => Err(editor::EditorError::Start {
+            editor: name.clone(),
+            source,
+        }),
+        Ok(mut child) => loop {
+            let cmds = tokio::select! {
+                status = child.wait() => break status.map_err(|source| editor::EditorError::Start {
+                    editor: name.clone(),
+                    source,
+                }),
+                _ = hangup.recv() => return Ok(None),
+                ev = manager.events.recv() => match ev {
+                    Some(ev) => app.on_event(ev),
+                    None => return Err(TuiError::ManagerStopped),
+                },
+            };
+            send_all(manager, app, cmds)?;
+        },
+    };
+    resume(terminal, opts.mouse)?;
+    let edited = exited.and_then(|status| draft.finish(&name, status));
+    Ok(Some(edited.map_err(|e| e.to_string())))
 }
 
 /// SIGHUP (the terminal closed) and SIGTERM, so the TUI can restore the terminal and let the

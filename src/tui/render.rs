@@ -9,10 +9,11 @@ use ratatui::layout::{Position, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders, Clear, List, ListItem, Paragraph};
-use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+use unicode_width::UnicodeWidthStr;
 
 use super::app::{App, Focus, Overlay};
 use super::commands;
+use super::composer::{self, MAX_ROWS};
 use super::keys::KeyMap;
 use super::layout;
 pub use super::thread_view::{ThreadView, thread_view};
@@ -28,7 +29,10 @@ pub fn draw(f: &mut Frame, app: &App, keys: &KeyMap) {
         draw_contacts(f, app, contacts);
     }
     draw_thread(f, app, areas.thread);
-    draw_composer(f, app, keys, areas.composer);
+    let typed = app
+        .composer
+        .view(areas.composer.width.saturating_sub(2) as usize, MAX_ROWS);
+    draw_composer(f, app, keys, typed, areas.composer);
     draw_status(f, app, keys, areas.status);
     match app.overlay {
         Some(Overlay::Help) => draw_help(f, app, keys),
@@ -106,41 +110,12 @@ fn draw_contacts(f: &mut Frame, app: &App, area: Rect) {
     }
 }
 
-/// Word-wraps `text` to `width` columns; words longer than a line are cut.
+/// Word-wraps `text` to `width` columns (see `wrap::rows`).
 pub fn wrap(text: &str, width: usize) -> Vec<String> {
-    let width = width.max(1);
-    let mut out = Vec::new();
-    for para in text.split('\n') {
-        let mut line = String::new();
-        let mut line_w = 0;
-        for word in para.split(' ') {
-            let w = word.width();
-            let sep = usize::from(!line.is_empty());
-            if line_w + sep + w <= width {
-                if sep == 1 {
-                    line.push(' ');
-                }
-                line.push_str(word);
-                line_w += sep + w;
-                continue;
-            }
-            if !line.is_empty() {
-                out.push(std::mem::take(&mut line));
-                line_w = 0;
-            }
-            for c in word.chars() {
-                let cw = c.width().unwrap_or(0);
-                if line_w + cw > width {
-                    out.push(std::mem::take(&mut line));
-                    line_w = 0;
-                }
-                line.push(c);
-                line_w += cw;
-            }
-        }
-        out.push(line);
-    }
-    out
+    super::wrap::rows(text, width)
+        .into_iter()
+        .map(|r| text[r].to_string())
+        .collect()
 }
 
 fn draw_thread(f: &mut Frame, app: &App, area: Rect) {
@@ -191,51 +166,63 @@ fn draw_thread(f: &mut Frame, app: &App, area: Rect) {
     }
 }
 
-fn draw_composer(f: &mut Frame, app: &App, keys: &KeyMap, area: Rect) {
-    let title = if app.secret() {
-        format!(
-            " {LOCK} secret message · Enter sends · Alt-Enter newline · {} normal ",
-            keys.toggle_secret.label()
-        )
+/// The composer's title: what it writes into and its keys, as many as fit in `width`.
+fn composer_title(app: &App, keys: &KeyMap, width: usize) -> String {
+    let (what, other) = if app.secret() {
+        (format!("{LOCK} secret message"), "normal")
     } else {
-        format!(
-            " message · Enter sends · Alt-Enter newline · {} secret ",
-            keys.toggle_secret.label()
-        )
+        ("message".to_string(), "secret")
     };
+    let hints = [
+        "Enter sends".to_string(),
+        format!("{} {other}", keys.toggle_secret.label()),
+        "Alt-Enter newline".to_string(),
+        "Ctrl-X editor".to_string(),
+    ];
+    // Inside the corners; the space after the last hint only if it fits.
+    let room = width.saturating_sub(2);
+    let mut title = format!(" {what}");
+    for hint in hints {
+        let longer = format!("{title} · {hint}");
+        if longer.width() > room {
+            break;
+        }
+        title = longer;
+    }
+    if title.width() < room {
+        title.push(' ');
+    }
+    title
+}
+
+fn draw_composer(f: &mut Frame, app: &App, keys: &KeyMap, typed: composer::View, area: Rect) {
     let mut block = Block::default()
         .borders(Borders::ALL)
-        .title(title)
+        .title(composer_title(app, keys, area.width as usize))
         .border_style(focused(app, Focus::Composer));
     if app.secret() {
         block = block
             .border_type(BorderType::Double)
             .border_style(Style::default().fg(SECRET));
     }
-    let inner = block.inner(area);
-    let text: Vec<&str> = app.composer.text.split('\n').collect();
-    // Show the last lines when there are more than fit.
-    let before_cursor: String = app
-        .composer
-        .text
-        .chars()
-        .take(app.composer.cursor)
+    // Rows out of sight are counted on the border, so a long message is not mistaken for
+    // a short one.
+    let hidden: Vec<String> = [(typed.above, "↑"), (typed.below, "↓")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, arrow)| format!("{arrow} {n} more"))
         .collect();
-    let row = before_cursor.matches('\n').count();
-    let col = before_cursor.rsplit('\n').next().unwrap_or("").width();
-    let top = row.saturating_sub(inner.height.saturating_sub(1) as usize);
-    let shown: Vec<Line> = text.iter().skip(top).map(|l| Line::from(*l)).collect();
-    let hscroll = col.saturating_sub(inner.width.saturating_sub(1) as usize);
-    f.render_widget(
-        Paragraph::new(shown)
-            .block(block)
-            .scroll((0, hscroll as u16)),
-        area,
-    );
+    if !hidden.is_empty() {
+        block = block.title_bottom(Line::from(format!(" {} ", hidden.join(" · "))).right_aligned());
+    }
+    let inner = block.inner(area);
+    let rows: Vec<Line> = typed.rows.into_iter().map(Line::from).collect();
+    f.render_widget(Paragraph::new(rows).block(block), area);
     if app.focus == Focus::Composer && app.overlay.is_none() {
+        let (row, col) = typed.cursor;
         f.set_cursor_position(Position::new(
-            inner.x + (col - hscroll) as u16,
-            inner.y + (row - top) as u16,
+            inner.x + (col as u16).min(inner.width.saturating_sub(1)),
+            inner.y + (row as u16).min(inner.height.saturating_sub(1)),
         ));
     }
 }
@@ -318,11 +305,35 @@ pub fn help_lines(keys: &KeyMap, width: u16) -> Vec<Line<'static>> {
     let bold = |t: &'static str| Line::styled(t, Style::default().add_modifier(Modifier::BOLD));
     let mut lines = vec![bold("Keys")];
     let key_help = [
-        ("Enter".to_string(), "send the message, or run a /command"),
+        (
+            "Enter".to_string(),
+            "send the message, or run a /command (//text sends /text)",
+        ),
         (
             "Alt-Enter".to_string(),
             "new line in the message (Shift-Enter where the terminal reports it)",
         ),
+        (
+            "Ctrl-A Ctrl-E".to_string(),
+            "start, end of the line (Home End); Alt-B Alt-F a word back, forward",
+        ),
+        (
+            "Ctrl-W Ctrl-U Ctrl-K".to_string(),
+            "delete a word back, to the line's start, to its end; Ctrl-Y puts it back",
+        ),
+        (
+            "↑ ↓ (composer)".to_string(),
+            "the lines of the message, then what you sent this session",
+        ),
+        (
+            "Esc".to_string(),
+            "clear the message (↑ brings it back); leave the list; close this help",
+        ),
+        (
+            "Ctrl-X, /edit".to_string(),
+            "write the message in $EDITOR; Enter then sends it",
+        ),
+        ("Tab after /".to_string(), "complete a command or a handle"),
         (
             keys.toggle_secret.label(),
             "switch between the normal and the secret thread",
@@ -350,7 +361,7 @@ pub fn help_lines(keys: &KeyMap, width: u16) -> Vec<Line<'static>> {
         ("Esc".to_string(), "back to the composer; close this help"),
         (
             format!("? or {}", keys.help.label()),
-            "this help (? when the composer is empty)",
+            "this help (? on an empty composer: type on, or ??, to write a ?)",
         ),
         (keys.quit.label(), "quit"),
     ];
