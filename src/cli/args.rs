@@ -128,9 +128,9 @@ pub enum Cmd {
         #[arg(long)]
         secret: bool,
     },
-    /// Print messages not read yet as JSON lines (README "Headless commands" has the
-    /// fields), then (with --wait or --follow) those that arrive. Each message is printed
-    /// once, and only after it is stored.
+    /// Print messages not read yet as JSON lines (the README lists the fields), then (with
+    /// --wait or --follow) those that arrive. Each message is printed once, and only after
+    /// it is stored.
     Recv {
         /// Keep listening this many seconds after the queue is drained.
         #[arg(

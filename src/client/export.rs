@@ -1,9 +1,10 @@
 //! The one JSON shape a message takes outside sotto: what `recv`, `recv --follow` and
 //! `history` print, one object per line, for scripts and bots.
 //!
-//! Owns the field names and their meaning (README "Headless commands" documents them); a
-//! change here is a change of sotto's scripting interface. Must not read the store or talk to
-//! the manager: it turns a `store::Message` the caller already has into its exported form.
+//! Owns the field names and their meaning (the README's "The relay and the headless
+//! commands" documents them); a change here is a change of sotto's scripting interface.
+//! Must not read the store or talk to the manager: it turns a `store::Message` the caller
+//! already has into its exported form.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
