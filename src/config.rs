@@ -14,10 +14,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the config file {path}: {source}")]
+    #[error("cannot read the config file {path}: {cause}")]
     Read {
         path: String,
-        source: std::io::Error,
+        // Shown in the message, so not a `source` too (see `private::PrivateError`).
+        cause: std::io::Error,
     },
     #[error("the config file {path} is not valid: {message}")]
     Parse { path: String, message: String },
@@ -112,10 +113,10 @@ impl Config {
             Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Config::default());
             }
-            Err(source) => {
+            Err(cause) => {
                 return Err(ConfigError::Read {
                     path: path.display().to_string(),
-                    source,
+                    cause,
                 });
             }
         };

@@ -2,8 +2,9 @@
 //! and in a temporary directory, so one command shows what sotto does.
 //!
 //! Owns the demo's lifetime: it starts the pieces and removes every file they wrote when it
-//! stops. The bot is a real second client (its own store, sessions and WebSocket) that
-//! answers each message in the mode it arrived in. Must not reach past loopback.
+//! stops, its log (`LOG_FILE` in the same directory) included. The bot is a real second
+//! client (its own store, sessions and WebSocket) that answers each text in the mode it
+//! arrived in, and nothing else (not a timer change). Must not reach past loopback.
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::account;
 use crate::client::manager::{self, ClientError, Command, Event, ManagerHandle};
-use crate::client::store::Store;
+use crate::client::store::{MessageKind, Store};
 use crate::relay::{self, RelayConfig};
 use crate::tls::RelayCert;
 
@@ -21,6 +22,8 @@ use crate::tls::RelayCert;
 pub const BOT: &str = "echo";
 /// The user's handle in the demo.
 pub const YOU: &str = "you";
+/// The demo's log, in its temporary directory (see `Demo::create_dir`).
+pub const LOG_FILE: &str = "demo.log";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -47,9 +50,14 @@ pub struct Demo {
 }
 
 impl Demo {
-    /// Starts the relay on a free loopback port, registers the user and the bot, and sets the
-    /// bot answering.
+    /// Starts the demo in a directory of its own (see `start_in`).
     pub async fn start() -> Result<Demo, DemoError> {
+        Self::start_in(Self::create_dir()?).await
+    }
+
+    /// The private temporary directory a demo lives in, removed with the `Demo`: the caller
+    /// may open the log (`LOG_FILE`) there before the demo starts.
+    pub fn create_dir() -> Result<tempfile::TempDir, DemoError> {
         let mut dir = tempfile::Builder::new();
         dir.prefix("sotto-demo-");
         #[cfg(unix)]
@@ -57,7 +65,12 @@ impl Demo {
             use std::os::unix::fs::PermissionsExt;
             dir.permissions(std::fs::Permissions::from_mode(crate::private::DIR_MODE));
         }
-        let dir = dir.tempdir()?;
+        Ok(dir.tempdir()?)
+    }
+
+    /// Starts the relay on a free loopback port, registers the user and the bot in `dir`, and
+    /// sets the bot answering.
+    pub async fn start_in(dir: tempfile::TempDir) -> Result<Demo, DemoError> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let relay_url = format!("wss://{addr}");
@@ -112,7 +125,8 @@ async fn register(dir: &Path, handle: &str, url: &str) -> Result<(), DemoError> 
     Ok(())
 }
 
-/// The bot: answers every message, in the thread it came in.
+/// The bot: answers every text, in the thread it came in. A timer change or a key change is
+/// not something a person said, so it gets no answer.
 async fn echo(mut bot: ManagerHandle, cancel: CancellationToken) {
     loop {
         let ev = tokio::select! {
@@ -120,7 +134,7 @@ async fn echo(mut bot: ManagerHandle, cancel: CancellationToken) {
             ev = bot.events.recv() => ev,
         };
         match ev {
-            Some(Event::Message(m)) if !m.outgoing => {
+            Some(Event::Message(m)) if !m.outgoing && m.kind == MessageKind::Text => {
                 let reply = if m.secret {
                     format!("echo (secret): {}", m.text)
                 } else {

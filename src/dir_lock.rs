@@ -15,10 +15,12 @@ pub const LOCK_FILE: &str = "lock";
 pub enum LockError {
     #[error("{0} is in use by another sotto process")]
     InUse(String),
-    #[error("cannot lock {path}: {source}")]
+    #[error("cannot lock {path}: {cause}")]
     Io {
         path: String,
-        source: std::io::Error,
+        // Shown in the message, so not a `source` too: a printer of the chain would say it
+        // twice.
+        cause: std::io::Error,
     },
 }
 
@@ -29,9 +31,9 @@ pub struct DirLock(#[allow(dead_code)] std::fs::File);
 impl DirLock {
     /// Claims `dir` (which must exist) for this process, or says who holds it.
     pub fn acquire(dir: &Path) -> Result<DirLock, LockError> {
-        let io = |source| LockError::Io {
+        let io = |cause| LockError::Io {
             path: dir.display().to_string(),
-            source,
+            cause,
         };
         let file = crate::private::file_options()
             .create(true)

@@ -43,14 +43,19 @@ pub const RELAY_FILES: &[&str] = &[
     crate::relay::stats::FILE,
 ];
 
+/// The OS's error is part of each message and deliberately not the error's `source()`: an
+/// error either says its cause or returns it, never both, or `{:#}` and
+/// `manager::describe`, which print the chain, would say it twice ("Permission denied (os
+/// error 13): Permission denied (os error 13)"). The other errors that carry an OS error
+/// (`StoreError::Dir`, `LockError::Io`, `ConfigError::Read`, `TlsError::Write`) do the same.
 #[derive(Debug, thiserror::Error)]
 pub enum PrivateError {
-    #[error("cannot create the directory {path}: {source}")]
-    Create { path: String, source: io::Error },
+    #[error("cannot create the directory {path}: {cause}")]
+    Create { path: String, cause: io::Error },
     #[error(
-        "cannot make {path} private to you ({source}); it must belong to you and be on a file system with Unix permissions"
+        "cannot make {path} private to you ({cause}); it must belong to you and be on a file system with Unix permissions"
     )]
-    Tighten { path: String, source: io::Error },
+    Tighten { path: String, cause: io::Error },
 }
 
 /// Makes every file and directory this process creates from now on private to its user
@@ -86,9 +91,9 @@ pub fn create_dir(dir: &Path) -> Result<(), PrivateError> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(DIR_MODE);
     }
-    builder.create(dir).map_err(|source| PrivateError::Create {
+    builder.create(dir).map_err(|cause| PrivateError::Create {
         path: dir.display().to_string(),
-        source,
+        cause,
     })
 }
 
@@ -114,9 +119,9 @@ pub fn secure_dir(dir: &Path, files: &[&str]) -> Result<(), PrivateError> {
 fn tighten(dir: &Path, files: &[&str]) -> Result<Vec<String>, PrivateError> {
     let mut changed = Vec::new();
     // The directory the user named, followed if it is a symlink: that is where the data is.
-    let meta = std::fs::metadata(dir).map_err(|source| PrivateError::Tighten {
+    let meta = std::fs::metadata(dir).map_err(|cause| PrivateError::Tighten {
         path: dir.display().to_string(),
-        source,
+        cause,
     })?;
     if let Some(c) = restrict(dir, &meta, "the directory")? {
         changed.push(c);
@@ -132,10 +137,10 @@ fn tighten(dir: &Path, files: &[&str]) -> Result<Vec<String>, PrivateError> {
             }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
+            Err(cause) => {
                 return Err(PrivateError::Tighten {
                     path: path.display().to_string(),
-                    source,
+                    cause,
                 });
             }
         }
@@ -161,10 +166,10 @@ fn restrict(
         return Ok(None);
     }
     let private = mode & !0o077;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(private)).map_err(|source| {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(private)).map_err(|cause| {
         PrivateError::Tighten {
             path: path.display().to_string(),
-            source,
+            cause,
         }
     })?;
     Ok(Some(format!("{name} {mode:04o} -> {private:04o}")))

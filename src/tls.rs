@@ -49,13 +49,15 @@ pub enum TlsError {
         "only one of {present} and {missing} exists; restore the missing file, or remove both to create a new certificate (clients that pinned the old one will then refuse the relay until they pin the new one)"
     )]
     HalfPair { present: String, missing: String },
-    #[error("cannot write the relay's certificate to {path}: {source}")]
+    #[error("cannot write the relay's certificate to {path}: {cause}")]
     Write {
         path: String,
-        source: std::io::Error,
+        // Shown in the message, so not a `source` too (see `private::PrivateError`).
+        cause: std::io::Error,
     },
+    /// Shown in the message, so not a `source` too (see `private::PrivateError`).
     #[error("cannot create a certificate for the relay: {0}")]
-    Generate(#[from] rcgen::Error),
+    Generate(rcgen::Error),
     #[error(
         "the relay's certificate and key cannot be used ({0}); check that the key belongs to the certificate"
     )]
@@ -146,9 +148,9 @@ impl RelayCert {
             (false, true) => return Err(half_pair(&key, &cert)),
             (false, false) => {}
         }
-        create_private_dir(data_dir).map_err(|source| TlsError::Write {
+        create_private_dir(data_dir).map_err(|cause| TlsError::Write {
             path: data_dir.display().to_string(),
-            source,
+            cause,
         })?;
         let mut names = vec![
             "localhost".to_string(),
@@ -221,9 +223,9 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 fn write_temp(dir: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile, TlsError> {
     use std::io::Write as _;
-    let write_err = |source| TlsError::Write {
+    let write_err = |cause| TlsError::Write {
         path: dir.display().to_string(),
-        source,
+        cause,
     };
     // tempfile creates the file with mode 0600.
     let mut f = tempfile::NamedTempFile::new_in(dir).map_err(write_err)?;
@@ -232,10 +234,16 @@ fn write_temp(dir: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile, TlsEr
     Ok(f)
 }
 
+impl From<rcgen::Error> for TlsError {
+    fn from(e: rcgen::Error) -> TlsError {
+        TlsError::Generate(e)
+    }
+}
+
 fn persist(tmp: tempfile::NamedTempFile, to: &PathBuf) -> Result<(), TlsError> {
     tmp.persist_noclobber(to).map_err(|e| TlsError::Write {
         path: to.display().to_string(),
-        source: e.error,
+        cause: e.error,
     })?;
     Ok(())
 }

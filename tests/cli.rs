@@ -3,79 +3,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sotto");
-
-struct RelayProcess {
-    child: Child,
-    url: String,
-    /// The certificate fingerprint the relay printed beside its URL.
-    fingerprint: String,
-}
-
-/// Starts `sotto relay` on a free port and reads the one line it promises on stdout.
-fn start_relay(dir: &Path) -> RelayProcess {
-    let mut child = Command::new(BIN)
-        .args(["relay", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("SOTTO_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let (url, fingerprint) = common::listening(&line);
-    assert!(
-        url.starts_with("wss://127.0.0.1:") && !url.ends_with(":0"),
-        "{line}"
-    );
-    let fingerprint = fingerprint.unwrap_or_else(|| panic!("no fingerprint in {line:?}"));
-    RelayProcess {
-        child,
-        url,
-        fingerprint,
-    }
-}
-
-fn sotto(profile: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--data-dir")
-        .arg(profile)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(profile: &Path, args: &[&str]) -> String {
-    let out = sotto(profile, args);
-    assert!(
-        out.status.success(),
-        "sotto {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs a command that must fail; returns its stderr.
-fn fails(profile: &Path, args: &[&str]) -> String {
-    let out = sotto(profile, args);
-    assert!(!out.status.success(), "sotto {args:?} should have failed");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.starts_with("error: "), "{err}");
-    err
-}
-
-fn json_lines(s: &str) -> Vec<serde_json::Value> {
-    s.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use common::cli::{BIN, fails, json_lines, ok, sotto, start_relay};
 
 #[test]
 fn headless_commands_chat_through_a_relay_process_that_survives_kill_9() {
@@ -118,12 +48,17 @@ fn headless_commands_chat_through_a_relay_process_that_survives_kill_9() {
 
     let got = json_lines(&ok(&b, &["recv"]));
     assert_eq!(got.len(), 2, "{got:?}");
-    assert_eq!(got[0]["from"], "alice");
-    assert_eq!(got[0]["secret"], false);
+    assert_eq!(
+        (&got[0]["from"], &got[0]["to"]),
+        (&"alice".into(), &"bob".into())
+    );
+    assert_eq!(got[0]["thread"], "normal");
     assert_eq!(got[0]["text"], "hello in the clear");
-    assert_eq!(got[1]["secret"], true);
+    assert_eq!(got[1]["thread"], "secret");
     assert_eq!(got[1]["text"], "hello in secret");
-    assert!(got[1]["id"].as_str().unwrap().len() == 36 && got[1]["sent_at"].as_u64().unwrap() > 0);
+    assert!(
+        got[1]["id"].as_str().unwrap().len() == 36 && got[1]["sent_at"]["ms"].as_u64().unwrap() > 0
+    );
     assert_eq!(ok(&b, &["recv"]), "", "a message is printed by recv once");
 
     // bob answers in secret; alice reads it.
@@ -165,7 +100,11 @@ fn headless_commands_chat_through_a_relay_process_that_survives_kill_9() {
         texts,
         vec!["hello in secret", "secret answer", "outlives the relay"]
     );
-    assert_eq!(history[1]["outgoing"], true);
+    assert_eq!(history[1]["direction"], "out");
+    assert_eq!(
+        (&history[1]["from"], &history[1]["to"]),
+        (&"bob".into(), &"alice".into())
+    );
     assert!(fails(&b, &["history", "carol"]).contains("not among your contacts"));
     let info = ok(&b, &["info"]);
     assert!(info.contains("handle:      bob"), "{info}");
@@ -242,23 +181,19 @@ fn timers_from_the_command_line_reach_the_contact() {
     let got = json_lines(&ok(&b, &["recv"]));
     let kinds: Vec<_> = got
         .iter()
-        .map(|m| (m["kind"].as_str(), m["timer"].as_u64()))
+        .map(|m| (m["kind"].as_str().unwrap(), m["timer"].as_u64()))
         .collect();
     // Two timer changes (30 s, then 5 s from --timer) and the message under the last one.
     assert_eq!(
         kinds,
-        vec![
-            (Some("timer"), Some(30)),
-            (Some("timer"), Some(5)),
-            (None, Some(5))
-        ]
+        vec![("timer", Some(30)), ("timer", Some(5)), ("text", Some(5))]
     );
     assert_eq!(got[2]["text"], "short-lived");
-    assert_eq!(got[2]["secret"], true);
+    assert_eq!(got[2]["thread"], "secret");
     let history = json_lines(&ok(&a, &["history", "bob", "--secret"]));
     let mine = history.iter().find(|m| m["text"] == "short-lived").unwrap();
     assert_eq!(mine["timer"], 5);
-    assert!(mine["expires_at"].as_u64().unwrap() > mine["sent_at"].as_u64().unwrap());
+    assert!(mine["expires_at"]["ms"].as_u64().unwrap() > mine["sent_at"]["ms"].as_u64().unwrap());
     let mut relay = relay;
     relay.child.kill().unwrap();
     relay.child.wait().unwrap();

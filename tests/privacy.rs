@@ -165,10 +165,10 @@ async fn an_expired_secret_conversation_leaves_nothing_in_any_file_or_log() {
         let mut mine = Vec::new();
         for m in texts {
             assert_eq!(m["timer"], 5, "{m}");
-            assert!(m["expires_at"].is_u64(), "not counting down: {m}");
+            assert!(m["expires_at"]["ms"].is_u64(), "not counting down: {m}");
             mine.push(m["id"].as_str().unwrap().to_string());
-            times.push(m["sent_at"].as_u64().unwrap().to_string());
-            times.push(m["expires_at"].as_u64().unwrap().to_string());
+            times.push(m["sent_at"]["ms"].as_u64().unwrap().to_string());
+            times.push(m["expires_at"]["ms"].as_u64().unwrap().to_string());
         }
         ids.extend(mine.clone());
         mine

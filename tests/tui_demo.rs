@@ -1,6 +1,9 @@
 //! `sotto demo` in a real pseudo-terminal (tmux): type to the bot, switch to secret mode,
-//! quit, and find the terminal restored; paste a text of several lines (bracketed paste) and
-//! write a message in `$EDITOR`. tmux is a test dependency (README setup, .ci/run).
+//! quit, and find the terminal restored and every demo file (its log too) gone; paste a text
+//! of several lines (bracketed paste) and write a message in `$EDITOR`. tmux is a test
+//! dependency (README setup, .ci/run). And the demo's bot, driven in-process.
+
+mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -143,7 +146,10 @@ fn quit_and_check_terminal(tmux: &Tmux, report: &Path) {
 fn demo_chats_with_the_bot_in_both_modes_and_restores_the_terminal() {
     let tmp = tempfile::tempdir().unwrap();
     let report = tmp.path().join("after-exit.txt");
-    let tmux = start_demo("chat", &[], &report);
+    // The demo's own temporary directory is made here, so the test can see it come and go.
+    let tmpdir = tmp.path().join("tmp");
+    std::fs::create_dir(&tmpdir).unwrap();
+    let tmux = start_demo("chat", &[format!("TMPDIR={}", tmpdir.display())], &report);
     // The mouse is captured for wheel scrolling, and the terminal's title names the profile.
     assert_eq!(tmux.pane("#{mouse_any_flag}"), "1");
     assert!(
@@ -154,6 +160,15 @@ fn demo_chats_with_the_bot_in_both_modes_and_restores_the_terminal() {
     );
     tmux.keys(&["hello bot", "Enter"]);
     tmux.wait_for("echo: hello bot");
+    // The log is in the demo's private directory, with the profiles.
+    let demo_dirs: Vec<_> = std::fs::read_dir(&tmpdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(demo_dirs.len(), 1, "{demo_dirs:?}");
+    let name = demo_dirs[0].file_name().unwrap().to_string_lossy();
+    assert!(name.starts_with("sotto-demo-"), "{name}");
+    assert!(demo_dirs[0].join(sotto::demo::LOG_FILE).is_file());
 
     tmux.keys(&["C-s"]);
     tmux.wait_until(
@@ -178,6 +193,9 @@ fn demo_chats_with_the_bot_in_both_modes_and_restores_the_terminal() {
     });
 
     quit_and_check_terminal(&tmux, &report);
+    // Every file the demo wrote went with it, its log included.
+    let left: Vec<_> = std::fs::read_dir(&tmpdir).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// The rows of the screen from the one holding `first` on, cut to the thread pane.
@@ -276,4 +294,42 @@ fn ctrl_x_writes_the_message_in_the_editor_and_enter_sends_it() {
             && echo[1].contains("  and its second line")
     });
     quit_and_check_terminal(&tmux, &report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bot_answers_a_text_but_not_a_timer_change() {
+    use sotto::client::manager::Command;
+    use sotto::client::store::MessageKind;
+
+    let demo = sotto::demo::Demo::start().await.unwrap();
+    let mut you = common::Client::start(&demo.you, &demo.relay_url).await;
+    for secret in [false, true] {
+        you.handle
+            .commands
+            .send(Command::SetTimer {
+                id: uuid::Uuid::new_v4().to_string(),
+                contact: sotto::demo::BOT.into(),
+                secret,
+                timer: Some(30),
+            })
+            .await
+            .unwrap();
+        you.send(sotto::demo::BOT, secret, "hi").await;
+        // The bot takes its messages in order: an answer to the timer change would come first.
+        let answer = you.receive().await;
+        assert_eq!(
+            (answer.kind, answer.secret, answer.text.as_str()),
+            (
+                MessageKind::Text,
+                secret,
+                if secret {
+                    "echo (secret): hi"
+                } else {
+                    "echo: hi"
+                }
+            )
+        );
+    }
+    you.stop();
+    demo.stop().await;
 }

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod conn;
 pub mod content;
 pub mod crypto;
+pub mod export;
 pub mod manager;
 pub mod signal_store;
 pub mod store;

@@ -15,10 +15,11 @@ mod contact_admin;
 pub enum StoreError {
     #[error("profile database error")]
     Sql(#[from] rusqlite::Error),
-    #[error("cannot use the profile directory {path}: {source}")]
+    #[error("cannot use the profile directory {path}: {cause}")]
     Dir {
         path: String,
-        source: std::io::Error,
+        // Shown in the message, so not a `source` too (see `private::PrivateError`).
+        cause: std::io::Error,
     },
     #[error("this profile is not registered yet; run `sotto init --handle NAME --relay URL`")]
     NotRegistered,
@@ -40,7 +41,7 @@ pub fn lock_profile(dir: &Path) -> Result<ProfileLock> {
     crate::private::secure_dir(dir, crate::private::PROFILE_FILES)?;
     crate::dir_lock::DirLock::acquire(dir).map_err(|e| match e {
         crate::dir_lock::LockError::InUse(path) => StoreError::InUse(path),
-        crate::dir_lock::LockError::Io { path, source } => StoreError::Dir { path, source },
+        crate::dir_lock::LockError::Io { path, cause } => StoreError::Dir { path, cause },
     })
 }
 
@@ -205,7 +206,7 @@ impl MessageState {
 }
 
 /// What a stored message is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageKind {
     /// Something a person wrote.

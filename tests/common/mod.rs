@@ -6,6 +6,8 @@
 //! for a concrete event, never a sleep standing in for synchronisation.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};

@@ -1,0 +1,158 @@
+//! The `sotto` binary's commands: what each subcommand does with the profile, the relay and
+//! the terminal. Part of the binary, not the library, so its errors are `anyhow`'s.
+//!
+//! Owns the order of the steps (config, runtime, logs, profile, command) and the output of
+//! each command. Must not hold chat logic (the library's manager does) or draw the chat
+//! screen (`sotto::tui` does).
+
+mod args;
+mod chat;
+mod init;
+mod profile;
+mod recv;
+mod relay;
+mod send;
+mod session;
+mod signal;
+mod verify;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use sotto::config::{self, Config};
+
+pub use args::Cli;
+use args::{AdminCmd, Cmd, RelayCmd};
+use session::RelayChoice;
+
+/// Runs the command `cli` names; the exit code is for commands whose answer is a status.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let command = match cli.command {
+        Some(Cmd::Relay {
+            admin: Some(RelayCmd::Admin(AdminCmd::ResetHandle { handle })),
+            data_dir,
+            ..
+        }) => return relay::reset_handle(&config, data_dir, &handle).map(done),
+        Some(Cmd::Relay {
+            admin: Some(RelayCmd::Admin(AdminCmd::Stats { top })),
+            data_dir,
+            ..
+        }) => return relay::stats(&config, data_dir, top).map(done),
+        Some(Cmd::Relay {
+            listen,
+            data_dir,
+            tls_cert,
+            tls_key,
+            ..
+        }) => {
+            sotto::logs::init(None, config.log.as_deref());
+            let tls = relay::tls(&config, cli.insecure_transport, tls_cert, tls_key)?;
+            return rt
+                .block_on(relay::serve(&config, listen, data_dir, tls))
+                .map(done);
+        }
+        Some(Cmd::Demo) => return rt.block_on(chat::demo(&config)).map(done),
+        Some(c) => c,
+        None => {
+            let dir = config::profile_dir(cli.data_dir.as_deref(), cli.profile.as_deref())?;
+            sotto::logs::init(Some(&dir.join("sotto.log")), config.log.as_deref());
+            let relay = RelayChoice::new(&config, cli.relay, cli.insecure_transport);
+            return rt.block_on(chat::chat(&config, &dir, relay)).map(done);
+        }
+    };
+    let dir = config::profile_dir(cli.data_dir.as_deref(), cli.profile.as_deref())?;
+    if let Cmd::Init {
+        handle,
+        init_relay,
+        claim,
+    } = command
+    {
+        let url = init_relay
+            .or(cli.relay)
+            .or(config.relay.clone())
+            .unwrap_or_else(|| config::DEFAULT_RELAY.to_string());
+        let insecure = RelayChoice::new(&config, None, cli.insecure_transport).insecure;
+        let request = init::Request {
+            handle,
+            url,
+            claim,
+            insecure,
+        };
+        return init::run(&rt, &config, &dir, request).map(done);
+    }
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the profile directory {}", dir.display()))?;
+    sotto::logs::init(Some(&dir.join("sotto.log")), config.log.as_deref());
+    let relay_override = cli.relay.clone();
+    let relay = RelayChoice::new(&config, cli.relay, cli.insecure_transport);
+    match command {
+        Cmd::Relay { .. } | Cmd::Demo | Cmd::Init { .. } => unreachable!("handled above"),
+        Cmd::Send {
+            secret,
+            timer,
+            handle,
+            text,
+        } => {
+            let text = send::text_argument(text)?;
+            let timer = timer.map(|t| t.0);
+            rt.block_on(send::send(&dir, relay, handle, secret, timer, text))
+                .map(done)
+        }
+        Cmd::Timer {
+            handle,
+            duration,
+            secret,
+        } => rt
+            .block_on(send::set_timer(&dir, relay, handle, secret, duration.0))
+            .map(done),
+        Cmd::Recv { wait, follow } => {
+            let until = recv::Until::from_args(wait, follow)?;
+            rt.block_on(recv::recv(&dir, relay, until)).map(done)
+        }
+        Cmd::Contacts { json } => profile::contacts(&dir, json).map(done),
+        Cmd::History {
+            handle,
+            secret,
+            limit,
+        } => profile::history(&dir, &handle, secret, limit).map(done),
+        Cmd::Block { handle, undo } => profile::block(&dir, &handle, !undo).map(done),
+        Cmd::Remove { handle } => profile::remove(&dir, &handle).map(done),
+        Cmd::Rekey => {
+            let insecure = relay.insecure;
+            rt.block_on(profile::rekey(&dir, relay_override.as_deref(), insecure))
+                .map(done)
+        }
+        Cmd::Verify {
+            handle,
+            mark,
+            unmark,
+            accept_change,
+            scannable,
+            compare,
+            check,
+        } => {
+            let action = match (mark, unmark, accept_change, scannable, compare, check) {
+                (true, ..) => verify::Action::Mark(true),
+                (_, true, ..) => verify::Action::Mark(false),
+                (_, _, true, ..) => verify::Action::AcceptChange,
+                (_, _, _, true, ..) => verify::Action::Scannable,
+                (_, _, _, _, Some(path), _) => verify::Action::Compare(path),
+                (.., true) => verify::Action::Check,
+                _ => verify::Action::Show,
+            };
+            verify::run(&dir, &handle, action)
+        }
+        Cmd::Info => profile::info(&dir).map(done),
+        Cmd::PinCert { fingerprint } => profile::pin_cert(&dir, &fingerprint).map(done),
+    }
+}
+
+/// The exit code of a command that either did its work or failed with an error.
+fn done(_: ()) -> ExitCode {
+    ExitCode::SUCCESS
+}

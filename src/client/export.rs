@@ -1,0 +1,155 @@
+//! The one JSON shape a message takes outside sotto: what `recv`, `recv --follow` and
+//! `history` print, one object per line, for scripts and bots.
+//!
+//! Owns the field names and their meaning (the README's "The relay and the headless
+//! commands" documents them); a change here is a change of sotto's scripting interface.
+//! Must not read the store or talk to the manager: it turns a `store::Message` the caller
+//! already has into its exported form.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::store::{Message, MessageKind, MessageState};
+
+/// Which of a contact's two threads a message is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Thread {
+    Normal,
+    Secret,
+}
+
+/// Whether this profile received the message or sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    In,
+    Out,
+}
+
+/// A moment, both for people and for arithmetic: RFC 3339 in UTC (millisecond precision,
+/// offset written `Z`) and the same instant in Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timestamp {
+    pub rfc3339: String,
+    pub ms: u64,
+}
+
+impl Timestamp {
+    pub fn from_ms(ms: u64) -> Timestamp {
+        let nanos = i128::from(ms) * 1_000_000;
+        // Past year 9999 RFC 3339 has no form; the milliseconds still say when.
+        let rfc3339 = OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .ok()
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_default();
+        Timestamp { rfc3339, ms }
+    }
+}
+
+/// A message as the headless commands print it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportedMessage {
+    /// The sender's id for the message; unique per contact.
+    pub id: String,
+    pub thread: Thread,
+    pub direction: Direction,
+    /// Handles: the contact's, or this profile's own for the side that is us.
+    pub from: String,
+    pub to: String,
+    /// `text`, `timer` (a change of the thread's disappearing timer, whose new value is in
+    /// `timer`) or `key_change` (the contact's safety number changed).
+    pub kind: MessageKind,
+    /// Empty for a timer change.
+    pub text: String,
+    /// For a text, the disappearing timer it was sent under; for a timer change, the new
+    /// timer. Seconds; null: off.
+    pub timer: Option<u32>,
+    pub sent_at: Timestamp,
+    /// When it will be deleted; null while it does not disappear or (received) is not read.
+    pub expires_at: Option<Timestamp>,
+    pub state: MessageState,
+}
+
+impl ExportedMessage {
+    /// `m` as seen by the profile whose handle is `me`.
+    pub fn new(m: &Message, me: &str) -> ExportedMessage {
+        let (from, to, direction) = if m.outgoing {
+            (me, m.contact.as_str(), Direction::Out)
+        } else {
+            (m.contact.as_str(), me, Direction::In)
+        };
+        ExportedMessage {
+            id: m.id.clone(),
+            thread: if m.secret {
+                Thread::Secret
+            } else {
+                Thread::Normal
+            },
+            direction,
+            from: from.to_string(),
+            to: to.to_string(),
+            kind: m.kind,
+            text: m.text.clone(),
+            timer: m.timer,
+            sent_at: Timestamp::from_ms(m.sent_at),
+            expires_at: m.expires_at.map(Timestamp::from_ms),
+            state: m.state,
+        }
+    }
+
+    /// One line of JSON, without the newline.
+    pub fn to_line(&self) -> String {
+        // A struct of strings, numbers and enums always serializes.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_utc_rfc3339_with_milliseconds() {
+        let t = Timestamp::from_ms(1_764_777_000_123);
+        assert_eq!(t.rfc3339, "2025-12-03T15:50:00.123Z");
+        assert_eq!(Timestamp::from_ms(0).rfc3339, "1970-01-01T00:00:00Z");
+        assert_eq!(Timestamp::from_ms(u64::MAX).rfc3339, "");
+    }
+
+    #[test]
+    fn sides_follow_the_direction() {
+        let m = Message {
+            seq: 3,
+            id: "x".into(),
+            contact: "bob".into(),
+            secret: true,
+            outgoing: true,
+            text: "hi".into(),
+            sent_at: 5,
+            state: MessageState::Sent,
+            kind: MessageKind::Text,
+            timer: Some(30),
+            expires_at: Some(30_005),
+        };
+        let out = ExportedMessage::new(&m, "alice");
+        assert_eq!((out.from.as_str(), out.to.as_str()), ("alice", "bob"));
+        assert_eq!(out.direction, Direction::Out);
+        let line = out.to_line();
+        assert!(line.contains(r#""thread":"secret""#), "{line}");
+        assert!(line.contains(r#""direction":"out""#), "{line}");
+        assert!(line.contains(r#""state":"sent""#), "{line}");
+        assert_eq!(serde_json::from_str::<ExportedMessage>(&line).unwrap(), out);
+        let back = ExportedMessage::new(
+            &Message {
+                outgoing: false,
+                ..m
+            },
+            "alice",
+        );
+        assert_eq!((back.from.as_str(), back.to.as_str()), ("bob", "alice"));
+    }
+}
