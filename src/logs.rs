@@ -76,26 +76,32 @@ pub fn filter(configured: Option<&str>) -> EnvFilter {
 }
 
 /// Installs the process's subscriber (once; later calls do nothing): to `file`, appended
-/// and private to the user (0600), or to stderr without a file or if it cannot be opened.
+/// and private to the user (0600); to stderr without a file (the relay); nowhere if the file
+/// cannot be opened.
 /// Records of the `log` crate (libsignal's) go through the same filter.
 pub fn init(file: Option<&Path>, configured: Option<&str>) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter(configured))
         .with_ansi(false);
-    match file.and_then(|f| {
-        crate::private::file_options()
-            .create(true)
-            .append(true)
-            .open(f)
-            .ok()
-    }) {
-        Some(f) => {
+    let Some(path) = file else {
+        let _ = builder.with_writer(std::io::stderr).try_init();
+        return;
+    };
+    match crate::private::file_options()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        Ok(f) => {
             private_file(&f);
             let _ = builder.with_writer(std::sync::Mutex::new(f)).try_init();
         }
-        None => {
-            let _ = builder.with_writer(std::io::stderr).try_init();
-        }
+        // Never the terminal instead: the chat screen draws there. One line before it does
+        // (still on the terminal after the chat screen is gone), then nothing is logged.
+        Err(e) => eprintln!(
+            "warning: cannot open the log file {}: {e}; nothing is logged this time",
+            path.display()
+        ),
     }
 }
 

@@ -181,3 +181,26 @@ fn a_failed_init_leaves_the_profile_directory_as_it_was_and_a_retry_works() {
     assert_eq!(listing(&root), before);
     assert!(ok(&mine, &["info"]).contains("handle:      zed"));
 }
+
+#[test]
+fn a_log_file_that_cannot_be_opened_puts_one_warning_on_the_terminal_and_no_log() {
+    let (_rt, s) = scene();
+    // The log's place is taken by a directory.
+    let log = s.bob.join("sotto.log");
+    std::fs::remove_file(&log).ok();
+    std::fs::create_dir(&log).unwrap();
+    ok(&s.alice, &["send", "bob", "hi"]);
+    let out = common::cli::sotto(&s.bob, &["recv"]);
+    assert!(out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    // Connecting and receiving log at info: none of it may reach the terminal.
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("warning: cannot open the log file") && err.contains("nothing is logged"),
+        "{err}"
+    );
+    assert_eq!(
+        common::cli::json_lines(&String::from_utf8(out.stdout).unwrap()).len(),
+        1
+    );
+}
