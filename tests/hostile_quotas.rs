@@ -492,8 +492,10 @@ async fn a_client_that_goes_on_asking_while_refused_is_disconnected() {
     let bob_id = common::account_id(&scene.bob);
     let mut m = Raw::auth(&scene.relay.url, &mallory).await;
     // Ten bundles a minute; past them every fetch is refused, and the 64th refusal in a row
-    // ends the connection. mallory asks for more than that without waiting.
-    for req in 1..=200u64 {
+    // ends the connection. mallory asks for all of them without waiting for an answer (not
+    // one more: a socket closed with unread requests in it is reset, and a reset may discard
+    // answers still on their way to mallory).
+    for req in 1..=74u64 {
         m.send(&ClientFrame::FetchBundle {
             req,
             account_id: bob_id.clone(),
