@@ -42,6 +42,9 @@ pub struct Config {
     pub time_format: Option<String>,
     /// Capture the mouse for wheel scrolling; false keeps the terminal's own selection.
     pub mouse: Option<bool>,
+    /// Which arriving messages notify: "all" (secret ones without their text),
+    /// "secret-hidden" (normal ones only) or "off".
+    pub notify: Option<String>,
     /// Below this terminal width (columns) the contact list hides by itself.
     pub contacts_min_width: Option<u16>,
     /// Key bindings of the TUI.
@@ -154,6 +157,7 @@ mod tests {
             Some(crate::tui::clock::DEFAULT_TIME_FORMAT)
         );
         assert_eq!(c.mouse, Some(true));
+        assert_eq!(c.notify.as_deref(), Some("all"));
         assert_eq!(
             c.contacts_min_width,
             Some(crate::tui::layout::DEFAULT_CONTACTS_MIN_WIDTH)

@@ -1234,3 +1234,26 @@ fn the_terminal_title_counts_unread() {
     app.on_event(Event::Message(msg(10, "carol", true, false, "psst")));
     assert_eq!(app.title(), "(2) sotto · alice");
 }
+
+#[test]
+fn a_message_in_another_thread_asks_for_a_notification_and_a_secret_one_keeps_its_text() {
+    let mut app = app_with_bob();
+    // In the open thread: no notification.
+    app.on_event(Event::Message(msg(5, "bob", false, false, "seen here")));
+    assert_eq!(app.notification, None);
+    app.on_event(Event::Message(msg(6, "carol", false, false, "lunch?")));
+    assert_eq!(app.notification.take().unwrap().text, "carol: lunch?");
+    app.on_event(Event::Message(msg(
+        7,
+        "carol",
+        true,
+        false,
+        "the code is 4711",
+    )));
+    let n = app.notification.take().unwrap();
+    assert_eq!(n.text, "new secret message from carol");
+    assert!(!sotto::tui::notify::osc(&n).contains("4711"));
+    app.notify = sotto::tui::notify::Mode::Off;
+    app.on_event(Event::Message(msg(8, "carol", false, false, "hello?")));
+    assert_eq!(app.notification, None);
+}

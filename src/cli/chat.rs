@@ -29,6 +29,10 @@ fn tui_options(config: &Config) -> Result<sotto::tui::Options> {
         contacts_min_width: config
             .contacts_min_width
             .unwrap_or(sotto::tui::layout::DEFAULT_CONTACTS_MIN_WIDTH),
+        notify: match &config.notify {
+            Some(s) => s.parse().map_err(|e: String| anyhow!(e))?,
+            None => sotto::tui::notify::Mode::default(),
+        },
         private_dir: None,
     })
 }

@@ -14,6 +14,7 @@ use super::complete;
 use super::composer::{self, Composer, Edit};
 use super::layout::{self, DEFAULT_CONTACTS_MIN_WIDTH};
 pub use super::notice::{Expiry, Status};
+use super::notify;
 use super::scroll::{Lines, Pos};
 use super::thread_view;
 
@@ -158,6 +159,9 @@ pub struct App {
     sent_to: std::collections::HashMap<String, String>,
     /// The terminal loop is to run the editor on the composer's text (then `Edited`).
     pub wants_editor: bool,
+    /// Which arriving messages notify, and the notification due at the next draw.
+    pub notify: notify::Mode,
+    pub notification: Option<notify::Notification>,
     /// Help was opened by `?` on an empty composer: typing on writes a message starting
     /// with `?` instead of losing the character.
     question: bool,
@@ -193,6 +197,8 @@ impl App {
             overlay_scroll_max: 0,
             sent_to: std::collections::HashMap::new(),
             wants_editor: false,
+            notify: notify::Mode::default(),
+            notification: None,
             question: false,
         }
     }
@@ -876,6 +882,7 @@ impl App {
             return Vec::new();
         }
         self.ring = self.bell;
+        self.notification = notify::for_message(self.notify, &m);
         match self.summary_mut(&m.contact) {
             Some(c) => {
                 c.unread[m.secret as usize] += 1;

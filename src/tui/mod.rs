@@ -14,6 +14,7 @@ pub mod editor;
 pub mod keys;
 pub mod layout;
 pub mod notice;
+pub mod notify;
 pub mod render;
 pub mod scroll;
 pub mod thread_view;
@@ -58,6 +59,8 @@ pub struct Options {
     pub clock: clock::Clock,
     /// Below this width the contact list hides by itself.
     pub contacts_min_width: u16,
+    /// Which arriving messages notify (`notify` in the config).
+    pub notify: notify::Mode,
     /// The profile's private (0700) directory: where a draft for `$EDITOR` is written.
     pub private_dir: Option<PathBuf>,
 }
@@ -72,6 +75,7 @@ impl Default for Options {
             mouse: true,
             clock: clock::Clock::default(),
             contacts_min_width: layout::DEFAULT_CONTACTS_MIN_WIDTH,
+            notify: notify::Mode::default(),
             private_dir: None,
         }
     }
@@ -187,6 +191,7 @@ async fn event_loop(
     app.bell = opts.bell;
     app.clock = opts.clock.clone();
     app.contacts_min_width = opts.contacts_min_width;
+    app.notify = opts.notify;
     if let Some(g) = &opts.greeting {
         app.status = Some(app::Status::info(g.clone()));
     }
@@ -221,6 +226,11 @@ async fn event_loop(
         if std::mem::take(&mut app.ring) {
             let out = terminal.backend_mut();
             out.write_all(b"\x07")?;
+            out.flush()?;
+        }
+        if let Some(n) = app.notification.take() {
+            let out = terminal.backend_mut();
+            out.write_all(notify::osc(&n).as_bytes())?;
             out.flush()?;
         }
         let cmds = tokio::select! {
