@@ -5,10 +5,7 @@
 
 mod common;
 
-use std::time::SystemTime;
-
 use common::{Client, Scene};
-use sotto::client::account;
 use sotto::client::manager::{Command, ContactChange, Event};
 use sotto::client::store::{MessageState, Store};
 use sotto::client::trust;
@@ -204,16 +201,7 @@ async fn a_secret_message_held_by_a_key_change_goes_once_the_change_is_accepted(
     alice.send("bob", true, "before").await;
     bob.receive().await;
     bob.stop();
-    let store = Store::open(&scene.bob).unwrap();
-    account::rekey(
-        &store,
-        &scene.relay.url,
-        SystemTime::now(),
-        &mut rand::rng(),
-    )
-    .await
-    .unwrap();
-    drop(store);
+    common::rekey(&scene.bob, &scene.relay.url).await;
 
     let err = alice.try_send("bob", true, "held").await.unwrap_err();
     assert!(err.contains("safety number has changed"), "{err}");

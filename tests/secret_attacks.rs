@@ -584,11 +584,7 @@ async fn after_a_rekey_the_old_key_gets_no_certificate() {
     register(&bd, "bob", &relay.url).await;
     let old = identity(&bd);
     let bob_id = common::account_id(&bd);
-    let store = Store::open(&bd).unwrap();
-    account::rekey(&store, &relay.url, SystemTime::now(), &mut rand::rng())
-        .await
-        .unwrap();
-    drop(store);
+    common::rekey(&bd, &relay.url).await;
     let new = identity(&bd);
 
     // Signing in with the old key is refused, so it cannot ask for a certificate.

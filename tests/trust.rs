@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::SystemTime;
-
 use common::{Client, Raw, Scene, register};
 use sotto::client::account;
 use sotto::client::store::{MessageKind, Store};
@@ -69,17 +67,8 @@ async fn a_rotated_key_blocks_secret_sending_until_the_change_is_accepted() {
     bob.stop();
 
     // bob rotates his key (signed by the old one) while alice is running.
-    let store = Store::open(&scene.bob).unwrap();
-    let bob_id = store.registration().unwrap().account_id;
-    account::rekey(
-        &store,
-        &scene.relay.url,
-        SystemTime::now(),
-        &mut rand::rng(),
-    )
-    .await
-    .unwrap();
-    drop(store);
+    let bob_id = common::account_id(&scene.bob);
+    common::rekey(&scene.bob, &scene.relay.url).await;
     assert_eq!(
         RelayStore::open(&scene.relay_dir)
             .unwrap()
@@ -157,11 +146,7 @@ async fn a_secret_message_from_a_rotated_key_arrives_after_a_warning_and_blocks_
     } = Scene::new().await;
     let mut alice = Client::start(&ad, &relay.url).await;
     alice.send("bob", true, "hello").await;
-    let store = Store::open(&bd).unwrap();
-    account::rekey(&store, &relay.url, SystemTime::now(), &mut rand::rng())
-        .await
-        .unwrap();
-    drop(store);
+    common::rekey(&bd, &relay.url).await;
     let mut bob = Client::start(&bd, &relay.url).await;
     bob.send("alice", true, "new phone, same bob").await;
 

@@ -146,6 +146,15 @@ pub async fn register(dir: &Path, handle: &str, url: &str) {
         .unwrap();
 }
 
+/// Replaces the identity key of the (stopped) profile in `dir` at the relay, signed by the
+/// old key, as `sotto rekey` does.
+pub async fn rekey(dir: &Path, url: &str) {
+    let store = Store::open(dir).unwrap();
+    account::rekey(&store, url, SystemTime::now(), &mut rand::rng())
+        .await
+        .unwrap();
+}
+
 /// A running client of a registered profile.
 pub struct Client {
     pub dir: PathBuf,

@@ -291,6 +291,26 @@ async fn unless_stopped<T>(stop: &CancellationToken, f: impl Future<Output = T>)
     }
 }
 
+/// Connects with `connect` until the relay takes the connection, counting each refusal and
+/// waiting `RETRY` before the next try; None once `stop` came.
+async fn connect_until_stopped(
+    stop: &CancellationToken,
+    tally: &Tally,
+    connect: &impl AsyncFn() -> Result<Ws>,
+) -> Option<Ws> {
+    loop {
+        match unless_stopped(stop, connect()).await? {
+            Ok(ws) => return Some(ws),
+            Err(e) => {
+                tally.refused(&e);
+                if !pause(stop, RETRY).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// Waits `d`; false if `stop` came first.
 async fn pause(stop: &CancellationToken, d: Duration) -> bool {
     unless_stopped(stop, tokio::time::sleep(d)).await.is_some()
@@ -391,20 +411,8 @@ async fn hold_unfinished_frame(mut ws: Ws) -> Result<()> {
 /// reads nothing for longer than the relay's write deadline; then reads what came, to see
 /// whether the relay closed it. Again until `stop`.
 async fn never_read(t: &Target, from: IpAddr, stop: &CancellationToken, tally: &Tally) {
-    loop {
-        let ws = match unless_stopped(stop, t.signed_in(from, &t.stall, Some(STALL_RECV_BUFFER)))
-            .await
-        {
-            None => return,
-            Some(Ok(ws)) => ws,
-            Some(Err(e)) => {
-                tally.refused(&e);
-                if !pause(stop, RETRY).await {
-                    return;
-                }
-                continue;
-            }
-        };
+    let sign_in = async || t.signed_in(from, &t.stall, Some(STALL_RECV_BUFFER)).await;
+    while let Some(ws) = connect_until_stopped(stop, tally, &sign_in).await {
         tally.accepted();
         if !pause(stop, crate::hostile::STALL_HOLD).await {
             return;
@@ -448,18 +456,7 @@ async fn keep_flooding(
     window: Option<usize>,
     mut frame: impl FnMut(u64) -> ClientFrame,
 ) {
-    loop {
-        let ws = match unless_stopped(stop, connect()).await {
-            None => return,
-            Some(Ok(ws)) => ws,
-            Some(Err(e)) => {
-                tally.refused(&e);
-                if !pause(stop, RETRY).await {
-                    return;
-                }
-                continue;
-            }
-        };
+    while let Some(ws) = connect_until_stopped(stop, tally, &connect).await {
         if !flood(ws, stop, tally, window, &mut frame).await {
             return;
         }
