@@ -28,6 +28,7 @@ pub const PROFILE_FILES: &[&str] = &[
     "sotto.db-journal",
     "sotto.log",
     "lock",
+    crate::client::control::SOCKET,
 ];
 
 /// The files a relay keeps in its data directory: its database (with the sealed-sender keys),

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt as _, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -38,14 +38,20 @@ fn chmod(p: &Path, m: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
 }
 
-/// Asserts `dir` is 0700 and every file in it 0600; returns the files' names.
+/// Asserts `dir` is 0700 and every file in it 0600 (a running session's control socket
+/// included); returns the files' names.
 fn assert_private(dir: &Path) -> Vec<String> {
     assert_eq!(mode(dir), "0700", "{}", dir.display());
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(path.is_file(), "{} is not a file", path.display());
+        let kind = std::fs::symlink_metadata(&path).unwrap().file_type();
+        assert!(
+            kind.is_file() || (kind.is_socket() && name == sotto::client::control::SOCKET),
+            "{} is not a file",
+            path.display()
+        );
         assert_eq!(mode(&path), "0600", "{}", path.display());
         names.push(name);
     }

@@ -104,7 +104,8 @@ pub enum Cmd {
         #[arg(long, value_name = "CODE")]
         claim: Option<String>,
     },
-    /// Send one message; exits once the relay has accepted it.
+    /// Send one message; exits once the relay has accepted it. Works while the chat screen
+    /// runs on the profile: the message goes through that session.
     Send {
         /// Send in the secret (end-to-end encrypted, sealed-sender) thread.
         #[arg(long)]
@@ -130,7 +131,7 @@ pub enum Cmd {
     },
     /// Print messages not read yet as JSON lines (the README lists the fields), then (with
     /// --wait or --follow) those that arrive. Each message is printed once, and only after
-    /// it is stored.
+    /// it is stored. Works while the chat screen runs on the profile.
     Recv {
         /// Keep listening this many seconds after the queue is drained.
         #[arg(

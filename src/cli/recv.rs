@@ -45,7 +45,7 @@ pub async fn recv(dir: &Path, relay: RelayChoice, until: Until) -> Result<()> {
     // Listening before anything else: a signal that comes early still ends the run cleanly.
     let mut interrupt = Interrupt::listen()?;
     let me = Store::open(dir)?.registration()?.handle;
-    let mut m = relay.spawn(dir)?;
+    let mut m = relay.join_or_spawn(dir)?;
     let mut printer = Printer {
         me,
         printed: HashSet::new(),

@@ -51,7 +51,7 @@ pub async fn send(
     if text.trim().is_empty() {
         bail!("a message cannot be empty");
     }
-    let mut m = relay.spawn(dir)?;
+    let mut m = relay.join_or_spawn(dir)?;
     wait_online(&mut m).await?;
     if let Some(timer) = timer {
         let (id, cmd) = timer_command(&handle, secret, timer);
@@ -76,7 +76,7 @@ pub async fn set_timer(
     secret: bool,
     timer: Option<u32>,
 ) -> Result<()> {
-    let mut m = relay.spawn(dir)?;
+    let mut m = relay.join_or_spawn(dir)?;
     wait_online(&mut m).await?;
     let (id, cmd) = timer_command(&handle, secret, timer);
     until_sent(&mut m, &id, cmd).await?;

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
-use sotto::client::manager::{self, Command, ConnState, Event, ManagerHandle};
+use sotto::client::control;
+use sotto::client::manager::{self, ClientError, Command, ConnState, Event, ManagerHandle};
+use sotto::client::store::StoreError;
 use sotto::config::Config;
 
 /// How long a headless command waits for the relay before giving up.
@@ -32,6 +34,15 @@ impl RelayChoice {
 
     pub fn spawn(self, dir: &Path) -> Result<ManagerHandle> {
         Ok(manager::spawn_with(dir, self.url, self.insecure)?)
+    }
+
+    /// As `spawn`, but a profile another sotto runs on (the chat screen, say) is joined
+    /// through its control socket instead of refused; that session's relay is used then.
+    pub fn join_or_spawn(self, dir: &Path) -> Result<ManagerHandle> {
+        match manager::spawn_with(dir, self.url, self.insecure) {
+            Err(ClientError::Store(StoreError::InUse(_))) => Ok(control::connect(dir)?),
+            started => Ok(started?),
+        }
     }
 }
 

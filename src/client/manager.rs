@@ -21,6 +21,7 @@ use super::account::{self, PREKEY_BATCH, PREKEY_LOW};
 use super::clock::Clock;
 use super::conn::{Hello, Link, LinkError, LinkEvent};
 use super::content;
+use super::control;
 use super::crypto;
 use super::store::{
     Contact, ContactSummary, Expired, Message, MessageKind, MessageState, Registration, Store,
@@ -97,7 +98,7 @@ pub enum Command {
 }
 
 /// The state of the relay connection, as the user should see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ConnState {
     Connecting,
     Online,
@@ -224,6 +225,21 @@ pub struct ManagerHandle {
 }
 
 impl ManagerHandle {
+    /// A handle whose work happens on `thread`, which ends once `commands` is closed and
+    /// everything queued on it was handed on (the control socket's client).
+    pub(crate) fn joined(
+        commands: mpsc::Sender<Command>,
+        events: mpsc::Receiver<Event>,
+        thread: JoinHandle<()>,
+    ) -> ManagerHandle {
+        ManagerHandle {
+            commands,
+            events,
+            cancel: CancellationToken::new(),
+            thread: Some(thread),
+        }
+    }
+
     /// Stops the manager and waits for its thread; everything it stored is committed.
     pub fn shutdown(mut self) {
         self.stop();
@@ -272,6 +288,7 @@ pub fn spawn_with(
     let trust_root =
         PublicKey::deserialize(&reg.trust_root).map_err(|_| ClientError::BadTrustRoot)?;
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
+    let cmd_tx_weak = cmd_tx.downgrade();
     let (evt_tx, evt_rx) = mpsc::channel(1024);
     let cancel = CancellationToken::new();
     let token = cancel.clone();
@@ -337,6 +354,15 @@ pub fn spawn_with(
                     }
                 });
                 let (sent_tx, sent_rx) = mpsc::unbounded_channel();
+                let tap = control::Tap::new();
+                // A weak sender: the socket must not keep the manager running once its own
+                // user has closed the command channel.
+                let control = tokio::spawn(control::serve(
+                    dir.clone(),
+                    cmd_tx_weak,
+                    tap.clone(),
+                    token.clone(),
+                ));
                 let mut m = Manager {
                     store,
                     identity,
@@ -347,6 +373,7 @@ pub fn spawn_with(
                     anon,
                     cert: None,
                     events: evt_tx,
+                    tap: tap.clone(),
                     receipts: Receipts::default(),
                     clock,
                     deadlines,
@@ -358,6 +385,8 @@ pub fn spawn_with(
                 };
                 m.run(cmd_rx, link_rx, anon_rx, expired_rx, sent_rx).await;
                 token.cancel();
+                // The socket file goes with the session.
+                let _ = control.await;
             });
         })
         .map_err(|_| ClientError::Stopped)?;
@@ -399,6 +428,8 @@ struct Manager {
     anon: Link,
     cert: Option<SenderCertificate>,
     events: mpsc::Sender<Event>,
+    /// The same events for headless commands joining through the control socket.
+    tap: control::Tap,
     /// Delivery receipts owed, and when they go out.
     receipts: Receipts,
     clock: Clock,
@@ -528,6 +559,7 @@ impl Manager {
     }
 
     async fn emit(&self, e: Event) {
+        self.tap.event(&e);
         let _ = self.events.send(e).await;
     }
 

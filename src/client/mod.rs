@@ -6,6 +6,7 @@ pub mod account;
 pub mod clock;
 pub mod conn;
 pub mod content;
+pub mod control;
 pub mod crypto;
 pub mod export;
 pub mod manager;

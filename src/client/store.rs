@@ -254,7 +254,7 @@ pub struct Contact {
 }
 
 /// A message as the store knows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Message {
     /// Position in the store, increasing with arrival: the key for paging. 0 until stored.
     #[serde(skip)]

@@ -1,0 +1,228 @@
+//! The profile's control socket: how a headless command (`send`, `timer`, `recv`) reaches the
+//! manager that already runs on the profile (the chat screen, or another headless command)
+//! instead of failing on the profile's lock.
+//!
+//! Owns the socket's place (`control.sock` in the profile directory, 0600, in a 0700
+//! directory, and only its owner may talk to it), the requests it accepts and the reports it
+//! passes on, as JSON lines. A request becomes the manager's own `Command`; an `Event` the
+//! caller can use becomes a report. Must not touch the store or the relay: whatever a
+//! request does, the manager does, exactly as for its own user. Nothing that shows a key or
+//! a safety number crosses it.
+
+use serde::{Deserialize, Serialize};
+
+use super::manager::{Command, ConnState, Event};
+use super::store::{Message, MessageState};
+
+mod client;
+mod server;
+
+pub use client::connect;
+pub(crate) use server::{Tap, serve};
+
+/// The socket's file name in the profile directory.
+pub const SOCKET: &str = "control.sock";
+
+/// Tags of commands that came through the socket carry this bit, so that the manager's own
+/// user (whose tags are small counters) never takes their answers for its own.
+const REMOTE_TAG: u64 = 1 << 63;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(
+        "{dir} is in use by another sotto process that does not answer on {socket} ({cause}); wait for it to finish, or close it, and try again"
+    )]
+    NoAnswer {
+        dir: String,
+        socket: String,
+        cause: std::io::Error,
+    },
+    #[error("cannot start the link to the running sotto: {0}")]
+    Start(std::io::Error),
+}
+
+/// What a headless command may ask of a running manager: what `send`, `timer` and `recv`
+/// need, and nothing that changes trust or contacts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    Send {
+        id: String,
+        to: String,
+        secret: bool,
+        text: String,
+    },
+    SetTimer {
+        id: String,
+        contact: String,
+        secret: bool,
+        timer: Option<u32>,
+    },
+    FetchUnshown {
+        tag: u64,
+    },
+    MarkShown {
+        ids: Vec<String>,
+    },
+}
+
+impl Request {
+    /// The request for `cmd`, or None for a command the socket does not take.
+    pub fn from_command(cmd: Command) -> Option<Request> {
+        Some(match cmd {
+            Command::Send {
+                id,
+                to,
+                secret,
+                text,
+            } => Request::Send {
+                id,
+                to,
+                secret,
+                text,
+            },
+            Command::SetTimer {
+                id,
+                contact,
+                secret,
+                timer,
+            } => Request::SetTimer {
+                id,
+                contact,
+                secret,
+                timer,
+            },
+            Command::FetchUnshown { tag } => Request::FetchUnshown { tag },
+            Command::MarkShown { ids } => Request::MarkShown { ids },
+            _ => return None,
+        })
+    }
+
+    /// The manager's command for this request, with its tag marked as remote.
+    fn into_command(self) -> Command {
+        match self {
+            Request::Send {
+                id,
+                to,
+                secret,
+                text,
+            } => Command::Send {
+                id,
+                to,
+                secret,
+                text,
+            },
+            Request::SetTimer {
+                id,
+                contact,
+                secret,
+                timer,
+            } => Command::SetTimer {
+                id,
+                contact,
+                secret,
+                timer,
+            },
+            Request::FetchUnshown { tag } => Command::FetchUnshown {
+                tag: tag | REMOTE_TAG,
+            },
+            Request::MarkShown { ids } => Command::MarkShown { ids },
+        }
+    }
+}
+
+/// What the socket passes on of the manager's events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "report", rename_all = "snake_case")]
+pub enum Report {
+    Connection { state: ConnState },
+    Drained,
+    Message { message: Message },
+    MessageState { id: String, state: MessageState },
+    MessageFailed { id: String, error: String },
+    Unshown { tag: u64, messages: Vec<Message> },
+    Failed { tag: u64, error: String },
+    Warning { text: String },
+}
+
+impl Report {
+    /// The report for `e`, or None for an event that stays with the manager's own user.
+    fn from_event(e: Event) -> Option<Report> {
+        let untag = |tag: u64| tag & !REMOTE_TAG;
+        Some(match e {
+            Event::Connection(state) => Report::Connection { state },
+            Event::Drained => Report::Drained,
+            Event::Message(message) => Report::Message { message },
+            Event::MessageState { id, state } => Report::MessageState { id, state },
+            Event::MessageFailed { id, error } => Report::MessageFailed { id, error },
+            Event::Unshown { tag, messages } if tag & REMOTE_TAG != 0 => Report::Unshown {
+                tag: untag(tag),
+                messages,
+            },
+            Event::Failed { tag, error } if tag & REMOTE_TAG != 0 => Report::Failed {
+                tag: untag(tag),
+                error,
+            },
+            Event::Warning(text) => Report::Warning { text },
+            _ => return None,
+        })
+    }
+
+    fn into_event(self) -> Event {
+        match self {
+            Report::Connection { state } => Event::Connection(state),
+            Report::Drained => Event::Drained,
+            Report::Message { message } => Event::Message(message),
+            Report::MessageState { id, state } => Event::MessageState { id, state },
+            Report::MessageFailed { id, error } => Event::MessageFailed { id, error },
+            Report::Unshown { tag, messages } => Event::Unshown { tag, messages },
+            Report::Failed { tag, error } => Event::Failed { tag, error },
+            Report::Warning { text } => Event::Warning(text),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_commands_answer_goes_back_to_it_and_not_to_the_screen() {
+        let cmd = Request::FetchUnshown { tag: 1 }.into_command();
+        let Command::FetchUnshown { tag } = cmd else {
+            panic!("{cmd:?}")
+        };
+        assert_ne!(tag, 1, "the screen could take the answer for its own tag 1");
+        let answer = Event::Unshown {
+            tag,
+            messages: vec![],
+        };
+        assert_eq!(
+            Report::from_event(answer),
+            Some(Report::Unshown {
+                tag: 1,
+                messages: vec![]
+            })
+        );
+        // The screen's own answers do not cross the socket.
+        let own = Event::Unshown {
+            tag: 1,
+            messages: vec![],
+        };
+        assert_eq!(Report::from_event(own), None);
+    }
+
+    #[test]
+    fn commands_that_change_trust_or_contacts_do_not_cross_the_socket() {
+        let accept = Command::AcceptChange {
+            handle: "bob".into(),
+        };
+        assert_eq!(Request::from_command(accept), None);
+        let block = Command::Block {
+            tag: 1,
+            handle: "bob".into(),
+            blocked: true,
+        };
+        assert_eq!(Request::from_command(block), None);
+    }
+}
