@@ -20,6 +20,8 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct RelayChoice {
     pub url: Option<String>,
     pub insecure: bool,
+    /// Read receipts and typing, as the config file says.
+    pub settings: manager::Settings,
 }
 
 impl RelayChoice {
@@ -27,11 +29,17 @@ impl RelayChoice {
         RelayChoice {
             url,
             insecure: insecure_flag || config.insecure_transport.unwrap_or(false),
+            settings: config.manager_settings(),
         }
     }
 
     pub fn spawn(self, dir: &Path) -> Result<ManagerHandle> {
-        Ok(manager::spawn_with(dir, self.url, self.insecure)?)
+        Ok(manager::spawn_configured(
+            dir,
+            self.url,
+            self.insecure,
+            self.settings,
+        )?)
     }
 }
 
