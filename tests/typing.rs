@@ -226,3 +226,73 @@ async fn typing_off_sends_none_and_shows_none() {
     a.stop();
     b.stop();
 }
+
+/// The relay's answer to an online-only sealed envelope for bob, sent with `token`.
+async fn answer(scene: &Scene, token: Vec<u8>) -> sotto::wire::RelayFrame {
+    let mut raw = common::Raw::anonymous(&scene.relay.url).await;
+    raw.send(&ClientFrame::SendSealed {
+        req: 7,
+        to: account_id(&scene.bob),
+        access_token: token.into(),
+        envelope: vec![1; 300].into(),
+        expires_at: None,
+        recipient_key: None,
+        online_only: true,
+    })
+    .await;
+    raw.expect(|f| {
+        matches!(
+            f,
+            sotto::wire::RelayFrame::Ok { req: 7 }
+                | sotto::wire::RelayFrame::Error { req: Some(7), .. }
+        )
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_answer_to_online_only_mail_is_the_same_whether_the_recipient_is_online_or_not() {
+    let scene = Scene::new().await;
+    let (mut a, b) = scene.online().await;
+    // alice looks bob up, as a first message would, and so learns his access token.
+    a.handle
+        .commands
+        .send(Command::AddContact {
+            tag: 1,
+            handle: "bob".into(),
+        })
+        .await
+        .unwrap();
+    let token = match a
+        .expect(|e| matches!(e, Event::ContactAdded { tag: 1, .. }))
+        .await
+    {
+        Event::ContactAdded { contact, .. } => contact.access_token,
+        _ => unreachable!(),
+    };
+    a.stop();
+    let online = answer(&scene, token.clone()).await;
+    let wrong_online = answer(&scene, vec![0; token.len()]).await;
+    b.stop();
+    let offline = answer(&scene, token.clone()).await;
+    let wrong_offline = answer(&scene, vec![0; token.len()]).await;
+    assert!(
+        matches!(online, sotto::wire::RelayFrame::Ok { .. }),
+        "{online:?}"
+    );
+    assert_eq!(online, offline);
+    assert!(matches!(
+        wrong_online,
+        sotto::wire::RelayFrame::Error {
+            code: sotto::wire::ErrorCode::NotFound,
+            ..
+        }
+    ));
+    assert_eq!(wrong_online, wrong_offline);
+    // Nothing of the four is queued for bob.
+    let queued = RelayStore::open(&scene.relay_dir)
+        .unwrap()
+        .queued_for(&account_id(&scene.bob))
+        .unwrap();
+    assert_eq!(queued, 0);
+}
