@@ -184,3 +184,31 @@ async fn a_forged_or_cross_thread_read_receipt_changes_nothing() {
     assert_eq!(state(&a, "bob", false, &bobs), MessageState::Received);
     a.stop();
 }
+
+#[test]
+fn recv_reports_what_it_printed_read_unless_read_receipts_are_off() {
+    use common::cli::{json_lines, ok, scene};
+    let (_rt, s) = scene();
+    let off = s.path("off.toml");
+    std::fs::write(&off, "read_receipts = false\n").unwrap();
+    let off = off.to_string_lossy().into_owned();
+    for (config, want) in [(None, "read"), (Some(off.as_str()), "delivered")] {
+        let text = format!("headless, then {want}");
+        ok(&s.alice, &["send", "bob", &text]);
+        let mut args = Vec::new();
+        if let Some(c) = config {
+            args.extend(["--config", c]);
+        }
+        args.push("recv");
+        // bob prints it, which marks it read; what he owes goes out as he stops.
+        assert!(ok(&s.bob, &args).contains(&text));
+        // alice takes the receipts from her queue.
+        ok(&s.alice, &["recv"]);
+        let history = json_lines(&ok(&s.alice, &["history", "bob"]));
+        let line = history
+            .iter()
+            .find(|m| m["text"] == text.as_str())
+            .unwrap_or_else(|| panic!("{history:?}"));
+        assert_eq!(line["state"], want, "{line}");
+    }
+}
