@@ -1,5 +1,6 @@
 //! One client connection on the relay: the challenge, authentication or registration, then
-//! the request loop and the push of queued envelopes within the delivery window.
+//! the request loop and the push of queued envelopes within the delivery window (and of
+//! online-only ones, outside it: see `online_only`).
 //!
 //! Owns a single WebSocket. Must not read envelope contents: bodies and sealed envelopes are
 //! passed to the store as opaque bytes. Any fault here ends only this connection.
