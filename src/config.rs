@@ -47,6 +47,11 @@ pub struct Config {
     pub notify: Option<String>,
     /// Below this terminal width (columns) the contact list hides by itself.
     pub contacts_min_width: Option<u16>,
+    /// Tell peers which of their messages you displayed, and see which of yours they did
+    /// (default true; off, neither).
+    pub read_receipts: Option<bool>,
+    /// Tell the peer while you type, and see when they do (default true; off, neither).
+    pub typing: Option<bool>,
     /// Key bindings of the TUI.
     #[serde(default)]
     pub keys: crate::tui::keys::KeyConfig,
@@ -101,6 +106,15 @@ pub struct RelayServer {
 pub const DEFAULT_CLAIM_CODE_DAYS: u32 = 7;
 
 impl Config {
+    /// What the session manager tells peers and takes from them.
+    pub fn manager_settings(&self) -> crate::client::manager::Settings {
+        let d = crate::client::manager::Settings::default();
+        crate::client::manager::Settings {
+            read_receipts: self.read_receipts.unwrap_or(d.read_receipts),
+            typing: self.typing.unwrap_or(d.typing),
+        }
+    }
+
     /// Reads `path`; a missing file at the default location is an empty config, a missing
     /// file the user named is an error.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -163,6 +177,11 @@ mod tests {
             Some(crate::tui::layout::DEFAULT_CONTACTS_MIN_WIDTH)
         );
         assert_eq!(c.insecure_transport, Some(false));
+        assert_eq!(
+            c.manager_settings(),
+            crate::client::manager::Settings::default()
+        );
+        assert_eq!((c.read_receipts, c.typing), (Some(true), Some(true)));
         assert_eq!(c.relay_server.insecure_transport, Some(false));
         // The example shows the defaults.
         let d = crate::relay::RelayConfig::default();

@@ -173,6 +173,9 @@ pub enum ClientFrame {
         /// Unix ms after which the relay may drop the message undelivered.
         #[serde(default)]
         expires_at: Option<u64>,
+        /// Deliver only to a connected recipient, never queue (see `SendSealed`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        online_only: bool,
     },
     /// A sealed-sender envelope, accepted only on an anonymous connection.
     SendSealed {
@@ -186,6 +189,11 @@ pub enum ClientFrame {
         /// `identity_changed` if the recipient's key is another one now.
         #[serde(default)]
         recipient_key: Option<B64>,
+        /// Online only (ephemeral, e.g. a typing indicator): the relay pushes it to the
+        /// recipient's connection if there is one and otherwise drops it; it is never stored,
+        /// and the answer is the same either way.
+        #[serde(default, skip_serializing_if = "is_false")]
+        online_only: bool,
     },
     /// The recipient has durably stored envelope `id`; the relay may delete it.
     Ack { id: u64 },
@@ -259,11 +267,15 @@ pub enum RelayFrame {
     Ok {
         req: ReqId,
     },
-    /// A queued envelope for this account.
+    /// A queued envelope for this account, or an online-only one (never acknowledged).
     Deliver {
+        /// The queue's id, for the `ack`; 0 for an online-only envelope.
         id: u64,
         received_at: u64,
         payload: Payload,
+        /// Sent online only: it was never stored, and must not be acknowledged.
+        #[serde(default, skip_serializing_if = "is_false")]
+        online_only: bool,
     },
     /// Everything queued when the connection authenticated has been pushed.
     Drained,
@@ -293,6 +305,10 @@ pub enum ErrorCode {
     Full,
     IdentityChanged,
     Internal,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The bytes a client signs to answer a challenge; the prefix keeps the signature from being
@@ -363,6 +379,7 @@ mod tests {
             to: "acc".into(),
             body: B64(vec![0, 255, 1]),
             expires_at: None,
+            online_only: false,
         };
         let s = f.encode();
         assert!(s.contains("\"type\":\"send\""), "{s}");
@@ -397,6 +414,7 @@ mod tests {
                 from_handle: "h".repeat(32),
                 body: B64(vec![0xff; MAX_PAYLOAD_BYTES]),
             },
+            online_only: true,
         };
         assert!(frame.encode().len() < MAX_FRAME_BYTES);
     }

@@ -201,6 +201,7 @@ async fn bad_input_is_refused_and_a_concurrent_conversation_carries_on() {
         envelope: vec![1, 2, 3].into(),
         expires_at: None,
         recipient_key: None,
+        online_only: false,
     })
     .await;
     raw.expect(|f| is_error(f, ErrorCode::Forbidden)).await;
@@ -210,6 +211,7 @@ async fn bad_input_is_refused_and_a_concurrent_conversation_carries_on() {
         to: "nobody".into(),
         body: b"x".to_vec().into(),
         expires_at: None,
+        online_only: false,
     })
     .await;
     raw.expect(|f| is_error(f, ErrorCode::NotFound)).await;
@@ -221,6 +223,7 @@ async fn bad_input_is_refused_and_a_concurrent_conversation_carries_on() {
         to: alice_id.clone(),
         body: body.into(),
         expires_at: None,
+        online_only: false,
     })
     .await;
     let f = raw.expect(|f| matches!(f, RelayFrame::Error { .. })).await;
@@ -267,6 +270,7 @@ async fn bad_input_is_refused_and_a_concurrent_conversation_carries_on() {
         envelope: vec![1; 100].into(),
         expires_at: None,
         recipient_key: None,
+        online_only: false,
     })
     .await;
     anon.expect(|f| is_error(f, ErrorCode::NotFound)).await;
@@ -277,6 +281,7 @@ async fn bad_input_is_refused_and_a_concurrent_conversation_carries_on() {
         envelope: vec![1; 100].into(),
         expires_at: None,
         recipient_key: None,
+        online_only: false,
     })
     .await;
     anon.expect(|f| is_error(f, ErrorCode::NotFound)).await;
@@ -288,6 +293,7 @@ async fn bad_input_is_refused_and_a_concurrent_conversation_carries_on() {
         envelope: vec![1; 100].into(),
         expires_at: None,
         recipient_key: Some(vec![5; 33].into()),
+        online_only: false,
     })
     .await;
     anon.expect(|f| is_error(f, ErrorCode::IdentityChanged))

@@ -258,6 +258,7 @@ async fn out_of_order_and_duplicate_envelopes_are_shown_once_each() {
             envelope: envs[i].clone().into(),
             expires_at: None,
             recipient_key: None,
+            online_only: false,
         })
         .await;
         assert!(matches!(anon.recv().await, Some(RelayFrame::Ok { .. })));

@@ -239,6 +239,7 @@ async fn a_timer_change_out_of_range_from_a_peer_is_refused_and_not_applied() {
             to: bob_id.clone(),
             body: body.into(),
             expires_at: None,
+            online_only: false,
         })
         .await;
         raw.expect(|f| matches!(f, RelayFrame::Ok { .. })).await;
@@ -286,6 +287,7 @@ async fn the_relay_drops_an_envelope_whose_timer_ran_out_before_delivery() {
             to: bob_id.clone(),
             body: body.into(),
             expires_at,
+            online_only: false,
         })
         .await;
         raw.expect(|f| matches!(f, RelayFrame::Ok { .. })).await;

@@ -277,6 +277,7 @@ async fn send_raw(raw: &mut common::Raw, req: u64, to: &str, body: &str) {
         to: to.into(),
         body: body.as_bytes().to_vec().into(),
         expires_at: None,
+        online_only: false,
     })
     .await;
     let answer = raw
@@ -441,6 +442,7 @@ async fn send_numbered(
             to: to.into(),
             body: numbered(sender, seq, len).into(),
             expires_at: None,
+            online_only: false,
         })
         .await;
     }

@@ -288,6 +288,7 @@ async fn flood(dave: &mut Raw, to: &str, n: u64) {
             to: to.to_string(),
             body: vec![req as u8; 150 * 1024].into(),
             expires_at: None,
+            online_only: false,
         })
         .await;
     }

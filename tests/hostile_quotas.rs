@@ -118,6 +118,7 @@ async fn queue_quotas_stop_a_flooder_and_spare_everyone_else() {
             to: carol_id.clone(),
             body: B64(vec![b'x'; 1000]),
             expires_at: None,
+            online_only: false,
         })
         .await;
         let a = answer(&mut m, req).await;
@@ -142,6 +143,7 @@ async fn queue_quotas_stop_a_flooder_and_spare_everyone_else() {
             envelope: B64(vec![0xAB; 4000]),
             expires_at: None,
             recipient_key: None,
+            online_only: false,
         })
         .await;
         match answer(&mut anon, req).await {
@@ -385,6 +387,7 @@ async fn a_bundle_drain_gets_no_one_time_keys_and_bogus_acks_delete_nothing() {
             to: carol_id.clone(),
             body: B64(b"{}".to_vec()),
             expires_at: None,
+            online_only: false,
         })
         .await;
         assert_eq!(answer(&mut m, req).await, RelayFrame::Ok { req });

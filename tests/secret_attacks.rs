@@ -319,6 +319,7 @@ async fn submit_sealed(url: &str, by: &Path, to: &str, envelope: Vec<u8>) {
         envelope: envelope.into(),
         expires_at: None,
         recipient_key: Some(identity_key),
+        online_only: false,
     })
     .await;
     let answer = anon

@@ -68,7 +68,7 @@ pub async fn demo(config: &Config) -> Result<()> {
         sotto::demo::BOT,
         opts.keys.toggle_secret.label()
     ));
-    let manager = manager::spawn(&demo.you, None)?;
+    let manager = manager::spawn_configured(&demo.you, None, false, config.manager_settings())?;
     let result = sotto::tui::run(manager, sotto::demo::YOU.to_string(), opts, &mut hangup).await;
     demo.stop().await;
     result?;

@@ -22,6 +22,8 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct RelayChoice {
     pub url: Option<String>,
     pub insecure: bool,
+    /// Read receipts and typing, as the config file says.
+    pub settings: manager::Settings,
 }
 
 impl RelayChoice {
@@ -29,17 +31,23 @@ impl RelayChoice {
         RelayChoice {
             url,
             insecure: insecure_flag || config.insecure_transport.unwrap_or(false),
+            settings: config.manager_settings(),
         }
     }
 
     pub fn spawn(self, dir: &Path) -> Result<ManagerHandle> {
-        Ok(manager::spawn_with(dir, self.url, self.insecure)?)
+        Ok(manager::spawn_configured(
+            dir,
+            self.url,
+            self.insecure,
+            self.settings,
+        )?)
     }
 
     /// As `spawn`, but a profile another sotto runs on (the chat screen, say) is joined
     /// through its control socket instead of refused; that session's relay is used then.
     pub fn join_or_spawn(self, dir: &Path) -> Result<ManagerHandle> {
-        match manager::spawn_with(dir, self.url, self.insecure) {
+        match manager::spawn_configured(dir, self.url, self.insecure, self.settings) {
             Err(ClientError::Store(StoreError::InUse(_))) => Ok(control::connect(dir)?),
             started => Ok(started?),
         }

@@ -44,6 +44,12 @@ pub enum Body {
     },
     /// The sender's messages `ids` are stored on the recipient's device.
     Receipt { ids: Vec<String> },
+    /// The user has displayed the sender's messages `ids` (a read receipt). Sent in the same
+    /// thread as those messages; only the ids of that thread's messages of ours count.
+    Read { ids: Vec<String> },
+    /// The sender is typing in this thread (`active`), or stopped. Travels online only (the
+    /// relay never queues it); not a message: no row, no receipt, no notification.
+    Typing { active: bool },
     /// A kind this build does not know; a newer peer sent it.
     #[serde(other)]
     Unknown,
@@ -81,6 +87,20 @@ impl Content {
         Content {
             v: CONTENT_VERSION,
             body: Body::Receipt { ids },
+        }
+    }
+
+    pub fn read(ids: Vec<String>) -> Self {
+        Content {
+            v: CONTENT_VERSION,
+            body: Body::Read { ids },
+        }
+    }
+
+    pub fn typing(active: bool) -> Self {
+        Content {
+            v: CONTENT_VERSION,
+            body: Body::Typing { active },
         }
     }
 

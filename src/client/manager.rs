@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::account::{self, PREKEY_BATCH, PREKEY_LOW};
 use super::clock::Clock;
 use super::conn::{Hello, Link, LinkError, LinkEvent};
-use super::content;
+use super::content::{self, Content};
 use super::control;
 use super::crypto;
 use super::store::{
@@ -31,9 +31,11 @@ use super::sweeper::{self, Deadlines};
 use super::trust;
 
 mod contacts;
+mod reads;
 mod receipts;
 mod receive;
 mod send;
+mod typing;
 
 pub use contacts::ContactChange;
 
@@ -95,6 +97,30 @@ pub enum Command {
     RemoveContact { tag: u64, handle: String },
     /// Send a failed message of ours again (its states follow; `Failed` if it cannot go).
     Retry { tag: u64, id: String },
+    /// The user is typing in `to`'s normal or secret thread (`active`), or stopped. Sent
+    /// online only, never queued or retried; nothing when `Settings::typing` is off.
+    Typing {
+        to: String,
+        secret: bool,
+        active: bool,
+    },
+}
+
+/// What the user chose to tell peers, and to hear from them (`read_receipts`, `typing` in
+/// the config file). Off means neither sent nor taken from peers, as Signal does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pub read_receipts: bool,
+    pub typing: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            read_receipts: true,
+            typing: true,
+        }
+    }
 }
 
 /// The state of the relay connection, as the user should see it.
@@ -164,6 +190,13 @@ pub enum Event {
     },
     /// Something the user should know that belongs to no command.
     Warning(String),
+    /// `contact` is typing in their normal or secret thread with us (`active`), or stopped
+    /// (they said so, their last word is `typing::SHOWN_FOR` old, or their message came).
+    Typing {
+        contact: String,
+        secret: bool,
+        active: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -276,6 +309,16 @@ pub fn spawn_with(
     relay_url: Option<String>,
     insecure_transport: bool,
 ) -> Result<ManagerHandle, ClientError> {
+    spawn_configured(dir, relay_url, insecure_transport, Settings::default())
+}
+
+/// As `spawn_with`, with the user's `settings` for read receipts and typing.
+pub fn spawn_configured(
+    dir: &Path,
+    relay_url: Option<String>,
+    insecure_transport: bool,
+    settings: Settings,
+) -> Result<ManagerHandle, ClientError> {
     let lock = super::store::lock_profile(dir)?;
     let dir = dir.to_path_buf();
     let store = Store::open(&dir)?;
@@ -375,6 +418,9 @@ pub fn spawn_with(
                     events: evt_tx,
                     tap: tap.clone(),
                     receipts: Receipts::default(),
+                    reads: Receipts::default(),
+                    typing: typing::Peers::default(),
+                    settings,
                     clock,
                     deadlines,
                     in_flight: HashSet::new(),
@@ -432,6 +478,11 @@ struct Manager {
     tap: control::Tap,
     /// Delivery receipts owed, and when they go out.
     receipts: Receipts,
+    /// Read receipts owed, paced as delivery receipts are.
+    reads: Receipts,
+    /// Peers typing now, and when that stops showing.
+    typing: typing::Peers,
+    settings: Settings,
     clock: Clock,
     /// Where new expiry times go, for the sweeper.
     deadlines: Deadlines,
@@ -503,6 +554,8 @@ impl Manager {
         self.emit(Event::Connection(ConnState::Connecting)).await;
         loop {
             let receipts_due = self.receipts.due();
+            let reads_due = self.reads.due();
+            let typing_due = self.typing.due();
             let retry_due = self.retry_at;
             tokio::select! {
                 biased;
@@ -527,10 +580,17 @@ impl Manager {
                 Some(gone) = expired.recv() => self.emit(Event::Expired(gone)).await,
                 () = sleep_until(receipts_due) => {
                     let due = self.receipts.take_due(tokio::time::Instant::now());
-                    for reply in self.send_receipts(due).await {
+                    for reply in self.send_receipts(due, Content::receipt).await {
                         tokio::spawn(send::receipt_answered(reply));
                     }
                 }
+                () = sleep_until(reads_due) => {
+                    let due = self.reads.take_due(tokio::time::Instant::now());
+                    for reply in self.send_receipts(due, Content::read).await {
+                        tokio::spawn(send::receipt_answered(reply));
+                    }
+                }
+                () = sleep_until(typing_due) => self.typing_expired().await,
                 () = sleep_until(retry_due) => {
                     self.retry_at = None;
                     self.flush_unsent().await;
@@ -547,7 +607,9 @@ impl Manager {
         // messages delivered: the relay will not deliver them again once they are acked.
         // A relay that does not answer must not hold the user's quit up for long.
         let owed = self.receipts.take_all();
-        let replies = self.send_receipts(owed).await;
+        let mut replies = self.send_receipts(owed, Content::receipt).await;
+        let read = self.reads.take_all();
+        replies.extend(self.send_receipts(read, Content::read).await);
         let answered = async {
             for reply in replies {
                 send::receipt_answered(reply).await;
@@ -649,15 +711,18 @@ impl Manager {
             Command::RemoveContact { tag, handle } => self.remove(tag, handle).await,
             Command::Retry { tag, id } => self.retry(tag, id).await,
             Command::MarkShown { ids } => match self.store.mark_shown(&ids, self.clock.now_ms()) {
-                Ok(started) if !started.is_empty() => {
-                    for (_, at) in &started {
-                        self.deadlines.add(*at);
+                Ok(shown) => {
+                    self.owe_reads(shown.read);
+                    if !shown.started.is_empty() {
+                        for (_, at) in &shown.started {
+                            self.deadlines.add(*at);
+                        }
+                        self.emit(Event::Expiring(shown.started)).await
                     }
-                    self.emit(Event::Expiring(started)).await
                 }
-                Ok(_) => {}
                 Err(e) => self.emit(Event::Warning(describe(&e))).await,
             },
+            Command::Typing { to, secret, active } => self.send_typing(&to, secret, active).await,
         }
     }
 
@@ -777,10 +842,12 @@ impl Manager {
                 id,
                 payload,
                 received_at,
+                online_only,
             }) => ControlFlow::Continue(Delivery {
                 id,
                 received_at,
                 payload,
+                online_only,
             }),
             other => ControlFlow::Break(other),
         });
@@ -831,11 +898,13 @@ impl Manager {
                 id,
                 payload,
                 received_at,
+                online_only,
             }) => {
                 self.deliver_all(vec![Delivery {
                     id,
                     received_at,
                     payload,
+                    online_only,
                 }])
                 .await
             }

@@ -148,7 +148,7 @@ ALTER TABLE messages ADD COLUMN held_for_key INTEGER NOT NULL DEFAULT 0;
 ];
 
 const SET_STATE: &str = "UPDATE messages SET state = ?2
-     WHERE id = ?1 AND outgoing = 1 AND state != 'delivered'";
+     WHERE id = ?1 AND outgoing = 1 AND state NOT IN ('delivered', 'read')";
 
 // `+shown`: looked up by id, not by walking every unshown message (a long backlog read at
 // once would cost time in proportion to its square).
@@ -156,7 +156,8 @@ const MARK_SHOWN: &str = "UPDATE messages SET shown = 1,
          expires_at = CASE WHEN timer_secs IS NOT NULL AND expires_at IS NULL
                            THEN ?2 + timer_secs * 1000 ELSE expires_at END
      WHERE id = ?1 AND +shown = 0
-     RETURNING expires_at";
+     RETURNING expires_at, outgoing, kind, secret,
+         (SELECT handle FROM contacts WHERE account_id = messages.contact)";
 
 /// Received messages not yet shown. Without the hint SQLite walks the whole table, which is
 /// already in seq order, rather than the unshown rows and a sort.
@@ -178,6 +179,8 @@ pub enum MessageState {
     Sent,
     /// The peer's device has stored it (a delivery receipt came back).
     Delivered,
+    /// The peer has displayed it (a read receipt came back); never goes back to `Delivered`.
+    Read,
     /// Received from a peer.
     Received,
     /// The relay refused it for good.
@@ -190,6 +193,7 @@ impl MessageState {
             MessageState::Sending => "sending",
             MessageState::Sent => "sent",
             MessageState::Delivered => "delivered",
+            MessageState::Read => "read",
             MessageState::Received => "received",
             MessageState::Failed => "failed",
         }
@@ -199,6 +203,7 @@ impl MessageState {
             "sending" => MessageState::Sending,
             "sent" => MessageState::Sent,
             "delivered" => MessageState::Delivered,
+            "read" => MessageState::Read,
             "received" => MessageState::Received,
             _ => MessageState::Failed,
         }
@@ -226,6 +231,17 @@ impl MessageKind {
             MessageKind::KeyChange => "key_change",
         }
     }
+}
+
+/// Received messages the user has just seen for the first time, as `Store::mark_shown`
+/// reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shown {
+    /// (id, expires_at in Unix ms) of each message whose countdown this started.
+    pub started: Vec<(String, u64)>,
+    /// (contact handle, secret, id) of each message a peer wrote (not a local line) that
+    /// was not shown before: what a read receipt reports.
+    pub read: Vec<(String, bool, String)>,
 }
 
 /// A message that the sweeper deleted.
@@ -567,6 +583,24 @@ impl Store {
         Ok(changed)
     }
 
+    /// Marks outgoing messages in `contact_id`'s normal or secret thread read; returns the ids
+    /// that changed. An id of another thread, of the peer's own messages or of a message
+    /// already read changes nothing.
+    pub fn mark_read(&self, contact_id: &str, secret: bool, ids: &[String]) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE messages SET state = 'read'
+             WHERE contact = ?1 AND id = ?2 AND secret = ?3 AND outgoing = 1
+                 AND state IN ('sending', 'sent', 'delivered')",
+        )?;
+        let mut changed = Vec::new();
+        for id in ids {
+            if stmt.execute(params![contact_id, id, secret])? > 0 {
+                changed.push(id.clone());
+            }
+        }
+        Ok(changed)
+    }
+
     /// Deletes unused one-time prekeys (EC, and Kyber but never the last-resort key) beyond
     /// the `keep` newest of each kind; returns how many went. Each kind is given as (the
     /// newest id, the size of its id cycle): ids wrap, so age is the distance back from the
@@ -596,24 +630,32 @@ impl Store {
         self.messages_where(UNSHOWN.0, UNSHOWN.1, [])
     }
 
-    /// Marks messages seen by the user at `now`. Their disappearing timers start now: returns
-    /// the (id, expires_at) of each message whose countdown this started.
-    pub fn mark_shown(&self, ids: &[String], now: u64) -> Result<Vec<(String, u64)>> {
+    /// Marks messages seen by the user at `now`. Their disappearing timers start now.
+    pub fn mark_shown(&self, ids: &[String], now: u64) -> Result<Shown> {
         let tx = self.conn.unchecked_transaction()?;
-        let mut started = Vec::new();
+        let mut shown = Shown::default();
         {
             let mut stmt = tx.prepare_cached(MARK_SHOWN)?;
             for id in ids {
-                let at: Option<Option<i64>> = stmt
-                    .query_row(params![id, now as i64], |r| r.get(0))
+                type Row = (Option<i64>, bool, String, bool, String);
+                let row: Option<Row> = stmt
+                    .query_row(params![id, now as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })
                     .optional()?;
-                if let Some(Some(at)) = at {
-                    started.push((id.clone(), at as u64));
+                let Some((at, outgoing, kind, secret, handle)) = row else {
+                    continue;
+                };
+                if let Some(at) = at {
+                    shown.started.push((id.clone(), at as u64));
+                }
+                if !outgoing && kind != MessageKind::KeyChange.as_str() {
+                    shown.read.push((handle, secret, id.clone()));
                 }
             }
         }
         tx.commit()?;
-        Ok(started)
+        Ok(shown)
     }
 
     /// The earliest expiry of any stored message.

@@ -1,5 +1,6 @@
 //! One client connection on the relay: the challenge, authentication or registration, then
-//! the request loop and the push of queued envelopes within the delivery window.
+//! the request loop and the push of queued envelopes within the delivery window (and of
+//! online-only ones, outside it: see `online_only`).
 //!
 //! Owns a single WebSocket. Must not read envelope contents: bodies and sealed envelopes are
 //! passed to the store as opaque bytes. Any fault here ends only this connection.
@@ -23,6 +24,7 @@ use super::handshake::{Failed, Ws};
 use super::limits::Ticket;
 use super::liveness::{Due, Liveness};
 use super::mailbox::Mail;
+use super::online_only;
 use super::rate::Bucket;
 use super::stats::{ConnState, Reason};
 use super::store::{NewEnvelope, Origin, Queued, StoreError, Stored};
@@ -499,8 +501,24 @@ async fn anonymous(relay: &Arc<Relay>, ws: &mut Ws) -> End {
                 to,
                 access_token,
                 envelope,
+                recipient_key,
+                online_only: true,
+                ..
+            }) => {
+                let origin = Origin::Sealed {
+                    access_token: access_token.0,
+                    recipient_key: recipient_key.map(|k| k.0),
+                };
+                pass_on(relay, req, to, origin, envelope.0, SEALED_NO_RECIPIENT)
+            }
+            Ok(ClientFrame::SendSealed {
+                req,
+                to,
+                access_token,
+                envelope,
                 expires_at,
                 recipient_key,
+                online_only: false,
             }) => {
                 let key = recipient_key.map(|k| k.0);
                 send_sealed(relay, req, to, access_token.0, envelope.0, expires_at, key).await
@@ -541,13 +559,71 @@ async fn send_sealed(
             expires_at,
         })
         .await;
-    // One answer for "no such account" and "wrong token", so that the sealed path cannot
-    // be used to probe which account ids exist.
-    Accepted::Later(answer_when_committed(
-        req,
-        committed,
-        "no such recipient, or the access token is wrong",
-    ))
+    Accepted::Later(answer_when_committed(req, committed, SEALED_NO_RECIPIENT))
+}
+
+/// One answer for "no such account" and "wrong token", so that the sealed path cannot be
+/// used to probe which account ids exist.
+const SEALED_NO_RECIPIENT: &str = "no such recipient, or the access token is wrong";
+
+/// Hands an online-only envelope to its recipient's connection, or drops it if there is
+/// none (see `online_only`); answered in turn with the envelopes before it, and the same
+/// way whether the recipient was online or not.
+fn pass_on(
+    relay: &Arc<Relay>,
+    req: u64,
+    to: String,
+    origin: Origin,
+    payload: Vec<u8>,
+    no_recipient: &'static str,
+) -> Accepted {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Accepted::now(too_large(req));
+    }
+    let passed = online_only::pass_on(
+        relay.clone(),
+        NewEnvelope {
+            recipient: to,
+            origin,
+            payload,
+            received_at: now_ms(),
+            expires_at: None,
+        },
+    );
+    Accepted::Later(answer_when_committed(req, passed, no_recipient))
+}
+
+/// Writes out the online-only envelopes handed to this connection, never to be acked.
+async fn push_online_only(ws: &mut Ws, items: Vec<Queued>) -> Result<(), End> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    for q in items {
+        let received_at = q.received_at;
+        let frame = RelayFrame::Deliver {
+            id: 0,
+            received_at,
+            payload: payload(q),
+            online_only: true,
+        };
+        feed(ws, &frame).await?;
+    }
+    flush(ws).await
+}
+
+/// What a delivery frame carries of `q`.
+fn payload(q: Queued) -> Payload {
+    if q.sealed {
+        Payload::Sealed {
+            envelope: q.payload.into(),
+        }
+    } else {
+        Payload::Normal {
+            from: q.sender.unwrap_or_default(),
+            from_handle: q.sender_handle.unwrap_or_default(),
+            body: q.payload.into(),
+        }
+    }
 }
 
 /// Queues a normal envelope from `from`.
@@ -808,23 +884,14 @@ impl Pusher {
             None => Urgency::WhenIdle,
         };
         self.in_flight.insert(q.id, urgency);
-        let payload = if q.sealed {
-            Payload::Sealed {
-                envelope: q.payload.into(),
-            }
-        } else {
-            Payload::Normal {
-                from: q.sender.unwrap_or_default(),
-                from_handle: q.sender_handle.unwrap_or_default(),
-                body: q.payload.into(),
-            }
-        };
+        let (id, received_at) = (q.id, q.received_at);
         feed(
             ws,
             &RelayFrame::Deliver {
-                id: q.id,
-                received_at: q.received_at,
-                payload,
+                id,
+                received_at,
+                payload: payload(q),
+                online_only: false,
             },
         )
         .await?;
@@ -884,6 +951,12 @@ async fn authenticated(
                 }
                 continue;
             }
+            () = signals.online_only.arrived() => {
+                if let Err(e) = push_online_only(ws, signals.online_only.take()).await {
+                    return e;
+                }
+                continue;
+            }
             () = signals.mail.committed(), if pusher.awaiting_commit => {
                 if let Err(e) = pusher.push(relay, ws, account_id).await {
                     return e;
@@ -927,7 +1000,22 @@ async fn authenticated(
                 req,
                 to,
                 body,
+                online_only: true,
+                ..
+            } => {
+                let origin = Origin::Account {
+                    id: account_id.to_string(),
+                    handle: handle.to_string(),
+                };
+                let accepted = pass_on(relay, req, to, origin, body.0, "no such recipient");
+                committing.answer(ws, accepted).await
+            }
+            ClientFrame::Send {
+                req,
+                to,
+                body,
                 expires_at,
+                online_only: false,
             } => {
                 let accepted =
                     send_normal(relay, account_id, handle, req, to, body.0, expires_at).await;

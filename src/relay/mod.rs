@@ -11,6 +11,7 @@ mod handshake;
 mod limits;
 mod liveness;
 mod mailbox;
+mod online_only;
 pub mod quota;
 pub mod rate;
 pub mod stats;
@@ -180,6 +181,7 @@ pub enum RelayError {
 struct Online {
     conn_id: u64,
     mail: Arc<Mailbox>,
+    online_only: Arc<online_only::Inbox>,
     refill: Arc<Notify>,
     kick: CancellationToken,
 }
@@ -189,6 +191,8 @@ struct Online {
 pub(crate) struct Signals {
     /// New mail for the account, handed over by the queue's writer.
     pub mail: Arc<Mailbox>,
+    /// Online-only envelopes for the account (see `online_only`).
+    pub online_only: Arc<online_only::Inbox>,
     /// Someone took one of the account's one-time prekeys.
     pub refill: Arc<Notify>,
     /// A newer connection for the same account proved itself.
@@ -254,6 +258,7 @@ impl Relay {
             Online {
                 conn_id,
                 mail: signals.mail.clone(),
+                online_only: signals.online_only.clone(),
                 refill: signals.refill.clone(),
                 kick: signals.kick.clone(),
             },

@@ -704,6 +704,28 @@ impl RelayStore {
         Ok(stored)
     }
 
+    /// Why an envelope from `origin` to `recipient` must be refused, if it must (the checks
+    /// `write` makes as it inserts), without storing anything: for online-only envelopes.
+    pub fn refusal(&self, recipient: &str, origin: &Origin) -> Result<Option<Stored>> {
+        let mut account = self.conn.prepare_cached(
+            "SELECT access_token, identity_key FROM accounts WHERE account_id = ?1",
+        )?;
+        Ok(match origin {
+            Origin::Sealed {
+                access_token,
+                recipient_key,
+            } => check_sealed(
+                &mut account,
+                recipient,
+                access_token,
+                recipient_key.as_deref(),
+            )?,
+            Origin::Account { .. } => {
+                (!account.exists([recipient])?).then_some(Stored::NoRecipient)
+            }
+        })
+    }
+
     /// Up to `limit` envelopes for `recipient` with ids above `after`, oldest first, expired
     /// ones included: the caller skips those and has them deleted (a read here never waits
     /// for the queue's writer).

@@ -165,6 +165,8 @@ pub struct App {
     /// Help was opened by `?` on an empty composer: typing on writes a message starting
     /// with `?` instead of losing the character.
     question: bool,
+    /// Who is typing, and whether the open thread's peer is told the user is.
+    pub typing: super::typing::Typing,
 }
 
 impl App {
@@ -200,6 +202,7 @@ impl App {
             notify: notify::Mode::default(),
             notification: None,
             question: false,
+            typing: Default::default(),
         }
     }
 
@@ -291,12 +294,14 @@ impl App {
             before: None,
             limit: PAGE,
         };
+        let mut cmds = self.typing.stop();
+        cmds.push(cmd);
         self.open = Some(key.clone());
         self.notices_follow_open();
         if let Some(i) = self.rows().iter().position(|r| r.key == key) {
             self.selected = i;
         }
-        vec![cmd]
+        cmds
     }
 
     /// Whether help holds a `?` typed on an empty composer, which typing on keeps.
@@ -379,7 +384,13 @@ impl App {
             Action::Edit(edit) => {
                 // A paste lands in the composer even from the contact list.
                 self.focus = Focus::Composer;
+                let before = self.composer.text().to_string();
                 self.composer.apply(edit, self.secret());
+                // Moving the cursor is not typing.
+                if self.composer.text() != before {
+                    let writing = super::typing::writing(self.composer.text());
+                    return self.typing.edited(self.open.as_ref(), writing, self.now_ms);
+                }
             }
             Action::Complete => self.complete(),
             Action::Editor => self.wants_editor = true,
@@ -596,12 +607,14 @@ impl App {
         self.status = None;
         let id = uuid::Uuid::new_v4().to_string();
         self.sent_to.insert(id.clone(), open.handle.clone());
-        vec![Command::Send {
+        let mut cmds = self.typing.stop();
+        cmds.push(Command::Send {
             id,
             to: open.handle,
             secret: open.secret,
             text,
-        }]
+        });
+        cmds
     }
 
     fn slash(&mut self, slash: Slash) -> Vec<Command> {
@@ -848,6 +861,17 @@ impl App {
                 }
                 self.safety = Some(n);
             }
+            Event::Typing {
+                contact,
+                secret,
+                active,
+            } => self.typing.peer(
+                ThreadKey {
+                    handle: contact,
+                    secret,
+                },
+                active,
+            ),
             Event::Drained | Event::Unshown { .. } => {}
         }
         Vec::new()

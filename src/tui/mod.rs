@@ -13,11 +13,13 @@ pub mod composer;
 pub mod editor;
 pub mod keys;
 pub mod layout;
+pub mod marks;
 pub mod notice;
 pub mod notify;
 pub mod render;
 pub mod scroll;
 pub mod thread_view;
+pub mod typing;
 pub mod verify;
 pub mod wrap;
 
@@ -164,6 +166,19 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Sleeps until Unix ms `at`; forever if there is no `at`.
+async fn sleep_until_ms(at: Option<u64>) {
+    match at {
+        Some(at) => {
+            tokio::time::sleep(std::time::Duration::from_millis(
+                at.saturating_sub(now_ms()),
+            ))
+            .await
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Hands commands to the manager without ever blocking the UI.
 fn send_all(manager: &ManagerHandle, app: &mut App, cmds: Vec<Command>) -> Result<(), TuiError> {
     for cmd in cmds {
@@ -239,12 +254,21 @@ async fn event_loop(
             // Countdowns on screen move once a second; with none, nothing ticks.
             _ = tokio::time::sleep(std::time::Duration::from_millis(1000 - now_ms() % 1000)),
                 if app.counting_down() => Vec::new(),
+            // The user stopped typing without sending: the peer is told.
+            _ = sleep_until_ms(app.typing.idle_at()) => {
+                app.now_ms = now_ms();
+                app.typing.tick(app.now_ms)
+            }
             ev = input.next() => match ev {
                 Some(Ok(TermEvent::Key(k))) => match opts.keys.action(&app, k) {
-                    Some(a) => app.update(a),
+                    Some(a) => {
+                        app.now_ms = now_ms();
+                        app.update(a)
+                    }
                     None => continue,
                 },
                 Some(Ok(TermEvent::Paste(s))) => {
+                    app.now_ms = now_ms();
                     app.update(Action::Edit(composer::Edit::Paste(s)))
                 }
                 Some(Ok(TermEvent::Mouse(m))) => match m.kind {

@@ -143,6 +143,14 @@ fn draw_thread(f: &mut Frame, app: &App, area: Rect) {
             .title(title)
             .title(me)
     };
+    // Who is typing sits on the thread's bottom edge, right above the composer.
+    let block = match &app.open {
+        Some(o) if app.typing.shows(o) => block.title_bottom(Span::styled(
+            format!(" {} is typing… ", o.handle),
+            Style::default().add_modifier(Modifier::ITALIC),
+        )),
+        _ => block,
+    };
     let inner = block.inner(area);
     f.render_widget(block, area);
     if app.open.is_none() {
@@ -370,7 +378,7 @@ pub fn help_lines(keys: &KeyMap, width: u16) -> Vec<Line<'static>> {
     }
     lines.extend(entry(
         "marks",
-        "after your messages: …sending, ✓ on the relay, ✓✓ on their device, ✗ not sent",
+        "after your messages: …sending, ✓ on the relay, ✓✓ on their device, ✔✔ read, ✗ not sent",
         17,
         width,
     ));

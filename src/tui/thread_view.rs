@@ -11,6 +11,7 @@ use ratatui::text::{Line, Span};
 use unicode_width::UnicodeWidthStr;
 
 use super::app::App;
+use super::marks::{row_spans, state_mark};
 use super::render::{LOCK, wrap};
 use crate::client::store::{Message, MessageKind, MessageState};
 
@@ -18,17 +19,6 @@ fn system() -> Style {
     Style::default()
         .fg(Color::DarkGray)
         .add_modifier(Modifier::ITALIC)
-}
-
-fn state_mark(m: &Message) -> &'static str {
-    match (m.outgoing, m.state) {
-        (false, _) => "",
-        (true, MessageState::Sending) => " …sending",
-        (true, MessageState::Sent) => " ✓",
-        (true, MessageState::Received) => "",
-        (true, MessageState::Delivered) => " ✓✓",
-        (true, MessageState::Failed) => " ✗ not sent",
-    }
 }
 
 /// Time left until `at`, as the countdown shows it: 24s, 4m, 2h.
@@ -108,7 +98,9 @@ fn message_lines(app: &App, m: &Message, width: usize) -> Vec<Line<'static>> {
     };
     let head = format!("{time} {lock}{who}: ");
     let indent = head.width().min(width / 2);
-    let body = format!("{}{}{}", m.text, state_mark(m), countdown(app, m));
+    let mark = state_mark(m);
+    let body = format!("{}{mark}{}", m.text, countdown(app, m));
+    let mark = m.text.len()..m.text.len() + mark.len();
     let who_style = if m.outgoing {
         Style::default().fg(Color::Cyan)
     } else {
@@ -119,16 +111,18 @@ fn message_lines(app: &App, m: &Message, width: usize) -> Vec<Line<'static>> {
     } else {
         Style::default()
     };
-    wrap(&body, width.saturating_sub(indent))
+    super::wrap::rows(&body, width.saturating_sub(indent))
         .into_iter()
         .enumerate()
-        .map(|(i, chunk)| {
+        .map(|(i, row)| {
             let lead = if i == 0 {
                 Span::styled(head.clone(), who_style)
             } else {
                 Span::raw(" ".repeat(indent))
             };
-            Line::from(vec![lead, Span::styled(chunk, text_style)])
+            let mut spans = vec![lead];
+            spans.extend(row_spans(m, &body, row, mark.clone(), text_style));
+            Line::from(spans)
         })
         .collect()
 }

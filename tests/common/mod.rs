@@ -164,7 +164,13 @@ pub struct Client {
 impl Client {
     /// Starts the manager and waits until it is connected.
     pub async fn start(dir: &Path, url: &str) -> Client {
-        let handle = manager::spawn(dir, Some(url.to_string())).unwrap();
+        Self::start_with(dir, url, manager::Settings::default()).await
+    }
+
+    /// As `start`, with these read receipt and typing settings.
+    pub async fn start_with(dir: &Path, url: &str, settings: manager::Settings) -> Client {
+        let handle =
+            manager::spawn_configured(dir, Some(url.to_string()), false, settings).unwrap();
         let mut c = Client {
             dir: dir.to_path_buf(),
             handle,

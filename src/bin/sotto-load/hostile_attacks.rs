@@ -127,6 +127,7 @@ impl Attack {
                     to: t.victim_id.clone(),
                     body: body.clone(),
                     expires_at: None,
+                    online_only: false,
                 };
                 let connect = async || t.signed_in(from, &t.flooder, None).await;
                 keep_flooding(stop, tally, connect, Some(WINDOW), frame).await;
@@ -140,6 +141,7 @@ impl Attack {
                     envelope: envelope.clone(),
                     expires_at: None,
                     recipient_key: None,
+                    online_only: false,
                 };
                 let connect = async || t.anonymous(from).await;
                 keep_flooding(stop, tally, connect, Some(WINDOW), frame).await;
@@ -226,6 +228,7 @@ impl Target {
                 to: stall.account_id.clone(),
                 body: B64(vec![b's'; ENVELOPE_BYTES]),
                 expires_at: None,
+                online_only: false,
             };
             wire_client::request(&mut ws, req, &frame)
                 .await

@@ -107,6 +107,7 @@ async fn send(
             to: to.clone(),
             body: body.into(),
             expires_at: None,
+            online_only: false,
         };
         sink.send(wire_client::message(&frame))
             .await

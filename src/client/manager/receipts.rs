@@ -1,5 +1,6 @@
 //! When the delivery receipts we owe go out: the ids owed per thread, and the pacing that
-//! turns a stream of arrivals into few receipts.
+//! turns a stream of arrivals into few receipts. Read receipts are paced the same way by a
+//! second `Receipts` (`reads`).
 //!
 //! Pure bookkeeping over tokio's clock: no I/O, no store, no crypto. The manager asks it
 //! what is due and sends that (`send::flush_receipts`).

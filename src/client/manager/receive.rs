@@ -27,20 +27,23 @@ impl Manager {
             Err(e) => return self.not_stored(&describe(&e)).await,
         };
         for d in burst {
+            let online = d.online_only;
             let result = match d.payload {
-                Payload::Normal { from, body, .. } => self.receive_normal(&from, &body.0).await,
+                Payload::Normal { from, body, .. } => {
+                    self.receive_normal(&from, &body.0, online).await
+                }
                 Payload::Sealed { envelope } => {
                     let at = SystemTime::UNIX_EPOCH + Duration::from_millis(d.received_at);
-                    self.receive_sealed(&envelope.0, at).await
+                    self.receive_sealed(&envelope.0, at, online).await
                 }
             };
-            outcomes.push((d.id, result));
+            outcomes.push((d.id, online, result));
         }
         if let Err(e) = self.store.end_burst(open) {
             return self.not_stored(&describe(&e)).await;
         }
-        for (id, result) in outcomes {
-            self.report(id, result).await;
+        for (id, online, result) in outcomes {
+            self.report(id, online, result).await;
         }
     }
 
@@ -53,10 +56,17 @@ impl Manager {
         .await;
     }
 
-    /// Tells the user about one stored envelope and acknowledges it.
-    async fn report(&mut self, envelope_id: u64, result: Result<Incoming, Receive>) {
+    /// Tells the user about one stored envelope and acknowledges it (an online-only one was
+    /// never stored at the relay, so it is not acknowledged).
+    async fn report(
+        &mut self,
+        envelope_id: u64,
+        online_only: bool,
+        result: Result<Incoming, Receive>,
+    ) {
         match result {
             Ok(Incoming::Message(m)) => {
+                self.typing_ended_by(&m).await;
                 self.receipts.owe(
                     (m.contact.clone(), m.secret),
                     m.id.clone(),
@@ -81,6 +91,20 @@ impl Manager {
                     .await;
                 }
             }
+            Ok(Incoming::Read(ids)) => {
+                for id in ids {
+                    self.emit(Event::MessageState {
+                        id,
+                        state: MessageState::Read,
+                    })
+                    .await;
+                }
+            }
+            Ok(Incoming::Typing {
+                contact,
+                secret,
+                active,
+            }) => self.typing_heard(contact, secret, active).await,
             Ok(Incoming::Nothing) => {}
             Err(Receive::Retry(e)) => return self.not_stored(&e).await,
             Err(Receive::Drop(warning)) => {
@@ -91,21 +115,33 @@ impl Manager {
                 self.emit(Event::Warning(warning)).await;
             }
         }
+        if online_only {
+            return;
+        }
         if let Err(e) = self.link.send(ClientFrame::Ack { id: envelope_id }).await {
             tracing::info!(error = %e, "ack not sent; the relay will redeliver and we will drop the duplicate");
         }
     }
 
     /// Applies decoded content from `contact` inside the caller's transaction: stores a text
-    /// (unless its id is known) or marks our messages delivered.
+    /// (unless its id is known) or marks our messages delivered or read. `online_only`: the
+    /// relay pushed it without queuing it, which only typing may be (and typing must be).
     fn apply(
         &self,
         contact: &Contact,
         secret: bool,
         content: Content,
+        online_only: bool,
     ) -> Result<Incoming, Receive> {
         // Blocked: acknowledged to the relay (so it is gone there), never kept or answered.
         if contact.blocked {
+            return Ok(Incoming::Nothing);
+        }
+        if online_only != matches!(content.body, Body::Typing { .. }) {
+            tracing::debug!(
+                online_only,
+                "ignoring content sent the wrong way for its kind"
+            );
             return Ok(Incoming::Nothing);
         }
         let line = |id, text, sent_at, kind, timer| Message {
@@ -154,6 +190,26 @@ impl Manager {
                         .mark_delivered(&contact.account_id, &ids)
                         .map_err(Receive::retry)?,
                 ));
+            }
+            Body::Read { ids } => {
+                if !self.settings.read_receipts {
+                    return Ok(Incoming::Nothing);
+                }
+                return Ok(Incoming::Read(
+                    self.store
+                        .mark_read(&contact.account_id, secret, &ids)
+                        .map_err(Receive::retry)?,
+                ));
+            }
+            Body::Typing { active } => {
+                return Ok(match self.settings.typing {
+                    true => Incoming::Typing {
+                        contact: contact.handle.clone(),
+                        secret,
+                        active,
+                    },
+                    false => Incoming::Nothing,
+                });
             }
             Body::Unknown => {
                 tracing::debug!("ignoring a message kind this version does not know");
@@ -211,7 +267,12 @@ impl Manager {
         ))
     }
 
-    async fn receive_normal(&mut self, from: &str, body: &[u8]) -> Result<Incoming, Receive> {
+    async fn receive_normal(
+        &mut self,
+        from: &str,
+        body: &[u8],
+        online_only: bool,
+    ) -> Result<Incoming, Receive> {
         let contact = self.contact_by_id(from).await.map_err(Receive::retry)?;
         let content = Content::decode(body).map_err(|e| {
             Receive::Drop(format!(
@@ -219,13 +280,14 @@ impl Manager {
                 contact.handle
             ))
         })?;
-        self.apply(&contact, false, content)
+        self.apply(&contact, false, content, online_only)
     }
 
     async fn receive_sealed(
         &mut self,
         envelope: &[u8],
         received_at: SystemTime,
+        online_only: bool,
     ) -> Result<Incoming, Receive> {
         let unsealed = {
             let stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
@@ -301,7 +363,7 @@ impl Manager {
             }
         };
         // `work` is open on the store's connection, so what `apply` writes is part of it.
-        let incoming = self.apply(&contact, true, content)?;
+        let incoming = self.apply(&contact, true, content, online_only)?;
         work.commit().map_err(Receive::retry)?;
         Ok(incoming)
     }
@@ -312,6 +374,8 @@ pub(super) struct Delivery {
     pub(super) id: u64,
     pub(super) received_at: u64,
     pub(super) payload: Payload,
+    /// Pushed without being queued: never acknowledged.
+    pub(super) online_only: bool,
 }
 
 /// What an arriving envelope turned out to carry.
@@ -320,6 +384,14 @@ enum Incoming {
     Message(Message),
     /// Our messages with these ids reached the peer's device.
     Delivered(Vec<String>),
+    /// The peer displayed our messages with these ids.
+    Read(Vec<String>),
+    /// The peer is typing in this thread, or stopped.
+    Typing {
+        contact: String,
+        secret: bool,
+        active: bool,
+    },
     /// A duplicate, or a kind this version ignores.
     Nothing,
 }

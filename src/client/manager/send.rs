@@ -29,7 +29,7 @@ pub(super) struct Draft {
 }
 
 /// An envelope ready for the relay.
-enum Outgoing {
+pub(super) enum Outgoing {
     Normal {
         to: String,
         body: Vec<u8>,
@@ -176,7 +176,7 @@ impl Manager {
     async fn submit_all(&mut self, prepared: Vec<(Message, Result<Outgoing, ClientError>)>) {
         for (m, out) in prepared {
             let submitted = match out {
-                Ok(out) => self.submit(out).await.map_err(ClientError::from),
+                Ok(out) => self.submit(out, false).await.map_err(ClientError::from),
                 Err(e) => Err(e),
             };
             let reply = match submitted {
@@ -334,7 +334,7 @@ impl Manager {
     /// is sealed and its ratchet step committed, or, inside a burst, committed with the
     /// burst. `expires_at` (Unix ms) is told to the relay in the clear, so it can drop an
     /// envelope whose message would already have disappeared.
-    async fn prepare(
+    pub(super) async fn prepare(
         &mut self,
         handle: &str,
         secret: bool,
@@ -352,8 +352,13 @@ impl Manager {
         })
     }
 
-    /// Hands an envelope to the link it travels on.
-    async fn submit(&self, out: Outgoing) -> Result<Reply, LinkError> {
+    /// Hands an envelope to the link it travels on; an `online_only` one the relay never
+    /// queues (see `wire::ClientFrame::SendSealed`).
+    pub(super) async fn submit(
+        &self,
+        out: Outgoing,
+        online_only: bool,
+    ) -> Result<Reply, LinkError> {
         match out {
             Outgoing::Normal {
                 to,
@@ -366,6 +371,7 @@ impl Manager {
                         to,
                         body: body.into(),
                         expires_at,
+                        online_only,
                     })
                     .await
             }
@@ -384,18 +390,20 @@ impl Manager {
                         envelope: envelope.into(),
                         expires_at,
                         recipient_key: Some(recipient_key.into()),
+                        online_only,
                     })
                     .await
             }
         }
     }
 
-    /// Sends receipts for the messages `owed` per thread; returns the relay's answers to
-    /// come. Secret receipts are sealed under one commit and leave only after it, as
-    /// messages do (`send_all`).
+    /// Sends receipts (delivery or read, as `make` builds them) for the messages `owed` per
+    /// thread; returns the relay's answers to come. Secret receipts are sealed under one
+    /// commit and leave only after it, as messages do (`send_all`).
     pub(super) async fn send_receipts(
         &mut self,
         owed: Vec<(ThreadKey, Vec<String>)>,
+        make: fn(Vec<String>) -> Content,
     ) -> Vec<Reply> {
         if owed.is_empty() {
             return Vec::new();
@@ -410,7 +418,7 @@ impl Manager {
         let mut prepared = Vec::new();
         for ((handle, secret), ids) in owed {
             for chunk in ids.chunks(RECEIPT_BATCH) {
-                let receipt = Content::receipt(chunk.to_vec());
+                let receipt = make(chunk.to_vec());
                 match self.prepare(&handle, secret, &receipt, None).await {
                     Ok(out) => prepared.push(out),
                     Err(e) => {
@@ -426,7 +434,7 @@ impl Manager {
         }
         let mut replies = Vec::with_capacity(prepared.len());
         for out in prepared {
-            match self.submit(out).await {
+            match self.submit(out, false).await {
                 Ok(reply) => replies.push(reply),
                 Err(e) => tracing::info!(error = %e, "a delivery receipt was not sent"),
             }
@@ -482,22 +490,7 @@ impl Manager {
             return Err(LinkError::Offline.into());
         }
         let contact = self.contact_by_handle(handle).await?;
-        let address = crypto::address(&contact.account_id);
-        let has_session = {
-            let stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
-            stores
-                .sessions
-                .load_session(&address)
-                .await?
-                .is_some_and(|s| {
-                    s.has_usable_sender_chain(
-                        SystemTime::now(),
-                        libsignal_protocol::SessionUsabilityRequirements::all(),
-                    )
-                    .unwrap_or(false)
-                })
-        };
-        if !has_session {
+        if !self.has_session(&contact.account_id).await? {
             let id = contact.account_id.clone();
             let frame = self
                 .link
@@ -556,6 +549,23 @@ impl Manager {
             expires_at,
             recipient_key: contact.identity_key,
         })
+    }
+
+    /// Whether a secret session with `account_id` can send now, without a new bundle.
+    pub(super) async fn has_session(&self, account_id: &str) -> Result<bool, ClientError> {
+        let address = crypto::address(account_id);
+        let stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
+        Ok(stores
+            .sessions
+            .load_session(&address)
+            .await?
+            .is_some_and(|s| {
+                s.has_usable_sender_chain(
+                    SystemTime::now(),
+                    libsignal_protocol::SessionUsabilityRequirements::all(),
+                )
+                .unwrap_or(false)
+            }))
     }
 
     fn identity_error(&self, e: SignalProtocolError, contact: &Contact) -> ClientError {

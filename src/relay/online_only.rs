@@ -1,0 +1,115 @@
+//! Online-only envelopes (typing indicators): checked like any envelope, then handed to the
+//! recipient's connection if it is online, and otherwise dropped. Never stored: they touch
+//! neither the queue nor its writer, so nothing of them reaches the relay's files.
+//!
+//! Owns the per-connection inbox they wait in (in memory, bounded: what does not fit is
+//! dropped, as for an offline recipient) and the rule that the sender's answer is the same
+//! whether the recipient was online or not, so that it reveals no presence. Must not read
+//! the envelope's contents.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use super::Relay;
+use super::store::{NewEnvelope, Queued, Stored};
+use super::writer::Enqueued;
+
+/// Most online-only envelopes held for one connection that has not written them out yet.
+const MAX_ITEMS: usize = 32;
+/// Most payload bytes of them held for one connection.
+const MAX_BYTES: usize = 64 << 10;
+
+/// A connection's online-only envelopes, waiting to be written to it.
+#[derive(Default)]
+pub(crate) struct Inbox {
+    held: Mutex<(VecDeque<Queued>, usize)>,
+    arrived: Notify,
+}
+
+impl Inbox {
+    /// Holds `q` for the connection, unless it holds too much already: then `q` is dropped.
+    fn put(&self, q: Queued) {
+        {
+            let mut held = self.lock();
+            if held.0.len() >= MAX_ITEMS || held.1 + q.payload.len() > MAX_BYTES {
+                return;
+            }
+            held.1 += q.payload.len();
+            held.0.push_back(q);
+        }
+        self.arrived.notify_one();
+    }
+
+    /// Takes everything held, oldest first.
+    pub fn take(&self) -> Vec<Queued> {
+        let mut held = self.lock();
+        held.1 = 0;
+        held.0.drain(..).collect()
+    }
+
+    /// Resolves once something has arrived since the last time it resolved.
+    pub async fn arrived(&self) {
+        self.arrived.notified().await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<Queued>, usize)> {
+        // Every critical section leaves the inbox consistent, so a poisoned lock is usable.
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Checks `e` as the queue's writer would (the recipient exists; for a sealed one, the
+/// access token and identity key), then hands it to the recipient's connection if there is
+/// one. Resolves to what the sender is told: `Queued(0)` (answered `ok`) whether it was
+/// handed over or dropped, the writer's refusal otherwise, None if the check failed.
+pub(crate) async fn pass_on(relay: Arc<Relay>, e: NewEnvelope) -> Enqueued {
+    let (to, origin) = (e.recipient.clone(), e.origin.clone());
+    match relay.db(move |db| db.refusal(&to, &origin)).await {
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot check an online-only envelope");
+            None
+        }
+        Ok(Some(refused)) => Some(refused),
+        Ok(None) => {
+            if let Some(o) = relay.lock_online().get(&e.recipient) {
+                o.online_only.put(e.to_queued(0));
+            }
+            Some(Stored::Queued(0))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(len: usize) -> Queued {
+        Queued {
+            id: 0,
+            sender: None,
+            sender_handle: None,
+            sealed: true,
+            payload: vec![0; len],
+            received_at: 0,
+            expires_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_inbox_wakes_its_connection_and_drops_what_does_not_fit() {
+        let inbox = Inbox::default();
+        inbox.put(envelope(10));
+        inbox.arrived().await;
+        assert_eq!(inbox.take().len(), 1);
+        for _ in 0..MAX_ITEMS + 3 {
+            inbox.put(envelope(1));
+        }
+        assert_eq!(inbox.take().len(), MAX_ITEMS);
+        inbox.put(envelope(MAX_BYTES));
+        inbox.put(envelope(1));
+        assert_eq!(inbox.take().len(), 1);
+        assert!(inbox.take().is_empty());
+    }
+}
