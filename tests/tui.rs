@@ -63,6 +63,10 @@ fn msg(seq: i64, contact: &str, secret: bool, outgoing: bool, text: &str) -> Mes
         kind: MessageKind::Text,
         timer: None,
         expires_at: None,
+        reply: None,
+        reactions: Vec::new(),
+        edited: false,
+        deleted: false,
     }
 }
 

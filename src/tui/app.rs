@@ -165,6 +165,8 @@ pub struct App {
     /// Help was opened by `?` on an empty composer: typing on writes a message starting
     /// with `?` instead of losing the character.
     question: bool,
+    /// Selection mode, and what the composer answers or edits.
+    pub rich: super::rich::Rich,
 }
 
 impl App {
@@ -200,6 +202,7 @@ impl App {
             notify: notify::Mode::default(),
             notification: None,
             question: false,
+            rich: Default::default(),
         }
     }
 
@@ -601,6 +604,7 @@ impl App {
             to: open.handle,
             secret: open.secret,
             text,
+            reply_to: None,
         }]
     }
 
@@ -821,22 +825,9 @@ impl App {
                     }
                 }
             }
-            Event::Expired(gone) => {
-                let open = self.open.clone();
-                let before = self.thread.messages.len();
-                self.thread.messages.retain(|m| {
-                    !gone.iter().any(|g| {
-                        g.id == m.id
-                            && open
-                                .as_ref()
-                                .is_some_and(|o| o.handle == g.contact && o.secret == g.secret)
-                    })
-                });
-                if self.thread.messages.len() != before {
-                    self.thread.scroll = self.thread.scroll.min(self.thread.messages.len());
-                    self.thread.cut = 0;
-                }
-            }
+            Event::MessageChanged { message, .. } => self.on_changed(message),
+            Event::MessageRemoved(gone) => self.remove_messages(&[gone]),
+            Event::Expired(gone) => self.remove_messages(&gone),
             Event::SafetyNumber(n) => {
                 if let Some(c) = self.summary_mut(&n.handle) {
                     c.verified = n.verified;
@@ -851,6 +842,25 @@ impl App {
             Event::Drained | Event::Unshown { .. } => {}
         }
         Vec::new()
+    }
+
+    /// Takes messages the sweeper or a deletion took away off the open thread.
+    fn remove_messages(&mut self, gone: &[crate::client::store::Expired]) {
+        let open = self.open.clone();
+        let before = self.thread.messages.len();
+        self.thread.messages.retain(|m| {
+            !gone.iter().any(|g| {
+                g.id == m.id
+                    && open
+                        .as_ref()
+                        .is_some_and(|o| o.handle == g.contact && o.secret == g.secret)
+            })
+        });
+        if self.thread.messages.len() != before {
+            self.thread.scroll = self.thread.scroll.min(self.thread.messages.len());
+            self.thread.cut = 0;
+        }
+        self.quotes_gone(gone);
     }
 
     fn is_open(&self, handle: &str, secret: bool) -> bool {

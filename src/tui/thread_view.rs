@@ -94,7 +94,18 @@ fn message_lines(app: &App, m: &Message, width: usize) -> Vec<Line<'static>> {
                 width,
             );
         }
-        MessageKind::Text => {}
+        MessageKind::Unsupported => {
+            return system_lines(
+                format!(
+                    "{time} {} sent an {}",
+                    m.contact,
+                    super::rich_view::UNSUPPORTED
+                ),
+                system(),
+                width,
+            );
+        }
+        _ => {}
     }
     let who = if m.outgoing {
         app.me.as_str()
@@ -108,7 +119,12 @@ fn message_lines(app: &App, m: &Message, width: usize) -> Vec<Line<'static>> {
     };
     let head = format!("{time} {lock}{who}: ");
     let indent = head.width().min(width / 2);
-    let body = format!("{}{}{}", m.text, state_mark(m), countdown(app, m));
+    let body = format!(
+        "{}{}{}",
+        super::rich_view::body(m),
+        state_mark(m),
+        countdown(app, m)
+    );
     let who_style = if m.outgoing {
         Style::default().fg(Color::Cyan)
     } else {
@@ -116,21 +132,32 @@ fn message_lines(app: &App, m: &Message, width: usize) -> Vec<Line<'static>> {
     };
     let text_style = if m.state == MessageState::Failed {
         Style::default().fg(Color::Red)
+    } else if m.deleted {
+        system()
     } else {
         Style::default()
     };
-    wrap(&body, width.saturating_sub(indent))
-        .into_iter()
-        .enumerate()
-        .map(|(i, chunk)| {
-            let lead = if i == 0 {
-                Span::styled(head.clone(), who_style)
-            } else {
-                Span::raw(" ".repeat(indent))
-            };
-            Line::from(vec![lead, Span::styled(chunk, text_style)])
-        })
-        .collect()
+    let mut lines = super::rich_view::quote(m, indent, width);
+    lines.extend(
+        wrap(&body, width.saturating_sub(indent))
+            .into_iter()
+            .enumerate()
+            .map(|(i, chunk)| {
+                let lead = if i == 0 {
+                    Span::styled(head.clone(), who_style)
+                } else {
+                    Span::raw(" ".repeat(indent))
+                };
+                Line::from(vec![lead, Span::styled(chunk, text_style)])
+            }),
+    );
+    lines.extend(super::rich_view::reactions(m, indent, width));
+    if app.selected_message() == Some(m.id.as_str()) {
+        for l in &mut lines {
+            l.style = l.style.add_modifier(Modifier::REVERSED);
+        }
+    }
+    lines
 }
 
 /// The lines loaded message `i` takes at `width`: a date separator when its day is not the

@@ -205,6 +205,7 @@ impl Client {
                 to: to.into(),
                 secret,
                 text: text.into(),
+                reply_to: None,
             })
             .await
             .unwrap();
