@@ -36,7 +36,7 @@ mod rich;
 mod send;
 
 pub use contacts::ContactChange;
-pub use rich::{Change, RichError};
+pub use rich::{CHANGE_WINDOW_MS, Change, RichError, excerpt};
 
 use crate::wire::{ClientFrame, ErrorCode, RelayFrame};
 use receipts::Receipts;

@@ -104,6 +104,8 @@ pub enum Action {
     Unmark,
     /// In the verify overlay: accept the contact's new key.
     AcceptChange,
+    /// Selection mode and what it leads to (see `rich`).
+    Rich(super::rich::RichAction),
 }
 
 /// One row of the contact list.
@@ -213,7 +215,7 @@ impl App {
         vec![Command::ListContacts]
     }
 
-    fn tag(&mut self) -> u64 {
+    pub(super) fn tag(&mut self) -> u64 {
         self.next_tag += 1;
         self.next_tag
     }
@@ -258,11 +260,11 @@ impl App {
         self.contacts.iter_mut().find(|c| c.handle == handle)
     }
 
-    fn error(&mut self, text: impl Into<String>) {
+    pub(super) fn error(&mut self, text: impl Into<String>) {
         self.notify(Status::error(text));
     }
 
-    fn info(&mut self, text: impl Into<String>) {
+    pub(super) fn info(&mut self, text: impl Into<String>) {
         self.notify(Status::info(text));
     }
 
@@ -282,6 +284,7 @@ impl App {
         let unread = self
             .summary(&key.handle)
             .map_or(0, |c| c.unread[key.secret as usize] as usize);
+        self.rich = Default::default();
         self.thread = Thread {
             loading: true,
             unread,
@@ -442,6 +445,7 @@ impl App {
             Action::CloseOverlay | Action::MarkVerified | Action::Unmark | Action::AcceptChange => {
             }
             Action::Quit => self.quit = true,
+            Action::Rich(a) => return self.rich_action(a),
         }
         Vec::new()
     }
@@ -599,13 +603,7 @@ impl App {
         self.status = None;
         let id = uuid::Uuid::new_v4().to_string();
         self.sent_to.insert(id.clone(), open.handle.clone());
-        vec![Command::Send {
-            id,
-            to: open.handle,
-            secret: open.secret,
-            text,
-            reply_to: None,
-        }]
+        vec![self.compose(id, open, text)]
     }
 
     fn slash(&mut self, slash: Slash) -> Vec<Command> {
