@@ -42,6 +42,10 @@ fn fill(store: &Store, expiries: impl Iterator<Item = u64>) {
             kind: MessageKind::Text,
             timer: Some(5),
             expires_at: Some(at),
+            reply: None,
+            reactions: Vec::new(),
+            edited: false,
+            deleted: false,
         };
         store.insert_message("bob-account", &m, 0).unwrap();
     }

@@ -147,6 +147,7 @@ async fn echo(mut bot: ManagerHandle, cancel: CancellationToken) {
                         to: m.contact,
                         secret: m.secret,
                         text: reply,
+                        reply_to: None,
                     },
                 ];
                 for c in cmds {

@@ -322,6 +322,7 @@ async fn one_process_per_profile_and_over_long_texts_are_refused_before_sending(
             to: "bob".into(),
             secret: true,
             text: long,
+            reply_to: None,
         })
         .await
         .unwrap();
@@ -368,6 +369,7 @@ async fn bursts_arrive_complete_and_in_order_in_both_threads() {
                     id,
                     to: "bob".into(),
                     secret,
+                    reply_to: None,
                     text: format!("{k}"),
                 })
                 .await

@@ -56,6 +56,11 @@ fn recv_follow_and_history_print_a_message_in_one_shape() {
         "sent_at",
         "expires_at",
         "state",
+        "target",
+        "emoji",
+        "edited",
+        "deleted",
+        "reactions",
     ]
     .into_iter()
     .map(String::from)

@@ -179,6 +179,7 @@ async fn messages_typed_while_the_relay_is_down_go_out_when_it_is_back() {
                 to: "bob".into(),
                 secret,
                 text: text.into(),
+                reply_to: None,
             })
             .await
             .unwrap();

@@ -454,6 +454,7 @@ async fn a_message_refused_for_a_full_mailbox_stays_queued_and_arrives_once_it_d
             to: "bob".into(),
             secret: false,
             text: "second".into(),
+            reply_to: None,
         })
         .await
         .unwrap();

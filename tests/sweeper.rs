@@ -43,6 +43,10 @@ fn put(store: &Store, id: &str, expires_at: Option<u64>) {
         kind: MessageKind::Text,
         timer: expires_at.map(|e| ((e - T0) / 1000) as u32),
         expires_at,
+        reply: None,
+        reactions: Vec::new(),
+        edited: false,
+        deleted: false,
     };
     store.insert_message("bob-id", &m, T0).unwrap();
 }

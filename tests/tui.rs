@@ -1,94 +1,15 @@
 //! The TUI without a terminal: key sequences through the key map and the pure app (what is
 //! sent to the manager, what the state becomes), and screens drawn on ratatui's TestBackend.
 
+mod common;
+
+use common::tui::{app_with_bob, contact, ctrl, key, msg, press, rows, screen, typing};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use ratatui::Terminal;
-use ratatui::backend::TestBackend;
 use sotto::client::manager::{Command, ConnState, Event};
-use sotto::client::store::{ContactSummary, Message, MessageKind, MessageState};
+use sotto::client::store::{Message, MessageKind};
 use sotto::tui::app::{App, Focus, Overlay};
 use sotto::tui::keys::KeyMap;
 use sotto::tui::render;
-
-fn key(code: KeyCode) -> KeyEvent {
-    KeyEvent::new(code, KeyModifiers::NONE)
-}
-
-fn ctrl(c: char) -> KeyEvent {
-    KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)
-}
-
-/// Presses keys in order; returns every command the app produced but typing indicators
-/// (tests/typing.rs has those).
-fn press(app: &mut App, keys: impl IntoIterator<Item = KeyEvent>) -> Vec<Command> {
-    let map = KeyMap::default();
-    let mut out = Vec::new();
-    for k in keys {
-        if let Some(a) = map.action(app, k) {
-            out.extend(app.update(a));
-        }
-    }
-    out.retain(|c| !matches!(c, Command::Typing { .. }));
-    out
-}
-
-fn typing(text: &str) -> Vec<KeyEvent> {
-    text.chars().map(|c| key(KeyCode::Char(c))).collect()
-}
-
-fn contact(handle: &str) -> ContactSummary {
-    ContactSummary {
-        handle: handle.into(),
-        unread: [0, 0],
-        has_secret: false,
-        timers: [None, None],
-        verified: false,
-        key_changed: false,
-    }
-}
-
-fn msg(seq: i64, contact: &str, secret: bool, outgoing: bool, text: &str) -> Message {
-    Message {
-        seq,
-        id: format!("m{seq}"),
-        contact: contact.into(),
-        secret,
-        outgoing,
-        text: text.into(),
-        // 09:30:00 UTC on some day.
-        sent_at: 1_700_000_000_000 - 1_700_000_000_000 % 86_400_000 + 34_200_000,
-        state: if outgoing {
-            MessageState::Sent
-        } else {
-            MessageState::Received
-        },
-        kind: MessageKind::Text,
-        timer: None,
-        expires_at: None,
-    }
-}
-
-/// An app with contacts bob and carol, connected, with bob's normal thread open and loaded.
-fn app_with_bob() -> App {
-    let mut app = App::new("alice");
-    app.on_event(Event::Connection(ConnState::Online));
-    app.on_event(Event::Contacts(vec![contact("bob"), contact("carol")]));
-    let cmds = press(&mut app, [key(KeyCode::Tab), key(KeyCode::Enter)]);
-    assert!(
-        matches!(&cmds[..], [Command::LoadPage { contact, secret: false, before: None, .. }] if contact == "bob")
-    );
-    app.on_event(Event::Page {
-        contact: "bob".into(),
-        secret: false,
-        before: None,
-        messages: vec![
-            msg(1, "bob", false, false, "hello alice"),
-            msg(2, "bob", false, true, "hi bob"),
-        ],
-        complete: true,
-    });
-    app
-}
 
 #[test]
 fn typing_and_enter_sends_in_the_open_thread() {
@@ -294,24 +215,6 @@ fn scrolling_up_fetches_older_pages_before_the_top_is_reached() {
     assert_eq!(app.thread.messages[0].seq, 950);
     assert!(app.thread.complete);
     assert!(matches!(&cmds[..], [Command::MarkShown { ids }] if ids.len() == 50));
-}
-
-fn screen(app: &App, width: u16, height: u16) -> TestBackend {
-    let mut term = Terminal::new(TestBackend::new(width, height)).unwrap();
-    term.draw(|f| render::draw(f, app, &KeyMap::default()))
-        .unwrap();
-    term.backend().clone()
-}
-
-fn rows(backend: &TestBackend) -> Vec<String> {
-    let buf = backend.buffer();
-    (0..buf.area.height)
-        .map(|y| {
-            (0..buf.area.width)
-                .map(|x| buf[(x, y)].symbol())
-                .collect::<String>()
-        })
-        .collect()
 }
 
 #[test]
@@ -616,7 +519,8 @@ fn readline_keys_move_and_delete_in_the_composer() {
 }
 
 #[test]
-fn up_and_down_walk_lines_then_what_was_sent_and_never_bring_a_secret_into_a_normal_thread() {
+fn up_and_down_walk_lines_ctrl_p_and_ctrl_n_what_was_sent_and_never_bring_a_secret_into_a_normal_thread()
+ {
     let mut app = app_with_bob();
     for text in ["first", "second"] {
         press(
@@ -624,11 +528,11 @@ fn up_and_down_walk_lines_then_what_was_sent_and_never_bring_a_secret_into_a_nor
             typing(text).into_iter().chain([key(KeyCode::Enter)]),
         );
     }
-    press(&mut app, [key(KeyCode::Up)]);
+    press(&mut app, [ctrl('p')]);
     assert_eq!(composer(&app), "second|");
-    press(&mut app, [key(KeyCode::Up)]);
+    press(&mut app, [ctrl('p')]);
     assert_eq!(composer(&app), "first|");
-    press(&mut app, [key(KeyCode::Down), key(KeyCode::Down)]);
+    press(&mut app, [ctrl('n'), ctrl('n')]);
     assert_eq!(composer(&app), "|");
 
     // In a message of several lines, Up and Down move between its lines first.
@@ -656,28 +560,25 @@ fn up_and_down_walk_lines_then_what_was_sent_and_never_bring_a_secret_into_a_nor
             .into_iter()
             .chain([key(KeyCode::Enter)]),
     );
-    press(&mut app, [key(KeyCode::Up)]);
+    press(&mut app, [ctrl('p')]);
     assert_eq!(composer(&app), "the secret|");
-    press(&mut app, [key(KeyCode::Down), ctrl('s')]);
+    press(&mut app, [ctrl('n'), ctrl('s')]);
     assert!(!app.secret());
-    press(&mut app, [key(KeyCode::Up)]);
+    press(&mut app, [ctrl('p')]);
     assert_ne!(app.composer.text(), "the secret");
-    let cmds = press(
-        &mut app,
-        [key(KeyCode::Up), key(KeyCode::Up), key(KeyCode::Up)],
-    );
+    let cmds = press(&mut app, [ctrl('p'), ctrl('p'), ctrl('p')]);
     assert!(cmds.is_empty());
     assert!(!app.composer.text().contains("secret"));
 }
 
 #[test]
-fn esc_clears_the_composer_and_up_brings_the_text_back() {
+fn esc_clears_the_composer_and_ctrl_p_brings_the_text_back() {
     let mut app = app_with_bob();
     press(&mut app, typing("a draft I regret"));
     press(&mut app, [key(KeyCode::Esc)]);
     assert_eq!(composer(&app), "|");
     assert_eq!(app.focus, Focus::Composer);
-    press(&mut app, [key(KeyCode::Up)]);
+    press(&mut app, [ctrl('p')]);
     assert_eq!(composer(&app), "a draft I regret|");
 }
 

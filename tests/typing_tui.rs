@@ -48,6 +48,10 @@ fn ours(seq: i64, text: &str, state: MessageState) -> Message {
         kind: MessageKind::Text,
         timer: None,
         expires_at: None,
+        reply: None,
+        reactions: Vec::new(),
+        edited: false,
+        deleted: false,
     }
 }
 

@@ -58,6 +58,10 @@ pub fn message(i: i64, secret: bool) -> Message {
         kind: MessageKind::Text,
         timer: None,
         expires_at: None,
+        reply: None,
+        reactions: Vec::new(),
+        edited: false,
+        deleted: false,
     }
 }
 

@@ -118,6 +118,72 @@ pub enum Cmd {
         /// The message; `-` reads it from standard input (all of it, newlines kept).
         text: String,
     },
+    /// Answer a message: send TEXT quoting MSG_ID; exits once the relay has accepted it.
+    #[command(
+        after_help = "MSG_ID is the `id` that `sotto history HANDLE` or `sotto recv` prints; \
+                      it must be in the same thread (use --secret for the secret one)."
+    )]
+    Reply {
+        /// Both messages are in the secret thread.
+        #[arg(long)]
+        secret: bool,
+        /// The contact's handle.
+        handle: String,
+        /// The id of the message answered.
+        msg_id: String,
+        /// The answer; `-` reads it from standard input.
+        text: String,
+    },
+    /// React to a message with an emoji (one per person per message: it replaces yours);
+    /// the same emoji again, or --remove, takes yours away.
+    #[command(
+        after_help = "MSG_ID is the `id` that `sotto history HANDLE` or `sotto recv` prints."
+    )]
+    React {
+        /// The message is in the secret thread.
+        #[arg(long)]
+        secret: bool,
+        /// Take your reaction away instead.
+        #[arg(long, conflicts_with = "emoji")]
+        remove: bool,
+        /// The contact's handle.
+        handle: String,
+        /// The id of the message.
+        msg_id: String,
+        /// One emoji, e.g. 👍.
+        #[arg(required_unless_present = "remove")]
+        emoji: Option<String>,
+    },
+    /// Replace the text of one of your own messages, within 24 hours of sending it; the
+    /// contact sees the new text marked (edited). No earlier text is kept.
+    #[command(after_help = "MSG_ID is the `id` that `sotto history HANDLE` prints.")]
+    Edit {
+        /// The message is in the secret thread.
+        #[arg(long)]
+        secret: bool,
+        /// The contact's handle.
+        handle: String,
+        /// The id of your message.
+        msg_id: String,
+        /// The new text; `-` reads it from standard input.
+        text: String,
+    },
+    /// Delete a message from this profile (securely, as disappearing messages are); with
+    /// --for-everyone (your own, within 24 hours) the contact's copy too, which then shows
+    /// "message deleted".
+    #[command(after_help = "MSG_ID is the `id` that `sotto history HANDLE` prints.")]
+    Delete {
+        /// The message is in the secret thread.
+        #[arg(long)]
+        secret: bool,
+        /// Delete it for the contact too (your own messages, within 24 hours).
+        #[arg(long)]
+        for_everyone: bool,
+        /// The contact's handle.
+        handle: String,
+        /// The id of the message.
+        msg_id: String,
+    },
     /// Set a thread's disappearing timer (5s to 24h, or off) and tell the contact.
     Timer {
         /// The contact's handle.

@@ -11,6 +11,7 @@ mod init;
 mod profile;
 mod recv;
 mod relay;
+mod rich;
 mod send;
 mod session;
 mod signal;
@@ -110,6 +111,48 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => rt
             .block_on(send::set_timer(&dir, relay, handle, secret, duration.0))
             .map(done),
+        Cmd::Reply {
+            secret,
+            handle,
+            msg_id,
+            text,
+        } => {
+            let text = send::text_argument(text)?;
+            let target = rich::Target::new(handle, secret, msg_id);
+            rt.block_on(rich::reply(&dir, relay, target, text))
+                .map(done)
+        }
+        Cmd::React {
+            secret,
+            remove: _,
+            handle,
+            msg_id,
+            emoji,
+        } => {
+            let target = rich::Target::new(handle, secret, msg_id);
+            rt.block_on(rich::react(&dir, relay, target, emoji))
+                .map(done)
+        }
+        Cmd::Edit {
+            secret,
+            handle,
+            msg_id,
+            text,
+        } => {
+            let text = send::text_argument(text)?;
+            let target = rich::Target::new(handle, secret, msg_id);
+            rt.block_on(rich::edit(&dir, relay, target, text)).map(done)
+        }
+        Cmd::Delete {
+            secret,
+            for_everyone,
+            handle,
+            msg_id,
+        } => {
+            let target = rich::Target::new(handle, secret, msg_id);
+            rt.block_on(rich::delete(&dir, relay, target, for_everyone))
+                .map(done)
+        }
         Cmd::Recv { wait, follow } => {
             let until = recv::Until::from_args(wait, follow)?;
             rt.block_on(recv::recv(&dir, relay, until)).map(done)

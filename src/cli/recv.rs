@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use sotto::client::export::ExportedMessage;
-use sotto::client::manager::{Command, Event, ManagerHandle};
+use sotto::client::manager::{Change, Command, Event, ManagerHandle};
 use sotto::client::store::{Message, Store};
 use tokio::time::Instant;
 
@@ -59,7 +59,7 @@ pub async fn recv(dir: &Path, relay: RelayChoice, until: Until) -> Result<()> {
 
 /// What `recv` waits for next.
 enum Next {
-    Event(Event),
+    Event(Box<Event>),
     Interrupted,
     TimedOut,
 }
@@ -81,7 +81,7 @@ async fn next(
         biased;
         () = interrupt.wait() => Ok(Next::Interrupted),
         e = m.events.recv() => match e {
-            Some(e) => Ok(Next::Event(e)),
+            Some(e) => Ok(Next::Event(Box::new(e))),
             None => bail!("the client stopped unexpectedly; see the log in the profile directory"),
         },
         () = timeout => Ok(Next::TimedOut),
@@ -100,15 +100,22 @@ async fn receive(
         () = interrupt.wait() => return Ok(()),
     }
     let deadline = Instant::now() + CONNECT_TIMEOUT;
+    // Reactions, edits and deletions in the queue: printed after the messages they are about.
+    let mut changes = Vec::new();
     loop {
         match next(m, interrupt, Some(deadline)).await? {
             Next::Interrupted => return Ok(()),
             Next::TimedOut => {
                 bail!("the relay did not finish delivering the queue in time; try again")
             }
-            Next::Event(Event::Drained) => break,
-            Next::Event(Event::Warning(w)) => eprintln!("warning: {w}"),
-            Next::Event(_) => {}
+            Next::Event(e) => match *e {
+                Event::Drained => break,
+                Event::Warning(w) => eprintln!("warning: {w}"),
+                Event::MessageChanged { message, change } if !change.outgoing => {
+                    changes.push(Line::change(&message, &change, &printer.me))
+                }
+                _ => {}
+            },
         }
     }
     m.commands
@@ -119,21 +126,37 @@ async fn receive(
     let mut fetched = false;
     let mut deadline = None;
     loop {
-        let fresh = match next(m, interrupt, deadline).await? {
+        let event = match next(m, interrupt, deadline).await? {
             Next::Interrupted | Next::TimedOut => return Ok(()),
-            Next::Event(Event::Unshown { messages, .. }) => {
+            Next::Event(e) => *e,
+        };
+        let fresh = match event {
+            Event::Unshown { messages, .. } => {
                 fetched = true;
                 if let Until::Elapsed(wait) = until {
                     deadline = Some(Instant::now() + wait);
                 }
-                messages
+                let me = &printer.me;
+                let mut lines: Vec<Line> = messages.iter().map(|m| Line::message(m, me)).collect();
+                lines.append(&mut changes);
+                lines
             }
-            Next::Event(Event::Message(msg)) if fetched && !msg.outgoing => vec![msg],
-            Next::Event(Event::Warning(w)) => {
+            Event::Message(msg) if fetched && !msg.outgoing => {
+                vec![Line::message(&msg, &printer.me)]
+            }
+            Event::MessageChanged { message, change } if !change.outgoing => {
+                let line = Line::change(&message, &change, &printer.me);
+                if !fetched {
+                    changes.push(line);
+                    continue;
+                }
+                vec![line]
+            }
+            Event::Warning(w) => {
                 eprintln!("warning: {w}");
                 continue;
             }
-            Next::Event(_) => continue,
+            _ => continue,
         };
         let (ids, open) = printer.print(fresh)?;
         if !ids.is_empty() {
@@ -149,6 +172,32 @@ async fn receive(
     }
 }
 
+/// One line to print: a message (marked read once printed) or a change of one.
+struct Line {
+    contact: String,
+    exported: ExportedMessage,
+    /// A stored message that is marked read once printed.
+    message: bool,
+}
+
+impl Line {
+    fn message(m: &Message, me: &str) -> Line {
+        Line {
+            contact: m.contact.clone(),
+            exported: ExportedMessage::new(m, me),
+            message: true,
+        }
+    }
+
+    fn change(m: &Message, change: &Change, me: &str) -> Line {
+        Line {
+            contact: m.contact.clone(),
+            exported: ExportedMessage::change(m, change, me),
+            message: false,
+        }
+    }
+}
+
 /// Writes messages as JSON lines, each once.
 struct Printer {
     me: String,
@@ -159,24 +208,24 @@ struct Printer {
 impl Printer {
     /// Prints those of `messages` not printed yet; returns the ids it printed, and false if
     /// stdout was closed on it.
-    fn print(&mut self, messages: Vec<Message>) -> Result<(Vec<String>, bool)> {
+    fn print(&mut self, lines: Vec<Line>) -> Result<(Vec<String>, bool)> {
         let mut out = std::io::stdout().lock();
         let mut ids = Vec::new();
-        for msg in messages {
-            if self
-                .printed
-                .contains(&(msg.contact.clone(), msg.id.clone()))
-            {
+        for msg in lines {
+            let key = (msg.contact, msg.exported.id.clone());
+            if self.printed.contains(&key) {
                 continue;
             }
-            let line = ExportedMessage::new(&msg, &self.me).to_line();
+            let line = msg.exported.to_line();
             match writeln!(out, "{line}").and_then(|()| out.flush()) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok((ids, false)),
                 Err(e) => return Err(e).context("cannot write to standard output"),
             }
-            self.printed.insert((msg.contact, msg.id.clone()));
-            ids.push(msg.id);
+            if msg.message {
+                ids.push(key.1.clone());
+            }
+            self.printed.insert(key);
         }
         Ok((ids, true))
     }

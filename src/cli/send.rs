@@ -63,6 +63,7 @@ pub async fn send(
         to: handle,
         secret,
         text,
+        reply_to: None,
     };
     until_sent(&mut m, &id, cmd).await?;
     m.shutdown();

@@ -35,6 +35,9 @@ pub enum Body {
         /// Disappearing timer in force when sent, in seconds.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timer: Option<u32>,
+        /// The message of the same thread this one answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<Quote>,
     },
     /// The sender changed the thread's disappearing timer (seconds; None: off).
     TimerChange {
@@ -50,9 +53,37 @@ pub enum Body {
     /// The sender is typing in this thread (`active`), or stopped. Travels online only (the
     /// relay never queues it); not a message: no row, no receipt, no notification.
     Typing { active: bool },
+    /// The sender's reaction to the message `target` of the same thread: one emoji per person
+    /// per message; None takes theirs away.
+    Reaction {
+        id: String,
+        target: String,
+        emoji: Option<String>,
+        sent_at: u64,
+    },
+    /// The sender's own text message `target` now reads `text` (no history is kept).
+    Edit {
+        id: String,
+        target: String,
+        text: String,
+        sent_at: u64,
+    },
+    /// The sender deleted their own message `target` for everyone.
+    Delete {
+        id: String,
+        target: String,
+        sent_at: u64,
+    },
     /// A kind this build does not know; a newer peer sent it.
     #[serde(other)]
     Unknown,
+}
+
+/// What a reply quotes: the original's id and a short excerpt of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quote {
+    pub id: String,
+    pub excerpt: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +103,16 @@ impl Content {
                 text,
                 sent_at,
                 timer,
+                reply_to: None,
             },
+        }
+    }
+
+    /// Any body, in this build's version.
+    pub fn of(body: Body) -> Self {
+        Content {
+            v: CONTENT_VERSION,
+            body,
         }
     }
 
@@ -152,9 +192,33 @@ mod tests {
 
     #[test]
     fn unknown_kinds_from_newer_peers_decode() {
-        let c = Content::decode(br#"{"v":2,"kind":"reaction","emoji":"x"}"#).unwrap();
+        let c = Content::decode(br#"{"v":2,"kind":"sticker","pack":"x"}"#).unwrap();
         assert_eq!(c.body, Body::Unknown);
         let t = Content::text("id".into(), "hi".into(), 5, Some(30));
         assert_eq!(Content::decode(&t.encode()).unwrap(), t);
+    }
+
+    #[test]
+    fn a_text_without_a_quote_is_encoded_as_before_and_a_reply_carries_one() {
+        let t = Content::text("id".into(), "hi".into(), 5, None);
+        assert!(!String::from_utf8(t.encode()).unwrap().contains("reply_to"));
+        let r = Content::of(Body::Text {
+            id: "b".into(),
+            text: "yes".into(),
+            sent_at: 6,
+            timer: None,
+            reply_to: Some(Quote {
+                id: "id".into(),
+                excerpt: "hi".into(),
+            }),
+        });
+        assert_eq!(Content::decode(&r.encode()).unwrap(), r);
+        let gone = Content::of(Body::Reaction {
+            id: "c".into(),
+            target: "id".into(),
+            emoji: None,
+            sent_at: 7,
+        });
+        assert_eq!(Content::decode(&gone.encode()).unwrap(), gone);
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::manager::Change;
 use super::store::{Message, MessageKind, MessageState};
 
 /// Which of a contact's two threads a message is in.
@@ -49,6 +50,16 @@ impl Timestamp {
     }
 }
 
+/// One emoji under a message and how many reacted with it (at most 2: the contact and you).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportedReaction {
+    pub emoji: String,
+    pub count: u32,
+    /// Yours is among them.
+    pub mine: bool,
+}
+
 /// A message as the headless commands print it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,11 +71,30 @@ pub struct ExportedMessage {
     /// Handles: the contact's, or this profile's own for the side that is us.
     pub from: String,
     pub to: String,
-    /// `text`, `timer` (a change of the thread's disappearing timer, whose new value is in
-    /// `timer`) or `key_change` (the contact's safety number changed).
+    /// `text`, `reply` (a text answering `target`), `timer` (a change of the thread's
+    /// disappearing timer, whose new value is in `timer`), `key_change` (the contact's safety
+    /// number changed), `unsupported` (a kind this sotto cannot show), or one of the changes
+    /// `recv` reports: `reaction` (`emoji` on `target`), `edit` (`target` now reads `text`),
+    /// `delete` (`target` was deleted for everyone).
     pub kind: MessageKind,
-    /// Empty for a timer change.
+    /// Empty for a timer change, a deleted message, a reaction and a deletion.
     pub text: String,
+    /// For a reply, a reaction, an edit or a deletion: the id of the message it is about
+    /// (in the same thread); null otherwise.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// For a reaction: the emoji; null when the sender took their reaction away.
+    #[serde(default)]
+    pub emoji: Option<String>,
+    /// Its author changed its text.
+    #[serde(default)]
+    pub edited: bool,
+    /// Deleted for everyone: its text is gone.
+    #[serde(default)]
+    pub deleted: bool,
+    /// The reactions it has, one entry per emoji.
+    #[serde(default)]
+    pub reactions: Vec<ExportedReaction>,
     /// For a text, the disappearing timer it was sent under; for a timer change, the new
     /// timer. Seconds; null: off.
     pub timer: Option<u32>,
@@ -92,12 +122,60 @@ impl ExportedMessage {
             direction,
             from: from.to_string(),
             to: to.to_string(),
-            kind: m.kind,
+            kind: match (&m.reply, m.kind) {
+                (Some(_), MessageKind::Text) => MessageKind::Reply,
+                (_, kind) => kind,
+            },
             text: m.text.clone(),
+            target: m.reply.as_ref().map(|q| q.id.clone()),
+            emoji: None,
+            edited: m.edited,
+            deleted: m.deleted,
+            reactions: m
+                .reactions
+                .iter()
+                .map(|r| ExportedReaction {
+                    emoji: r.emoji.clone(),
+                    count: r.count,
+                    mine: r.mine,
+                })
+                .collect(),
             timer: m.timer,
             sent_at: Timestamp::from_ms(m.sent_at),
             expires_at: m.expires_at.map(Timestamp::from_ms),
             state: m.state,
+        }
+    }
+
+    /// A reaction, edit or deletion (`change`) of the message `m`, as `recv` reports it.
+    pub fn change(m: &Message, change: &Change, me: &str) -> ExportedMessage {
+        let text = match change.kind {
+            MessageKind::Edit => m.text.clone(),
+            _ => String::new(),
+        };
+        let outgoing = change.outgoing;
+        let m = Message {
+            outgoing,
+            state: if outgoing {
+                MessageState::Sent
+            } else {
+                MessageState::Received
+            },
+            ..m.clone()
+        };
+        ExportedMessage {
+            id: change.id.clone(),
+            kind: change.kind,
+            text,
+            target: Some(m.id.clone()),
+            emoji: change.emoji.clone(),
+            edited: false,
+            deleted: false,
+            reactions: Vec::new(),
+            timer: None,
+            sent_at: Timestamp::from_ms(change.sent_at),
+            expires_at: None,
+            ..ExportedMessage::new(&m, me)
         }
     }
 
@@ -134,6 +212,10 @@ mod tests {
             kind: MessageKind::Text,
             timer: Some(30),
             expires_at: Some(30_005),
+            reply: None,
+            reactions: Vec::new(),
+            edited: false,
+            deleted: false,
         };
         let out = ExportedMessage::new(&m, "alice");
         assert_eq!((out.from.as_str(), out.to.as_str()), ("alice", "bob"));

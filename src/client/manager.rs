@@ -34,10 +34,12 @@ mod contacts;
 mod reads;
 mod receipts;
 mod receive;
+mod rich;
 mod send;
 mod typing;
 
 pub use contacts::ContactChange;
+pub use rich::{CHANGE_WINDOW_MS, Change, RichError, excerpt};
 
 use crate::wire::{ClientFrame, ErrorCode, RelayFrame};
 use receipts::Receipts;
@@ -51,12 +53,41 @@ const CERT_MARGIN_MS: u64 = 60 * 60 * 1000;
 #[derive(Debug)]
 pub enum Command {
     /// Send `text` to `to` (a handle) in its normal or secret thread. `id` is the new message's
-    /// id (a UUID the caller picks, so it can follow the message's events).
+    /// id (a UUID the caller picks, so it can follow the message's events). `reply_to` names
+    /// the message of the same thread it answers.
     Send {
         id: String,
         to: String,
         secret: bool,
         text: String,
+        reply_to: Option<String>,
+    },
+    /// React to `target` with `emoji` (None, or the emoji we already gave: take ours away).
+    /// `id` names the reaction, which is followed like a message (`MessageState` once the
+    /// relay has it, or `MessageFailed`).
+    React {
+        id: String,
+        contact: String,
+        secret: bool,
+        target: String,
+        emoji: Option<String>,
+    },
+    /// Replace the text of our own message `target` (within 24 hours of sending it).
+    Edit {
+        id: String,
+        contact: String,
+        secret: bool,
+        target: String,
+        text: String,
+    },
+    /// Delete `target`: here only, or (our own, within 24 hours) for everyone. A deletion
+    /// here only reports `MessageRemoved` and sends nothing.
+    Delete {
+        id: String,
+        contact: String,
+        secret: bool,
+        target: String,
+        for_everyone: bool,
     },
     /// Look `handle` up in the directory and add it as a contact.
     AddContact { tag: u64, handle: String },
@@ -197,6 +228,14 @@ pub enum Event {
         secret: bool,
         active: bool,
     },
+    /// A stored message changed: a reaction, an edit or a deletion for everyone, ours or the
+    /// peer's (`change` says which).
+    MessageChanged {
+        message: Message,
+        change: Box<Change>,
+    },
+    /// A message was deleted on this device only (delete for me).
+    MessageRemoved(Expired),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -243,6 +282,8 @@ pub enum ClientError {
     Blocked(String),
     #[error("only a message of yours that failed can be sent again")]
     NotRetryable,
+    #[error(transparent)]
+    Rich(#[from] rich::RichError),
     #[error(transparent)]
     Timer(#[from] crate::timer::TimerError),
     #[error(transparent)]
@@ -428,6 +469,8 @@ pub fn spawn_configured(
                     retry_at: None,
                     retry_backoff: RETRY_START,
                     last_top_up: None,
+                    actions: HashSet::new(),
+                    wipe_wal: std::cell::Cell::new(false),
                 };
                 m.run(cmd_rx, link_rx, anon_rx, expired_rx, sent_rx).await;
                 token.cancel();
@@ -496,6 +539,10 @@ struct Manager {
     retry_backoff: Duration,
     /// The last upload of one-time prekeys: at most one a minute.
     last_top_up: Option<tokio::time::Instant>,
+    /// Our reactions, edits and deletions whose requests the relay has not answered yet.
+    actions: HashSet<String>,
+    /// A text was overwritten inside the open burst: the WAL is truncated after its commit.
+    wipe_wal: std::cell::Cell<bool>,
 }
 
 /// The first wait before messages refused for a quota or a rate are sent again, and the
@@ -632,15 +679,38 @@ impl Manager {
                 to,
                 secret,
                 text,
+                reply_to,
             } => {
                 self.send_all(vec![Draft {
                     id,
                     to,
                     secret,
                     text,
+                    reply_to,
                 }])
                 .await
             }
+            Command::React {
+                id,
+                contact,
+                secret,
+                target,
+                emoji,
+            } => self.react(id, contact, secret, target, emoji).await,
+            Command::Edit {
+                id,
+                contact,
+                secret,
+                target,
+                text,
+            } => self.edit(id, contact, secret, target, text).await,
+            Command::Delete {
+                id,
+                contact,
+                secret,
+                target,
+                for_everyone,
+            } => self.delete(id, contact, secret, target, for_everyone).await,
             Command::AddContact { tag, handle } => match self.contact_by_handle(&handle).await {
                 Ok(contact) => self.emit(Event::ContactAdded { tag, contact }).await,
                 Err(e) => {
@@ -767,6 +837,7 @@ impl Manager {
                 MessageKind::Timer,
                 String::new(),
                 timer,
+                None,
             )
         }
         .await;
@@ -793,6 +864,7 @@ impl Manager {
 
     /// Stores a message of ours (state `sending`). A text takes the thread's timer and starts
     /// counting down now.
+    #[allow(clippy::too_many_arguments)]
     fn originate(
         &mut self,
         id: String,
@@ -801,6 +873,7 @@ impl Manager {
         kind: MessageKind,
         text: String,
         timer: Option<u32>,
+        reply: Option<super::store::Quote>,
     ) -> Result<Message, ClientError> {
         if contact.blocked {
             return Err(ClientError::Blocked(contact.handle.clone()));
@@ -808,7 +881,7 @@ impl Manager {
         let now = self.clock.now_ms();
         let expires_at = match kind {
             MessageKind::Text => timer.map(|t| now + u64::from(t) * 1000),
-            MessageKind::Timer | MessageKind::KeyChange => None,
+            _ => None,
         };
         let mut m = Message {
             seq: 0,
@@ -822,6 +895,10 @@ impl Manager {
             kind,
             timer,
             expires_at,
+            reply,
+            reactions: Vec::new(),
+            edited: false,
+            deleted: false,
         };
         // The caller picked a fresh UUID; a repeat is a caller bug, reported as such.
         m.seq = self
@@ -868,11 +945,13 @@ impl Manager {
                 to,
                 secret,
                 text,
+                reply_to,
             } => ControlFlow::Continue(Draft {
                 id,
                 to,
                 secret,
                 text,
+                reply_to,
             }),
             other => ControlFlow::Break(other),
         });

@@ -10,6 +10,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod contact_admin;
+mod rich;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -145,6 +146,34 @@ ALTER TABLE contacts ADD COLUMN blocked INTEGER NOT NULL DEFAULT 0;
 -- accepts the new key.
 ALTER TABLE messages ADD COLUMN held_for_key INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- issue 20 (rich): replies, reactions, edits, deletions for everyone, unsupported rows.
+-- The message of the same thread a reply answers, and our own copy of its start; the excerpt
+-- is NULL once the original is gone (expired or deleted), so its text outlives it nowhere.
+ALTER TABLE messages ADD COLUMN reply_id TEXT;
+ALTER TABLE messages ADD COLUMN reply_excerpt TEXT;
+ALTER TABLE messages ADD COLUMN edited INTEGER NOT NULL DEFAULT 0;
+-- Deleted for everyone: a tombstone whose text is gone.
+ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX messages_by_reply ON messages(contact, reply_id) WHERE reply_id IS NOT NULL;
+-- One reaction per person per message: ours (from_me = 1) and the contact's.
+CREATE TABLE reactions (
+    contact TEXT NOT NULL,
+    secret INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    from_me INTEGER NOT NULL,
+    emoji TEXT NOT NULL,
+    PRIMARY KEY (contact, secret, target, from_me)
+) WITHOUT ROWID;
+-- Whatever deletes a message (the sweeper, delete for me, removing a contact) takes its
+-- reactions and the excerpts quoting it in the same transaction.
+CREATE TRIGGER messages_rich_gone AFTER DELETE ON messages BEGIN
+    DELETE FROM reactions
+        WHERE contact = old.contact AND secret = old.secret AND target = old.id;
+    UPDATE messages SET reply_excerpt = NULL
+        WHERE contact = old.contact AND reply_id = old.id AND secret = old.secret;
+END;
+"#,
 ];
 
 const SET_STATE: &str = "UPDATE messages SET state = ?2
@@ -221,6 +250,16 @@ pub enum MessageKind {
     Timer,
     /// The contact's identity key (safety number) changed.
     KeyChange,
+    /// A kind of message a newer sotto sent that this one cannot show.
+    Unsupported,
+    /// Only in exports and events, never a stored row's kind: a text answering `target`.
+    Reply,
+    /// Only in exports and events: a reaction to `target`.
+    Reaction,
+    /// Only in exports and events: `target`'s new text.
+    Edit,
+    /// Only in exports and events: `target` was deleted for everyone.
+    Delete,
 }
 
 impl MessageKind {
@@ -229,8 +268,38 @@ impl MessageKind {
             MessageKind::Text => "text",
             MessageKind::Timer => "timer",
             MessageKind::KeyChange => "key_change",
+            MessageKind::Unsupported => "unsupported",
+            MessageKind::Reply => "reply",
+            MessageKind::Reaction => "reaction",
+            MessageKind::Edit => "edit",
+            MessageKind::Delete => "delete",
         }
     }
+
+    /// Whether a stored message of this kind is something a person wrote.
+    pub fn is_text(self) -> bool {
+        self == MessageKind::Text
+    }
+}
+
+/// What a reply quotes, as the screen shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Quote {
+    /// The original's id, in the same thread.
+    pub id: String,
+    /// The start of the original; empty once it is gone.
+    pub excerpt: String,
+    /// The original expired or was deleted.
+    pub gone: bool,
+}
+
+/// One emoji under a message, with how many people reacted with it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reaction {
+    pub emoji: String,
+    pub count: u32,
+    /// Ours is among them.
+    pub mine: bool,
 }
 
 /// Received messages the user has just seen for the first time, as `Store::mark_shown`
@@ -289,6 +358,14 @@ pub struct Message {
     /// Unix ms when it is deleted: for our own messages `timer` after sending, for received
     /// ones `timer` after first shown (None until then).
     pub expires_at: Option<u64>,
+    /// The message this one answers.
+    pub reply: Option<Quote>,
+    /// Reactions, by first appearance.
+    pub reactions: Vec<Reaction>,
+    /// Its author changed its text.
+    pub edited: bool,
+    /// Deleted for everyone: the text is gone.
+    pub deleted: bool,
 }
 
 /// A contact as the contact list shows it. Arrays are indexed by `secret as usize`.
@@ -518,8 +595,9 @@ impl Store {
             .conn
             .prepare_cached(
                 "INSERT OR IGNORE INTO messages (id, contact, secret, outgoing, text, sent_at,
-                 received_at, state, shown, kind, timer_secs, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 received_at, state, shown, kind, timer_secs, expires_at, reply_id,
+                 reply_excerpt)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -536,6 +614,8 @@ impl Store {
                     m.kind.as_str(),
                     m.timer,
                     m.expires_at.map(|e| e as i64),
+                    m.reply.as_ref().map(|q| &q.id),
+                    m.reply.as_ref().filter(|q| !q.gone).map(|q| &q.excerpt),
                 ])
             })?;
         Ok((n > 0).then(|| self.conn.last_insert_rowid()))
@@ -622,7 +702,11 @@ impl Store {
 
     /// Outgoing messages not yet accepted by the relay, oldest first.
     pub fn unsent(&self) -> Result<Vec<Message>> {
-        self.messages_where(None, "m.state = 'sending' ORDER BY m.seq", [])
+        self.messages_where(
+            None,
+            "m.state = 'sending' AND m.deleted = 0 ORDER BY m.seq",
+            [],
+        )
     }
 
     /// Received messages not yet shown to the user, oldest first.
@@ -801,6 +885,7 @@ impl Store {
     ) -> Result<Vec<Message>> {
         let mut stmt = self.conn.prepare_cached(&messages_sql(index, cond))?;
         let rows = stmt.query_map(args, |r| {
+            let reply_excerpt: Option<String> = r.get(12)?;
             Ok(Message {
                 id: r.get(0)?,
                 contact: r.get(1)?,
@@ -813,10 +898,19 @@ impl Store {
                 kind: match r.get::<_, String>(8)?.as_str() {
                     "timer" => MessageKind::Timer,
                     "key_change" => MessageKind::KeyChange,
+                    "unsupported" => MessageKind::Unsupported,
                     _ => MessageKind::Text,
                 },
                 timer: r.get(9)?,
                 expires_at: r.get::<_, Option<i64>>(10)?.map(|e| e as u64),
+                reply: r.get::<_, Option<String>>(11)?.map(|id| Quote {
+                    id,
+                    gone: reply_excerpt.is_none(),
+                    excerpt: reply_excerpt.unwrap_or_default(),
+                }),
+                edited: r.get(13)?,
+                deleted: r.get(14)?,
+                reactions: rich::reactions(r.get::<_, Option<String>>(15)?.as_deref()),
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
@@ -826,9 +920,11 @@ impl Store {
 /// The query for messages matching `cond`, through `index` if given.
 fn messages_sql(index: Option<&str>, cond: &str) -> String {
     let hint = index.map_or(String::new(), |i| format!("INDEXED BY {i}"));
+    let reactions = rich::REACTIONS_COLUMN;
     format!(
         "SELECT m.id, c.handle, m.secret, m.outgoing, m.text, m.sent_at, m.state, m.seq,
-                m.kind, m.timer_secs, m.expires_at
+                m.kind, m.timer_secs, m.expires_at, m.reply_id, m.reply_excerpt, m.edited,
+                m.deleted, {reactions}
          FROM messages m {hint} JOIN contacts c ON c.account_id = m.contact WHERE {cond}"
     )
 }

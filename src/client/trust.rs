@@ -322,6 +322,10 @@ pub fn key_changed(
             kind: MessageKind::KeyChange,
             timer: None,
             expires_at: None,
+            reply: None,
+            reactions: Vec::new(),
+            edited: false,
+            deleted: false,
         };
         if let Some(seq) = store.insert_message(contact_id, &m, now)? {
             m.seq = seq;

@@ -104,6 +104,8 @@ pub enum Action {
     Unmark,
     /// In the verify overlay: accept the contact's new key.
     AcceptChange,
+    /// Selection mode and what it leads to (see `rich`).
+    Rich(super::rich::RichAction),
 }
 
 /// One row of the contact list.
@@ -167,6 +169,8 @@ pub struct App {
     question: bool,
     /// Who is typing, and whether the open thread's peer is told the user is.
     pub typing: super::typing::Typing,
+    /// Selection mode, and what the composer answers or edits.
+    pub rich: super::rich::Rich,
 }
 
 impl App {
@@ -203,6 +207,7 @@ impl App {
             notification: None,
             question: false,
             typing: Default::default(),
+            rich: Default::default(),
         }
     }
 
@@ -213,7 +218,7 @@ impl App {
         vec![Command::ListContacts]
     }
 
-    fn tag(&mut self) -> u64 {
+    pub(super) fn tag(&mut self) -> u64 {
         self.next_tag += 1;
         self.next_tag
     }
@@ -258,11 +263,11 @@ impl App {
         self.contacts.iter_mut().find(|c| c.handle == handle)
     }
 
-    fn error(&mut self, text: impl Into<String>) {
+    pub(super) fn error(&mut self, text: impl Into<String>) {
         self.notify(Status::error(text));
     }
 
-    fn info(&mut self, text: impl Into<String>) {
+    pub(super) fn info(&mut self, text: impl Into<String>) {
         self.notify(Status::info(text));
     }
 
@@ -282,6 +287,7 @@ impl App {
         let unread = self
             .summary(&key.handle)
             .map_or(0, |c| c.unread[key.secret as usize] as usize);
+        self.rich = Default::default();
         self.thread = Thread {
             loading: true,
             unread,
@@ -450,6 +456,7 @@ impl App {
             Action::CloseOverlay | Action::MarkVerified | Action::Unmark | Action::AcceptChange => {
             }
             Action::Quit => self.quit = true,
+            Action::Rich(a) => return self.rich_action(a),
         }
         Vec::new()
     }
@@ -608,12 +615,7 @@ impl App {
         let id = uuid::Uuid::new_v4().to_string();
         self.sent_to.insert(id.clone(), open.handle.clone());
         let mut cmds = self.typing.stop();
-        cmds.push(Command::Send {
-            id,
-            to: open.handle,
-            secret: open.secret,
-            text,
-        });
+        cmds.push(self.compose(id, open, text));
         cmds
     }
 
@@ -834,22 +836,9 @@ impl App {
                     }
                 }
             }
-            Event::Expired(gone) => {
-                let open = self.open.clone();
-                let before = self.thread.messages.len();
-                self.thread.messages.retain(|m| {
-                    !gone.iter().any(|g| {
-                        g.id == m.id
-                            && open
-                                .as_ref()
-                                .is_some_and(|o| o.handle == g.contact && o.secret == g.secret)
-                    })
-                });
-                if self.thread.messages.len() != before {
-                    self.thread.scroll = self.thread.scroll.min(self.thread.messages.len());
-                    self.thread.cut = 0;
-                }
-            }
+            Event::MessageChanged { message, .. } => self.on_changed(message),
+            Event::MessageRemoved(gone) => self.remove_messages(&[gone]),
+            Event::Expired(gone) => self.remove_messages(&gone),
             Event::SafetyNumber(n) => {
                 if let Some(c) = self.summary_mut(&n.handle) {
                     c.verified = n.verified;
@@ -875,6 +864,25 @@ impl App {
             Event::Drained | Event::Unshown { .. } => {}
         }
         Vec::new()
+    }
+
+    /// Takes messages the sweeper or a deletion took away off the open thread.
+    fn remove_messages(&mut self, gone: &[crate::client::store::Expired]) {
+        let open = self.open.clone();
+        let before = self.thread.messages.len();
+        self.thread.messages.retain(|m| {
+            !gone.iter().any(|g| {
+                g.id == m.id
+                    && open
+                        .as_ref()
+                        .is_some_and(|o| o.handle == g.contact && o.secret == g.secret)
+            })
+        });
+        if self.thread.messages.len() != before {
+            self.thread.scroll = self.thread.scroll.min(self.thread.messages.len());
+            self.thread.cut = 0;
+        }
+        self.quotes_gone(gone);
     }
 
     fn is_open(&self, handle: &str, secret: bool) -> bool {

@@ -219,6 +219,9 @@ impl KeyMap {
 
 /// What a key means in the composer: readline's keys, as shells and most chat clients have.
 fn composer_action(app: &App, k: KeyEvent) -> Option<Action> {
+    if let Some(a) = super::rich::key_action(app, &k) {
+        return Some(a);
+    }
     let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
     let alt = k.modifiers.contains(KeyModifiers::ALT);
     let empty = app.composer.is_empty();
@@ -234,6 +237,9 @@ fn composer_action(app: &App, k: KeyEvent) -> Option<Action> {
             'k' => edit(Edit::KillToEnd),
             'y' => edit(Edit::Yank),
             'x' => Some(Action::Editor),
+            // What was sent this session (↑ on an empty composer selects a message).
+            'p' => edit(Edit::Up),
+            'n' => edit(Edit::Down),
             _ => None,
         },
         KeyCode::Char(c) if alt => match c.to_ascii_lowercase() {

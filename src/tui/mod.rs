@@ -17,6 +17,8 @@ pub mod marks;
 pub mod notice;
 pub mod notify;
 pub mod render;
+pub mod rich;
+pub mod rich_view;
 pub mod scroll;
 pub mod thread_view;
 pub mod typing;

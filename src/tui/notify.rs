@@ -96,6 +96,10 @@ mod tests {
             kind: MessageKind::Text,
             timer: None,
             expires_at: None,
+            reply: None,
+            reactions: Vec::new(),
+            edited: false,
+            deleted: false,
         }
     }
 

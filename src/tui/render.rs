@@ -176,11 +176,14 @@ fn draw_thread(f: &mut Frame, app: &App, area: Rect) {
 
 /// The composer's title: what it writes into and its keys, as many as fit in `width`.
 fn composer_title(app: &App, keys: &KeyMap, width: usize) -> String {
-    let (what, other) = if app.secret() {
+    let (mut what, other) = if app.secret() {
         (format!("{LOCK} secret message"), "normal")
     } else {
         ("message".to_string(), "secret")
     };
+    if let Some(doing) = super::rich::composer_doing(app, width / 2) {
+        what = format!("{what} {doing}");
+    }
     let hints = [
         "Enter sends".to_string(),
         format!("{} {other}", keys.toggle_secret.label()),
@@ -331,11 +334,15 @@ pub fn help_lines(keys: &KeyMap, width: u16) -> Vec<Line<'static>> {
         ),
         (
             "↑ ↓ (composer)".to_string(),
-            "the lines of the message, then what you sent this session",
+            "the lines of the message; ↑ on an empty composer selects a message",
+        ),
+        (
+            "Ctrl-P Ctrl-N".to_string(),
+            "what you sent this session, older and newer",
         ),
         (
             "Esc".to_string(),
-            "clear the message (↑ brings it back); leave the list; close this help",
+            "clear the message (Ctrl-P brings it back); stop replying or editing; leave the list; close this help",
         ),
         (
             "Ctrl-X, /edit".to_string(),
@@ -382,6 +389,11 @@ pub fn help_lines(keys: &KeyMap, width: u16) -> Vec<Line<'static>> {
         17,
         width,
     ));
+    lines.push(Line::raw(""));
+    lines.push(bold("A selected message (↑ on an empty composer)"));
+    for (k, what) in super::rich::HELP {
+        lines.extend(entry(k, what, 17, width));
+    }
     lines.push(Line::raw(""));
     lines.push(bold("Commands"));
     for (cmd, what) in commands::HELP {

@@ -84,7 +84,18 @@ fn message_lines(app: &App, m: &Message, width: usize) -> Vec<Line<'static>> {
                 width,
             );
         }
-        MessageKind::Text => {}
+        MessageKind::Unsupported => {
+            return system_lines(
+                format!(
+                    "{time} {} sent an {}",
+                    m.contact,
+                    super::rich_view::UNSUPPORTED
+                ),
+                system(),
+                width,
+            );
+        }
+        _ => {}
     }
     let who = if m.outgoing {
         app.me.as_str()
@@ -98,9 +109,10 @@ fn message_lines(app: &App, m: &Message, width: usize) -> Vec<Line<'static>> {
     };
     let head = format!("{time} {lock}{who}: ");
     let indent = head.width().min(width / 2);
+    let shown = super::rich_view::body(m);
     let mark = state_mark(m);
-    let body = format!("{}{mark}{}", m.text, countdown(app, m));
-    let mark = m.text.len()..m.text.len() + mark.len();
+    let body = format!("{shown}{mark}{}", countdown(app, m));
+    let mark = shown.len()..shown.len() + mark.len();
     let who_style = if m.outgoing {
         Style::default().fg(Color::Cyan)
     } else {
@@ -108,23 +120,34 @@ fn message_lines(app: &App, m: &Message, width: usize) -> Vec<Line<'static>> {
     };
     let text_style = if m.state == MessageState::Failed {
         Style::default().fg(Color::Red)
+    } else if m.deleted {
+        system()
     } else {
         Style::default()
     };
-    super::wrap::rows(&body, width.saturating_sub(indent))
-        .into_iter()
-        .enumerate()
-        .map(|(i, row)| {
-            let lead = if i == 0 {
-                Span::styled(head.clone(), who_style)
-            } else {
-                Span::raw(" ".repeat(indent))
-            };
-            let mut spans = vec![lead];
-            spans.extend(row_spans(m, &body, row, mark.clone(), text_style));
-            Line::from(spans)
-        })
-        .collect()
+    let mut lines = super::rich_view::quote(m, indent, width);
+    lines.extend(
+        super::wrap::rows(&body, width.saturating_sub(indent))
+            .into_iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let lead = if i == 0 {
+                    Span::styled(head.clone(), who_style)
+                } else {
+                    Span::raw(" ".repeat(indent))
+                };
+                let mut spans = vec![lead];
+                spans.extend(row_spans(m, &body, row, mark.clone(), text_style));
+                Line::from(spans)
+            }),
+    );
+    lines.extend(super::rich_view::reactions(m, indent, width));
+    if app.selected_message() == Some(m.id.as_str()) {
+        for l in &mut lines {
+            l.style = l.style.add_modifier(Modifier::REVERSED);
+        }
+    }
+    lines
 }
 
 /// The lines loaded message `i` takes at `width`: a date separator when its day is not the

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod tui;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -211,6 +212,7 @@ impl Client {
                 to: to.into(),
                 secret,
                 text: text.into(),
+                reply_to: None,
             })
             .await
             .unwrap();

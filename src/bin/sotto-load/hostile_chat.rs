@@ -139,6 +139,7 @@ impl Chat {
             to: USERS[user].1.into(),
             secret,
             text: self.text.clone(),
+            reply_to: None,
         };
         (id, cmd)
     }

@@ -60,6 +60,7 @@ async fn first_contact(
                 to: format!("r{i}"),
                 secret,
                 text: "hello".into(),
+                reply_to: None,
             };
             s.commands.send(cmd).await.context("a client stopped")?;
             wait_for(r, "a first message did not arrive", |e| {
@@ -183,6 +184,7 @@ pub async fn run(secret: bool, args: &Args) -> Result<Outcome> {
                     id,
                     to: format!("r{i}"),
                     secret,
+                    reply_to: None,
                     text: text.clone(),
                 };
                 if tx.commands.send(cmd).await.is_err() {

@@ -51,6 +51,8 @@ pub enum Request {
         to: String,
         secret: bool,
         text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<String>,
     },
     SetTimer {
         id: String,
@@ -75,11 +77,13 @@ impl Request {
                 to,
                 secret,
                 text,
+                reply_to,
             } => Request::Send {
                 id,
                 to,
                 secret,
                 text,
+                reply_to,
             },
             Command::SetTimer {
                 id,
@@ -106,11 +110,13 @@ impl Request {
                 to,
                 secret,
                 text,
+                reply_to,
             } => Command::Send {
                 id,
                 to,
                 secret,
                 text,
+                reply_to,
             },
             Request::SetTimer {
                 id,

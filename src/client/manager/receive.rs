@@ -42,6 +42,7 @@ impl Manager {
         if let Err(e) = self.store.end_burst(open) {
             return self.not_stored(&describe(&e)).await;
         }
+        self.wipe_wal_if_due();
         for (id, online, result) in outcomes {
             self.report(id, online, result).await;
         }
@@ -105,6 +106,13 @@ impl Manager {
                 secret,
                 active,
             }) => self.typing_heard(contact, secret, active).await,
+            Ok(Incoming::Changed(message, change)) => {
+                self.emit(Event::MessageChanged {
+                    message,
+                    change: Box::new(change),
+                })
+                .await
+            }
             Ok(Incoming::Nothing) => {}
             Err(Receive::Retry(e)) => return self.not_stored(&e).await,
             Err(Receive::Drop(warning)) => {
@@ -157,6 +165,10 @@ impl Manager {
             timer,
             // Counting starts when the user first sees it.
             expires_at: None,
+            reply: None,
+            reactions: Vec::new(),
+            edited: false,
+            deleted: false,
         };
         let mut m = match content.body {
             Body::Text {
@@ -164,11 +176,18 @@ impl Manager {
                 text,
                 sent_at,
                 timer,
+                reply_to,
             } => {
                 // A peer's timer out of range is brought into range, never dropped: the
                 // sender asked for the message to disappear.
                 let timer = timer.map(|t| t.clamp(crate::timer::MIN_SECS, crate::timer::MAX_SECS));
-                line(id, text, sent_at, MessageKind::Text, timer)
+                let mut m = line(id, text, sent_at, MessageKind::Text, timer);
+                if let Some(q) = reply_to {
+                    m.reply = self
+                        .quote_received(contact, secret, &q.id)
+                        .map_err(Receive::retry)?;
+                }
+                m
             }
             Body::TimerChange { id, timer, sent_at } => {
                 if let Some(t) = timer
@@ -211,9 +230,22 @@ impl Manager {
                     false => Incoming::Nothing,
                 });
             }
+            body @ (Body::Reaction { .. } | Body::Edit { .. } | Body::Delete { .. }) => {
+                return self
+                    .apply_change(contact, secret, body)
+                    .map_err(Receive::retry);
+            }
             Body::Unknown => {
-                tracing::debug!("ignoring a message kind this version does not know");
-                return Ok(Incoming::Nothing);
+                tracing::info!(
+                    "a message of a kind this version does not know was stored as unsupported"
+                );
+                line(
+                    format!("unsupported-{}", uuid::Uuid::new_v4()),
+                    String::new(),
+                    now_ms(),
+                    MessageKind::Unsupported,
+                    None,
+                )
             }
         };
         let seq = self
@@ -253,6 +285,10 @@ impl Manager {
             kind: MessageKind::KeyChange,
             timer: None,
             expires_at: None,
+            reply: None,
+            reactions: Vec::new(),
+            edited: false,
+            deleted: false,
         };
         match self.store.insert_message(&contact.account_id, &line, now) {
             Ok(Some(seq)) => self.emit(Event::Message(Message { seq, ..line })).await,
@@ -379,7 +415,7 @@ pub(super) struct Delivery {
 }
 
 /// What an arriving envelope turned out to carry.
-enum Incoming {
+pub(super) enum Incoming {
     /// A new message, now stored.
     Message(Message),
     /// Our messages with these ids reached the peer's device.
@@ -392,7 +428,9 @@ enum Incoming {
         secret: bool,
         active: bool,
     },
-    /// A duplicate, or a kind this version ignores.
+    /// A stored message changed (a reaction, an edit, a deletion for everyone).
+    Changed(Message, super::Change),
+    /// A duplicate, or something ignored.
     Nothing,
 }
 

@@ -26,6 +26,7 @@ pub(super) struct Draft {
     pub(super) to: String,
     pub(super) secret: bool,
     pub(super) text: String,
+    pub(super) reply_to: Option<String>,
 }
 
 /// An envelope ready for the relay.
@@ -111,7 +112,19 @@ impl Manager {
         }
         let contact = self.contact_by_handle(&d.to).await?;
         let timer = self.store.thread_timer(&contact.account_id, d.secret)?;
-        self.originate(d.id, &contact, d.secret, MessageKind::Text, d.text, timer)
+        let reply = match d.reply_to {
+            Some(target) => Some(self.quote_for_reply(&contact, d.secret, &target)?),
+            None => None,
+        };
+        self.originate(
+            d.id,
+            &contact,
+            d.secret,
+            MessageKind::Text,
+            d.text,
+            timer,
+            reply,
+        )
     }
 
     async fn fail(&self, id: String, e: &ClientError) {
@@ -162,7 +175,7 @@ impl Manager {
             // The relay may drop the envelope once the message would have disappeared anyway.
             let relay_expiry = match m.kind {
                 MessageKind::Text => m.timer.map(|t| m.sent_at + u64::from(t) * 1000),
-                MessageKind::Timer | MessageKind::KeyChange => None,
+                _ => None,
             };
             let out = self
                 .prepare(&m.contact, m.secret, &content, relay_expiry)
@@ -205,6 +218,10 @@ impl Manager {
     pub(super) async fn on_sent(&mut self, answers: Vec<Sent>) {
         let mut accepted = Vec::with_capacity(answers.len());
         for sent in answers {
+            if self.actions.remove(&sent.id) {
+                self.action_answered(sent).await;
+                continue;
+            }
             self.in_flight.remove(&sent.id);
             let e = match sent.result {
                 Ok(_) => {
@@ -318,15 +335,23 @@ impl Manager {
 
     /// What goes on the wire for one of our messages; a key-change line is local only.
     fn content(m: &Message) -> Option<Content> {
+        // A tombstone's text is gone: there is nothing left to send.
+        if m.deleted {
+            return None;
+        }
         match m.kind {
-            MessageKind::Text => Some(Content::text(
-                m.id.clone(),
-                m.text.clone(),
-                m.sent_at,
-                m.timer,
-            )),
+            MessageKind::Text => Some(Content::of(content::Body::Text {
+                id: m.id.clone(),
+                text: m.text.clone(),
+                sent_at: m.sent_at,
+                timer: m.timer,
+                reply_to: m.reply.as_ref().map(|q| content::Quote {
+                    id: q.id.clone(),
+                    excerpt: q.excerpt.clone(),
+                }),
+            })),
             MessageKind::Timer => Some(Content::timer_change(m.id.clone(), m.timer, m.sent_at)),
-            MessageKind::KeyChange => None,
+            _ => None,
         }
     }
 
