@@ -32,9 +32,11 @@ use super::trust;
 mod contacts;
 mod receipts;
 mod receive;
+mod search;
 mod send;
 
 pub use contacts::ContactChange;
+pub use search::SEARCH_LIMIT;
 
 use crate::wire::{ClientFrame, ErrorCode, RelayFrame};
 use receipts::Receipts;
@@ -94,6 +96,13 @@ pub enum Command {
     RemoveContact { tag: u64, handle: String },
     /// Send a failed message of ours again (its states follow; `Failed` if it cannot go).
     Retry { tag: u64, id: String },
+    /// Search the texts of every thread, or of one (a handle and whether it is the secret
+    /// thread), for the words of `query` (`Event::SearchResults`, or `Failed`).
+    Search {
+        tag: u64,
+        query: String,
+        thread: Option<(String, bool)>,
+    },
 }
 
 /// The state of the relay connection, as the user should see it.
@@ -163,6 +172,11 @@ pub enum Event {
     },
     /// Something the user should know that belongs to no command.
     Warning(String),
+    /// The texts `Command::Search` found, newest first (at most `SEARCH_LIMIT`).
+    SearchResults {
+        tag: u64,
+        results: Vec<super::store::SearchHit>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +227,8 @@ pub enum ClientError {
     Timer(#[from] crate::timer::TimerError),
     #[error(transparent)]
     Trust(#[from] trust::TrustError),
+    #[error(transparent)]
+    Query(#[from] super::search::QueryError),
 }
 
 /// The caller's side of a running manager.
@@ -616,6 +632,7 @@ impl Manager {
             } => self.block(tag, handle, blocked).await,
             Command::RemoveContact { tag, handle } => self.remove(tag, handle).await,
             Command::Retry { tag, id } => self.retry(tag, id).await,
+            Command::Search { tag, query, thread } => self.search(tag, query, thread).await,
             Command::MarkShown { ids } => match self.store.mark_shown(&ids, self.clock.now_ms()) {
                 Ok(started) if !started.is_empty() => {
                     for (_, at) in &started {

@@ -9,6 +9,7 @@ pub mod content;
 pub mod crypto;
 pub mod export;
 pub mod manager;
+pub mod search;
 pub mod signal_store;
 pub mod store;
 pub mod sweeper;

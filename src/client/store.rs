@@ -10,6 +10,9 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod contact_admin;
+mod search;
+
+pub use search::SearchHit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -144,6 +147,34 @@ ALTER TABLE contacts ADD COLUMN blocked INTEGER NOT NULL DEFAULT 0;
 -- A secret message that failed because the contact's key changed: sent again once the user
 -- accepts the new key.
 ALTER TABLE messages ADD COLUMN held_for_key INTEGER NOT NULL DEFAULT 0;
+"#,
+    r#"
+-- issue 20 (search): a full-text index of the texts people wrote, that forgets as they do.
+-- External content (the index holds no copy of the text, snippets read `messages`), over a
+-- view so that only texts are indexed and the index always equals its content. FTS5's
+-- secure-delete takes a deleted row's terms out of the index's pages instead of leaving
+-- them there under a delete marker. The triggers keep it in step with every change to
+-- `messages`, whoever makes it (sweeper, deletion, edit).
+CREATE VIEW messages_searchable AS SELECT seq, text FROM messages WHERE kind = 'text';
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    text,
+    content = 'messages_searchable',
+    content_rowid = 'seq',
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+INSERT INTO messages_fts(messages_fts, rank) VALUES ('secure-delete', 1);
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages WHEN new.kind = 'text' BEGIN
+    INSERT INTO messages_fts(rowid, text) VALUES (new.seq, new.text);
+END;
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages WHEN old.kind = 'text' BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.seq, old.text);
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF text, kind ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, text)
+        SELECT 'delete', old.seq, old.text WHERE old.kind = 'text';
+    INSERT INTO messages_fts(rowid, text) SELECT new.seq, new.text WHERE new.kind = 'text';
+END;
+INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
 "#,
 ];
 
@@ -758,35 +789,40 @@ impl Store {
         args: impl rusqlite::Params,
     ) -> Result<Vec<Message>> {
         let mut stmt = self.conn.prepare_cached(&messages_sql(index, cond))?;
-        let rows = stmt.query_map(args, |r| {
-            Ok(Message {
-                id: r.get(0)?,
-                contact: r.get(1)?,
-                secret: r.get(2)?,
-                outgoing: r.get(3)?,
-                text: r.get(4)?,
-                sent_at: r.get::<_, i64>(5)? as u64,
-                state: MessageState::parse(&r.get::<_, String>(6)?),
-                seq: r.get(7)?,
-                kind: match r.get::<_, String>(8)?.as_str() {
-                    "timer" => MessageKind::Timer,
-                    "key_change" => MessageKind::KeyChange,
-                    _ => MessageKind::Text,
-                },
-                timer: r.get(9)?,
-                expires_at: r.get::<_, Option<i64>>(10)?.map(|e| e as u64),
-            })
-        })?;
+        let rows = stmt.query_map(args, message_row)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
+}
+
+/// The columns `message_row` reads, first in a query over `messages m JOIN contacts c`.
+const MESSAGE_COLUMNS: &str = "m.id, c.handle, m.secret, m.outgoing, m.text, m.sent_at,
+    m.state, m.seq, m.kind, m.timer_secs, m.expires_at";
+
+fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    Ok(Message {
+        id: r.get(0)?,
+        contact: r.get(1)?,
+        secret: r.get(2)?,
+        outgoing: r.get(3)?,
+        text: r.get(4)?,
+        sent_at: r.get::<_, i64>(5)? as u64,
+        state: MessageState::parse(&r.get::<_, String>(6)?),
+        seq: r.get(7)?,
+        kind: match r.get::<_, String>(8)?.as_str() {
+            "timer" => MessageKind::Timer,
+            "key_change" => MessageKind::KeyChange,
+            _ => MessageKind::Text,
+        },
+        timer: r.get(9)?,
+        expires_at: r.get::<_, Option<i64>>(10)?.map(|e| e as u64),
+    })
 }
 
 /// The query for messages matching `cond`, through `index` if given.
 fn messages_sql(index: Option<&str>, cond: &str) -> String {
     let hint = index.map_or(String::new(), |i| format!("INDEXED BY {i}"));
     format!(
-        "SELECT m.id, c.handle, m.secret, m.outgoing, m.text, m.sent_at, m.state, m.seq,
-                m.kind, m.timer_secs, m.expires_at
+        "SELECT {MESSAGE_COLUMNS}
          FROM messages m {hint} JOIN contacts c ON c.account_id = m.contact WHERE {cond}"
     )
 }

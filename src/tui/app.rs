@@ -848,7 +848,7 @@ impl App {
                 }
                 self.safety = Some(n);
             }
-            Event::Drained | Event::Unshown { .. } => {}
+            Event::Drained | Event::Unshown { .. } | Event::SearchResults { .. } => {}
         }
         Vec::new()
     }
