@@ -40,6 +40,8 @@ pub enum Focus {
 pub enum Overlay {
     Help,
     Verify,
+    /// Search results (`App::search`).
+    Search,
 }
 
 /// The loaded part of the open thread.
@@ -62,6 +64,8 @@ pub struct Thread {
     pub unread: usize,
     /// The view lands on the first unread once enough of the thread is loaded.
     pub landing: bool,
+    /// A search result (its `seq`) to scroll to once older pages bring it in.
+    pub seek: Option<i64>,
 }
 
 /// What a key press means, independent of which key it was.
@@ -104,6 +108,8 @@ pub enum Action {
     Unmark,
     /// In the verify overlay: accept the contact's new key.
     AcceptChange,
+    /// Search the open thread (Ctrl-F).
+    Search,
 }
 
 /// One row of the contact list.
@@ -165,6 +171,8 @@ pub struct App {
     /// Help was opened by `?` on an empty composer: typing on writes a message starting
     /// with `?` instead of losing the character.
     question: bool,
+    /// The search overlay's words and results.
+    pub search: super::search::Search,
 }
 
 impl App {
@@ -200,6 +208,7 @@ impl App {
             notify: notify::Mode::default(),
             notification: None,
             question: false,
+            search: super::search::Search::default(),
         }
     }
 
@@ -210,7 +219,7 @@ impl App {
         vec![Command::ListContacts]
     }
 
-    fn tag(&mut self) -> u64 {
+    pub(super) fn tag(&mut self) -> u64 {
         self.next_tag += 1;
         self.next_tag
     }
@@ -255,7 +264,7 @@ impl App {
         self.contacts.iter_mut().find(|c| c.handle == handle)
     }
 
-    fn error(&mut self, text: impl Into<String>) {
+    pub(super) fn error(&mut self, text: impl Into<String>) {
         self.notify(Status::error(text));
     }
 
@@ -275,7 +284,7 @@ impl App {
     }
 
     /// Opens a thread and asks for its newest page.
-    fn open_thread(&mut self, key: ThreadKey) -> Vec<Command> {
+    pub(super) fn open_thread(&mut self, key: ThreadKey) -> Vec<Command> {
         let unread = self
             .summary(&key.handle)
             .map_or(0, |c| c.unread[key.secret as usize] as usize);
@@ -318,6 +327,9 @@ impl App {
                 self.composer.apply(Edit::Insert(c), secret);
             }
             return Vec::new();
+        }
+        if self.overlay == Some(Overlay::Search) {
+            return self.search_action(action);
         }
         if self.overlay.is_some() {
             let verifying = self.overlay == Some(Overlay::Verify);
@@ -436,6 +448,7 @@ impl App {
                 }
             }
             Action::Help => self.open_overlay(Overlay::Help),
+            Action::Search => return self.search_open_thread(),
             Action::CloseOverlay | Action::MarkVerified | Action::Unmark | Action::AcceptChange => {
             }
             Action::Quit => self.quit = true,
@@ -444,13 +457,13 @@ impl App {
     }
 
     /// The thread's text area, (width, height) in cells, at the present terminal size.
-    fn view(&self) -> (usize, usize) {
+    pub(super) fn view(&self) -> (usize, usize) {
         let (w, h) = layout::thread_inner(self, self.screen.0, self.screen.1);
         (w as usize, h as usize)
     }
 
     /// The loaded messages' heights at the present width, for scrolling.
-    fn lines(&self) -> Lines<impl Fn(usize) -> usize + '_> {
+    pub(super) fn lines(&self) -> Lines<impl Fn(usize) -> usize + '_> {
         let width = self.view().0;
         Lines {
             len: self.thread.messages.len(),
@@ -465,7 +478,7 @@ impl App {
         }
     }
 
-    fn set_pos(&mut self, p: Pos) {
+    pub(super) fn set_pos(&mut self, p: Pos) {
         self.thread.scroll = p.below;
         self.thread.cut = p.cut;
     }
@@ -490,7 +503,7 @@ impl App {
 
     /// Asks for the page before the oldest loaded message, unless it is all loaded or a
     /// request is out.
-    fn load_older(&mut self) -> Vec<Command> {
+    pub(super) fn load_older(&mut self) -> Vec<Command> {
         match (&self.open, self.thread.messages.first()) {
             (Some(open), Some(first)) if !self.thread.complete && !self.thread.loading => {
                 self.thread.loading = true;
@@ -686,6 +699,7 @@ impl App {
                     }
                 }
             }
+            Slash::Search(words) => self.open_search(None, words),
             Slash::Help => {
                 self.open_overlay(Overlay::Help);
                 Vec::new()
@@ -783,6 +797,7 @@ impl App {
                 };
                 self.notify(Status::info(text).about(Some(contact)));
             }
+            Event::Failed { error, tag } if self.search_failed(tag, &error) => {}
             Event::Failed { error, tag } => {
                 if self.pending_add == Some(tag) {
                     self.pending_add = None;
@@ -848,7 +863,8 @@ impl App {
                 }
                 self.safety = Some(n);
             }
-            Event::Drained | Event::Unshown { .. } | Event::SearchResults { .. } => {}
+            Event::SearchResults { tag, results } => self.on_search_results(tag, results),
+            Event::Drained | Event::Unshown { .. } => {}
         }
         Vec::new()
     }
@@ -920,6 +936,7 @@ impl App {
             c.unread[secret as usize] = 0;
         }
         let mut cmds = self.land();
+        cmds.extend(self.seek());
         if !unseen.is_empty() {
             cmds.push(Command::MarkShown { ids: unseen });
         }

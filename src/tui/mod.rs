@@ -17,6 +17,8 @@ pub mod notice;
 pub mod notify;
 pub mod render;
 pub mod scroll;
+pub mod search;
+pub mod search_view;
 pub mod thread_view;
 pub mod verify;
 pub mod wrap;
