@@ -93,6 +93,9 @@ fn found(store: &Store, word: &str) -> Vec<String> {
 enum Gone {
     /// Its timer runs out and the sweeper's deletion takes it.
     Expiry,
+    /// Its timer runs out with those of a thousand others, taken in one sweep (the index
+    /// forgets them all in one merge: `store::search::BULK_DELETE`).
+    BulkExpiry,
     /// The row is deleted (as a contact's removal, or a deletion of one message, does).
     Deletion,
     /// Its text is replaced (as an edit does).
@@ -134,6 +137,19 @@ fn forgotten(how: Gone, marker: &str, secure_delete: bool) -> (bool, Vec<String>
         };
         store.insert_message("bob-id", &m, 0).unwrap();
     }
+    if let Gone::BulkExpiry = how {
+        store
+            .conn()
+            .execute(
+                "UPDATE messages SET expires_at = ?1 WHERE seq % 3 = 0",
+                [due as i64],
+            )
+            .unwrap();
+    }
+    for i in 3_200..3_210 {
+        let m = text_message(i, filler(i), None);
+        store.insert_message("bob-id", &m, 0).unwrap();
+    }
     assert_eq!(found(&store, marker), ["m3100"]);
     assert!(index_holds(&store, marker), "the index holds the word");
     assert!(
@@ -145,6 +161,19 @@ fn forgotten(how: Gone, marker: &str, secure_delete: bool) -> (bool, Vec<String>
         Gone::Expiry => {
             let gone = store.delete_expired(due).unwrap();
             assert_eq!(gone.len(), 1);
+        }
+        Gone::BulkExpiry => {
+            let gone = store.delete_expired(due).unwrap();
+            assert!(
+                gone.len() > sotto::client::store::BULK_DELETE,
+                "{}",
+                gone.len()
+            );
+            assert_eq!(
+                found(&store, "thanks").len(),
+                100,
+                "the others are still found"
+            );
         }
         Gone::Deletion => {
             store
@@ -187,6 +216,11 @@ fn assert_forgotten(how: Gone, marker: &str) {
 #[test]
 fn an_expired_text_leaves_no_trace_in_the_index_or_the_files() {
     assert_forgotten(Gone::Expiry, "qzexpiry5e1f0a");
+}
+
+#[test]
+fn texts_expiring_by_the_thousand_leave_no_trace_in_the_index_or_the_files() {
+    assert_forgotten(Gone::BulkExpiry, "qzbulk61c0de");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 mod contact_admin;
 mod search;
 
-pub use search::SearchHit;
+pub use search::{BULK_DELETE, SearchHit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -660,7 +660,12 @@ impl Store {
     /// the WAL: with `secure_delete`, the text is then in neither the database nor the WAL.
     pub fn delete_expired(&self, now: u64) -> Result<Vec<Expired>> {
         let tx = self.conn.unchecked_transaction()?;
-        let gone = {
+        let due: i64 = tx
+            .prepare_cached(
+                "SELECT count(*) FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+            )?
+            .query_row([now as i64], |r| r.get(0))?;
+        let gone = self.deleting(due as usize, || {
             let mut stmt = tx.prepare_cached(
                 "DELETE FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?1
                  RETURNING id, contact, secret",
@@ -672,8 +677,8 @@ impl Store {
                     r.get::<_, bool>(2)?,
                 ))
             })?;
-            rows.collect::<std::result::Result<Vec<_>, _>>()?
-        };
+            Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+        })?;
         let mut expired = Vec::with_capacity(gone.len());
         {
             // A sweep usually takes many messages of few contacts: one lookup per contact.
