@@ -6,39 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Client, Raw, Scene, any_file_contains};
+use common::{Client, Raw, Scene, any_file_contains, expired, set_timer};
 use sotto::client::content::Content;
 use sotto::client::manager::{Command, Event};
-use sotto::client::store::{MessageKind, MessageState};
+use sotto::client::store::MessageKind;
 use sotto::wire::{ClientFrame, RelayFrame};
-
-/// Sets the timer of alice's thread with bob and waits until the relay has the change.
-async fn set_timer(alice: &mut Client, secret: bool, timer: Option<u32>) {
-    let id = uuid::Uuid::new_v4().to_string();
-    alice
-        .handle
-        .commands
-        .send(Command::SetTimer {
-            id: id.clone(),
-            contact: "bob".into(),
-            secret,
-            timer,
-        })
-        .await
-        .unwrap();
-    alice
-        .expect(
-            |e| matches!(e, Event::MessageState { id: i, state: MessageState::Sent } if *i == id),
-        )
-        .await;
-}
-
-/// Waits for the sweeper to report `id` gone; returns when.
-async fn expired(c: &mut Client, id: &str) -> Instant {
-    c.expect(|e| matches!(e, Event::Expired(gone) if gone.iter().any(|g| g.id == id)))
-        .await;
-    Instant::now()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timer_change_reaches_the_peer_and_each_copy_expires_on_its_own_clock() {

@@ -67,11 +67,16 @@ pub fn message(i: i64, secret: bool) -> Message {
 
 /// Adds contact bob with `n` messages alternating between his threads, in one transaction.
 pub fn fill_bob(store: &Store, n: i64) {
+    fill_bob_with(store, n, |m| m);
+}
+
+/// `fill_bob`, each message first passed through `shape` (to give it other text).
+pub fn fill_bob_with(store: &Store, n: i64, shape: impl Fn(Message) -> Message) {
     store.upsert_contact(&bob(), 0).unwrap();
     let tx = store.conn().unchecked_transaction().unwrap();
     for i in 0..n {
         store
-            .insert_message("bob-account", &message(i, i % 2 == 0), 0)
+            .insert_message("bob-account", &shape(message(i, i % 2 == 0)), 0)
             .unwrap();
     }
     tx.commit().unwrap();

@@ -229,6 +229,30 @@ pub enum Cmd {
         #[arg(long, value_name = "N", default_value_t = 100)]
         limit: usize,
     },
+    /// Search the texts of every thread (or of one) for words, newest first. Each word
+    /// matches words that start with it, in any case, accents ignored; all must occur.
+    #[command(
+        after_help = "Text output is one line per message: time (RFC 3339, UTC), contact, \
+                      thread, direction (in/out), message id, and the words around the match, \
+                      tab-separated."
+    )]
+    Search {
+        /// The words to look for.
+        #[arg(required = true, value_name = "WORDS")]
+        words: Vec<String>,
+        /// Print each message as a JSON line (the same fields as `recv` and `history`).
+        #[arg(long)]
+        json: bool,
+        /// Search only this contact's normal thread (with --secret, their secret thread).
+        #[arg(long, value_name = "HANDLE")]
+        contact: Option<String>,
+        /// With --contact: the secret thread instead of the normal one.
+        #[arg(long, requires = "contact")]
+        secret: bool,
+        /// At most this many of the newest matches.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: usize,
+    },
     /// Show this profile: handle, account id, relay and the relay's trust-root fingerprint.
     Info,
     /// Trust the relay's new TLS certificate after its operator replaced it: give the SHA-256

@@ -12,6 +12,7 @@ mod profile;
 mod recv;
 mod relay;
 mod rich;
+mod search;
 mod send;
 mod session;
 mod signal;
@@ -163,6 +164,22 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             secret,
             limit,
         } => profile::history(&dir, &handle, secret, limit).map(done),
+        Cmd::Search {
+            words,
+            json,
+            contact,
+            secret,
+            limit,
+        } => search::run(
+            &dir,
+            search::Request {
+                words,
+                json,
+                thread: contact.map(|h| (h, secret)),
+                limit,
+            },
+        )
+        .map(done),
         Cmd::Block { handle, undo } => profile::block(&dir, &handle, !undo).map(done),
         Cmd::Remove { handle } => profile::remove(&dir, &handle).map(done),
         Cmd::Rekey => {

@@ -85,7 +85,7 @@ pub fn remove(dir: &Path, handle: &str) -> Result<()> {
     Ok(())
 }
 
-fn known(store: &Store, handle: &str) -> Result<sotto::client::store::Contact> {
+pub(super) fn known(store: &Store, handle: &str) -> Result<sotto::client::store::Contact> {
     store
         .contact_by_handle(handle)?
         .ok_or_else(|| anyhow!("{handle:?} is not among your contacts (see `sotto contacts`)"))

@@ -35,11 +35,13 @@ mod reads;
 mod receipts;
 mod receive;
 mod rich;
+mod search;
 mod send;
 mod typing;
 
 pub use contacts::ContactChange;
 pub use rich::{CHANGE_WINDOW_MS, Change, RichError, excerpt};
+pub use search::SEARCH_LIMIT;
 
 use crate::wire::{ClientFrame, ErrorCode, RelayFrame};
 use receipts::Receipts;
@@ -128,6 +130,13 @@ pub enum Command {
     RemoveContact { tag: u64, handle: String },
     /// Send a failed message of ours again (its states follow; `Failed` if it cannot go).
     Retry { tag: u64, id: String },
+    /// Search the texts of every thread, or of one (a handle and whether it is the secret
+    /// thread), for the words of `query` (`Event::SearchResults`, or `Failed`).
+    Search {
+        tag: u64,
+        query: String,
+        thread: Option<(String, bool)>,
+    },
     /// The user is typing in `to`'s normal or secret thread (`active`), or stopped. Sent
     /// online only, never queued or retried; nothing when `Settings::typing` is off.
     Typing {
@@ -236,6 +245,11 @@ pub enum Event {
     },
     /// A message was deleted on this device only (delete for me).
     MessageRemoved(Expired),
+    /// The texts `Command::Search` found, newest first (at most `SEARCH_LIMIT`).
+    SearchResults {
+        tag: u64,
+        results: Vec<super::store::SearchHit>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -288,6 +302,8 @@ pub enum ClientError {
     Timer(#[from] crate::timer::TimerError),
     #[error(transparent)]
     Trust(#[from] trust::TrustError),
+    #[error(transparent)]
+    Query(#[from] super::search::QueryError),
 }
 
 /// The caller's side of a running manager.
@@ -780,6 +796,7 @@ impl Manager {
             } => self.block(tag, handle, blocked).await,
             Command::RemoveContact { tag, handle } => self.remove(tag, handle).await,
             Command::Retry { tag, id } => self.retry(tag, id).await,
+            Command::Search { tag, query, thread } => self.search(tag, query, thread).await,
             Command::MarkShown { ids } => match self.store.mark_shown(&ids, self.clock.now_ms()) {
                 Ok(shown) => {
                     self.owe_reads(shown.read);

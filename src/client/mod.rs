@@ -10,6 +10,7 @@ pub mod control;
 pub mod crypto;
 pub mod export;
 pub mod manager;
+pub mod search;
 pub mod signal_store;
 pub mod store;
 pub mod sweeper;

@@ -11,6 +11,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 mod contact_admin;
 mod rich;
+mod search;
+
+pub use search::{BULK_DELETE, SearchHit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -173,6 +176,34 @@ CREATE TRIGGER messages_rich_gone AFTER DELETE ON messages BEGIN
     UPDATE messages SET reply_excerpt = NULL
         WHERE contact = old.contact AND reply_id = old.id AND secret = old.secret;
 END;
+"#,
+    r#"
+-- issue 20 (search): a full-text index of the texts people wrote, that forgets as they do.
+-- External content (the index holds no copy of the text, snippets read `messages`), over a
+-- view so that only texts are indexed and the index always equals its content. FTS5's
+-- secure-delete takes a deleted row's terms out of the index's pages instead of leaving
+-- them there under a delete marker. The triggers keep it in step with every change to
+-- `messages`, whoever makes it (sweeper, deletion, edit).
+CREATE VIEW messages_searchable AS SELECT seq, text FROM messages WHERE kind = 'text';
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    text,
+    content = 'messages_searchable',
+    content_rowid = 'seq',
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+INSERT INTO messages_fts(messages_fts, rank) VALUES ('secure-delete', 1);
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages WHEN new.kind = 'text' BEGIN
+    INSERT INTO messages_fts(rowid, text) VALUES (new.seq, new.text);
+END;
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages WHEN old.kind = 'text' BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.seq, old.text);
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF text, kind ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, text)
+        SELECT 'delete', old.seq, old.text WHERE old.kind = 'text';
+    INSERT INTO messages_fts(rowid, text) SELECT new.seq, new.text WHERE new.kind = 'text';
+END;
+INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
 "#,
 ];
 
@@ -755,7 +786,12 @@ impl Store {
     /// the WAL: with `secure_delete`, the text is then in neither the database nor the WAL.
     pub fn delete_expired(&self, now: u64) -> Result<Vec<Expired>> {
         let tx = self.conn.unchecked_transaction()?;
-        let gone = {
+        let due: i64 = tx
+            .prepare_cached(
+                "SELECT count(*) FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+            )?
+            .query_row([now as i64], |r| r.get(0))?;
+        let gone = self.deleting(due as usize, || {
             let mut stmt = tx.prepare_cached(
                 "DELETE FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?1
                  RETURNING id, contact, secret",
@@ -767,8 +803,8 @@ impl Store {
                     r.get::<_, bool>(2)?,
                 ))
             })?;
-            rows.collect::<std::result::Result<Vec<_>, _>>()?
-        };
+            Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+        })?;
         let mut expired = Vec::with_capacity(gone.len());
         {
             // A sweep usually takes many messages of few contacts: one lookup per contact.
@@ -884,47 +920,59 @@ impl Store {
         args: impl rusqlite::Params,
     ) -> Result<Vec<Message>> {
         let mut stmt = self.conn.prepare_cached(&messages_sql(index, cond))?;
-        let rows = stmt.query_map(args, |r| {
-            let reply_excerpt: Option<String> = r.get(12)?;
-            Ok(Message {
-                id: r.get(0)?,
-                contact: r.get(1)?,
-                secret: r.get(2)?,
-                outgoing: r.get(3)?,
-                text: r.get(4)?,
-                sent_at: r.get::<_, i64>(5)? as u64,
-                state: MessageState::parse(&r.get::<_, String>(6)?),
-                seq: r.get(7)?,
-                kind: match r.get::<_, String>(8)?.as_str() {
-                    "timer" => MessageKind::Timer,
-                    "key_change" => MessageKind::KeyChange,
-                    "unsupported" => MessageKind::Unsupported,
-                    _ => MessageKind::Text,
-                },
-                timer: r.get(9)?,
-                expires_at: r.get::<_, Option<i64>>(10)?.map(|e| e as u64),
-                reply: r.get::<_, Option<String>>(11)?.map(|id| Quote {
-                    id,
-                    gone: reply_excerpt.is_none(),
-                    excerpt: reply_excerpt.unwrap_or_default(),
-                }),
-                edited: r.get(13)?,
-                deleted: r.get(14)?,
-                reactions: rich::reactions(r.get::<_, Option<String>>(15)?.as_deref()),
-            })
-        })?;
+        let rows = stmt.query_map(args, message_row)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
+}
+
+/// The columns `message_row` reads, first in a query over `messages m JOIN contacts c`.
+fn message_columns() -> String {
+    format!(
+        "m.id, c.handle, m.secret, m.outgoing, m.text, m.sent_at, m.state, m.seq, m.kind,
+         m.timer_secs, m.expires_at, m.reply_id, m.reply_excerpt, m.edited, m.deleted, {}",
+        rich::REACTIONS_COLUMN
+    )
+}
+
+/// How many columns `message_columns` names: a query's own columns come after them.
+const MESSAGE_COLUMN_COUNT: usize = 16;
+
+fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    let reply_excerpt: Option<String> = r.get(12)?;
+    Ok(Message {
+        id: r.get(0)?,
+        contact: r.get(1)?,
+        secret: r.get(2)?,
+        outgoing: r.get(3)?,
+        text: r.get(4)?,
+        sent_at: r.get::<_, i64>(5)? as u64,
+        state: MessageState::parse(&r.get::<_, String>(6)?),
+        seq: r.get(7)?,
+        kind: match r.get::<_, String>(8)?.as_str() {
+            "timer" => MessageKind::Timer,
+            "key_change" => MessageKind::KeyChange,
+            "unsupported" => MessageKind::Unsupported,
+            _ => MessageKind::Text,
+        },
+        timer: r.get(9)?,
+        expires_at: r.get::<_, Option<i64>>(10)?.map(|e| e as u64),
+        reply: r.get::<_, Option<String>>(11)?.map(|id| Quote {
+            id,
+            gone: reply_excerpt.is_none(),
+            excerpt: reply_excerpt.unwrap_or_default(),
+        }),
+        edited: r.get(13)?,
+        deleted: r.get(14)?,
+        reactions: rich::reactions(r.get::<_, Option<String>>(15)?.as_deref()),
+    })
 }
 
 /// The query for messages matching `cond`, through `index` if given.
 fn messages_sql(index: Option<&str>, cond: &str) -> String {
     let hint = index.map_or(String::new(), |i| format!("INDEXED BY {i}"));
-    let reactions = rich::REACTIONS_COLUMN;
+    let columns = message_columns();
     format!(
-        "SELECT m.id, c.handle, m.secret, m.outgoing, m.text, m.sent_at, m.state, m.seq,
-                m.kind, m.timer_secs, m.expires_at, m.reply_id, m.reply_excerpt, m.edited,
-                m.deleted, {reactions}
+        "SELECT {columns}
          FROM messages m {hint} JOIN contacts c ON c.account_id = m.contact WHERE {cond}"
     )
 }

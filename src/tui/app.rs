@@ -40,6 +40,8 @@ pub enum Focus {
 pub enum Overlay {
     Help,
     Verify,
+    /// Search results (`App::search`).
+    Search,
 }
 
 /// The loaded part of the open thread.
@@ -62,6 +64,8 @@ pub struct Thread {
     pub unread: usize,
     /// The view lands on the first unread once enough of the thread is loaded.
     pub landing: bool,
+    /// A search result (its `seq`) to scroll to once older pages bring it in.
+    pub seek: Option<i64>,
 }
 
 /// What a key press means, independent of which key it was.
@@ -106,6 +110,8 @@ pub enum Action {
     AcceptChange,
     /// Selection mode and what it leads to (see `rich`).
     Rich(super::rich::RichAction),
+    /// Search the open thread (Ctrl-F).
+    Search,
 }
 
 /// One row of the contact list.
@@ -171,6 +177,8 @@ pub struct App {
     pub typing: super::typing::Typing,
     /// Selection mode, and what the composer answers or edits.
     pub rich: super::rich::Rich,
+    /// The search overlay's words and results.
+    pub search: super::search::Search,
 }
 
 impl App {
@@ -208,6 +216,7 @@ impl App {
             question: false,
             typing: Default::default(),
             rich: Default::default(),
+            search: super::search::Search::default(),
         }
     }
 
@@ -283,7 +292,7 @@ impl App {
     }
 
     /// Opens a thread and asks for its newest page.
-    fn open_thread(&mut self, key: ThreadKey) -> Vec<Command> {
+    pub(super) fn open_thread(&mut self, key: ThreadKey) -> Vec<Command> {
         let unread = self
             .summary(&key.handle)
             .map_or(0, |c| c.unread[key.secret as usize] as usize);
@@ -329,6 +338,9 @@ impl App {
                 self.composer.apply(Edit::Insert(c), secret);
             }
             return Vec::new();
+        }
+        if self.overlay == Some(Overlay::Search) {
+            return self.search_action(action);
         }
         if self.overlay.is_some() {
             let verifying = self.overlay == Some(Overlay::Verify);
@@ -453,6 +465,7 @@ impl App {
                 }
             }
             Action::Help => self.open_overlay(Overlay::Help),
+            Action::Search => return self.search_open_thread(),
             Action::CloseOverlay | Action::MarkVerified | Action::Unmark | Action::AcceptChange => {
             }
             Action::Quit => self.quit = true,
@@ -462,13 +475,13 @@ impl App {
     }
 
     /// The thread's text area, (width, height) in cells, at the present terminal size.
-    fn view(&self) -> (usize, usize) {
+    pub(super) fn view(&self) -> (usize, usize) {
         let (w, h) = layout::thread_inner(self, self.screen.0, self.screen.1);
         (w as usize, h as usize)
     }
 
     /// The loaded messages' heights at the present width, for scrolling.
-    fn lines(&self) -> Lines<impl Fn(usize) -> usize + '_> {
+    pub(super) fn lines(&self) -> Lines<impl Fn(usize) -> usize + '_> {
         let width = self.view().0;
         Lines {
             len: self.thread.messages.len(),
@@ -483,7 +496,7 @@ impl App {
         }
     }
 
-    fn set_pos(&mut self, p: Pos) {
+    pub(super) fn set_pos(&mut self, p: Pos) {
         self.thread.scroll = p.below;
         self.thread.cut = p.cut;
     }
@@ -508,7 +521,7 @@ impl App {
 
     /// Asks for the page before the oldest loaded message, unless it is all loaded or a
     /// request is out.
-    fn load_older(&mut self) -> Vec<Command> {
+    pub(super) fn load_older(&mut self) -> Vec<Command> {
         match (&self.open, self.thread.messages.first()) {
             (Some(open), Some(first)) if !self.thread.complete && !self.thread.loading => {
                 self.thread.loading = true;
@@ -701,6 +714,7 @@ impl App {
                     }
                 }
             }
+            Slash::Search(words) => self.open_search(None, words),
             Slash::Help => {
                 self.open_overlay(Overlay::Help);
                 Vec::new()
@@ -798,6 +812,7 @@ impl App {
                 };
                 self.notify(Status::info(text).about(Some(contact)));
             }
+            Event::Failed { error, tag } if self.search_failed(tag, &error) => {}
             Event::Failed { error, tag } => {
                 if self.pending_add == Some(tag) {
                     self.pending_add = None;
@@ -861,6 +876,7 @@ impl App {
                 },
                 active,
             ),
+            Event::SearchResults { tag, results } => self.on_search_results(tag, results),
             Event::Drained | Event::Unshown { .. } => {}
         }
         Vec::new()
@@ -952,6 +968,7 @@ impl App {
             c.unread[secret as usize] = 0;
         }
         let mut cmds = self.land();
+        cmds.extend(self.seek());
         if !unseen.is_empty() {
             cmds.push(Command::MarkShown { ids: unseen });
         }

@@ -1,5 +1,5 @@
 //! The composer's slash commands: `/add`, `/secret`, `/timer`, `/verify`, `/block`,
-//! `/unblock`, `/remove`, `/retry`, `/edit`, `/help`, `/quit`.
+//! `/unblock`, `/remove`, `/retry`, `/edit`, `/search`, `/help`, `/quit`.
 //!
 //! Owns their syntax and error messages. Pure: turns a line into a `Slash` or an error the
 //! status line can show; the app decides what each one does.
@@ -23,6 +23,8 @@ pub enum Slash {
     Retry,
     /// Compose the message in `$EDITOR`.
     Edit,
+    /// Search every thread for these words (may be empty: the overlay opens to type them).
+    Search(String),
     Help,
     Quit,
 }
@@ -58,6 +60,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "/edit",
         "write the message in $EDITOR (Ctrl-X too); Enter then sends it",
+    ),
+    (
+        "/search [WORDS]",
+        "search every thread (Ctrl-F: the open one); Enter opens a result",
     ),
     ("/help", "this help"),
     ("/quit", "leave sotto"),
@@ -103,6 +109,7 @@ pub fn parse(line: &str) -> Result<Slash, String> {
         },
         "/retry" => no_args(Slash::Retry),
         "/edit" => no_args(Slash::Edit),
+        "/search" => Ok(Slash::Search(args.join(" "))),
         "/help" => no_args(Slash::Help),
         "/quit" | "/q" => no_args(Slash::Quit),
         other => Err(format!("unknown command {other}; /help lists them")),
@@ -139,6 +146,11 @@ mod tests {
         assert_eq!(parse("/remove carol"), Ok(Slash::Remove("carol".into())));
         assert_eq!(parse("/retry"), Ok(Slash::Retry));
         assert_eq!(parse("/edit"), Ok(Slash::Edit));
+        assert_eq!(
+            parse("/search  meet  noon"),
+            Ok(Slash::Search("meet noon".into()))
+        );
+        assert_eq!(parse("/search"), Ok(Slash::Search(String::new())));
     }
 
     #[test]

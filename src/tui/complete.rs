@@ -94,7 +94,11 @@ mod tests {
     #[test]
     fn command_names_complete_and_ambiguity_lists_the_choices() {
         assert_eq!(tab("/ti", &[]), ("/timer ".into(), vec![]));
-        assert_eq!(tab("/se", &[]), ("/secret".into(), vec![]));
+        assert_eq!(tab("/sec", &[]), ("/secret".into(), vec![]));
+        assert_eq!(
+            tab("/se", &[]),
+            ("/se".into(), vec!["/secret".into(), "/search".into()])
+        );
         let (text, choices) = tab("/", &[]);
         assert_eq!(text, "/");
         assert!(choices.contains(&"/verify".to_string()) && choices.len() > 3);

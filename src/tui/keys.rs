@@ -89,6 +89,7 @@ pub struct KeyConfig {
     pub help: Option<String>,
     pub focus: Option<String>,
     pub contacts: Option<String>,
+    pub search: Option<String>,
 }
 
 /// The bindings that can be changed.
@@ -99,6 +100,7 @@ pub struct KeyMap {
     pub help: Binding,
     pub focus: Binding,
     pub contacts: Binding,
+    pub search: Binding,
 }
 
 impl Default for KeyMap {
@@ -110,6 +112,7 @@ impl Default for KeyMap {
             help: b(KeyCode::F(1), KeyModifiers::NONE),
             focus: b(KeyCode::Tab, KeyModifiers::NONE),
             contacts: b(KeyCode::F(2), KeyModifiers::NONE),
+            search: b(KeyCode::Char('f'), KeyModifiers::CONTROL),
         }
     }
 }
@@ -123,6 +126,7 @@ impl KeyMap {
             (&c.help, &mut map.help),
             (&c.focus, &mut map.focus),
             (&c.contacts, &mut map.contacts),
+            (&c.search, &mut map.search),
         ];
         for (spec, slot) in fields {
             if let Some(s) = spec {
@@ -139,6 +143,9 @@ impl KeyMap {
         }
         if self.quit.matches(&k) {
             return Some(Action::Quit);
+        }
+        if app.overlay == Some(super::app::Overlay::Search) {
+            return search_action(k);
         }
         if app.overlay == Some(super::app::Overlay::Verify) {
             match k.code {
@@ -178,6 +185,9 @@ impl KeyMap {
         if self.help.matches(&k) {
             return Some(Action::Help);
         }
+        if self.search.matches(&k) {
+            return Some(Action::Search);
+        }
         if app.focus == Focus::Composer
             && k.code == KeyCode::Tab
             && k.modifiers.is_empty()
@@ -214,6 +224,31 @@ impl KeyMap {
             },
             Focus::Composer => composer_action(app, k),
         }
+    }
+}
+
+/// What a key means in the search overlay: its line of words takes what is typed.
+fn search_action(k: KeyEvent) -> Option<Action> {
+    let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+    let edit = |e| Some(Action::Edit(e));
+    match k.code {
+        KeyCode::Up => Some(Action::Up),
+        KeyCode::Down => Some(Action::Down),
+        KeyCode::PageUp => Some(Action::PageUp),
+        KeyCode::PageDown => Some(Action::PageDown),
+        KeyCode::Home => Some(Action::Top),
+        KeyCode::End => Some(Action::Bottom),
+        KeyCode::Enter => Some(Action::Submit),
+        KeyCode::Esc => Some(Action::CloseOverlay),
+        KeyCode::Backspace if ctrl || k.modifiers.contains(KeyModifiers::ALT) => {
+            edit(Edit::DeleteWordBack)
+        }
+        KeyCode::Backspace => edit(Edit::Backspace),
+        KeyCode::Char('u' | 'w') if ctrl => edit(Edit::KillToStart),
+        KeyCode::Char(c) if !ctrl && !k.modifiers.contains(KeyModifiers::ALT) => {
+            edit(Edit::Insert(c))
+        }
+        _ => None,
     }
 }
 

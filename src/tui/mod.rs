@@ -20,6 +20,8 @@ pub mod render;
 pub mod rich;
 pub mod rich_view;
 pub mod scroll;
+pub mod search;
+pub mod search_view;
 pub mod thread_view;
 pub mod typing;
 pub mod verify;

@@ -66,7 +66,7 @@ pub fn for_message(mode: Mode, m: &Message) -> Option<Notification> {
 
 /// `text` with every control character (C0, DEL, C1: newlines, escapes, BEL) made a space: a
 /// peer's message must not end the sequence early and write to the terminal itself.
-fn printable(text: &str) -> String {
+pub fn printable(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()

@@ -37,6 +37,7 @@ pub fn draw(f: &mut Frame, app: &App, keys: &KeyMap) {
     match app.overlay {
         Some(Overlay::Help) => draw_help(f, app, keys),
         Some(Overlay::Verify) => super::verify::draw(f, app),
+        Some(Overlay::Search) => super::search_view::draw(f, app),
         None => {}
     }
 }
@@ -372,6 +373,10 @@ pub fn help_lines(keys: &KeyMap, width: u16) -> Vec<Line<'static>> {
         (
             "Home End".to_string(),
             "oldest loaded message / back to the newest (with Ctrl while typing)",
+        ),
+        (
+            keys.search.label(),
+            "search the open conversation (/search WORDS: every one); Enter jumps there",
         ),
         ("Esc".to_string(), "back to the composer; close this help"),
         (

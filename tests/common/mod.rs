@@ -393,6 +393,62 @@ impl Raw {
     }
 }
 
+/// Sets the timer of alice's thread with bob and waits until the relay has the change.
+pub async fn set_timer(alice: &mut Client, secret: bool, timer: Option<u32>) {
+    let id = uuid::Uuid::new_v4().to_string();
+    alice
+        .handle
+        .commands
+        .send(Command::SetTimer {
+            id: id.clone(),
+            contact: "bob".into(),
+            secret,
+            timer,
+        })
+        .await
+        .unwrap();
+    alice
+        .expect(
+            |e| matches!(e, Event::MessageState { id: i, state: MessageState::Sent } if *i == id),
+        )
+        .await;
+}
+
+/// Waits for the sweeper to report `id` gone; returns when.
+pub async fn expired(c: &mut Client, id: &str) -> std::time::Instant {
+    c.expect(|e| matches!(e, Event::Expired(gone) if gone.iter().any(|g| g.id == id)))
+        .await;
+    std::time::Instant::now()
+}
+
+/// Searches `c`'s messages for `query` (every thread, or one) and waits for the results.
+pub async fn search(
+    c: &mut Client,
+    query: &str,
+    thread: Option<(&str, bool)>,
+) -> Result<Vec<sotto::client::store::SearchHit>, String> {
+    let tag = rand::random::<u64>();
+    c.handle
+        .commands
+        .send(Command::Search {
+            tag,
+            query: query.into(),
+            thread: thread.map(|(h, s)| (h.to_string(), s)),
+        })
+        .await
+        .unwrap();
+    match c
+        .expect(|e| {
+            matches!(e, Event::SearchResults { tag: t, .. } | Event::Failed { tag: t, .. } if *t == tag)
+        })
+        .await
+    {
+        Event::SearchResults { results, .. } => Ok(results),
+        Event::Failed { error, .. } => Err(error),
+        _ => unreachable!(),
+    }
+}
+
 /// The usual scene: a relay and two registered profiles, alice and bob, in a temp dir.
 /// When destructuring, bind `tmp` (as `tmp: _tmp`): `tmp: _` or `..` would drop the temp dir
 /// at the end of the `let`, deleting the profiles under the test.

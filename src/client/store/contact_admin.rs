@@ -24,7 +24,14 @@ impl Store {
     /// read (their next message starts no new session). Returns how many messages went.
     pub fn remove_contact(&self, account_id: &str) -> Result<usize> {
         let tx = self.conn.unchecked_transaction()?;
-        let messages = tx.execute("DELETE FROM messages WHERE contact = ?1", [account_id])?;
+        let count: i64 = tx.query_row(
+            "SELECT count(*) FROM messages WHERE contact = ?1",
+            [account_id],
+            |r| r.get(0),
+        )?;
+        let messages = self.deleting(count as usize, || {
+            Ok(tx.execute("DELETE FROM messages WHERE contact = ?1", [account_id])?)
+        })?;
         tx.execute("DELETE FROM threads WHERE contact = ?1", [account_id])?;
         tx.execute("DELETE FROM key_log WHERE contact = ?1", [account_id])?;
         tx.execute("DELETE FROM contacts WHERE account_id = ?1", [account_id])?;
