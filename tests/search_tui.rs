@@ -2,7 +2,10 @@
 //! (the commands sent, what opening a result does to the thread view), and the results list
 //! drawn on ratatui's TestBackend.
 
-use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+mod common;
+
+use common::tui::{ctrl, key, press, typing};
+use crossterm::event::KeyCode;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use sotto::client::manager::{Command, ConnState, Event};
@@ -13,26 +16,6 @@ use sotto::tui::render;
 
 /// 09:30 UTC on Tuesday 14 November 2023.
 const MORNING: u64 = 1_699_954_200_000;
-
-fn key(code: KeyCode) -> KeyEvent {
-    KeyEvent::new(code, KeyModifiers::NONE)
-}
-
-/// Presses keys in order; returns every command the app produced.
-fn press(app: &mut App, keys: impl IntoIterator<Item = KeyEvent>) -> Vec<Command> {
-    let map = KeyMap::default();
-    let mut out = Vec::new();
-    for k in keys {
-        if let Some(a) = map.action(app, k) {
-            out.extend(app.update(a));
-        }
-    }
-    out
-}
-
-fn typing(text: &str) -> Vec<KeyEvent> {
-    text.chars().map(|c| key(KeyCode::Char(c))).collect()
-}
 
 fn summary(handle: &str) -> ContactSummary {
     ContactSummary {
@@ -213,10 +196,7 @@ fn slash_search_searches_every_thread_and_lists_what_it_found() {
 #[test]
 fn ctrl_f_searches_the_open_thread_and_esc_closes_without_a_trace() {
     let mut app = app(1000);
-    let cmds = press(
-        &mut app,
-        [KeyEvent::new(KeyCode::Char('f'), KeyModifiers::CONTROL)],
-    );
+    let cmds = press(&mut app, [ctrl('f')]);
     assert!(cmds.is_empty(), "nothing to search yet: {cmds:?}");
     assert_eq!(app.overlay, Some(Overlay::Search));
     let shown = rows(&screen(&app, 80, 24));
@@ -330,10 +310,7 @@ fn enter_on_a_result_in_another_thread_opens_it_and_loads_pages_until_the_messag
 #[test]
 fn a_result_already_loaded_scrolls_there_and_one_gone_since_says_so() {
     let mut app = app(1000);
-    let cmds = press(
-        &mut app,
-        [KeyEvent::new(KeyCode::Char('f'), KeyModifiers::CONTROL)],
-    );
+    let cmds = press(&mut app, [ctrl('f')]);
     assert!(cmds.is_empty());
     let mut keys = typing("message");
     keys.push(key(KeyCode::Enter));
@@ -355,10 +332,7 @@ fn a_result_already_loaded_scrolls_there_and_one_gone_since_says_so() {
 
     // The second result expired after the search. Ctrl-F on an empty composer brings the
     // last search back as it was.
-    press(
-        &mut app,
-        [KeyEvent::new(KeyCode::Char('f'), KeyModifiers::CONTROL)],
-    );
+    press(&mut app, [ctrl('f')]);
     assert_eq!(app.search.input, "message");
     assert_eq!(app.search.results.as_ref().map(Vec::len), Some(2));
     press(&mut app, [key(KeyCode::Down)]);
