@@ -12,7 +12,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use libsignal_protocol::{KyberPreKeyStore, PreKeyStore, SignedPreKeyStore};
 use sotto::client::content::{self, Content};
 use sotto::client::signal_store::Stores;
-use sotto::client::store::Store;
+use sotto::client::store::{Contact, Store};
 use sotto::client::{account, crypto};
 
 #[path = "common/mod.rs"]
@@ -98,6 +98,20 @@ fn sqlite_backed(c: &mut Criterion) {
             opened.plaintext.len()
         })
     };
+    // Each knows the other's identity key, as after a directory lookup: sessions are only
+    // trusted with a contact's recorded key.
+    let knows =
+        |store: &Store, id: &str, handle: &str, key: &libsignal_protocol::IdentityKeyPair| {
+            let contact = Contact {
+                account_id: id.into(),
+                handle: handle.into(),
+                identity_key: key.identity_key().serialize().to_vec(),
+                ..common::bob()
+            };
+            store.upsert_contact(&contact, 0).unwrap();
+        };
+    knows(&alice, &b_id, "bob", &b_key);
+    knows(&bob, &a_id, "alice", &a_key);
     rt.block_on(async {
         let mut sa = Stores::new(alice.conn(), &a_key, a_reg);
         crypto::start_session(&mut sa, &bundle, SystemTime::now(), &mut rng)
