@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use common::{Scene, any_file_contains, expired, search, set_timer};
-use sotto::client::manager::Command;
+use sotto::client::manager::{Command, Event};
 use sotto::client::search::Query;
 use sotto::client::store::{Contact, Message, MessageKind, MessageState, Store};
 
@@ -328,5 +328,66 @@ async fn a_search_of_punctuation_or_of_a_stranger_is_refused_with_a_reason() {
     assert!(e.contains("\"mallory\" is not among your contacts"), "{e}");
     alice.stop();
     bob.stop();
+    scene.relay.stop().await;
+}
+
+/// Waits until the relay has the change `id` that `cmd` makes.
+async fn change(c: &mut common::Client, id: &str, cmd: Command) {
+    c.handle.commands.send(cmd).await.unwrap();
+    c.expect(|e| matches!(e, Event::MessageState { id: i, .. } if i == id))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_and_a_deletion_for_everyone_leave_the_old_words_in_no_search_and_no_file() {
+    let (edited, deleted) = ("qzeditmark5e1f", "qzdelmark9a2b");
+    let scene = Scene::new().await;
+    let (mut alice, mut bob) = scene.online().await;
+    for (marker, how) in [(edited, "edit"), (deleted, "delete")] {
+        let target = alice.send("bob", true, &format!("meet at {marker}")).await;
+        assert_eq!(bob.receive().await.id, target);
+        for c in [&mut alice, &mut bob] {
+            assert_eq!(search(c, marker, None).await.unwrap().len(), 1, "{how}");
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let cmd = match how {
+            "edit" => Command::Edit {
+                id: id.clone(),
+                contact: "bob".into(),
+                secret: true,
+                target,
+                text: "meet at the station".into(),
+            },
+            _ => Command::Delete {
+                id: id.clone(),
+                contact: "bob".into(),
+                secret: true,
+                target,
+                for_everyone: true,
+            },
+        };
+        change(&mut alice, &id, cmd).await;
+        bob.expect(|e| matches!(e, Event::MessageChanged { .. }))
+            .await;
+        for c in [&mut alice, &mut bob] {
+            assert!(search(c, marker, None).await.unwrap().is_empty(), "{how}");
+        }
+    }
+    // The edited text is found by its new words.
+    assert_eq!(search(&mut bob, "station", None).await.unwrap().len(), 1);
+    alice.barrier().await;
+    bob.barrier().await;
+    for marker in [edited, deleted] {
+        for dir in [&scene.alice, &scene.bob] {
+            assert_eq!(on_disk(dir, marker), Vec::<String>::new(), "while running");
+        }
+    }
+    alice.stop();
+    bob.stop();
+    for marker in [edited, deleted] {
+        for dir in [&scene.alice, &scene.bob] {
+            assert_eq!(on_disk(dir, marker), Vec::<String>::new(), "after stopping");
+        }
+    }
     scene.relay.stop().await;
 }

@@ -474,6 +474,7 @@ pub fn spawn_configured(
                     cert: None,
                     events: evt_tx,
                     tap: tap.clone(),
+                    awaiting_sealed_link: Vec::new(),
                     receipts: Receipts::default(),
                     reads: Receipts::default(),
                     typing: typing::Peers::default(),
@@ -535,6 +536,8 @@ struct Manager {
     events: mpsc::Sender<Event>,
     /// The same events for headless commands joining through the control socket.
     tap: control::Tap,
+    /// Secret changes made before the sealed link was up (see `command`).
+    awaiting_sealed_link: Vec<Command>,
     /// Delivery receipts owed, and when they go out.
     receipts: Receipts,
     /// Read receipts owed, paced as delivery receipts are.
@@ -660,7 +663,12 @@ impl Manager {
                 }
                 ev = anon.recv() => match ev {
                     // Sealed sends that found the anonymous link down go out now.
-                    Some(LinkEvent::Online) => self.flush_unsent().await,
+                    Some(LinkEvent::Online) => {
+                        self.flush_unsent().await;
+                        for cmd in std::mem::take(&mut self.awaiting_sealed_link) {
+                            self.command(cmd).await;
+                        }
+                    }
                     Some(_) => {}
                     None => break,
                 },
@@ -689,6 +697,23 @@ impl Manager {
     }
 
     async fn command(&mut self, cmd: Command) {
+        // A secret change (reaction, edit, deletion for everyone) is sent once, never queued:
+        // one made while the relay is reachable but the sealed link is still coming up (just
+        // after start) waits for that link instead of failing.
+        let sealed_change = matches!(
+            &cmd,
+            Command::React { secret: true, .. }
+                | Command::Edit { secret: true, .. }
+                | Command::Delete {
+                    secret: true,
+                    for_everyone: true,
+                    ..
+                }
+        );
+        if sealed_change && !self.anon.is_online() && self.link.is_online() {
+            self.awaiting_sealed_link.push(cmd);
+            return;
+        }
         match cmd {
             Command::Send {
                 id,
