@@ -4,12 +4,12 @@
 
 mod common;
 
-use common::tui::{ctrl, key, press, typing};
+use common::tui::{contact, ctrl, key, press, typing};
 use crossterm::event::KeyCode;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use sotto::client::manager::{Command, ConnState, Event};
-use sotto::client::store::{ContactSummary, Message, MessageKind, MessageState, SearchHit};
+use sotto::client::store::{ContactSummary, Message, SearchHit};
 use sotto::tui::app::{App, Overlay};
 use sotto::tui::keys::KeyMap;
 use sotto::tui::render;
@@ -19,36 +19,16 @@ const MORNING: u64 = 1_699_954_200_000;
 
 fn summary(handle: &str) -> ContactSummary {
     ContactSummary {
-        handle: handle.into(),
-        unread: [0, 0],
         has_secret: true,
-        timers: [None, None],
-        verified: false,
-        key_changed: false,
+        ..contact(handle)
     }
 }
 
+/// `common::tui::msg`, a second apart by `seq`, so that results have distinct times.
 fn msg(seq: i64, contact: &str, secret: bool, outgoing: bool, text: &str) -> Message {
     Message {
-        seq,
-        id: format!("m{seq}"),
-        contact: contact.into(),
-        secret,
-        outgoing,
-        text: text.into(),
         sent_at: MORNING + seq as u64 * 1_000,
-        state: if outgoing {
-            MessageState::Sent
-        } else {
-            MessageState::Received
-        },
-        kind: MessageKind::Text,
-        timer: None,
-        expires_at: None,
-        reply: None,
-        reactions: Vec::new(),
-        edited: false,
-        deleted: false,
+        ..common::tui::msg(seq, contact, secret, outgoing, text)
     }
 }
 
