@@ -46,6 +46,7 @@ fn fill(store: &Store, expiries: impl Iterator<Item = u64>) {
             reactions: Vec::new(),
             edited: false,
             deleted: false,
+            attachment: None,
         };
         store.insert_message("bob-account", &m, 0).unwrap();
     }

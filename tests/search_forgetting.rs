@@ -50,6 +50,7 @@ fn text_message(i: u64, text: String, expires_at: Option<u64>) -> Message {
         reactions: Vec::new(),
         edited: false,
         deleted: false,
+        attachment: None,
     }
 }
 

@@ -47,6 +47,7 @@ fn put(store: &Store, id: &str, expires_at: Option<u64>) {
         reactions: Vec::new(),
         edited: false,
         deleted: false,
+        attachment: None,
     };
     store.insert_message("bob-id", &m, T0).unwrap();
 }

@@ -52,6 +52,7 @@ fn ours(seq: i64, text: &str, state: MessageState) -> Message {
         reactions: Vec::new(),
         edited: false,
         deleted: false,
+        attachment: None,
     }
 }
 

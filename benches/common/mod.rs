@@ -62,6 +62,7 @@ pub fn message(i: i64, secret: bool) -> Message {
         reactions: Vec::new(),
         edited: false,
         deleted: false,
+        attachment: None,
     }
 }
 

@@ -74,6 +74,17 @@ pub enum Body {
         target: String,
         sent_at: u64,
     },
+    /// A file: its ciphertext waits at the relay's blob store, and `file` says how to fetch,
+    /// check and open it. `caption` is shown under it.
+    Attachment {
+        id: String,
+        file: crate::client::attachment::FileRef,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caption: Option<String>,
+        sent_at: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timer: Option<u32>,
+    },
     /// A kind this build does not know; a newer peer sent it.
     #[serde(other)]
     Unknown,

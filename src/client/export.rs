@@ -216,6 +216,7 @@ mod tests {
             reactions: Vec::new(),
             edited: false,
             deleted: false,
+            attachment: None,
         };
         let out = ExportedMessage::new(&m, "alice");
         assert_eq!((out.from.as_str(), out.to.as_str()), ("alice", "bob"));

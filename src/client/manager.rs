@@ -48,6 +48,8 @@ use receipts::Receipts;
 use receive::Delivery;
 use send::{Draft, Sent};
 
+const NO_ATTACHMENTS: &str = "this build of sotto cannot send or receive files yet";
+
 /// A sender certificate is renewed when it has less than this left.
 const CERT_MARGIN_MS: u64 = 60 * 60 * 1000;
 
@@ -63,6 +65,28 @@ pub enum Command {
         secret: bool,
         text: String,
         reply_to: Option<String>,
+    },
+    /// Send the file at `path` to `to` in its normal or secret thread, with an optional
+    /// caption. `id` names the message, followed like a text (`Event::Attachment` reports the
+    /// upload; `MessageFailed` if the file cannot be read or is over `max_attachment`).
+    Attach {
+        id: String,
+        to: String,
+        secret: bool,
+        path: std::path::PathBuf,
+        caption: Option<String>,
+    },
+    /// Fetch the file of message `id` now (one over `auto_download`, or one that failed).
+    Download { tag: u64, id: String },
+    /// Decrypt the file of message `id` to a private temporary copy (0600, removed when the
+    /// session ends or the message expires) and report it (`Event::AttachmentOpened`).
+    OpenAttachment { tag: u64, id: String },
+    /// Write a plaintext copy of the file of message `id` to `dest` (a file, or a directory
+    /// to keep its name in) and report where (`Event::AttachmentSaved`).
+    SaveAttachment {
+        tag: u64,
+        id: String,
+        dest: std::path::PathBuf,
     },
     /// React to `target` with `emoji` (None, or the emoji we already gave: take ours away).
     /// `id` names the reaction, which is followed like a message (`MessageState` once the
@@ -245,6 +269,23 @@ pub enum Event {
     },
     /// A message was deleted on this device only (delete for me).
     MessageRemoved(Expired),
+    /// The file of message `id` moved on (progress, finished, failed).
+    Attachment {
+        id: String,
+        attachment: crate::client::attachment::Attachment,
+    },
+    /// `Command::OpenAttachment`'s private copy, ready for the system's opener.
+    AttachmentOpened {
+        tag: u64,
+        id: String,
+        path: std::path::PathBuf,
+    },
+    /// `Command::SaveAttachment` wrote the file here.
+    AttachmentSaved {
+        tag: u64,
+        id: String,
+        path: std::path::PathBuf,
+    },
     /// The texts `Command::Search` found, newest first (at most `SEARCH_LIMIT`).
     SearchResults {
         tag: u64,
@@ -715,6 +756,23 @@ impl Manager {
             return;
         }
         match cmd {
+            // Attachments are being built (issue 21); until then each says so.
+            Command::Attach { id, .. } => {
+                self.emit(Event::MessageFailed {
+                    id,
+                    error: NO_ATTACHMENTS.into(),
+                })
+                .await
+            }
+            Command::Download { tag, .. }
+            | Command::OpenAttachment { tag, .. }
+            | Command::SaveAttachment { tag, .. } => {
+                self.emit(Event::Failed {
+                    tag,
+                    error: NO_ATTACHMENTS.into(),
+                })
+                .await
+            }
             Command::Send {
                 id,
                 to,
@@ -941,6 +999,7 @@ impl Manager {
             reactions: Vec::new(),
             edited: false,
             deleted: false,
+            attachment: None,
         };
         // The caller picked a fresh UUID; a repeat is a caller bug, reported as such.
         m.seq = self

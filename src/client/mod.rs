@@ -3,6 +3,7 @@
 //! `Command`/`Event` (and read-only store queries for the offline listing commands).
 
 pub mod account;
+pub mod attachment;
 pub mod clock;
 pub mod conn;
 pub mod content;

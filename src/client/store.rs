@@ -397,6 +397,9 @@ pub struct Message {
     pub edited: bool,
     /// Deleted for everyone: the text is gone.
     pub deleted: bool,
+    /// The file this message carries (its `text` is the caption).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<crate::client::attachment::Attachment>,
 }
 
 /// A contact as the contact list shows it. Arrays are indexed by `secret as usize`.
@@ -963,6 +966,7 @@ fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         }),
         edited: r.get(13)?,
         deleted: r.get(14)?,
+        attachment: None,
         reactions: rich::reactions(r.get::<_, Option<String>>(15)?.as_deref()),
     })
 }

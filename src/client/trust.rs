@@ -326,6 +326,7 @@ pub fn key_changed(
             reactions: Vec::new(),
             edited: false,
             deleted: false,
+            attachment: None,
         };
         if let Some(seq) = store.insert_message(contact_id, &m, now)? {
             m.seq = seq;

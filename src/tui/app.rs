@@ -877,7 +877,11 @@ impl App {
                 active,
             ),
             Event::SearchResults { tag, results } => self.on_search_results(tag, results),
-            Event::Drained | Event::Unshown { .. } => {}
+            Event::Drained
+            | Event::Unshown { .. }
+            | Event::Attachment { .. }
+            | Event::AttachmentOpened { .. }
+            | Event::AttachmentSaved { .. } => {}
         }
         Vec::new()
     }

@@ -100,6 +100,7 @@ mod tests {
             reactions: Vec::new(),
             edited: false,
             deleted: false,
+            attachment: None,
         }
     }
 

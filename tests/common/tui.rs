@@ -69,6 +69,7 @@ pub fn msg(seq: i64, contact: &str, secret: bool, outgoing: bool, text: &str) ->
         reactions: Vec::new(),
         edited: false,
         deleted: false,
+        attachment: None,
     }
 }
 

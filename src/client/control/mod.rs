@@ -143,7 +143,7 @@ impl Request {
 pub enum Report {
     Connection { state: ConnState },
     Drained,
-    Message { message: Message },
+    Message { message: Box<Message> },
     MessageState { id: String, state: MessageState },
     MessageFailed { id: String, error: String },
     Unshown { tag: u64, messages: Vec<Message> },
@@ -158,7 +158,9 @@ impl Report {
         Some(match e {
             Event::Connection(state) => Report::Connection { state },
             Event::Drained => Report::Drained,
-            Event::Message(message) => Report::Message { message },
+            Event::Message(message) => Report::Message {
+                message: Box::new(message),
+            },
             Event::MessageState { id, state } => Report::MessageState { id, state },
             Event::MessageFailed { id, error } => Report::MessageFailed { id, error },
             Event::Unshown { tag, messages } if tag & REMOTE_TAG != 0 => Report::Unshown {
@@ -178,7 +180,7 @@ impl Report {
         match self {
             Report::Connection { state } => Event::Connection(state),
             Report::Drained => Event::Drained,
-            Report::Message { message } => Event::Message(message),
+            Report::Message { message } => Event::Message(*message),
             Report::MessageState { id, state } => Event::MessageState { id, state },
             Report::MessageFailed { id, error } => Event::MessageFailed { id, error },
             Report::Unshown { tag, messages } => Event::Unshown { tag, messages },

@@ -169,6 +169,7 @@ impl Manager {
             reactions: Vec::new(),
             edited: false,
             deleted: false,
+            attachment: None,
         };
         let mut m = match content.body {
             Body::Text {
@@ -235,7 +236,9 @@ impl Manager {
                     .apply_change(contact, secret, body)
                     .map_err(Receive::retry);
             }
-            Body::Unknown => {
+            // Until attachments are received (issue 21), a file shows as a message of a kind
+            // this build cannot show, as an older sotto shows it.
+            Body::Unknown | Body::Attachment { .. } => {
                 tracing::info!(
                     "a message of a kind this version does not know was stored as unsupported"
                 );
@@ -289,6 +292,7 @@ impl Manager {
             reactions: Vec::new(),
             edited: false,
             deleted: false,
+            attachment: None,
         };
         match self.store.insert_message(&contact.account_id, &line, now) {
             Ok(Some(seq)) => self.emit(Event::Message(Message { seq, ..line })).await,

@@ -116,6 +116,7 @@ mod tests {
             reactions: Vec::new(),
             edited: false,
             deleted: false,
+            attachment: None,
         }
     }
 
