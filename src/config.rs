@@ -45,6 +45,9 @@ pub struct Config {
     /// Which arriving messages notify: "all" (secret ones without their text),
     /// "secret-hidden" (normal ones only) or "off".
     pub notify: Option<String>,
+    /// Where notifications go: "auto" (the desktop's notification service when there is one
+    /// and the screen is not over SSH, else the terminal), "desktop" or "terminal".
+    pub notify_via: Option<String>,
     /// Below this terminal width (columns) the contact list hides by itself.
     pub contacts_min_width: Option<u16>,
     /// Tell peers which of their messages you displayed, and see which of yours they did

@@ -33,6 +33,10 @@ fn tui_options(config: &Config) -> Result<sotto::tui::Options> {
             Some(s) => s.parse().map_err(|e: String| anyhow!(e))?,
             None => sotto::tui::notify::Mode::default(),
         },
+        notify_via: match &config.notify_via {
+            Some(s) => s.parse().map_err(|e: String| anyhow!(e))?,
+            None => sotto::tui::notifier::Via::default(),
+        },
         private_dir: None,
     })
 }

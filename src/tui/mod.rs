@@ -15,6 +15,7 @@ pub mod keys;
 pub mod layout;
 pub mod marks;
 pub mod notice;
+pub mod notifier;
 pub mod notify;
 pub mod render;
 pub mod rich;
@@ -67,6 +68,8 @@ pub struct Options {
     pub contacts_min_width: u16,
     /// Which arriving messages notify (`notify` in the config).
     pub notify: notify::Mode,
+    /// Where notifications go (`notify_via` in the config).
+    pub notify_via: notifier::Via,
     /// The profile's private (0700) directory: where a draft for `$EDITOR` is written.
     pub private_dir: Option<PathBuf>,
 }
@@ -82,6 +85,7 @@ impl Default for Options {
             clock: clock::Clock::default(),
             contacts_min_width: layout::DEFAULT_CONTACTS_MIN_WIDTH,
             notify: notify::Mode::default(),
+            notify_via: notifier::Via::default(),
             private_dir: None,
         }
     }
@@ -214,6 +218,8 @@ async fn event_loop(
     if let Some(g) = &opts.greeting {
         app.status = Some(app::Status::info(g.clone()));
     }
+    let mut notifier =
+        notifier::Notifier::new(opts.notify_via, &notifier::Surroundings::from_env());
     let mut shown_title = String::new();
     let start = app.start(opts.open.as_deref());
     send_all(manager, &mut app, start)?;
@@ -247,9 +253,9 @@ async fn event_loop(
             out.write_all(b"\x07")?;
             out.flush()?;
         }
-        if let Some(n) = app.notification.take() {
+        if let Some(seq) = app.notification.take().and_then(|n| notifier.deliver(n)) {
             let out = terminal.backend_mut();
-            out.write_all(notify::osc(&n).as_bytes())?;
+            out.write_all(seq.as_bytes())?;
             out.flush()?;
         }
         let cmds = tokio::select! {
@@ -258,6 +264,13 @@ async fn event_loop(
             // Countdowns on screen move once a second; with none, nothing ticks.
             _ = tokio::time::sleep(std::time::Duration::from_millis(1000 - now_ms() % 1000)),
                 if app.counting_down() => Vec::new(),
+            // The desktop refused a notification: the terminal shows it instead.
+            seq = notifier.refused() => {
+                let out = terminal.backend_mut();
+                out.write_all(seq.as_bytes())?;
+                out.flush()?;
+                Vec::new()
+            }
             // The user stopped typing without sending: the peer is told.
             _ = sleep_until_ms(app.typing.idle_at()) => {
                 app.now_ms = now_ms();
