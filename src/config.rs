@@ -52,6 +52,10 @@ pub struct Config {
     pub read_receipts: Option<bool>,
     /// Tell the peer while you type, and see when they do (default true; off, neither).
     pub typing: Option<bool>,
+    /// Largest file sent, in MiB (default 100; the relay has its own limit).
+    pub max_attachment: Option<u64>,
+    /// Arriving files up to this many MiB are downloaded at once (default 5; 0: none).
+    pub auto_download: Option<u64>,
     /// Key bindings of the TUI.
     #[serde(default)]
     pub keys: crate::tui::keys::KeyConfig,
@@ -102,6 +106,8 @@ pub struct RelayServer {
     pub unknown_acks_per_minute: Option<u32>,
 }
 
+const MIB: u64 = 1024 * 1024;
+
 /// How long a reset's claim code stays good unless the config says otherwise.
 pub const DEFAULT_CLAIM_CODE_DAYS: u32 = 7;
 
@@ -112,6 +118,12 @@ impl Config {
         crate::client::manager::Settings {
             read_receipts: self.read_receipts.unwrap_or(d.read_receipts),
             typing: self.typing.unwrap_or(d.typing),
+            max_attachment: self
+                .max_attachment
+                .map_or(d.max_attachment, |m| m.saturating_mul(MIB)),
+            auto_download: self
+                .auto_download
+                .map_or(d.auto_download, |m| m.saturating_mul(MIB)),
         }
     }
 
