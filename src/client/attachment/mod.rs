@@ -6,6 +6,10 @@
 //! store as the client's transfer code sees it (`BlobTransport`). Must not touch a socket or
 //! the store itself: the relay link implements `BlobTransport`, the manager keeps the rows.
 
+mod link;
+
+pub use link::LinkBlobs;
+
 use crate::client::conn::LinkError;
 use crate::wire::B64;
 
