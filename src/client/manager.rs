@@ -485,18 +485,18 @@ pub fn spawn_with_blobs(
                     identity,
                     trust_root: reg.trust_root.clone(),
                 };
-                let link = Link::spawn(endpoint.clone(), hello, link_tx, token.clone());
+                let link = Arc::new(Link::spawn(endpoint.clone(), hello, link_tx, token.clone()));
                 // The anonymous link's own state changes are not the user's concern: a sealed
                 // send that finds it down fails with `Offline` and is retried.
                 let (anon_tx, anon_rx) = mpsc::channel(16);
-                let anon = Link::spawn(
+                let anon = Arc::new(Link::spawn(
                     endpoint,
                     Hello::Anonymous {
                         trust_root: reg.trust_root.clone(),
                     },
                     anon_tx,
                     token.clone(),
-                );
+                ));
                 let clock = Clock::system();
                 let deadlines = Deadlines::default();
                 let (expired_tx, expired_rx) = mpsc::channel(16);
@@ -520,7 +520,10 @@ pub fn spawn_with_blobs(
                 let (transfer_tx, transfer_rx) = mpsc::unbounded_channel();
                 let (later_tx, later_rx) = mpsc::unbounded_channel();
                 let blobs = blobs.unwrap_or_else(|| {
-                    Arc::new(super::attachment::Unavailable) as Arc<dyn BlobTransport>
+                    Arc::new(super::attachment::LinkBlobs::new(
+                        link.clone(),
+                        anon.clone(),
+                    )) as Arc<dyn BlobTransport>
                 });
                 let tap = control::Tap::new();
                 // A weak sender: the socket must not keep the manager running once its own
@@ -615,8 +618,8 @@ struct Manager {
     reg: Registration,
     /// The relay's pinned trust root, and sender certificates already checked against it.
     certs: crypto::CheckedCerts,
-    link: Link,
-    anon: Link,
+    link: Arc<Link>,
+    anon: Arc<Link>,
     cert: Option<SenderCertificate>,
     events: mpsc::Sender<Event>,
     /// The same events for headless commands joining through the control socket.

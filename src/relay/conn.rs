@@ -1239,6 +1239,15 @@ async fn request(
             )
             .await
         }
+        ClientFrame::BlobCreate { req, .. }
+        | ClientFrame::BlobPut { req, .. }
+        | ClientFrame::BlobStatus { req, .. }
+        | ClientFrame::BlobGet { req, .. }
+        | ClientFrame::BlobFetched { req, .. } => error(
+            Some(req),
+            ErrorCode::Forbidden,
+            "this relay does not store files yet",
+        ),
         // Acks and envelopes are handled by the caller, which owns the delivery window and
         // the answers still waiting for a commit.
         ClientFrame::Ack { .. } | ClientFrame::Send { .. } => {

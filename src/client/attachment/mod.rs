@@ -10,7 +10,10 @@ pub mod crypto;
 pub mod files;
 pub mod transfer;
 
+mod link;
+
 pub use files::plaintext_reader;
+pub use link::LinkBlobs;
 
 use crate::client::conn::LinkError;
 use crate::wire::B64;
@@ -138,30 +141,4 @@ pub trait BlobTransport: Send + Sync + 'static {
     ) -> Result<Vec<u8>, LinkError>;
     /// This recipient holds the whole blob; the relay may count it as fetched.
     async fn fetched(&self, secret: bool, blob_id: &str) -> Result<(), LinkError>;
-}
-
-/// The blob store of a session with none: every call says files cannot travel.
-pub struct Unavailable;
-
-fn unavailable() -> LinkError {
-    LinkError::Protocol("this relay link cannot carry files".into())
-}
-
-#[async_trait::async_trait]
-impl BlobTransport for Unavailable {
-    async fn create(&self, _: bool, _: u64, _: Option<u64>, _: u32) -> Result<NewBlob, LinkError> {
-        Err(unavailable())
-    }
-    async fn put(&self, _: bool, _: &str, _: u64, _: Vec<u8>) -> Result<(), LinkError> {
-        Err(unavailable())
-    }
-    async fn status(&self, _: bool, _: &str) -> Result<BlobStatus, LinkError> {
-        Err(unavailable())
-    }
-    async fn get(&self, _: bool, _: &str, _: u64, _: u32) -> Result<Vec<u8>, LinkError> {
-        Err(unavailable())
-    }
-    async fn fetched(&self, _: bool, _: &str) -> Result<(), LinkError> {
-        Err(unavailable())
-    }
 }
