@@ -509,3 +509,33 @@ async fn an_upload_cut_off_resumes_after_a_restart_and_the_file_arrives_whole() 
     bob.stop();
     f.scene.relay.stop().await;
 }
+
+#[test]
+fn headless_send_attach_and_save_refuse_what_cannot_work_with_a_sentence() {
+    let (_rt, scene) = common::cli::scene();
+    let missing = scene.path("nothing-here.png");
+    let err = common::cli::fails(
+        &scene.alice,
+        &[
+            "send",
+            "--attach",
+            missing.to_str().unwrap(),
+            "bob",
+            "caption",
+        ],
+    );
+    assert!(err.contains("no such file; check the path"), "{err}");
+    let err = common::cli::fails(
+        &scene.alice,
+        &["send", "--attach", scene.path("").to_str().unwrap(), "bob"],
+    );
+    assert!(err.contains("not a regular file"), "{err}");
+    let err = common::cli::fails(&scene.bob, &["save", "alice", "no-such-id"]);
+    assert!(
+        err.contains("no message \"no-such-id\" with a file"),
+        "{err}"
+    );
+    assert!(err.contains("sotto history alice"), "{err}");
+    // Neither left a message behind.
+    assert!(history(&scene.alice, "bob", false).is_empty());
+}

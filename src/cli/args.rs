@@ -104,8 +104,16 @@ pub enum Cmd {
         #[arg(long, value_name = "CODE")]
         claim: Option<String>,
     },
-    /// Send one message; exits once the relay has accepted it. Works while the chat screen
-    /// runs on the profile: the message goes through that session.
+    /// Send one message, or a file; exits once the relay has accepted it. Works while the
+    /// chat screen runs on the profile (a text goes through that session; a file needs the
+    /// profile to itself).
+    #[command(
+        after_help = "With --attach, the file is encrypted on this machine under a key \
+                      of its own, uploaded to the relay as ciphertext, and then announced by \
+                      a message carrying its key (sealed in the secret thread); TEXT, if \
+                      given, is its caption. The command waits until the upload and the \
+                      message are done. Files up to max_attachment MiB (config; default 100)."
+    )]
     Send {
         /// Send in the secret (end-to-end encrypted, sealed-sender) thread.
         #[arg(long)]
@@ -113,10 +121,32 @@ pub enum Cmd {
         /// First set the thread's disappearing timer: 30s, 5m, 1h, 1d (5s to 24h) or off.
         #[arg(long, value_name = "DURATION", value_parser = parse_timer)]
         timer: Option<TimerArg>,
+        /// Send this file (TEXT, if any, is its caption).
+        #[arg(long, value_name = "PATH")]
+        attach: Option<PathBuf>,
         /// The contact's handle (looked up at the relay if not yet a contact).
         handle: String,
         /// The message; `-` reads it from standard input (all of it, newlines kept).
-        text: String,
+        /// Optional with --attach.
+        #[arg(required_unless_present = "attach")]
+        text: Option<String>,
+    },
+    /// Write out the file of a message as plaintext (downloading it first if it is still at
+    /// the relay), and print where it went.
+    #[command(
+        after_help = "MSG_ID is the `id` that `sotto history HANDLE` or `sotto recv` prints for \
+                      a message whose `attachment` is not null. DEST is a file to create, or a \
+                      directory to put the file in under its own name (default: the current \
+                      directory). An existing file is never overwritten. The copy is yours: \
+                      sotto does not delete it when the message disappears."
+    )]
+    Save {
+        /// The contact's handle.
+        handle: String,
+        /// The id of the message carrying the file.
+        msg_id: String,
+        /// Where to write it (a new file, or a directory).
+        dest: Option<PathBuf>,
     },
     /// Answer a message: send TEXT quoting MSG_ID; exits once the relay has accepted it.
     #[command(
