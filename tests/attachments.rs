@@ -539,3 +539,71 @@ fn headless_send_attach_and_save_refuse_what_cannot_work_with_a_sentence() {
     // Neither left a message behind.
     assert!(history(&scene.alice, "bob", false).is_empty());
 }
+
+/// Sends a small file from alice to bob in the normal thread and waits until both hold it.
+async fn delivered_file(f: &Files, alice: &mut Client, bob: &mut Client, name: &str) -> String {
+    let original = marked_file(&f.outside, name, "DELETE-MARKER-4b1f", 70_000);
+    let id = attach(alice, "bob", false, &original, None).await;
+    file_state(alice, &id, ready).await;
+    receive_file(bob).await;
+    file_state(bob, &id, ready).await;
+    id
+}
+
+async fn delete(c: &mut Client, contact: &str, target: &str, for_everyone: bool) {
+    c.handle
+        .commands
+        .send(Command::Delete {
+            id: uuid::Uuid::new_v4().to_string(),
+            contact: contact.into(),
+            secret: false,
+            target: target.into(),
+            for_everyone,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_way_a_message_goes_takes_its_file_and_its_opened_copy() {
+    let f = Files::new().await;
+    let (mut alice, mut bob) = f.both(Settings::default()).await;
+    let a = delivered_file(&f, &mut alice, &mut bob, "a.txt").await;
+    let b = delivered_file(&f, &mut alice, &mut bob, "b.txt").await;
+    assert_eq!(at_rest(&f.scene.bob).len(), 2);
+
+    // Delete for me: the file and the copy opened from it.
+    let opened = open(&mut bob, &a).await.unwrap();
+    delete(&mut bob, "alice", &a, false).await;
+    bob.expect(|e| matches!(e, Event::MessageRemoved(x) if x.id == a))
+        .await;
+    assert!(!opened.exists());
+    assert_eq!(at_rest(&f.scene.bob).len(), 1);
+
+    // Delete for everyone: the sender's file and the recipient's.
+    delete(&mut alice, "bob", &b, true).await;
+    alice
+        .expect(|e| matches!(e, Event::MessageChanged { message, .. } if message.id == b))
+        .await;
+    bob.expect(|e| matches!(e, Event::MessageChanged { message, .. } if message.id == b))
+        .await;
+    assert_eq!(at_rest(&f.scene.alice).len(), 1, "only a.txt's is left");
+    assert_eq!(at_rest(&f.scene.bob), Vec::<PathBuf>::new());
+
+    // Removing the contact: every file of both threads.
+    delivered_file(&f, &mut alice, &mut bob, "c.txt").await;
+    bob.handle
+        .commands
+        .send(Command::RemoveContact {
+            tag: 9,
+            handle: "alice".into(),
+        })
+        .await
+        .unwrap();
+    bob.expect(|e| matches!(e, Event::ContactChanged { tag: 9, .. }))
+        .await;
+    assert_eq!(at_rest(&f.scene.bob), Vec::<PathBuf>::new());
+    alice.stop();
+    bob.stop();
+    f.scene.relay.stop().await;
+}
