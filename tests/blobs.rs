@@ -458,6 +458,18 @@ async fn the_sweep_deletes_blobs_at_expiry_after_retention_and_when_abandoned() 
         .await
         .unwrap();
     let exists = |id: &str| blob_file(dir, id).exists() && row(dir, id).is_some();
+    // The operator sees them: three blobs, 24 bytes on disk, one upload unfinished.
+    let stats = Command::new(common::cli::BIN)
+        .args(["relay", "admin", "stats", "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(stats.status.success(), "{stats:?}");
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(
+        stats["blobs"],
+        serde_json::json!({ "blobs": 3, "bytes": 24, "incomplete": 1 })
+    );
 
     // One sweep as the relay's periodic work runs it, at chosen times.
     let sweep = |at: u64| sotto::relay::blobs::sweep_dir(dir, &limits, at).unwrap();
