@@ -58,7 +58,8 @@ pub enum AdminCmd {
         handle: String,
     },
     /// Print the relay's counters (connections by state, refusals by reason, as of the
-    /// running relay's last write of stats.json) and what its queue holds, as JSON.
+    /// running relay's last write of stats.json), what its queue holds and how many files
+    /// (blobs) it keeps, as JSON.
     Stats {
         /// How many accounts to list by queued bytes.
         #[arg(long, value_name = "N", default_value_t = 10)]
@@ -71,6 +72,12 @@ pub enum Cmd {
     /// Try sotto: a relay, your profile and a bot to talk to, all temporary, in one command.
     Demo,
     /// Run a relay (or, with `admin`, operate on its database on this machine).
+    ///
+    /// Its limits are keys of the config file's [relay_server] (config.example.toml lists
+    /// each with its default): connection caps and deadlines, queue quotas, rate limits, and
+    /// the blob store that carries attachments: max_blob_mib (largest file, 128),
+    /// blob_quota_mib and blobs_per_owner (what one account or anonymous address holds at
+    /// once, 1024 MiB and 1000 files), blob_retention_days (30), blob_creates_per_minute (60).
     Relay {
         /// Address to listen on (default 127.0.0.1:7878); port 0 picks a free port.
         #[arg(long, value_name = "ADDR")]
