@@ -1,7 +1,7 @@
 //! An in-memory stand-in for the relay's blob store, for the client's attachment tests:
 //! blobs are files in a directory of their own (so the raw-byte searches see them), one
-//! `BlobTransport` shared by every client of a test, which can be told to alter a blob or to
-//! act as if the link went down after a number of chunks.
+//! `BlobTransport` shared by every client of a test, which can be told to act as if the link
+//! went down after a number of chunks.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,6 @@ pub const CHUNK: u32 = 64 * 1024;
 #[derive(Default)]
 struct Blob {
     size: u64,
-    expires_at: Option<u64>,
     recipients: u32,
     fetched: u32,
 }
@@ -25,8 +24,6 @@ pub struct MemBlobs {
     blobs: Mutex<HashMap<String, Blob>>,
     /// Puts left before the link "goes down" (None: never).
     puts_left: Mutex<Option<u32>>,
-    /// Which thread's link each call used, in order.
-    pub secret_calls: Mutex<Vec<bool>>,
 }
 
 fn refused(message: &str) -> LinkError {
@@ -43,7 +40,6 @@ impl MemBlobs {
             dir: dir.to_path_buf(),
             blobs: Mutex::default(),
             puts_left: Mutex::default(),
-            secret_calls: Mutex::default(),
         }
     }
 
@@ -51,48 +47,13 @@ impl MemBlobs {
         self.dir.join(id)
     }
 
-    /// The ids of the blobs held now.
-    pub fn ids(&self) -> Vec<String> {
-        self.blobs.lock().unwrap().keys().cloned().collect()
-    }
-
-    /// The whole stored bytes of blob `id`.
-    pub fn bytes(&self, id: &str) -> Vec<u8> {
+    fn bytes(&self, id: &str) -> Vec<u8> {
         std::fs::read(self.path(id)).unwrap()
-    }
-
-    /// Flips one byte of blob `id` at `at`, as a dishonest relay or a damaged disk would.
-    pub fn alter(&self, id: &str, at: usize) {
-        let mut b = self.bytes(id);
-        b[at] ^= 0x01;
-        std::fs::write(self.path(id), b).unwrap();
     }
 
     /// After `n` more puts, every put fails as if the link were down.
     pub fn fail_puts_after(&self, n: Option<u32>) {
         *self.puts_left.lock().unwrap() = n;
-    }
-
-    /// Deletes the blobs whose expiry is at or before `now` (Unix ms), as the relay does.
-    pub fn expire(&self, now: u64) {
-        let mut blobs = self.blobs.lock().unwrap();
-        let due: Vec<String> = blobs
-            .iter()
-            .filter(|(_, b)| b.expires_at.is_some_and(|e| e <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in due {
-            blobs.remove(&id);
-            let _ = std::fs::remove_file(self.path(&id));
-        }
-    }
-
-    pub fn expires_at(&self, id: &str) -> Option<u64> {
-        self.blobs
-            .lock()
-            .unwrap()
-            .get(id)
-            .and_then(|b| b.expires_at)
     }
 
     fn stored(&self, id: &str) -> u64 {
@@ -104,19 +65,17 @@ impl MemBlobs {
 impl BlobTransport for MemBlobs {
     async fn create(
         &self,
-        secret: bool,
+        _secret: bool,
         size: u64,
-        expires_at: Option<u64>,
+        _expires_at: Option<u64>,
         recipients: u32,
     ) -> Result<NewBlob, LinkError> {
-        self.secret_calls.lock().unwrap().push(secret);
         let id = uuid::Uuid::new_v4().simple().to_string();
         std::fs::write(self.path(&id), b"").unwrap();
         self.blobs.lock().unwrap().insert(
             id.clone(),
             Blob {
                 size,
-                expires_at,
                 recipients,
                 fetched: 0,
             },
@@ -129,12 +88,11 @@ impl BlobTransport for MemBlobs {
 
     async fn put(
         &self,
-        secret: bool,
+        _secret: bool,
         blob_id: &str,
         offset: u64,
         data: Vec<u8>,
     ) -> Result<(), LinkError> {
-        self.secret_calls.lock().unwrap().push(secret);
         {
             let mut left = self.puts_left.lock().unwrap();
             match *left {
@@ -159,8 +117,7 @@ impl BlobTransport for MemBlobs {
         Ok(())
     }
 
-    async fn status(&self, secret: bool, blob_id: &str) -> Result<BlobStatus, LinkError> {
-        self.secret_calls.lock().unwrap().push(secret);
+    async fn status(&self, _secret: bool, blob_id: &str) -> Result<BlobStatus, LinkError> {
         let size = match self.blobs.lock().unwrap().get(blob_id) {
             Some(b) => b.size,
             None => return Err(refused("no such blob")),
@@ -173,12 +130,11 @@ impl BlobTransport for MemBlobs {
 
     async fn get(
         &self,
-        secret: bool,
+        _secret: bool,
         blob_id: &str,
         offset: u64,
         len: u32,
     ) -> Result<Vec<u8>, LinkError> {
-        self.secret_calls.lock().unwrap().push(secret);
         if !self.blobs.lock().unwrap().contains_key(blob_id) {
             return Err(refused("no such blob"));
         }
@@ -188,8 +144,7 @@ impl BlobTransport for MemBlobs {
         Ok(b[start..end].to_vec())
     }
 
-    async fn fetched(&self, secret: bool, blob_id: &str) -> Result<(), LinkError> {
-        self.secret_calls.lock().unwrap().push(secret);
+    async fn fetched(&self, _secret: bool, blob_id: &str) -> Result<(), LinkError> {
         let mut blobs = self.blobs.lock().unwrap();
         let gone = match blobs.get_mut(blob_id) {
             Some(b) => {

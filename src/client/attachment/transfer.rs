@@ -20,8 +20,9 @@ use super::files::{self, AttachError};
 use super::{BlobTransport, NewBlob};
 use crate::client::conn::LinkError;
 
-/// Chunk size for an upload whose relay did not say (and for every download request).
-pub const CHUNK: u32 = 256 * 1024;
+/// Chunk size for an upload whose relay did not say, and for every download request: the
+/// most one frame carries.
+pub const CHUNK: u32 = crate::wire::MAX_BLOB_CHUNK;
 
 /// Progress goes to the manager at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
