@@ -55,6 +55,10 @@ pub struct Config {
     pub read_receipts: Option<bool>,
     /// Tell the peer while you type, and see when they do (default true; off, neither).
     pub typing: Option<bool>,
+    /// Largest file sent, in MiB (default 100; the relay has its own limit).
+    pub max_attachment: Option<u64>,
+    /// Arriving files up to this many MiB are downloaded at once (default 5; 0: none).
+    pub auto_download: Option<u64>,
     /// Key bindings of the TUI.
     #[serde(default)]
     pub keys: crate::tui::keys::KeyConfig,
@@ -103,7 +107,16 @@ pub struct RelayServer {
     pub bundles_per_requester_per_minute: Option<u32>,
     pub lookups_per_minute: Option<u32>,
     pub unknown_acks_per_minute: Option<u32>,
+    pub blob_creates_per_minute: Option<u32>,
+    /// The blob store (`relay::BlobLimits`): largest file and per-owner quota in MiB, files
+    /// per owner, days a file is kept at most.
+    pub max_blob_mib: Option<u64>,
+    pub blob_quota_mib: Option<u64>,
+    pub blobs_per_owner: Option<u64>,
+    pub blob_retention_days: Option<u64>,
 }
+
+const MIB: u64 = 1024 * 1024;
 
 /// How long a reset's claim code stays good unless the config says otherwise.
 pub const DEFAULT_CLAIM_CODE_DAYS: u32 = 7;
@@ -115,6 +128,12 @@ impl Config {
         crate::client::manager::Settings {
             read_receipts: self.read_receipts.unwrap_or(d.read_receipts),
             typing: self.typing.unwrap_or(d.typing),
+            max_attachment: self
+                .max_attachment
+                .map_or(d.max_attachment, |m| m.saturating_mul(MIB)),
+            auto_download: self
+                .auto_download
+                .map_or(d.auto_download, |m| m.saturating_mul(MIB)),
         }
     }
 
@@ -207,6 +226,16 @@ mod tests {
         assert_eq!(secs(r.idle_timeout_secs), Some(d.idle_timeout));
         assert_eq!(secs(r.frame_timeout_secs), Some(d.frame_timeout));
         assert_eq!(secs(r.write_timeout_secs), Some(d.write_timeout));
+        assert_eq!(
+            r.blob_creates_per_minute,
+            Some(d.rate.blob_creates_per_minute)
+        );
+        let mib = |m: Option<u64>| m.map(|m| m * 1024 * 1024);
+        assert_eq!(mib(r.max_blob_mib), Some(d.blobs.max_blob));
+        assert_eq!(mib(r.blob_quota_mib), Some(d.blobs.owner_bytes));
+        assert_eq!(r.blobs_per_owner, Some(d.blobs.owner_blobs));
+        let days = |n: Option<u64>| n.map(|n| std::time::Duration::from_secs(n * 24 * 3600));
+        assert_eq!(days(r.blob_retention_days), Some(d.blobs.retention));
         assert!(toml::from_str::<Config>("relya = \"x\"").is_err());
     }
 }

@@ -24,6 +24,10 @@ pub const WS_BUFFER_BYTES: usize = 8 * 1024;
 /// delivered frame under `MAX_FRAME_BYTES`, so what the relay accepts it can also deliver.
 pub const MAX_PAYLOAD_BYTES: usize = 160 * 1024;
 
+/// Largest chunk of a blob (raw bytes) one `blob_put` or `blob_data` carries. Base64 makes it
+/// 4/3 as large inside a frame (about 171 KiB), well under `MAX_FRAME_BYTES`.
+pub const MAX_BLOB_CHUNK: u32 = 128 * 1024;
+
 /// Largest number of one-time prekeys of one kind accepted in a single upload.
 pub const MAX_PREKEYS_PER_UPLOAD: usize = 200;
 
@@ -197,6 +201,36 @@ pub enum ClientFrame {
     },
     /// The recipient has durably stored envelope `id`; the relay may delete it.
     Ack { id: u64 },
+    /// Blob store: reserve a blob of `size` ciphertext bytes. The relay deletes it at
+    /// `expires_at` (Unix ms), once `recipients` downloads have called `blob_fetched`, or after
+    /// its retention period. Accepted on both kinds of connection: on an anonymous one the
+    /// blob is tied to no account.
+    BlobCreate {
+        req: ReqId,
+        size: u64,
+        #[serde(default)]
+        expires_at: Option<u64>,
+        recipients: u32,
+    },
+    /// Store `data` (at most `MAX_BLOB_CHUNK` bytes) at `offset`, which must be the blob's
+    /// stored length; answered `ok` once it is on disk.
+    BlobPut {
+        req: ReqId,
+        blob_id: String,
+        offset: u64,
+        data: B64,
+    },
+    /// How much of a blob the relay holds: where an interrupted upload resumes.
+    BlobStatus { req: ReqId, blob_id: String },
+    /// Read up to `len` bytes (at most `MAX_BLOB_CHUNK`) of a complete blob from `offset`.
+    BlobGet {
+        req: ReqId,
+        blob_id: String,
+        offset: u64,
+        len: u32,
+    },
+    /// This recipient holds the whole blob; counted once per call against its `recipients`.
+    BlobFetched { req: ReqId, blob_id: String },
     /// Replace this account's identity key and prekeys. `proof` is the new key's signature
     /// over `auth_message(challenge)` of this connection; `endorsement` is the current key's
     /// signature over `rekey_message(new identity key)`.
@@ -279,6 +313,24 @@ pub enum RelayFrame {
     },
     /// Everything queued when the connection authenticated has been pushed.
     Drained,
+    /// A blob was reserved: upload it in chunks of at most `chunk_size` bytes.
+    BlobCreated {
+        req: ReqId,
+        blob_id: String,
+        chunk_size: u32,
+    },
+    /// How much of a blob is stored (`stored` bytes from the start, of `size`).
+    BlobStatus {
+        req: ReqId,
+        size: u64,
+        stored: u64,
+    },
+    /// Bytes of a blob from `offset`; fewer than asked only at its end.
+    BlobData {
+        req: ReqId,
+        offset: u64,
+        data: B64,
+    },
     Error {
         req: Option<ReqId>,
         code: ErrorCode,
@@ -361,6 +413,21 @@ impl RelayFrame {
     }
 }
 
+/// Bytes in a blob id: 128 random bits.
+const BLOB_ID_BYTES: usize = 16;
+
+/// A fresh random blob id: 32 lowercase hex digits.
+pub fn new_blob_id() -> String {
+    let bytes: [u8; BLOB_ID_BYTES] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `id` has the one form blob ids take: exactly 32 lowercase hex digits. The relay
+/// names files after blob ids, so nothing else (no `/`, no `..`) may pass.
+pub fn valid_blob_id(id: &str) -> bool {
+    id.len() == BLOB_ID_BYTES * 2 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// A handle is 1–32 characters of `[a-z0-9_.-]`.
 pub fn valid_handle(h: &str) -> bool {
     (1..=32).contains(&h.len())
@@ -417,6 +484,47 @@ mod tests {
             online_only: true,
         };
         assert!(frame.encode().len() < MAX_FRAME_BYTES);
+    }
+
+    #[test]
+    fn a_maximal_blob_chunk_fits_a_frame_both_ways() {
+        let id = new_blob_id();
+        let put = ClientFrame::BlobPut {
+            req: u64::MAX,
+            blob_id: id,
+            offset: u64::MAX,
+            data: B64(vec![0xff; MAX_BLOB_CHUNK as usize]),
+        };
+        let put = put.encode();
+        assert!(put.len() < MAX_FRAME_BYTES, "{}", put.len());
+        assert!(ClientFrame::decode(put.as_bytes()).is_ok());
+        let data = RelayFrame::BlobData {
+            req: u64::MAX,
+            offset: u64::MAX,
+            data: B64(vec![0xff; MAX_BLOB_CHUNK as usize]),
+        };
+        let data = data.encode();
+        assert!(data.len() < MAX_FRAME_BYTES, "{}", data.len());
+        assert!(RelayFrame::decode(data.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn blob_ids_are_validated_strictly() {
+        let id = new_blob_id();
+        assert!(valid_blob_id(&id), "{id}");
+        assert_ne!(id, new_blob_id());
+        for bad in [
+            "",
+            "../x",
+            "../../../../../../etc/passwd",
+            &id[..31],
+            &format!("{id}0"),
+            "0123456789ABCDEF0123456789abcdef",
+            &format!("{}/", &id[..31]),
+            &format!("{}.", &id[..31]),
+        ] {
+            assert!(!valid_blob_id(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -56,6 +56,7 @@ fn every_help_describes_every_argument_and_says_sotto_alone_opens_the_chat() {
         &["relay", "admin", "stats"],
         &["init"],
         &["send"],
+        &["save"],
         &["timer"],
         &["recv"],
         &["contacts"],

@@ -61,6 +61,7 @@ fn recv_follow_and_history_print_a_message_in_one_shape() {
         "edited",
         "deleted",
         "reactions",
+        "attachment",
     ]
     .into_iter()
     .map(String::from)

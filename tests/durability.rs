@@ -75,11 +75,17 @@ async fn relay_killed_after_accepting_delivers_exactly_once_after_restart() {
     relay.stop().await;
 }
 
+/// Copies `from` into `to`, subdirectories (the relay's `blobs/`) included.
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let p = entry.unwrap().path();
-        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        let into = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &into);
+        } else {
+            std::fs::copy(&p, into).unwrap();
+        }
     }
 }
 

@@ -39,7 +39,7 @@ fn chmod(p: &Path, m: u32) {
 }
 
 /// Asserts `dir` is 0700 and every file in it 0600 (a running session's control socket
-/// included); returns the files' names.
+/// included), and so for a relay's blob directory in it; returns the entries' names.
 fn assert_private(dir: &Path) -> Vec<String> {
     assert_eq!(mode(dir), "0700", "{}", dir.display());
     let mut names = Vec::new();
@@ -47,6 +47,11 @@ fn assert_private(dir: &Path) -> Vec<String> {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let kind = std::fs::symlink_metadata(&path).unwrap().file_type();
+        if kind.is_dir() && name == sotto::relay::blobs::DIR {
+            assert_private(&path);
+            names.push(name);
+            continue;
+        }
         assert!(
             kind.is_file() || (kind.is_socket() && name == sotto::client::control::SOCKET),
             "{} is not a file",

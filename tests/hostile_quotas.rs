@@ -32,6 +32,7 @@ fn small_limits() -> RelayConfig {
             bundles_per_requester_per_minute: 10,
             lookups_per_minute: 1000,
             unknown_acks_per_minute: 50,
+            blob_creates_per_minute: 60,
         },
         max_one_time_prekeys: 150,
         ..RelayConfig::default()

@@ -58,7 +58,8 @@ pub enum AdminCmd {
         handle: String,
     },
     /// Print the relay's counters (connections by state, refusals by reason, as of the
-    /// running relay's last write of stats.json) and what its queue holds, as JSON.
+    /// running relay's last write of stats.json), what its queue holds and how many files
+    /// (blobs) it keeps, as JSON.
     Stats {
         /// How many accounts to list by queued bytes.
         #[arg(long, value_name = "N", default_value_t = 10)]
@@ -71,6 +72,12 @@ pub enum Cmd {
     /// Try sotto: a relay, your profile and a bot to talk to, all temporary, in one command.
     Demo,
     /// Run a relay (or, with `admin`, operate on its database on this machine).
+    ///
+    /// Its limits are keys of the config file's [relay_server] (config.example.toml lists
+    /// each with its default): connection caps and deadlines, queue quotas, rate limits, and
+    /// the blob store that carries attachments: max_blob_mib (largest file, 128),
+    /// blob_quota_mib and blobs_per_owner (what one account or anonymous address holds at
+    /// once, 1024 MiB and 1000 files), blob_retention_days (30), blob_creates_per_minute (60).
     Relay {
         /// Address to listen on (default 127.0.0.1:7878); port 0 picks a free port.
         #[arg(long, value_name = "ADDR")]
@@ -104,8 +111,16 @@ pub enum Cmd {
         #[arg(long, value_name = "CODE")]
         claim: Option<String>,
     },
-    /// Send one message; exits once the relay has accepted it. Works while the chat screen
-    /// runs on the profile: the message goes through that session.
+    /// Send one message, or a file; exits once the relay has accepted it. Works while the
+    /// chat screen runs on the profile (a text goes through that session; a file needs the
+    /// profile to itself).
+    #[command(
+        after_help = "With --attach, the file is encrypted on this machine under a key \
+                      of its own, uploaded to the relay as ciphertext, and then announced by \
+                      a message carrying its key (sealed in the secret thread); TEXT, if \
+                      given, is its caption. The command waits until the upload and the \
+                      message are done. Files up to max_attachment MiB (config; default 100)."
+    )]
     Send {
         /// Send in the secret (end-to-end encrypted, sealed-sender) thread.
         #[arg(long)]
@@ -113,10 +128,32 @@ pub enum Cmd {
         /// First set the thread's disappearing timer: 30s, 5m, 1h, 1d (5s to 24h) or off.
         #[arg(long, value_name = "DURATION", value_parser = parse_timer)]
         timer: Option<TimerArg>,
+        /// Send this file (TEXT, if any, is its caption).
+        #[arg(long, value_name = "PATH")]
+        attach: Option<PathBuf>,
         /// The contact's handle (looked up at the relay if not yet a contact).
         handle: String,
         /// The message; `-` reads it from standard input (all of it, newlines kept).
-        text: String,
+        /// Optional with --attach.
+        #[arg(required_unless_present = "attach")]
+        text: Option<String>,
+    },
+    /// Write out the file of a message as plaintext (downloading it first if it is still at
+    /// the relay), and print where it went.
+    #[command(
+        after_help = "MSG_ID is the `id` that `sotto history HANDLE` or `sotto recv` prints for \
+                      a message whose `attachment` is not null. DEST is a file to create, or a \
+                      directory to put the file in under its own name (default: the current \
+                      directory). An existing file is never overwritten. The copy is yours: \
+                      sotto does not delete it when the message disappears."
+    )]
+    Save {
+        /// The contact's handle.
+        handle: String,
+        /// The id of the message carrying the file.
+        msg_id: String,
+        /// Where to write it (a new file, or a directory).
+        dest: Option<PathBuf>,
     },
     /// Answer a message: send TEXT quoting MSG_ID; exits once the relay has accepted it.
     #[command(

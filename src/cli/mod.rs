@@ -6,6 +6,7 @@
 //! screen (`sotto::tui` does).
 
 mod args;
+mod attach;
 mod chat;
 mod init;
 mod profile;
@@ -18,6 +19,7 @@ mod session;
 mod signal;
 mod verify;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -97,14 +99,43 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Send {
             secret,
             timer,
+            attach,
             handle,
             text,
         } => {
-            let text = send::text_argument(text)?;
+            let text = text.map(send::text_argument).transpose()?;
             let timer = timer.map(|t| t.0);
-            rt.block_on(send::send(&dir, relay, handle, secret, timer, text))
-                .map(done)
+            match (attach, text) {
+                (Some(path), caption) => rt
+                    .block_on(attach::send_file(
+                        &dir, relay, handle, secret, timer, path, caption,
+                    ))
+                    .map(done),
+                (None, text) => rt
+                    .block_on(send::send(
+                        &dir,
+                        relay,
+                        handle,
+                        secret,
+                        timer,
+                        text.unwrap_or_default(),
+                    ))
+                    .map(done),
+            }
         }
+        Cmd::Save {
+            handle,
+            msg_id,
+            dest,
+        } => rt
+            .block_on(attach::save(
+                &dir,
+                relay,
+                &handle,
+                &msg_id,
+                dest.unwrap_or_else(|| PathBuf::from(".")),
+            ))
+            .map(done),
         Cmd::Timer {
             handle,
             duration,

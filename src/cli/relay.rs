@@ -23,7 +23,8 @@ fn relay_dir(config: &Config, data_dir: Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
-/// `sotto relay admin stats`: the running relay's counters and the queue, as one JSON object.
+/// `sotto relay admin stats`: the running relay's counters, the queue and the blob store, as
+/// one JSON object.
 pub fn stats(config: &Config, data_dir: Option<PathBuf>, top: usize) -> Result<()> {
     let dir = existing_relay_dir(config, data_dir)?;
     let counters = match std::fs::read(dir.join(relay::stats::FILE)) {
@@ -33,8 +34,10 @@ pub fn stats(config: &Config, data_dir: Option<PathBuf>, top: usize) -> Result<(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Value::Null,
         Err(e) => return Err(e).context("cannot read the relay's counters"),
     };
-    let queue = relay::store::RelayStore::open(&dir)?.queue_summary(top)?;
-    let report = serde_json::json!({ "counters": counters, "queue": queue });
+    let store = relay::store::RelayStore::open(&dir)?;
+    let queue = store.queue_summary(top)?;
+    let blobs = store.blob_summary()?;
+    let report = serde_json::json!({ "counters": counters, "queue": queue, "blobs": blobs });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
@@ -176,6 +179,22 @@ fn apply_limits(server: &config::RelayServer, c: &mut RelayConfig) {
         &mut r.unknown_acks_per_minute,
         server.unknown_acks_per_minute,
     );
+    set(
+        &mut r.blob_creates_per_minute,
+        server.blob_creates_per_minute,
+    );
+    let b = &mut c.blobs;
+    let set = |into: &mut u64, v: Option<u64>, unit: u64| {
+        if let Some(v) = v {
+            *into = v.saturating_mul(unit);
+        }
+    };
+    set(&mut b.max_blob, server.max_blob_mib, MIB);
+    set(&mut b.owner_bytes, server.blob_quota_mib, MIB);
+    set(&mut b.owner_blobs, server.blobs_per_owner, 1);
+    if let Some(days) = server.blob_retention_days {
+        b.retention = Duration::from_secs(days.saturating_mul(24 * 60 * 60));
+    }
 }
 
 /// Serves until SIGINT or SIGTERM, after printing the one `listening on …` line.

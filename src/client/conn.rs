@@ -308,6 +308,9 @@ async fn serve(
                     RelayFrame::Account { req, .. }
                     | RelayFrame::Bundle { req, .. }
                     | RelayFrame::SenderCert { req, .. }
+                    | RelayFrame::BlobCreated { req, .. }
+                    | RelayFrame::BlobStatus { req, .. }
+                    | RelayFrame::BlobData { req, .. }
                     | RelayFrame::Ok { req } => Some(*req),
                     RelayFrame::Error { req, .. } => *req,
                     _ => None,

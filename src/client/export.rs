@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::attachment::{Attachment, AttachmentState};
 use super::manager::Change;
 use super::store::{Message, MessageKind, MessageState};
 
@@ -102,6 +103,50 @@ pub struct ExportedMessage {
     /// When it will be deleted; null while it does not disappear or (received) is not read.
     pub expires_at: Option<Timestamp>,
     pub state: MessageState,
+    /// The file it carries (its `text` is the caption); null for a message without one.
+    #[serde(default)]
+    pub attachment: Option<ExportedAttachment>,
+}
+
+/// A message's file as the headless commands print it; `sotto save HANDLE ID` writes it out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportedAttachment {
+    /// The file's name, without any directory.
+    pub name: String,
+    /// Media type, e.g. `image/png`.
+    pub mime: String,
+    /// Plaintext size in bytes.
+    pub size: u64,
+    /// `uploading`, `remote` (waiting at the relay), `downloading`, `ready` (here, checked)
+    /// or `failed`.
+    pub state: String,
+    /// For `uploading` and `downloading`: encrypted bytes moved so far.
+    #[serde(default)]
+    pub done: Option<u64>,
+    /// For `failed`: what went wrong and what to do.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl ExportedAttachment {
+    pub fn new(a: &Attachment) -> ExportedAttachment {
+        let (state, done, error) = match &a.state {
+            AttachmentState::Uploading { done } => ("uploading", Some(*done), None),
+            AttachmentState::Remote => ("remote", None, None),
+            AttachmentState::Downloading { done } => ("downloading", Some(*done), None),
+            AttachmentState::Ready => ("ready", None, None),
+            AttachmentState::Failed { error } => ("failed", None, Some(error.clone())),
+        };
+        ExportedAttachment {
+            name: a.name.clone(),
+            mime: a.mime.clone(),
+            size: a.size,
+            state: state.to_string(),
+            done,
+            error,
+        }
+    }
 }
 
 impl ExportedMessage {
@@ -144,6 +189,7 @@ impl ExportedMessage {
             sent_at: Timestamp::from_ms(m.sent_at),
             expires_at: m.expires_at.map(Timestamp::from_ms),
             state: m.state,
+            attachment: m.attachment.as_ref().map(ExportedAttachment::new),
         }
     }
 
@@ -175,6 +221,7 @@ impl ExportedMessage {
             timer: None,
             sent_at: Timestamp::from_ms(change.sent_at),
             expires_at: None,
+            attachment: None,
             ..ExportedMessage::new(&m, me)
         }
     }

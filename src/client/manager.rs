@@ -7,9 +7,10 @@
 //! The outgoing path lives in `send`, the arriving path in `receive`; this file holds the
 //! loop, the commands and the contact directory.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +19,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::account::{self, PREKEY_BATCH, PREKEY_LOW};
+use super::attachment::BlobTransport;
+use super::attachment::transfer::Step;
 use super::clock::Clock;
 use super::conn::{Hello, Link, LinkError, LinkEvent};
 use super::content::{self, Content};
@@ -30,6 +33,7 @@ use super::store::{
 use super::sweeper::{self, Deadlines};
 use super::trust;
 
+mod attach;
 mod contacts;
 mod reads;
 mod receipts;
@@ -47,8 +51,6 @@ use crate::wire::{ClientFrame, ErrorCode, RelayFrame};
 use receipts::Receipts;
 use receive::Delivery;
 use send::{Draft, Sent};
-
-const NO_ATTACHMENTS: &str = "this build of sotto cannot send or receive files yet";
 
 /// A sender certificate is renewed when it has less than this left.
 const CERT_MARGIN_MS: u64 = 60 * 60 * 1000;
@@ -176,6 +178,10 @@ pub enum Command {
 pub struct Settings {
     pub read_receipts: bool,
     pub typing: bool,
+    /// Largest file sent, in bytes (`max_attachment`).
+    pub max_attachment: u64,
+    /// Files up to this size are fetched as soon as they arrive (`auto_download`).
+    pub auto_download: u64,
 }
 
 impl Default for Settings {
@@ -183,6 +189,8 @@ impl Default for Settings {
         Settings {
             read_receipts: true,
             typing: true,
+            max_attachment: crate::client::attachment::DEFAULT_MAX_ATTACHMENT,
+            auto_download: crate::client::attachment::DEFAULT_AUTO_DOWNLOAD,
         }
     }
 }
@@ -345,6 +353,8 @@ pub enum ClientError {
     Trust(#[from] trust::TrustError),
     #[error(transparent)]
     Query(#[from] super::search::QueryError),
+    #[error(transparent)]
+    Attach(#[from] super::attachment::files::AttachError),
 }
 
 /// The caller's side of a running manager.
@@ -417,6 +427,18 @@ pub fn spawn_configured(
     insecure_transport: bool,
     settings: Settings,
 ) -> Result<ManagerHandle, ClientError> {
+    spawn_with_blobs(dir, relay_url, insecure_transport, settings, None)
+}
+
+/// As `spawn_configured`, with the blob store files travel through (`None`: the relay's,
+/// over the session's links).
+pub fn spawn_with_blobs(
+    dir: &Path,
+    relay_url: Option<String>,
+    insecure_transport: bool,
+    settings: Settings,
+    blobs: Option<Arc<dyn BlobTransport>>,
+) -> Result<ManagerHandle, ClientError> {
     let lock = super::store::lock_profile(dir)?;
     let dir = dir.to_path_buf();
     let store = Store::open(&dir)?;
@@ -463,18 +485,18 @@ pub fn spawn_configured(
                     identity,
                     trust_root: reg.trust_root.clone(),
                 };
-                let link = Link::spawn(endpoint.clone(), hello, link_tx, token.clone());
+                let link = Arc::new(Link::spawn(endpoint.clone(), hello, link_tx, token.clone()));
                 // The anonymous link's own state changes are not the user's concern: a sealed
                 // send that finds it down fails with `Offline` and is retried.
                 let (anon_tx, anon_rx) = mpsc::channel(16);
-                let anon = Link::spawn(
+                let anon = Arc::new(Link::spawn(
                     endpoint,
                     Hello::Anonymous {
                         trust_root: reg.trust_root.clone(),
                     },
                     anon_tx,
                     token.clone(),
-                );
+                ));
                 let clock = Clock::system();
                 let deadlines = Deadlines::default();
                 let (expired_tx, expired_rx) = mpsc::channel(16);
@@ -495,6 +517,14 @@ pub fn spawn_configured(
                     }
                 });
                 let (sent_tx, sent_rx) = mpsc::unbounded_channel();
+                let (transfer_tx, transfer_rx) = mpsc::unbounded_channel();
+                let (later_tx, later_rx) = mpsc::unbounded_channel();
+                let blobs = blobs.unwrap_or_else(|| {
+                    Arc::new(super::attachment::LinkBlobs::new(
+                        link.clone(),
+                        anon.clone(),
+                    )) as Arc<dyn BlobTransport>
+                });
                 let tap = control::Tap::new();
                 // A weak sender: the socket must not keep the manager running once its own
                 // user has closed the command channel.
@@ -529,8 +559,25 @@ pub fn spawn_configured(
                     last_top_up: None,
                     actions: HashSet::new(),
                     wipe_wal: std::cell::Cell::new(false),
+                    dir: dir.clone(),
+                    blobs,
+                    transfers: Default::default(),
+                    transfer_tx,
+                    later: later_tx,
+                    opened: None,
                 };
-                m.run(cmd_rx, link_rx, anon_rx, expired_rx, sent_rx).await;
+                m.orphan_files();
+                m.resume_transfers();
+                let channels = Channels {
+                    commands: cmd_rx,
+                    link: link_rx,
+                    anon: anon_rx,
+                    expired: expired_rx,
+                    sent: sent_rx,
+                    transfers: transfer_rx,
+                    later: later_rx,
+                };
+                m.run(channels).await;
                 token.cancel();
                 // The socket file goes with the session.
                 let _ = control.await;
@@ -571,8 +618,8 @@ struct Manager {
     reg: Registration,
     /// The relay's pinned trust root, and sender certificates already checked against it.
     certs: crypto::CheckedCerts,
-    link: Link,
-    anon: Link,
+    link: Arc<Link>,
+    anon: Arc<Link>,
     cert: Option<SenderCertificate>,
     events: mpsc::Sender<Event>,
     /// The same events for headless commands joining through the control socket.
@@ -603,6 +650,29 @@ struct Manager {
     actions: HashSet<String>,
     /// A text was overwritten inside the open burst: the WAL is truncated after its commit.
     wipe_wal: std::cell::Cell<bool>,
+    /// The profile directory (its `attachments/` holds the encrypted files).
+    dir: std::path::PathBuf,
+    /// The relay's blob store, for files.
+    blobs: Arc<dyn BlobTransport>,
+    /// Transfers running now, by their message's `seq`; cancelled if the message goes.
+    transfers: std::cell::RefCell<HashMap<i64, CancellationToken>>,
+    /// Where transfer tasks report.
+    transfer_tx: super::attachment::transfer::Reports,
+    /// Events of work done off the loop (an opened or saved copy).
+    later: mpsc::UnboundedSender<Event>,
+    /// This session's private directory of opened copies, removed when it ends.
+    opened: Option<tempfile::TempDir>,
+}
+
+/// What the manager's loop listens to.
+struct Channels {
+    commands: mpsc::Receiver<Command>,
+    link: mpsc::Receiver<LinkEvent>,
+    anon: mpsc::Receiver<LinkEvent>,
+    expired: mpsc::Receiver<Vec<Expired>>,
+    sent: mpsc::UnboundedReceiver<Sent>,
+    transfers: mpsc::UnboundedReceiver<(i64, Step)>,
+    later: mpsc::UnboundedReceiver<Event>,
 }
 
 /// The first wait before messages refused for a quota or a rate are sent again, and the
@@ -650,14 +720,16 @@ fn gather<T, I>(
 const MAX_BURST: usize = 256;
 
 impl Manager {
-    async fn run(
-        &mut self,
-        mut commands: mpsc::Receiver<Command>,
-        mut link: mpsc::Receiver<LinkEvent>,
-        mut anon: mpsc::Receiver<LinkEvent>,
-        mut expired: mpsc::Receiver<Vec<Expired>>,
-        mut sent: mpsc::UnboundedReceiver<Sent>,
-    ) {
+    async fn run(&mut self, channels: Channels) {
+        let Channels {
+            mut commands,
+            mut link,
+            mut anon,
+            mut expired,
+            mut sent,
+            mut transfers,
+            mut later,
+        } = channels;
         self.emit(Event::Connection(ConnState::Connecting)).await;
         loop {
             let receipts_due = self.receipts.due();
@@ -685,6 +757,9 @@ impl Manager {
                     self.on_sent(answers).await
                 }
                 Some(gone) = expired.recv() => self.emit(Event::Expired(gone)).await,
+                // The manager holds senders of both, so neither closes.
+                Some((seq, step)) = transfers.recv() => self.on_transfer(seq, step).await,
+                Some(ev) = later.recv() => self.emit(ev).await,
                 () = sleep_until(receipts_due) => {
                     let due = self.receipts.take_due(tokio::time::Instant::now());
                     for reply in self.send_receipts(due, Content::receipt).await {
@@ -705,6 +780,7 @@ impl Manager {
                 ev = anon.recv() => match ev {
                     // Sealed sends that found the anonymous link down go out now.
                     Some(LinkEvent::Online) => {
+                        self.resume_transfers();
                         self.flush_unsent().await;
                         for cmd in std::mem::take(&mut self.awaiting_sealed_link) {
                             self.command(cmd).await;
@@ -733,6 +809,16 @@ impl Manager {
     }
 
     async fn emit(&self, e: Event) {
+        // Whatever deleted messages, their files go before anyone hears of it.
+        if matches!(
+            e,
+            Event::Expired(_)
+                | Event::MessageRemoved(_)
+                | Event::ContactChanged { .. }
+                | Event::MessageChanged { .. }
+        ) {
+            self.files_gone();
+        }
         self.tap.event(&e);
         let _ = self.events.send(e).await;
     }
@@ -756,23 +842,16 @@ impl Manager {
             return;
         }
         match cmd {
-            // Attachments are being built (issue 21); until then each says so.
-            Command::Attach { id, .. } => {
-                self.emit(Event::MessageFailed {
-                    id,
-                    error: NO_ATTACHMENTS.into(),
-                })
-                .await
-            }
-            Command::Download { tag, .. }
-            | Command::OpenAttachment { tag, .. }
-            | Command::SaveAttachment { tag, .. } => {
-                self.emit(Event::Failed {
-                    tag,
-                    error: NO_ATTACHMENTS.into(),
-                })
-                .await
-            }
+            Command::Attach {
+                id,
+                to,
+                secret,
+                path,
+                caption,
+            } => self.attach(id, to, secret, path, caption).await,
+            Command::Download { tag, id } => self.download(tag, id).await,
+            Command::OpenAttachment { tag, id } => self.open(tag, id).await,
+            Command::SaveAttachment { tag, id, dest } => self.save(tag, id, dest).await,
             Command::Send {
                 id,
                 to,
@@ -1068,6 +1147,7 @@ impl Manager {
         match ev {
             LinkEvent::Online => {
                 self.emit(Event::Connection(ConnState::Online)).await;
+                self.resume_transfers();
                 self.flush_unsent().await;
             }
             LinkEvent::Offline { reason, retry_in } => {

@@ -9,10 +9,12 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod attachments;
 mod contact_admin;
 mod rich;
 mod search;
 
+pub use attachments::StoredFile;
 pub use search::{BULK_DELETE, SearchHit};
 
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +207,7 @@ CREATE TRIGGER messages_fts_update AFTER UPDATE OF text, kind ON messages BEGIN
 END;
 INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
 "#,
+    attachments::MIGRATION,
 ];
 
 const SET_STATE: &str = "UPDATE messages SET state = ?2
@@ -536,6 +539,11 @@ impl Store {
     #[must_use = "a burst stays open until it is ended"]
     pub fn begin_burst(&self) -> Result<Burst> {
         Ok(Burst(begin(&self.conn, "burst")?))
+    }
+
+    /// Undoes a burst: nothing of it is kept.
+    pub fn abandon_burst(&self, burst: Burst) -> Result<()> {
+        Ok(undo(&self.conn, "burst", burst.0)?)
     }
 
     /// Commits a burst; if that fails, nothing of it is kept.
@@ -932,13 +940,14 @@ impl Store {
 fn message_columns() -> String {
     format!(
         "m.id, c.handle, m.secret, m.outgoing, m.text, m.sent_at, m.state, m.seq, m.kind,
-         m.timer_secs, m.expires_at, m.reply_id, m.reply_excerpt, m.edited, m.deleted, {}",
-        rich::REACTIONS_COLUMN
+         m.timer_secs, m.expires_at, m.reply_id, m.reply_excerpt, m.edited, m.deleted, {}, {}",
+        rich::REACTIONS_COLUMN,
+        attachments::ATTACHMENT_COLUMN
     )
 }
 
 /// How many columns `message_columns` names: a query's own columns come after them.
-const MESSAGE_COLUMN_COUNT: usize = 16;
+const MESSAGE_COLUMN_COUNT: usize = 17;
 
 fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     let reply_excerpt: Option<String> = r.get(12)?;
@@ -966,7 +975,7 @@ fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         }),
         edited: r.get(13)?,
         deleted: r.get(14)?,
-        attachment: None,
+        attachment: attachments::attachment(r.get::<_, Option<String>>(16)?.as_deref()),
         reactions: rich::reactions(r.get::<_, Option<String>>(15)?.as_deref()),
     })
 }

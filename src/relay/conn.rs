@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
+use super::blobs::{self, BlobSession, Owner};
 use super::handshake::{Failed, Ws};
 use super::limits::Ticket;
 use super::liveness::{Due, Liveness};
@@ -36,7 +37,7 @@ use crate::wire::{
     MAX_PREKEYS_PER_UPLOAD, Payload, RelayFrame, SignedKey,
 };
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -356,7 +357,8 @@ const MAX_REFUSED_IN_A_ROW: u32 = 64;
 const BAD_PREKEY_SIGNATURE: &str =
     "a prekey's signature does not verify under the account's identity key";
 
-/// The address registrations are counted against (see `limits::source`).
+/// The address registrations and anonymous blobs are counted against (see
+/// `limits::source`).
 fn source(ws: &Ws) -> IpAddr {
     match ws.get_ref().peer_addr() {
         Ok(a) => super::limits::source(a.ip()),
@@ -465,8 +467,10 @@ async fn register(
     }
 }
 
-/// An anonymous connection may only submit sealed envelopes.
+/// An anonymous connection may only submit sealed envelopes and use the blob store (as its
+/// source address: it has no account).
 async fn anonymous(relay: &Arc<Relay>, ws: &mut Ws) -> End {
+    let mut blob_session = BlobSession::new(Owner::Address(source(ws)));
     let mut committing = Committing::default();
     let mut live = liveness(relay);
     loop {
@@ -523,10 +527,13 @@ async fn anonymous(relay: &Arc<Relay>, ws: &mut Ws) -> End {
                 let key = recipient_key.map(|k| k.0);
                 send_sealed(relay, req, to, access_token.0, envelope.0, expires_at, key).await
             }
+            Ok(f) if blobs::is_blob_request(&f) => {
+                Accepted::now(blobs::request(relay, &mut blob_session, f).await)
+            }
             Ok(_) => Accepted::now(error(
                 None,
                 ErrorCode::Forbidden,
-                "an anonymous connection may only send sealed envelopes",
+                "an anonymous connection may only send sealed envelopes and use the blob store",
             )),
         };
         if let Err(e) = committing.answer(ws, accepted).await {
@@ -918,6 +925,7 @@ async fn authenticated(
         return e;
     }
     let mut pusher = Pusher::new();
+    let mut blob_session = BlobSession::new(Owner::Account(account_id.to_string()));
     // Acks from an earlier connection of this account have taken effect, so nothing it
     // acknowledged is pushed again.
     relay.writer.flush().await;
@@ -1025,7 +1033,11 @@ async fn authenticated(
                 // Acks sent before a request have taken effect by its answer.
                 relay.writer.flush().await;
                 let upload = matches!(other, ClientFrame::UploadPreKeys { .. });
-                let reply = request(relay, account_id, nonce, other).await;
+                let reply = if blobs::is_blob_request(&other) {
+                    blobs::request(relay, &mut blob_session, other).await
+                } else {
+                    request(relay, account_id, nonce, other).await
+                };
                 let accepted = matches!(reply, RelayFrame::Ok { .. });
                 let refused = matches!(
                     reply,
@@ -1240,10 +1252,15 @@ async fn request(
             .await
         }
         // Acks and envelopes are handled by the caller, which owns the delivery window and
-        // the answers still waiting for a commit.
-        ClientFrame::Ack { .. } | ClientFrame::Send { .. } => {
-            error(None, ErrorCode::Malformed, "unexpected frame")
-        }
+        // the answers still waiting for a commit; blob requests by `blobs`, with the
+        // connection's `BlobSession`.
+        ClientFrame::Ack { .. }
+        | ClientFrame::Send { .. }
+        | ClientFrame::BlobCreate { .. }
+        | ClientFrame::BlobPut { .. }
+        | ClientFrame::BlobStatus { .. }
+        | ClientFrame::BlobGet { .. }
+        | ClientFrame::BlobFetched { .. } => error(None, ErrorCode::Malformed, "unexpected frame"),
     }
 }
 

@@ -1,10 +1,13 @@
 //! The relay server: accepts WebSocket connections, authenticates accounts, keeps the prekey
 //! directory and stores and forwards envelopes it cannot read.
 //!
-//! Owns the listener, the table of online accounts and the shared handle to the relay store.
+//! Owns the listener, the table of online accounts, the shared handle to the relay store and
+//! the relay's periodic work (its counters, the blob sweep).
 //! Must never see a plaintext of a secret message nor learn the sender of a sealed envelope:
 //! it only ever stores and forwards the opaque bytes `conn` hands it.
 
+mod blob_files;
+pub mod blobs;
 pub mod certs;
 mod conn;
 mod handshake;
@@ -31,6 +34,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use blob_files::BlobFiles;
+pub use blobs::BlobLimits;
 use certs::Authority;
 pub use certs::CertError;
 use limits::{Caps, Limits};
@@ -97,6 +102,8 @@ pub struct RelayConfig {
     /// One-time prekeys of each kind (EC, Kyber) the directory holds per account at most; an
     /// upload that would go beyond is refused with `quota_exceeded`.
     pub max_one_time_prekeys: u32,
+    /// The blob store's size limit, per-owner quotas, retention and sweep.
+    pub blobs: BlobLimits,
     /// Observer of received frames; none by default.
     pub tap: Option<FrameTap>,
     /// Serve `wss://` with this configuration (see `tls::RelayCert::server_config`); None
@@ -130,6 +137,7 @@ impl std::fmt::Debug for RelayConfig {
             .field("queue", &self.queue)
             .field("rate", &self.rate)
             .field("max_one_time_prekeys", &self.max_one_time_prekeys)
+            .field("blobs", &self.blobs)
             .field("tap", &self.tap.is_some())
             .field("tls", &self.tls.is_some())
             .finish()
@@ -156,6 +164,7 @@ impl Default for RelayConfig {
             queue: QueueLimits::default(),
             rate: RateLimits::default(),
             max_one_time_prekeys: 200,
+            blobs: BlobLimits::default(),
             tap: None,
             tls: None,
         }
@@ -222,6 +231,8 @@ pub(crate) struct Relay {
     refusing: Arc<Semaphore>,
     /// The rate limits' buckets.
     rates: rate::Limiter,
+    /// The blob store's files (its rows are in `db`).
+    blobs: BlobFiles,
 }
 
 impl Relay {
@@ -309,6 +320,8 @@ pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
 fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
     let mut store = RelayStore::open(data_dir)?;
     let authority = Authority::load_or_create(&mut store)?;
+    let blobs = BlobFiles::open(data_dir).map_err(store::StoreError::from)?;
+    blobs::reconcile(&store, &blobs)?;
     let online: Arc<OnlineTable> = Arc::default();
     // New mail goes straight to its recipient's connection, if it is online; one that is not
     // reads it from the queue when it signs in.
@@ -333,6 +346,7 @@ fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
         stats,
         refusing: Arc::new(Semaphore::new(config.max_refusing)),
         rates: rate::Limiter::new(config.rate),
+        blobs,
         config,
     })
 }
@@ -359,6 +373,7 @@ pub async fn run(
         relay.config.stats_interval,
         shutdown.clone(),
     ));
+    tracker.spawn(blobs::sweeping(relay.clone(), shutdown.clone()));
     let mut accept_errors = AcceptErrors::default();
     let mut next_id = 0u64;
     loop {

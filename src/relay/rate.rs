@@ -1,6 +1,7 @@
 //! Rate limits: token buckets for what one source may ask of the relay per unit of time
 //! (registrations per IP, prekey uploads, bundle fetches and lookups per account, bundles
-//! handed out with one-time keys per target, unknown acks per connection).
+//! handed out with one-time keys per target, unknown acks per connection, blobs started per
+//! owner).
 //!
 //! Owns the buckets and their clock, tokio's (`tokio::time::Instant`), so a test with a paused
 //! clock can move them. Must not touch sockets or the database: callers ask `take` and act on
@@ -34,6 +35,9 @@ pub struct RateLimits {
     /// Acks per connection per minute for envelopes not in flight on it (ignored either way);
     /// beyond, the connection is closed with `rate_limited`.
     pub unknown_acks_per_minute: u32,
+    /// `blob_create` requests per owner (account, or address of an anonymous connection) per
+    /// minute; beyond, `rate_limited`.
+    pub blob_creates_per_minute: u32,
 }
 
 impl Default for RateLimits {
@@ -45,6 +49,7 @@ impl Default for RateLimits {
             bundles_per_requester_per_minute: 60,
             lookups_per_minute: 300,
             unknown_acks_per_minute: 600,
+            blob_creates_per_minute: 60,
         }
     }
 }
@@ -163,6 +168,7 @@ pub struct Limiter {
     pub bundles_of_target: Buckets<String>,
     pub bundles_by_requester: Buckets<String>,
     pub lookups: Buckets<String>,
+    pub blob_creates: Buckets<String>,
 }
 
 impl Limiter {
@@ -176,6 +182,7 @@ impl Limiter {
                 limits.bundles_per_requester_per_minute,
             )),
             lookups: Buckets::new(Rate::per_minute(limits.lookups_per_minute)),
+            blob_creates: Buckets::new(Rate::per_minute(limits.blob_creates_per_minute)),
         }
     }
 

@@ -1,5 +1,5 @@
-//! The relay's durable state in SQLite: accounts, the prekey directory, the envelope queue and
-//! the relay's own keys.
+//! The relay's durable state in SQLite: accounts, the prekey directory, the envelope queue,
+//! the blob store's rows (see `blobs`) and the relay's own keys.
 //!
 //! Owns the schema and every SQL statement of the relay. Must not touch sockets or interpret
 //! envelopes: it stores bytes it is given and hands them back. Every method is blocking; the
@@ -8,6 +8,10 @@
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
+
+mod blobs;
+
+pub use blobs::{BlobRow, BlobSummary, Created, Fetched};
 
 use super::quota::{Entry, QueueLimits, QueueUsage, Quota};
 use crate::wire::{B64, Bundle, KeyChange, KeyChangeVia, KeyUpload, PreKey, SignedKey};
@@ -24,6 +28,8 @@ pub enum StoreError {
     NotFound,
     #[error(transparent)]
     Private(#[from] crate::private::PrivateError),
+    #[error(transparent)]
+    BlobFile(#[from] super::blob_files::BlobFileError),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -199,6 +205,21 @@ CREATE INDEX key_changes_by_account ON key_changes(account_id, at);
 -- A reset code is good until then (Unix ms); NULL with a code armed before this column
 -- existed, which is treated as expired.
 ALTER TABLE accounts ADD COLUMN reset_expires_at INTEGER;
+"#,
+    r#"
+-- Blobs (attachments' ciphertext): the bytes are files under `blobs/`, named by id; a row says
+-- whose the blob is (an account id, or for an anonymous upload the source address), how much
+-- of it is on disk (`stored`, synced before it is recorded) and when it goes.
+CREATE TABLE blobs (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    stored INTEGER NOT NULL DEFAULT 0,
+    recipients_left INTEGER NOT NULL,
+    expires_at INTEGER,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX blobs_by_owner ON blobs(owner);
 "#,
 ];
 

@@ -16,8 +16,13 @@ pub struct RelayProcess {
 
 /// Starts `sotto relay` on a free port and reads the one line it promises on stdout.
 pub fn start_relay(dir: &Path) -> RelayProcess {
+    start_relay_at(dir, "127.0.0.1:0")
+}
+
+/// As `start_relay`, listening on `addr` (e.g. the one a killed relay had).
+pub fn start_relay_at(dir: &Path, addr: &str) -> RelayProcess {
     let mut child = Command::new(BIN)
-        .args(["relay", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["relay", "--listen", addr, "--data-dir"])
         .arg(dir)
         .env("SOTTO_LOG", "warn")
         .stdout(Stdio::piped())

@@ -6,6 +6,7 @@
 //! for a concrete event, never a sleep standing in for synchronisation.
 #![allow(dead_code)]
 
+pub mod blobs;
 pub mod cli;
 pub mod tui;
 
@@ -172,6 +173,25 @@ impl Client {
     pub async fn start_with(dir: &Path, url: &str, settings: manager::Settings) -> Client {
         let handle =
             manager::spawn_configured(dir, Some(url.to_string()), false, settings).unwrap();
+        let mut c = Client {
+            dir: dir.to_path_buf(),
+            handle,
+        };
+        c.expect(|e| matches!(e, Event::Connection(ConnState::Online)))
+            .await;
+        c
+    }
+
+    /// As `start_with`, with files travelling through `blobs` instead of the relay.
+    pub async fn start_with_blobs(
+        dir: &Path,
+        url: &str,
+        settings: manager::Settings,
+        blobs: Arc<dyn sotto::client::attachment::BlobTransport>,
+    ) -> Client {
+        let handle =
+            manager::spawn_with_blobs(dir, Some(url.to_string()), false, settings, Some(blobs))
+                .unwrap();
         let mut c = Client {
             dir: dir.to_path_buf(),
             handle,

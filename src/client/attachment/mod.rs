@@ -6,6 +6,15 @@
 //! store as the client's transfer code sees it (`BlobTransport`). Must not touch a socket or
 //! the store itself: the relay link implements `BlobTransport`, the manager keeps the rows.
 
+pub mod crypto;
+pub mod files;
+pub mod transfer;
+
+mod link;
+
+pub use files::plaintext_reader;
+pub use link::LinkBlobs;
+
 use crate::client::conn::LinkError;
 use crate::wire::B64;
 

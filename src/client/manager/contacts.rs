@@ -76,6 +76,15 @@ impl Manager {
     /// Sends a failed message of ours again.
     pub(super) async fn retry(&mut self, tag: u64, id: String) {
         match self.store.outgoing(&id) {
+            // A file that did not get up goes up again first; its message follows.
+            Ok(Some(m))
+                if m.state == MessageState::Failed
+                    && m.attachment.as_ref().is_some_and(|a| {
+                        a.state != crate::client::attachment::AttachmentState::Ready
+                    }) =>
+            {
+                self.download(tag, id).await
+            }
             Ok(Some(m)) if m.state == MessageState::Failed => self.resend(vec![m]).await,
             Ok(_) => {
                 self.emit(Event::Failed {

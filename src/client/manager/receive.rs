@@ -81,7 +81,12 @@ impl Manager {
                     })
                     .await;
                 }
-                self.emit(Event::Message(m)).await
+                let seq = m.seq;
+                let file = m.attachment.is_some();
+                self.emit(Event::Message(m)).await;
+                if file {
+                    self.arrived(seq);
+                }
             }
             Ok(Incoming::Delivered(ids)) => {
                 for id in ids {
@@ -171,6 +176,7 @@ impl Manager {
             deleted: false,
             attachment: None,
         };
+        let mut announced = None;
         let mut m = match content.body {
             Body::Text {
                 id,
@@ -236,9 +242,29 @@ impl Manager {
                     .apply_change(contact, secret, body)
                     .map_err(Receive::retry);
             }
-            // Until attachments are received (issue 21), a file shows as a message of a kind
-            // this build cannot show, as an older sotto shows it.
-            Body::Unknown | Body::Attachment { .. } => {
+            Body::Attachment {
+                id,
+                file,
+                caption,
+                sent_at,
+                timer,
+            } => {
+                let attachment = self
+                    .announced(&file)
+                    .map_err(|e| Receive::Drop(format!("{} {e}", contact.handle)))?;
+                let timer = timer.map(|t| t.clamp(crate::timer::MIN_SECS, crate::timer::MAX_SECS));
+                let mut m = line(
+                    id,
+                    caption.unwrap_or_default(),
+                    sent_at,
+                    MessageKind::Text,
+                    timer,
+                );
+                m.attachment = Some(attachment);
+                announced = Some(file);
+                m
+            }
+            Body::Unknown => {
                 tracing::info!(
                     "a message of a kind this version does not know was stored as unsupported"
                 );
@@ -258,6 +284,18 @@ impl Manager {
         Ok(match seq {
             Some(seq) => {
                 m.seq = seq;
+                if let (Some(file), Some(a)) = (announced, &m.attachment) {
+                    self.store
+                        .insert_attachment(
+                            seq,
+                            a,
+                            Some(&file.blob_id),
+                            Some(&file.key.0),
+                            Some(&file.digest.0),
+                            file.blob_size,
+                        )
+                        .map_err(Receive::retry)?;
+                }
                 Incoming::Message(m)
             }
             None => Incoming::Nothing,

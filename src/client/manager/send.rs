@@ -169,7 +169,13 @@ impl Manager {
             if self.in_flight.contains(&m.id) {
                 continue;
             }
-            let Some(content) = Self::content(m) else {
+            let content = match m.attachment {
+                Some(_) if m.deleted => None,
+                // Its file must be at the relay first.
+                Some(_) => self.attachment_content(m),
+                None => Self::content(m),
+            };
+            let Some(content) = content else {
                 continue;
             };
             // The relay may drop the envelope once the message would have disappeared anyway.
