@@ -52,6 +52,12 @@ pub struct Config {
     pub read_receipts: Option<bool>,
     /// Tell the peer while you type, and see when they do (default true; off, neither).
     pub typing: Option<bool>,
+    /// Draw received pictures in the chat screen (default true); false shows a one-line
+    /// `[image: name 640×480]` instead.
+    pub images: Option<bool>,
+    /// The program that opens a file on `o` (default `xdg-open`, `open` on macOS), with any
+    /// arguments of its own; the file's path comes last.
+    pub opener: Option<String>,
     /// Key bindings of the TUI.
     #[serde(default)]
     pub keys: crate::tui::keys::KeyConfig,
@@ -182,6 +188,7 @@ mod tests {
             crate::client::manager::Settings::default()
         );
         assert_eq!((c.read_receipts, c.typing), (Some(true), Some(true)));
+        assert_eq!((c.images, c.opener.as_deref()), (Some(true), None));
         assert_eq!(c.relay_server.insecure_transport, Some(false));
         // The example shows the defaults.
         let d = crate::relay::RelayConfig::default();

@@ -11,11 +11,16 @@ pub mod commands;
 pub mod complete;
 pub mod composer;
 pub mod editor;
+pub mod file_view;
+pub mod files;
 pub mod keys;
 pub mod layout;
 pub mod marks;
 pub mod notice;
 pub mod notify;
+pub mod opener;
+pub mod paths;
+pub mod pictures;
 pub mod render;
 pub mod rich;
 pub mod rich_view;
@@ -69,6 +74,10 @@ pub struct Options {
     pub notify: notify::Mode,
     /// The profile's private (0700) directory: where a draft for `$EDITOR` is written.
     pub private_dir: Option<PathBuf>,
+    /// Draw pictures inline (`images`); off, a one-line placeholder.
+    pub images: bool,
+    /// The program that opens a file (`opener`); None: the system's.
+    pub opener: Option<String>,
 }
 
 impl Default for Options {
@@ -83,6 +92,8 @@ impl Default for Options {
             contacts_min_width: layout::DEFAULT_CONTACTS_MIN_WIDTH,
             notify: notify::Mode::default(),
             private_dir: None,
+            images: true,
+            opener: None,
         }
     }
 }
@@ -214,6 +225,20 @@ async fn event_loop(
     if let Some(g) = &opts.greeting {
         app.status = Some(app::Status::info(g.clone()));
     }
+    app.files.images = opts.images;
+    app.files.save_dir = paths::default_save_dir();
+    if opts.images {
+        // Asked once, before the first frame and before anything reads the terminal's input.
+        match ratatui_image::picker::Picker::from_query_stdio() {
+            Ok(picker) => app.files.pictures = pictures::Pictures::new(picker),
+            Err(e) => tracing::info!("no terminal graphics, pictures in half-blocks: {e}"),
+        }
+    }
+    let opener = opts
+        .opener
+        .clone()
+        .unwrap_or_else(|| opener::default_opener().to_string());
+    let (opener_failed, mut opener_failures) = tokio::sync::mpsc::unbounded_channel();
     let mut shown_title = String::new();
     let start = app.start(opts.open.as_deref());
     send_all(manager, &mut app, start)?;
@@ -235,6 +260,9 @@ async fn event_loop(
         app.now_ms = now_ms();
         let size = terminal.size()?;
         app.screen = (size.width, size.height);
+        // A resize may want the pictures at another size.
+        let wanted = app.want_pictures();
+        send_all(manager, &mut app, wanted)?;
         app.overlay_scroll_max = render::help_scroll_max(&opts.keys, size.into());
         terminal.draw(|f| render::draw(f, &app, &opts.keys))?;
         let want = app.title();
@@ -267,13 +295,15 @@ async fn event_loop(
                 Some(Ok(TermEvent::Key(k))) => match opts.keys.action(&app, k) {
                     Some(a) => {
                         app.now_ms = now_ms();
+                        let a = files::resolve(&app, a);
                         app.update(a)
                     }
                     None => continue,
                 },
                 Some(Ok(TermEvent::Paste(s))) => {
                     app.now_ms = now_ms();
-                    app.update(Action::Edit(composer::Edit::Paste(s)))
+                    let a = files::resolve(&app, Action::Edit(composer::Edit::Paste(s)));
+                    app.update(a)
                 }
                 Some(Ok(TermEvent::Mouse(m))) => match m.kind {
                     MouseEventKind::ScrollUp => app.update(Action::WheelUp),
@@ -287,6 +317,7 @@ async fn event_loop(
             },
             ev = manager.events.recv() => {
                 let Some(ev) = ev else { return Err(TuiError::ManagerStopped) };
+                app.now_ms = now_ms();
                 let mut cmds = app.on_event(ev);
                 // Take whatever else is already waiting before drawing once.
                 while let Ok(ev) = manager.events.try_recv() {
@@ -294,8 +325,14 @@ async fn event_loop(
                 }
                 cmds
             }
+            Some(failure) = opener_failures.recv() => {
+                app.update(Action::Files(files::FileAction::OpenerFailed(failure)))
+            }
         };
         send_all(manager, &mut app, cmds)?;
+        if let Some(path) = app.files.wants_open.take() {
+            opener::open(&opener, path, opener_failed.clone());
+        }
         if app.quit {
             return Ok(());
         }

@@ -6,6 +6,8 @@
 //! store as the client's transfer code sees it (`BlobTransport`). Must not touch a socket or
 //! the store itself: the relay link implements `BlobTransport`, the manager keeps the rows.
 
+pub mod preview;
+
 use crate::client::conn::LinkError;
 use crate::wire::B64;
 
