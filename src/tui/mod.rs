@@ -194,6 +194,24 @@ async fn sleep_until_ms(at: Option<u64>) {
     }
 }
 
+/// Whether this is a terminal known to answer the graphics query (kitty, WezTerm, iTerm2,
+/// Ghostty, foot), outside tmux. Elsewhere the query is not sent: a terminal that does not
+/// answer leaves the query's reader waiting on the keyboard, taking the user's keys.
+fn answers_graphics_query() -> bool {
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    if !var("TMUX").is_empty() {
+        return false;
+    }
+    let term = var("TERM");
+    let program = var("TERM_PROGRAM");
+    !var("KITTY_WINDOW_ID").is_empty()
+        || !var("WEZTERM_EXECUTABLE").is_empty()
+        || ["kitty", "ghostty", "foot", "wezterm"]
+            .iter()
+            .any(|t| term.contains(t))
+        || ["iTerm.app", "WezTerm", "ghostty"].contains(&program.as_str())
+}
+
 /// Hands commands to the manager without ever blocking the UI.
 fn send_all(manager: &ManagerHandle, app: &mut App, cmds: Vec<Command>) -> Result<(), TuiError> {
     for cmd in cmds {
@@ -227,7 +245,7 @@ async fn event_loop(
     }
     app.files.images = opts.images;
     app.files.save_dir = paths::default_save_dir();
-    if opts.images {
+    if opts.images && answers_graphics_query() {
         // Asked once, before the first frame and before anything reads the terminal's input.
         match ratatui_image::picker::Picker::from_query_stdio() {
             Ok(picker) => app.files.pictures = pictures::Pictures::new(picker),
