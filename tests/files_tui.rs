@@ -12,7 +12,7 @@ use common::tui::{app_with_bob, ctrl, key, msg, press, rows, screen, typing};
 use crossterm::event::KeyCode;
 use sotto::client::attachment::{Attachment, AttachmentState};
 use sotto::client::manager::{Command, Event};
-use sotto::client::store::Message;
+use sotto::client::store::{Expired, Message};
 use sotto::tui::app::{Action, App};
 use sotto::tui::composer::Edit;
 use sotto::tui::files;
@@ -462,6 +462,14 @@ fn a_ready_picture_is_asked_for_once_per_size_and_drawn_in_half_blocks() {
         matches!(&again[..], [Command::Preview { max_w: w, .. }] if *w < max_w),
         "{again:?}"
     );
+    // When the message expires its picture goes from memory with it.
+    app.on_event(Event::Expired(vec![Expired {
+        id: "m3".into(),
+        contact: "bob".into(),
+        secret: false,
+    }]));
+    assert!(app.files.pictures.get("m3").is_none());
+    assert_eq!(picture_cells(&screen(&app, 80, 24)), 0);
 }
 
 #[test]

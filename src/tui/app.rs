@@ -906,6 +906,9 @@ impl App {
 
     /// Takes messages the sweeper or a deletion took away off the open thread.
     fn remove_messages(&mut self, gone: &[crate::client::store::Expired]) {
+        for g in gone {
+            self.files.forget(&g.id);
+        }
         let open = self.open.clone();
         let before = self.thread.messages.len();
         self.thread.messages.retain(|m| {

@@ -88,6 +88,16 @@ impl Default for Files {
 }
 
 impl Files {
+    /// Message `id` is gone (expired, deleted): its picture, rate and any save it waited
+    /// for go with it.
+    pub fn forget(&mut self, id: &str) {
+        self.pictures.forget(id);
+        self.rates.remove(id);
+        if self.saving.as_deref() == Some(id) {
+            self.saving = None;
+        }
+    }
+
     /// Bytes per second of message `id`'s transfer, once two reports have come.
     pub fn rate(&self, id: &str) -> Option<f64> {
         self.rates.get(id).and_then(|r| r.per_sec)

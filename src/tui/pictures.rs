@@ -79,6 +79,13 @@ impl Pictures {
         self.shown.get(id)
     }
 
+    /// Forgets message `id`'s picture (it expired or was deleted): nothing of it stays in
+    /// memory.
+    pub fn forget(&mut self, id: &str) {
+        self.shown.remove(id);
+        self.asked.remove(id);
+    }
+
     /// Forgets every picture (another thread opened).
     pub fn clear(&mut self) {
         self.shown.clear();

@@ -426,6 +426,7 @@ impl App {
             };
         }
         if message.deleted {
+            self.files.forget(&message.id);
             self.quotes_gone(&[Expired {
                 id: message.id,
                 contact: message.contact,
