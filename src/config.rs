@@ -59,6 +59,12 @@ pub struct Config {
     pub max_attachment: Option<u64>,
     /// Arriving files up to this many MiB are downloaded at once (default 5; 0: none).
     pub auto_download: Option<u64>,
+    /// Draw received pictures in the chat screen (default true); false shows a one-line
+    /// `[image: name 640×480]` instead.
+    pub images: Option<bool>,
+    /// The program that opens a file on `o` (default `xdg-open`, `open` on macOS), with any
+    /// arguments of its own; the file's path comes last.
+    pub opener: Option<String>,
     /// Key bindings of the TUI.
     #[serde(default)]
     pub keys: crate::tui::keys::KeyConfig,
@@ -204,6 +210,7 @@ mod tests {
             crate::client::manager::Settings::default()
         );
         assert_eq!((c.read_receipts, c.typing), (Some(true), Some(true)));
+        assert_eq!((c.images, c.opener.as_deref()), (Some(true), None));
         assert_eq!(c.relay_server.insecure_transport, Some(false));
         // The example shows the defaults.
         let d = crate::relay::RelayConfig::default();

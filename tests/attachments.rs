@@ -696,3 +696,65 @@ async fn an_upload_cut_by_a_relay_killed_with_sigkill_resumes_when_it_is_back() 
     relay.child.kill().unwrap();
     relay.child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_received_picture_is_previewed_scaled_from_its_encrypted_file_without_a_plaintext_copy() {
+    let f = Files::new().await;
+    let (mut alice, mut bob) = f.both(Settings::default()).await;
+    let picture =
+        image::RgbaImage::from_fn(400, 200, |x, _| image::Rgba([(x % 256) as u8, 0, 0, 255]));
+    let original = f.outside.join("sunset.png");
+    picture.save(&original).unwrap();
+    let id = attach(&mut alice, "bob", true, &original, None).await;
+    file_state(&mut alice, &id, ready).await;
+    let m = receive_file(&mut bob).await;
+    assert!(m.attachment.as_ref().unwrap().is_image());
+    file_state(&mut bob, &id, ready).await;
+
+    for (max_w, max_h, want) in [(100, 100, Some((100, 50))), (0, 0, None)] {
+        bob.handle
+            .commands
+            .send(Command::Preview {
+                id: id.clone(),
+                max_w,
+                max_h,
+            })
+            .await
+            .unwrap();
+        match bob
+            .expect(|e| matches!(e, Event::Preview { id: i, .. } if *i == id))
+            .await
+        {
+            Event::Preview {
+                width,
+                height,
+                image,
+                ..
+            } => {
+                assert_eq!((width, height), (400, 200), "the picture's own size");
+                assert_eq!(
+                    image.map(|i| i.dimensions()),
+                    want,
+                    "scaled to fit, or the size alone"
+                );
+            }
+            _ => unreachable!(),
+        }
+    }
+    // Only the encrypted file is in bob's profile: no decoded copy was written for it.
+    assert_eq!(at_rest(&f.scene.bob).len(), 1);
+    let mut dirs = vec![f.scene.bob.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            assert!(
+                !p.to_string_lossy().contains("sunset"),
+                "a copy: {}",
+                p.display()
+            );
+            if p.is_dir() {
+                dirs.push(p);
+            }
+        }
+    }
+}

@@ -38,6 +38,8 @@ fn tui_options(config: &Config) -> Result<sotto::tui::Options> {
             None => sotto::tui::notifier::Via::default(),
         },
         private_dir: None,
+        images: config.images.unwrap_or(true),
+        opener: config.opener.clone(),
     })
 }
 

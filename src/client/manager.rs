@@ -90,6 +90,11 @@ pub enum Command {
         id: String,
         dest: std::path::PathBuf,
     },
+    /// Decode the picture of message `id` (a Ready image) scaled to fit `max_w` × `max_h`
+    /// pixels, off the screen's thread, and report it (`Event::Preview`); with both 0, only
+    /// its size is read (the placeholder of `images = false`). Nothing is reported when it
+    /// cannot be shown: the screen keeps the file line.
+    Preview { id: String, max_w: u32, max_h: u32 },
     /// React to `target` with `emoji` (None, or the emoji we already gave: take ours away).
     /// `id` names the reaction, which is followed like a message (`MessageState` once the
     /// relay has it, or `MessageFailed`).
@@ -293,6 +298,14 @@ pub enum Event {
         tag: u64,
         id: String,
         path: std::path::PathBuf,
+    },
+    /// `Command::Preview`'s picture: its size in pixels, and the scaled picture (None when
+    /// only the size was asked).
+    Preview {
+        id: String,
+        width: u32,
+        height: u32,
+        image: Option<std::sync::Arc<image::RgbaImage>>,
     },
     /// The texts `Command::Search` found, newest first (at most `SEARCH_LIMIT`).
     SearchResults {
@@ -851,6 +864,7 @@ impl Manager {
             } => self.attach(id, to, secret, path, caption).await,
             Command::Download { tag, id } => self.download(tag, id).await,
             Command::OpenAttachment { tag, id } => self.open(tag, id).await,
+            Command::Preview { id, max_w, max_h } => self.preview(id, max_w, max_h),
             Command::SaveAttachment { tag, id, dest } => self.save(tag, id, dest).await,
             Command::Send {
                 id,

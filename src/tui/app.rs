@@ -112,6 +112,8 @@ pub enum Action {
     Rich(super::rich::RichAction),
     /// Search the open thread (Ctrl-F).
     Search,
+    /// Files: attaching, opening, saving (see `files`).
+    Files(super::files::FileAction),
 }
 
 /// One row of the contact list.
@@ -164,7 +166,7 @@ pub struct App {
     pub overlay_scroll: usize,
     pub overlay_scroll_max: usize,
     /// Messages sent and not yet settled, with their contact: a failure is about that thread.
-    sent_to: std::collections::HashMap<String, String>,
+    pub(super) sent_to: std::collections::HashMap<String, String>,
     /// The terminal loop is to run the editor on the composer's text (then `Edited`).
     pub wants_editor: bool,
     /// Which arriving messages notify, and the notification due at the next draw.
@@ -179,6 +181,8 @@ pub struct App {
     pub rich: super::rich::Rich,
     /// The search overlay's words and results.
     pub search: super::search::Search,
+    /// Attaching, opening and saving files; transfer rates; pictures.
+    pub files: super::files::Files,
 }
 
 impl App {
@@ -217,6 +221,7 @@ impl App {
             typing: Default::default(),
             rich: Default::default(),
             search: super::search::Search::default(),
+            files: Default::default(),
         }
     }
 
@@ -297,6 +302,9 @@ impl App {
             .summary(&key.handle)
             .map_or(0, |c| c.unread[key.secret as usize] as usize);
         self.rich = Default::default();
+        self.files.pictures.clear();
+        self.files.saving = None;
+        self.files.offer = None;
         self.thread = Thread {
             loading: true,
             unread,
@@ -470,6 +478,7 @@ impl App {
             }
             Action::Quit => self.quit = true,
             Action::Rich(a) => return self.rich_action(a),
+            Action::Files(a) => return self.files_action(a),
         }
         Vec::new()
     }
@@ -597,6 +606,9 @@ impl App {
     }
 
     fn submit(&mut self) -> Vec<Command> {
+        if let Some(id) = self.files.saving.take() {
+            return self.save_to(id);
+        }
         let line = self.composer.text();
         if line.trim().is_empty() {
             return Vec::new();
@@ -715,6 +727,7 @@ impl App {
                 }
             }
             Slash::Search(words) => self.open_search(None, words),
+            Slash::Attach { path, caption } => self.attach_typed(path, caption),
             Slash::Help => {
                 self.open_overlay(Overlay::Help);
                 Vec::new()
@@ -877,17 +890,25 @@ impl App {
                 active,
             ),
             Event::SearchResults { tag, results } => self.on_search_results(tag, results),
-            Event::Drained
-            | Event::Unshown { .. }
-            | Event::Attachment { .. }
-            | Event::AttachmentOpened { .. }
-            | Event::AttachmentSaved { .. } => {}
+            Event::Attachment { id, attachment } => return self.on_attachment(id, attachment),
+            Event::AttachmentOpened { tag, path, .. } => self.on_opened(tag, path),
+            Event::AttachmentSaved { path, .. } => self.on_saved(path),
+            Event::Preview {
+                id,
+                width,
+                height,
+                image,
+            } => self.on_preview(id, width, height, image),
+            Event::Drained | Event::Unshown { .. } => {}
         }
         Vec::new()
     }
 
     /// Takes messages the sweeper or a deletion took away off the open thread.
     fn remove_messages(&mut self, gone: &[crate::client::store::Expired]) {
+        for g in gone {
+            self.files.forget(&g.id);
+        }
         let open = self.open.clone();
         let before = self.thread.messages.len();
         self.thread.messages.retain(|m| {
@@ -926,9 +947,9 @@ impl App {
                 self.thread.scroll += 1;
             }
             self.thread.messages.push(m);
-            return seen
-                .map(|id| vec![Command::MarkShown { ids: vec![id] }])
-                .unwrap_or_default();
+            let mut cmds = self.want_pictures();
+            cmds.extend(seen.map(|id| Command::MarkShown { ids: vec![id] }));
+            return cmds;
         }
         if m.outgoing {
             return Vec::new();
@@ -973,6 +994,7 @@ impl App {
         }
         let mut cmds = self.land();
         cmds.extend(self.seek());
+        cmds.extend(self.want_pictures());
         if !unseen.is_empty() {
             cmds.push(Command::MarkShown { ids: unseen });
         }

@@ -1,5 +1,5 @@
-//! The composer's slash commands: `/add`, `/secret`, `/timer`, `/verify`, `/block`,
-//! `/unblock`, `/remove`, `/retry`, `/edit`, `/search`, `/help`, `/quit`.
+//! The composer's slash commands: `/add`, `/attach`, `/secret`, `/timer`, `/verify`,
+//! `/block`, `/unblock`, `/remove`, `/retry`, `/edit`, `/search`, `/help`, `/quit`.
 //!
 //! Owns their syntax and error messages. Pure: turns a line into a `Slash` or an error the
 //! status line can show; the app decides what each one does.
@@ -10,6 +10,11 @@ use crate::timer;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Slash {
     Add(String),
+    /// Send a file: its path as typed (`~` not yet expanded), and a caption.
+    Attach {
+        path: String,
+        caption: Option<String>,
+    },
     Secret,
     /// Seconds; None: off.
     Timer(Option<u32>),
@@ -34,6 +39,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "/add HANDLE",
         "look a handle up at the relay and add it as a contact",
+    ),
+    (
+        "/attach PATH [CAPTION]",
+        "send a file to the open thread (Tab completes the path; quotes or \\ for spaces; pasting a file's path offers it too)",
     ),
     (
         "/secret",
@@ -86,6 +95,12 @@ pub fn parse(line: &str) -> Result<Slash, String> {
             [handle] => handle_arg(handle).map(Slash::Add),
             _ => Err("usage: /add HANDLE".into()),
         },
+        "/attach" => {
+            let rest = &line.trim_start()[name.len()..];
+            super::paths::attach_args(rest)
+                .map(|(path, caption)| Slash::Attach { path, caption })
+                .ok_or_else(|| "usage: /attach PATH [CAPTION] (Tab completes the path)".into())
+        }
         "/secret" => no_args(Slash::Secret),
         "/timer" => match args.as_slice() {
             [value] => timer::parse(value)
@@ -134,6 +149,14 @@ mod tests {
     fn commands_parse() {
         assert_eq!(parse("/add bob"), Ok(Slash::Add("bob".into())));
         assert_eq!(parse("/secret"), Ok(Slash::Secret));
+        assert_eq!(
+            parse(r#"/attach "a b.png"  two  words "#),
+            Ok(Slash::Attach {
+                path: "a b.png".into(),
+                caption: Some("two  words".into())
+            })
+        );
+        assert!(parse("/attach").unwrap_err().contains("usage"));
         assert_eq!(parse("/timer 5s"), Ok(Slash::Timer(Some(5))));
         assert_eq!(parse("/timer off"), Ok(Slash::Timer(None)));
         assert_eq!(parse("/quit"), Ok(Slash::Quit));

@@ -68,7 +68,7 @@ fn usage(name: &str) -> Option<&'static str> {
         .find(|u| u.split_whitespace().next() == Some(name))
 }
 
-fn common_prefix<'a>(words: &[&'a str]) -> &'a str {
+pub(super) fn common_prefix<'a>(words: &[&'a str]) -> &'a str {
     let first = words[0];
     let mut end = first.len();
     for w in &words[1..] {

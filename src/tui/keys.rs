@@ -254,6 +254,9 @@ fn search_action(k: KeyEvent) -> Option<Action> {
 
 /// What a key means in the composer: readline's keys, as shells and most chat clients have.
 fn composer_action(app: &App, k: KeyEvent) -> Option<Action> {
+    if let Some(a) = super::files::key_action(app, &k) {
+        return Some(a);
+    }
     if let Some(a) = super::rich::key_action(app, &k) {
         return Some(a);
     }

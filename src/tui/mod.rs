@@ -11,12 +11,17 @@ pub mod commands;
 pub mod complete;
 pub mod composer;
 pub mod editor;
+pub mod file_view;
+pub mod files;
 pub mod keys;
 pub mod layout;
 pub mod marks;
 pub mod notice;
 pub mod notifier;
 pub mod notify;
+pub mod opener;
+pub mod paths;
+pub mod pictures;
 pub mod render;
 pub mod rich;
 pub mod rich_view;
@@ -72,6 +77,10 @@ pub struct Options {
     pub notify_via: notifier::Via,
     /// The profile's private (0700) directory: where a draft for `$EDITOR` is written.
     pub private_dir: Option<PathBuf>,
+    /// Draw pictures inline (`images`); off, a one-line placeholder.
+    pub images: bool,
+    /// The program that opens a file (`opener`); None: the system's.
+    pub opener: Option<String>,
 }
 
 impl Default for Options {
@@ -87,6 +96,8 @@ impl Default for Options {
             notify: notify::Mode::default(),
             notify_via: notifier::Via::default(),
             private_dir: None,
+            images: true,
+            opener: None,
         }
     }
 }
@@ -187,6 +198,24 @@ async fn sleep_until_ms(at: Option<u64>) {
     }
 }
 
+/// Whether this is a terminal known to answer the graphics query (kitty, WezTerm, iTerm2,
+/// Ghostty, foot), outside tmux. Elsewhere the query is not sent: a terminal that does not
+/// answer leaves the query's reader waiting on the keyboard, taking the user's keys.
+fn answers_graphics_query() -> bool {
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    if !var("TMUX").is_empty() {
+        return false;
+    }
+    let term = var("TERM");
+    let program = var("TERM_PROGRAM");
+    !var("KITTY_WINDOW_ID").is_empty()
+        || !var("WEZTERM_EXECUTABLE").is_empty()
+        || ["kitty", "ghostty", "foot", "wezterm"]
+            .iter()
+            .any(|t| term.contains(t))
+        || ["iTerm.app", "WezTerm", "ghostty"].contains(&program.as_str())
+}
+
 /// Hands commands to the manager without ever blocking the UI.
 fn send_all(manager: &ManagerHandle, app: &mut App, cmds: Vec<Command>) -> Result<(), TuiError> {
     for cmd in cmds {
@@ -220,6 +249,20 @@ async fn event_loop(
     }
     let mut notifier =
         notifier::Notifier::new(opts.notify_via, &notifier::Surroundings::from_env());
+    app.files.images = opts.images;
+    app.files.save_dir = paths::default_save_dir();
+    if opts.images && answers_graphics_query() {
+        // Asked once, before the first frame and before anything reads the terminal's input.
+        match ratatui_image::picker::Picker::from_query_stdio() {
+            Ok(picker) => app.files.pictures = pictures::Pictures::new(picker),
+            Err(e) => tracing::info!("no terminal graphics, pictures in half-blocks: {e}"),
+        }
+    }
+    let opener = opts
+        .opener
+        .clone()
+        .unwrap_or_else(|| opener::default_opener().to_string());
+    let (opener_failed, mut opener_failures) = tokio::sync::mpsc::unbounded_channel();
     let mut shown_title = String::new();
     let start = app.start(opts.open.as_deref());
     send_all(manager, &mut app, start)?;
@@ -241,6 +284,9 @@ async fn event_loop(
         app.now_ms = now_ms();
         let size = terminal.size()?;
         app.screen = (size.width, size.height);
+        // A resize may want the pictures at another size.
+        let wanted = app.want_pictures();
+        send_all(manager, &mut app, wanted)?;
         app.overlay_scroll_max = render::help_scroll_max(&opts.keys, size.into());
         terminal.draw(|f| render::draw(f, &app, &opts.keys))?;
         let want = app.title();
@@ -280,13 +326,15 @@ async fn event_loop(
                 Some(Ok(TermEvent::Key(k))) => match opts.keys.action(&app, k) {
                     Some(a) => {
                         app.now_ms = now_ms();
+                        let a = files::resolve(&app, a);
                         app.update(a)
                     }
                     None => continue,
                 },
                 Some(Ok(TermEvent::Paste(s))) => {
                     app.now_ms = now_ms();
-                    app.update(Action::Edit(composer::Edit::Paste(s)))
+                    let a = files::resolve(&app, Action::Edit(composer::Edit::Paste(s)));
+                    app.update(a)
                 }
                 Some(Ok(TermEvent::Mouse(m))) => match m.kind {
                     MouseEventKind::ScrollUp => app.update(Action::WheelUp),
@@ -300,6 +348,7 @@ async fn event_loop(
             },
             ev = manager.events.recv() => {
                 let Some(ev) = ev else { return Err(TuiError::ManagerStopped) };
+                app.now_ms = now_ms();
                 let mut cmds = app.on_event(ev);
                 // Take whatever else is already waiting before drawing once.
                 while let Ok(ev) = manager.events.try_recv() {
@@ -307,8 +356,14 @@ async fn event_loop(
                 }
                 cmds
             }
+            Some(failure) = opener_failures.recv() => {
+                app.update(Action::Files(files::FileAction::OpenerFailed(failure)))
+            }
         };
         send_all(manager, &mut app, cmds)?;
+        if let Some(path) = app.files.wants_open.take() {
+            opener::open(&opener, path, opener_failed.clone());
+        }
         if app.quit {
             return Ok(());
         }

@@ -161,6 +161,10 @@ fn draw_thread(f: &mut Frame, app: &App, area: Rect) {
     }
     let view = thread_view(app, inner.width, inner.height);
     f.render_widget(Paragraph::new(view.lines), inner);
+    for (id, spot) in &view.pictures {
+        let at = (inner.x + spot.col, inner.y + spot.row as u16);
+        app.files.pictures.draw(f, id, at, inner);
+    }
     if app.thread.scroll > 0 || app.thread.cut > 0 {
         let more = match app.thread.scroll {
             0 => " ↓ more · End ".to_string(),
@@ -349,7 +353,10 @@ pub fn help_lines(keys: &KeyMap, width: u16) -> Vec<Line<'static>> {
             "Ctrl-X, /edit".to_string(),
             "write the message in $EDITOR; Enter then sends it",
         ),
-        ("Tab after /".to_string(), "complete a command or a handle"),
+        (
+            "Tab after /".to_string(),
+            "complete a command, a handle, or /attach's path",
+        ),
         (
             keys.toggle_secret.label(),
             "switch between the normal and the secret thread",

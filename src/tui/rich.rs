@@ -9,6 +9,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use unicode_width::UnicodeWidthStr;
 
 use super::app::{Action, App, Focus, ThreadKey};
+use super::files::FileAction;
 use crate::client::manager::{CHANGE_WINDOW_MS, Command};
 use crate::client::store::{Expired, Message, MessageState};
 
@@ -16,14 +17,18 @@ use crate::client::store::{Expired, Message, MessageState};
 pub const USUAL: [&str; 6] = ["👍", "❤️", "😂", "😮", "😢", "🙏"];
 
 /// The keys of selection mode, as the help lists them.
-pub const HELP: [(&str, &str); 6] = [
+pub const HELP: [(&str, &str); 7] = [
     (
         "↑ ↓ / k j",
         "move between messages; Esc leaves the selection",
     ),
     (
         "Enter, r",
-        "reply to it (r on your own failed message sends it again)",
+        "reply to it (r on your own failed message sends it again); Enter on a file not downloaded (or failed) fetches it",
+    ),
+    (
+        "o, s",
+        "open its file with the system's opener, or save a copy (asks where)",
     ),
     ("g", "go to the message a reply quotes"),
     (
@@ -107,6 +112,11 @@ pub fn key_action(app: &App, k: &KeyEvent) -> Option<Action> {
         if !plain {
             return None;
         }
+        match k.code {
+            KeyCode::Char('o') => return Some(Action::Files(FileAction::Open)),
+            KeyCode::Char('s') => return Some(Action::Files(FileAction::Save)),
+            _ => {}
+        }
         return act(match k.code {
             KeyCode::Up | KeyCode::Char('k') => R::Move(-1),
             KeyCode::Down | KeyCode::Char('j') => R::Move(1),
@@ -132,6 +142,9 @@ pub fn key_action(app: &App, k: &KeyEvent) -> Option<Action> {
 
 /// What the composer's title adds while replying or editing, in at most `width` columns.
 pub fn composer_doing(app: &App, width: usize) -> Option<String> {
+    if app.files.saving.is_some() {
+        return Some("· save to (Esc cancels)".to_string());
+    }
     if app.rich.editing.is_some() {
         return Some("· editing (Esc cancels)".to_string());
     }
@@ -192,7 +205,7 @@ impl App {
         self.thread.cut = 0;
     }
 
-    fn leave(&mut self) {
+    pub(super) fn leave(&mut self) {
         self.rich.selected = None;
         self.rich.picker = None;
         self.rich.confirm = None;
@@ -378,6 +391,9 @@ impl App {
         let Some(m) = self.selected_msg().cloned() else {
             return Vec::new();
         };
+        if let Some(cmds) = self.enter_on_file(&m) {
+            return cmds;
+        }
         if m.outgoing && m.state == MessageState::Failed {
             self.leave();
             let tag = self.tag();
@@ -410,6 +426,7 @@ impl App {
             };
         }
         if message.deleted {
+            self.files.forget(&message.id);
             self.quotes_gone(&[Expired {
                 id: message.id,
                 contact: message.contact,

@@ -11,6 +11,7 @@ use ratatui::text::{Line, Span};
 use unicode_width::UnicodeWidthStr;
 
 use super::app::App;
+use super::file_view::{self, Spot};
 use super::marks::{row_spans, state_mark};
 use super::render::{LOCK, wrap};
 use crate::client::store::{Message, MessageKind, MessageState};
@@ -59,8 +60,8 @@ fn rule(text: &str, width: usize, style: Style) -> Line<'static> {
     )
 }
 
-/// The lines of one message at `width`.
-fn message_lines(app: &App, m: &Message, width: usize) -> Vec<Line<'static>> {
+/// The lines of one message at `width`, and where its picture goes among them.
+fn message_lines(app: &App, m: &Message, width: usize) -> (Vec<Line<'static>>, Option<Spot>) {
     let time = app.clock.time(m.sent_at);
     match m.kind {
         MessageKind::Timer => {
@@ -73,26 +74,35 @@ fn message_lines(app: &App, m: &Message, width: usize) -> Vec<Line<'static>> {
                 Some(t) => format!("set disappearing messages to {}", crate::timer::short(t)),
                 None => "turned disappearing messages off".to_string(),
             };
-            return system_lines(format!("{time} — {who} {what} —"), system(), width);
+            return (
+                system_lines(format!("{time} — {who} {what} —"), system(), width),
+                None,
+            );
         }
         MessageKind::KeyChange => {
-            return system_lines(
-                format!("{time} ⚠ {} · /verify to compare the new one", m.text),
-                Style::default()
-                    .fg(Color::Yellow)
-                    .add_modifier(Modifier::BOLD),
-                width,
+            return (
+                system_lines(
+                    format!("{time} ⚠ {} · /verify to compare the new one", m.text),
+                    Style::default()
+                        .fg(Color::Yellow)
+                        .add_modifier(Modifier::BOLD),
+                    width,
+                ),
+                None,
             );
         }
         MessageKind::Unsupported => {
-            return system_lines(
-                format!(
-                    "{time} {} sent an {}",
-                    m.contact,
-                    super::rich_view::UNSUPPORTED
+            return (
+                system_lines(
+                    format!(
+                        "{time} {} sent an {}",
+                        m.contact,
+                        super::rich_view::UNSUPPORTED
+                    ),
+                    system(),
+                    width,
                 ),
-                system(),
-                width,
+                None,
             );
         }
         _ => {}
@@ -109,7 +119,12 @@ fn message_lines(app: &App, m: &Message, width: usize) -> Vec<Line<'static>> {
     };
     let head = format!("{time} {lock}{who}: ");
     let indent = head.width().min(width / 2);
-    let shown = super::rich_view::body(m);
+    // A file's message leads with the file; its caption (the text) goes under it.
+    let file = m.attachment.as_ref().filter(|_| !m.deleted);
+    let shown = match file {
+        Some(a) => file_view::head(a),
+        None => super::rich_view::body(m),
+    };
     let mark = state_mark(m);
     let body = format!("{shown}{mark}{}", countdown(app, m));
     let mark = shown.len()..shown.len() + mark.len();
@@ -141,19 +156,33 @@ fn message_lines(app: &App, m: &Message, width: usize) -> Vec<Line<'static>> {
                 Line::from(spans)
             }),
     );
+    let mut spot = None;
+    if let Some(a) = file {
+        let (more, at) = file_view::lines(app, m, a, indent, width);
+        spot = at.map(|s| Spot {
+            row: s.row + lines.len(),
+            ..s
+        });
+        lines.extend(more);
+    }
     lines.extend(super::rich_view::reactions(m, indent, width));
     if app.selected_message() == Some(m.id.as_str()) {
         for l in &mut lines {
             l.style = l.style.add_modifier(Modifier::REVERSED);
         }
     }
-    lines
+    (lines, spot)
 }
 
 /// The lines loaded message `i` takes at `width`: a date separator when its day is not the
 /// day of the message before it (or it is the oldest loaded), the "new messages" line when it
 /// is the first unread, then the message itself.
 pub fn block(app: &App, i: usize, width: usize) -> Vec<Line<'static>> {
+    laid_out(app, i, width).0
+}
+
+/// `block`, with where the message's picture goes (its row counted from the block's top).
+fn laid_out(app: &App, i: usize, width: usize) -> (Vec<Line<'static>>, Option<Spot>) {
     let msgs = &app.thread.messages;
     let m = &msgs[i];
     let zone = app.clock.zone;
@@ -169,8 +198,13 @@ pub fn block(app: &App, i: usize, width: usize) -> Vec<Line<'static>> {
             Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
         ));
     }
-    lines.extend(message_lines(app, m, width));
-    lines
+    let (more, spot) = message_lines(app, m, width);
+    let spot = spot.map(|s| Spot {
+        row: s.row + lines.len(),
+        ..s
+    });
+    lines.extend(more);
+    (lines, spot)
 }
 
 /// How many lines `block(app, i, width)` takes.
@@ -197,6 +231,9 @@ pub struct ThreadView {
     /// How many messages were laid out to fill the view: bounded by its height, whatever
     /// the length of the thread.
     pub laid_out: usize,
+    /// The pictures wholly in view: the message's id and where (row counted from the top of
+    /// the view).
+    pub pictures: Vec<(String, Spot)>,
 }
 
 /// Lays out the open thread into `width` x `height`, from the message at the bottom of the
@@ -206,23 +243,47 @@ pub fn thread_view(app: &App, width: u16, height: u16) -> ThreadView {
     let msgs = &app.thread.messages;
     let end = msgs.len().saturating_sub(app.thread.scroll);
     let mut lines: Vec<Line> = Vec::with_capacity(height + 8);
+    // Pictures with their row counted from the top of `lines` as it grows upwards.
+    let mut spots: Vec<(String, Spot)> = Vec::new();
     let mut i = end;
     while i > 0 && lines.len() < height {
         i -= 1;
-        let mut b = block(app, i, width);
+        let (mut b, spot) = laid_out(app, i, width);
         if i + 1 == end {
             // The bottom message may be scrolled partly out of view.
             b.truncate(b.len().saturating_sub(app.thread.cut).max(1));
+        }
+        for (_, s) in &mut spots {
+            s.row += b.len();
+        }
+        if let Some(s) = spot.filter(|s| s.row + s.rows as usize <= b.len()) {
+            spots.push((msgs[i].id.clone(), s));
         }
         b.append(&mut lines);
         lines = b;
     }
     if i == 0 && lines.len() < height {
         lines.insert(0, top_marker(app));
+        for (_, s) in &mut spots {
+            s.row += 1;
+        }
     }
     let skip = lines.len().saturating_sub(height);
     ThreadView {
         lines: lines.into_iter().skip(skip).collect(),
         laid_out: end - i,
+        pictures: spots
+            .into_iter()
+            .filter(|(_, s)| s.row >= skip)
+            .map(|(id, s)| {
+                (
+                    id,
+                    Spot {
+                        row: s.row - skip,
+                        ..s
+                    },
+                )
+            })
+            .collect(),
     }
 }

@@ -14,6 +14,7 @@ mod link;
 
 pub use files::plaintext_reader;
 pub use link::LinkBlobs;
+pub mod preview;
 
 use crate::client::conn::LinkError;
 use crate::wire::B64;

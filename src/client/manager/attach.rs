@@ -468,6 +468,37 @@ impl Manager {
         });
     }
 
+    /// `Command::Preview`: the picture of a Ready file decoded and scaled off the loop, read
+    /// through the decrypting reader so no plaintext file is written. A file that is not a
+    /// picture, or not here yet, gets no answer: the screen keeps its file line.
+    pub(super) fn preview(&mut self, id: String, max_w: u32, max_h: u32) {
+        let Ok((f, key)) = self.ready(&id) else {
+            return;
+        };
+        let profile = self.dir.clone();
+        let later = self.later.clone();
+        tokio::task::spawn_blocking(move || {
+            let decoded = files::reader(&profile, f.seq, &key)
+                .map_err(|e| e.to_string())
+                .and_then(|r| {
+                    crate::client::attachment::preview::preview(r, max_w, max_h)
+                        .map_err(|e| e.to_string())
+                });
+            match decoded {
+                Ok((width, height, image)) => {
+                    let _ = later.send(Event::Preview {
+                        id,
+                        width,
+                        height,
+                        image: image.map(std::sync::Arc::new),
+                    });
+                }
+                // The reason names the format or the size, never the picture's contents.
+                Err(e) => tracing::info!(error = %e, "no preview"),
+            }
+        });
+    }
+
     /// The session's private directory of opened copies (0700, removed when it ends).
     fn open_dir(&mut self) -> Result<PathBuf, ClientError> {
         if self.opened.is_none() {
