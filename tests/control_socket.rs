@@ -1,5 +1,5 @@
 //! Headless commands on a profile another sotto already runs (the chat screen, say): `send`,
-//! `timer` and `recv` join that session through the profile's control socket instead of
+//! `send --attach`, `save`, `timer` and `recv` join that session through the profile's control socket instead of
 //! failing on its lock, and nobody else can use the socket.
 
 mod common;
@@ -8,6 +8,7 @@ use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 
 use common::Client;
 use common::cli::{Follow, fails, json_lines, ok, scene};
+use sotto::client::attachment::AttachmentState;
 use sotto::client::control::SOCKET;
 use sotto::client::manager::Event;
 
@@ -75,6 +76,50 @@ fn send_and_recv_work_while_the_chat_screen_holds_the_profile() {
             }
         )
     }));
+    alice.stop();
+    bob.stop();
+}
+
+#[test]
+fn files_are_sent_and_saved_while_the_chat_screens_hold_both_profiles() {
+    let (rt, s) = scene();
+    let (mut alice, mut bob) = rt.block_on(s.online());
+    let outside = s.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let original = outside.join("notes.txt");
+    let content = b"FILE-OVER-THE-SOCKET-2c41 and the rest of the notes".repeat(100);
+    std::fs::write(&original, &content).unwrap();
+
+    ok(
+        &s.alice,
+        &[
+            "send",
+            "--attach",
+            original.to_str().unwrap(),
+            "bob",
+            "my notes",
+        ],
+    );
+    // alice's screen shows the file the script sent; bob's takes it in at once (it is small).
+    let sent = rt.block_on(
+        alice.expect(|e| matches!(e, Event::Message(m) if m.outgoing && m.attachment.is_some())),
+    );
+    let Event::Message(sent) = sent else {
+        unreachable!()
+    };
+    assert_eq!(sent.text, "my notes");
+    let got = rt.block_on(bob.receive());
+    assert_eq!(got.id, sent.id);
+    rt.block_on(bob.expect(|e| {
+        matches!(e, Event::Attachment { id, attachment }
+            if *id == sent.id && attachment.state == AttachmentState::Ready)
+    }));
+
+    // bob saves it from a script while his screen runs: the running session writes it.
+    let dest = outside.join("saved.txt");
+    let printed = ok(&s.bob, &["save", "alice", &sent.id, dest.to_str().unwrap()]);
+    assert_eq!(printed.trim(), dest.display().to_string());
+    assert_eq!(std::fs::read(&dest).unwrap(), content);
     alice.stop();
     bob.stop();
 }

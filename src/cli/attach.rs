@@ -38,9 +38,11 @@ pub async fn send_file(
     path: PathBuf,
     caption: Option<String>,
 ) -> Result<()> {
-    // The upload runs in this process's manager: a running chat screen's session is not
-    // joined, so the profile must be free (the error says so).
-    let mut m = relay.spawn(dir)?;
+    // A running chat screen's manager takes the file through the control socket; its
+    // working directory is not ours, so it gets the whole path.
+    let path =
+        std::path::absolute(&path).map_err(|e| anyhow!("cannot find {}: {e}", path.display()))?;
+    let mut m = relay.join_or_spawn(dir)?;
     wait_online(&mut m).await?;
     if let Some(timer) = timer {
         let (id, cmd) = timer_command(&handle, secret, timer);
@@ -83,7 +85,9 @@ pub async fn save(
             "no message {msg_id:?} with a file in your threads with {handle}; `sotto history {handle}` (add --secret for the secret thread) lists the ids, with `attachment` for those carrying one"
         );
     };
-    let mut m = relay.spawn(dir)?;
+    let dest = std::path::absolute(&dest)
+        .map_err(|e| anyhow!("cannot write to {}: {e}", dest.display()))?;
+    let mut m = relay.join_or_spawn(dir)?;
     if file.attachment.state != AttachmentState::Ready {
         wait_online(&mut m).await?;
         m.commands

@@ -1,4 +1,5 @@
-//! The profile's control socket: how a headless command (`send`, `timer`, `recv`) reaches the
+//! The profile's control socket: how a headless command (`send`, `send --attach`, `save`,
+//! `timer`, `recv`) reaches the
 //! manager that already runs on the profile (the chat screen, or another headless command)
 //! instead of failing on the profile's lock.
 //!
@@ -41,8 +42,10 @@ pub enum ControlError {
     Start(std::io::Error),
 }
 
-/// What a headless command may ask of a running manager: what `send`, `timer` and `recv`
-/// need, and nothing that changes trust or contacts.
+/// What a headless command may ask of a running manager: what `send`, `timer`, `recv` and the
+/// file commands need, and nothing that changes trust or contacts. Paths are the caller's,
+/// made absolute by it (the manager's working directory is not the caller's); the caller owns
+/// the profile, so the manager reads and writes only what that user could.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum Request {
@@ -65,6 +68,23 @@ pub enum Request {
     },
     MarkShown {
         ids: Vec<String>,
+    },
+    Attach {
+        id: String,
+        to: String,
+        secret: bool,
+        path: std::path::PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caption: Option<String>,
+    },
+    Download {
+        tag: u64,
+        id: String,
+    },
+    SaveAttachment {
+        tag: u64,
+        id: String,
+        dest: std::path::PathBuf,
     },
 }
 
@@ -98,6 +118,21 @@ impl Request {
             },
             Command::FetchUnshown { tag } => Request::FetchUnshown { tag },
             Command::MarkShown { ids } => Request::MarkShown { ids },
+            Command::Attach {
+                id,
+                to,
+                secret,
+                path,
+                caption,
+            } => Request::Attach {
+                id,
+                to,
+                secret,
+                path,
+                caption,
+            },
+            Command::Download { tag, id } => Request::Download { tag, id },
+            Command::SaveAttachment { tag, id, dest } => Request::SaveAttachment { tag, id, dest },
             _ => return None,
         })
     }
@@ -133,6 +168,28 @@ impl Request {
                 tag: tag | REMOTE_TAG,
             },
             Request::MarkShown { ids } => Command::MarkShown { ids },
+            Request::Attach {
+                id,
+                to,
+                secret,
+                path,
+                caption,
+            } => Command::Attach {
+                id,
+                to,
+                secret,
+                path,
+                caption,
+            },
+            Request::Download { tag, id } => Command::Download {
+                tag: tag | REMOTE_TAG,
+                id,
+            },
+            Request::SaveAttachment { tag, id, dest } => Command::SaveAttachment {
+                tag: tag | REMOTE_TAG,
+                id,
+                dest,
+            },
         }
     }
 }
@@ -141,14 +198,41 @@ impl Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "report", rename_all = "snake_case")]
 pub enum Report {
-    Connection { state: ConnState },
+    Connection {
+        state: ConnState,
+    },
     Drained,
-    Message { message: Box<Message> },
-    MessageState { id: String, state: MessageState },
-    MessageFailed { id: String, error: String },
-    Unshown { tag: u64, messages: Vec<Message> },
-    Failed { tag: u64, error: String },
-    Warning { text: String },
+    Message {
+        message: Box<Message>,
+    },
+    MessageState {
+        id: String,
+        state: MessageState,
+    },
+    MessageFailed {
+        id: String,
+        error: String,
+    },
+    Unshown {
+        tag: u64,
+        messages: Vec<Message>,
+    },
+    Failed {
+        tag: u64,
+        error: String,
+    },
+    Warning {
+        text: String,
+    },
+    Attachment {
+        id: String,
+        attachment: crate::client::attachment::Attachment,
+    },
+    AttachmentSaved {
+        tag: u64,
+        id: String,
+        path: std::path::PathBuf,
+    },
 }
 
 impl Report {
@@ -172,6 +256,14 @@ impl Report {
                 error,
             },
             Event::Warning(text) => Report::Warning { text },
+            Event::Attachment { id, attachment } => Report::Attachment { id, attachment },
+            Event::AttachmentSaved { tag, id, path } if tag & REMOTE_TAG != 0 => {
+                Report::AttachmentSaved {
+                    tag: untag(tag),
+                    id,
+                    path,
+                }
+            }
             _ => return None,
         })
     }
@@ -186,6 +278,8 @@ impl Report {
             Report::Unshown { tag, messages } => Event::Unshown { tag, messages },
             Report::Failed { tag, error } => Event::Failed { tag, error },
             Report::Warning { text } => Event::Warning(text),
+            Report::Attachment { id, attachment } => Event::Attachment { id, attachment },
+            Report::AttachmentSaved { tag, id, path } => Event::AttachmentSaved { tag, id, path },
         }
     }
 }
