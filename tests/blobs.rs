@@ -8,10 +8,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -227,20 +226,8 @@ async fn with_two_recipients_a_file_stays_until_both_fetched_and_a_retry_counts_
 
 /// A `sotto relay` process on `dir` listening on `addr`; returns it and its URL.
 fn relay_process(dir: &Path, addr: &str) -> (Child, String) {
-    let mut child = Command::new(common::cli::BIN)
-        .args(["relay", "--listen", addr, "--data-dir"])
-        .arg(dir)
-        .env("SOTTO_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let (url, _) = common::listening(&line);
-    (child, url)
+    let relay = common::cli::start_relay_at(dir, addr);
+    (relay.child, relay.url)
 }
 
 /// Kills the relay process with SIGKILL and starts another on the same data directory and
