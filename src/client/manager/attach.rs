@@ -439,33 +439,15 @@ impl Manager {
                     .await;
             }
         };
-        let profile = self.dir.clone();
-        let later = self.later.clone();
-        tokio::spawn(async move {
-            let path = dest.clone();
-            let done = tokio::task::spawn_blocking(move || {
-                if path.exists() {
-                    return Ok(());
-                }
-                files::decrypt_to(&profile, f.seq, &key, &path)
-            })
-            .await;
-            let _ = later.send(match done {
-                Ok(Ok(())) => Event::AttachmentOpened {
-                    tag,
-                    id,
-                    path: dest,
-                },
-                Ok(Err(e)) => Event::Failed {
-                    tag,
-                    error: describe(&e),
-                },
-                Err(e) => Event::Failed {
-                    tag,
-                    error: format!("the copy could not be made: {e}"),
-                },
-            });
-        });
+        // A copy this session already opened is opened again as it is.
+        self.write_copy(
+            tag,
+            f,
+            key,
+            true,
+            move |_| dest,
+            move |path| Event::AttachmentOpened { tag, id, path },
+        );
     }
 
     /// `Command::Preview`: the picture of a Ready file decoded and scaled off the loop, read
@@ -533,16 +515,41 @@ impl Manager {
                     .await;
             }
         };
+        self.write_copy(
+            tag,
+            f,
+            key,
+            false,
+            move |name| files::save_target(&dest, name),
+            move |path| Event::AttachmentSaved { tag, id, path },
+        );
+    }
+
+    /// Decrypts file `f` to the path `target` gives for its name, off the loop, then reports
+    /// `done(path)`, or `Failed` with `tag`. A file already at that path is refused, or, with
+    /// `keep_existing`, taken as the copy.
+    fn write_copy(
+        &self,
+        tag: u64,
+        f: StoredFile,
+        key: Vec<u8>,
+        keep_existing: bool,
+        target: impl FnOnce(&str) -> PathBuf + Send + 'static,
+        done: impl FnOnce(PathBuf) -> Event + Send + 'static,
+    ) {
         let profile = self.dir.clone();
         let later = self.later.clone();
         tokio::spawn(async move {
-            let done = tokio::task::spawn_blocking(move || {
-                let target = files::save_target(&dest, &f.attachment.name);
-                files::decrypt_to(&profile, f.seq, &key, &target).map(|()| target)
+            let written = tokio::task::spawn_blocking(move || {
+                let path = target(&f.attachment.name);
+                if keep_existing && path.exists() {
+                    return Ok(path);
+                }
+                files::decrypt_to(&profile, f.seq, &key, &path).map(|()| path)
             })
             .await;
-            let _ = later.send(match done {
-                Ok(Ok(path)) => Event::AttachmentSaved { tag, id, path },
+            let _ = later.send(match written {
+                Ok(Ok(path)) => done(path),
                 Ok(Err(e)) => Event::Failed {
                     tag,
                     error: describe(&e),
