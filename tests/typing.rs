@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::{Client, Scene, account_id, any_file_contains};
 use sotto::client::content::Content;
 use sotto::client::manager::{Command, Event, Settings};
+use sotto::client::store::MessageState;
 use sotto::relay::store::RelayStore;
 use sotto::wire::ClientFrame;
 
@@ -30,14 +31,21 @@ fn is_typing(e: &Event, secret: bool, active: bool) -> bool {
         if contact == "alice" && *s == secret && *a == active)
 }
 
-/// Both threads have a session and a message each way.
+/// Both threads have a session and a message each way, and alice's receipts for bob's
+/// messages have reached bob and been acknowledged: nothing from before waits for him.
 async fn acquainted(a: &mut Client, b: &mut Client) {
     for secret in [false, true] {
         a.send("bob", secret, "hi").await;
         b.receive().await;
-        b.send("alice", secret, "hello").await;
+        let id = b.send("alice", secret, "hello").await;
         a.receive().await;
+        b.expect(|e| {
+            matches!(e, Event::MessageState { id: i, state: MessageState::Delivered } if *i == id)
+        })
+        .await;
     }
+    // bob acks an envelope right after reporting it; the barrier's answer comes after the ack.
+    b.barrier().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -37,13 +37,7 @@ impl Manager {
                 self.emit(Event::Message(m)).await;
                 self.start_upload(seq, Some(path));
             }
-            Err(e) => {
-                self.emit(Event::MessageFailed {
-                    id,
-                    error: describe(&e),
-                })
-                .await
-            }
+            Err(e) => self.fail(id, &e).await,
         }
     }
 
@@ -386,13 +380,7 @@ impl Manager {
                     .await
                 }
             }
-            Err(e) => {
-                self.emit(Event::Failed {
-                    tag,
-                    error: describe(&e),
-                })
-                .await
-            }
+            Err(e) => self.fail_command(tag, &e).await,
         }
     }
 
@@ -430,14 +418,7 @@ impl Manager {
         });
         let (f, key, dest) = match result {
             Ok(r) => r,
-            Err(e) => {
-                return self
-                    .emit(Event::Failed {
-                        tag,
-                        error: describe(&e),
-                    })
-                    .await;
-            }
+            Err(e) => return self.fail_command(tag, &e).await,
         };
         // A copy this session already opened is opened again as it is.
         self.write_copy(
@@ -506,14 +487,7 @@ impl Manager {
     pub(super) async fn save(&mut self, tag: u64, id: String, dest: PathBuf) {
         let (f, key) = match self.ready(&id) {
             Ok(r) => r,
-            Err(e) => {
-                return self
-                    .emit(Event::Failed {
-                        tag,
-                        error: describe(&e),
-                    })
-                    .await;
-            }
+            Err(e) => return self.fail_command(tag, &e).await,
         };
         self.write_copy(
             tag,

@@ -127,9 +127,19 @@ impl Manager {
         )
     }
 
-    async fn fail(&self, id: String, e: &ClientError) {
+    /// Reports that message `id` cannot be sent, and why.
+    pub(super) async fn fail(&self, id: String, e: &ClientError) {
         self.emit(Event::MessageFailed {
             id,
+            error: describe(e),
+        })
+        .await
+    }
+
+    /// Reports that the command tagged `tag` failed, and why.
+    pub(super) async fn fail_command(&self, tag: u64, e: &ClientError) {
+        self.emit(Event::Failed {
+            tag,
             error: describe(e),
         })
         .await
