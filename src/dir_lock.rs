@@ -41,12 +41,58 @@ impl DirLock {
             .write(true)
             .open(dir.join(LOCK_FILE))
             .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => Ok(DirLock(file)),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                Err(LockError::InUse(dir.display().to_string()))
+        // A holder that just let go may still hold the claim for a moment: a child this
+        // process is starting (an opener, an editor) shares the lock until its `exec` closes
+        // the inherited descriptor. So a refusal is final only after a short grace.
+        let give_up = std::time::Instant::now() + GRACE;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(DirLock(file)),
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < give_up => {
+                    std::thread::sleep(RETRY);
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(LockError::InUse(dir.display().to_string()));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
             }
-            Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
         }
+    }
+}
+
+/// How long a claim held by someone else is waited for before it counts as in use.
+const GRACE: std::time::Duration = std::time::Duration::from_millis(300);
+/// How often the claim is tried again within the grace.
+const RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_is_refused_while_held_and_granted_once_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = DirLock::acquire(dir.path()).unwrap();
+        assert!(matches!(
+            DirLock::acquire(dir.path()),
+            Err(LockError::InUse(_))
+        ));
+        drop(held);
+        DirLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_claim_let_go_while_another_waits_goes_to_the_waiter() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = DirLock::acquire(dir.path()).unwrap();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let path = dir.path().to_path_buf();
+        let waiter = std::thread::spawn(move || {
+            started_tx.send(()).unwrap();
+            DirLock::acquire(&path).map(|_| ())
+        });
+        started_rx.recv().unwrap();
+        drop(held);
+        assert!(waiter.join().unwrap().is_ok(), "refused a claim let go");
     }
 }
