@@ -11,10 +11,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 mod attachments;
 mod contact_admin;
+mod groups;
 mod rich;
 mod search;
 
 pub use attachments::StoredFile;
+pub use groups::{GROUP_PREFIX, Group, Member, is_group_id};
 pub use search::{BULK_DELETE, SearchHit};
 
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +210,7 @@ END;
 INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
 "#,
     attachments::MIGRATION,
+    groups::MIGRATION,
 ];
 
 const SET_STATE: &str = "UPDATE messages SET state = ?2
