@@ -47,6 +47,7 @@ fn fill(store: &Store, expiries: impl Iterator<Item = u64>) {
             edited: false,
             deleted: false,
             attachment: None,
+            author: None,
         };
         store.insert_message("bob-account", &m, 0).unwrap();
     }

@@ -122,6 +122,7 @@ fn arriving(secret: bool, text: &str) -> Message {
         edited: false,
         deleted: false,
         attachment: None,
+        author: None,
     }
 }
 

@@ -51,6 +51,7 @@ fn text_message(i: u64, text: String, expires_at: Option<u64>) -> Message {
         edited: false,
         deleted: false,
         attachment: None,
+        author: None,
     }
 }
 

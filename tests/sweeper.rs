@@ -48,6 +48,7 @@ fn put(store: &Store, id: &str, expires_at: Option<u64>) {
         edited: false,
         deleted: false,
         attachment: None,
+        author: None,
     };
     store.insert_message("bob-id", &m, T0).unwrap();
 }

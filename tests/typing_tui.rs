@@ -21,6 +21,7 @@ fn alice_with_bob(messages: Vec<Message>) -> App {
         timers: [None, None],
         verified: false,
         key_changed: false,
+        group: false,
     }]));
     app.on_event(Event::Connection(ConnState::Online));
     app.update(sotto::tui::app::Action::Open);
@@ -53,6 +54,7 @@ fn ours(seq: i64, text: &str, state: MessageState) -> Message {
         edited: false,
         deleted: false,
         attachment: None,
+        author: None,
     }
 }
 

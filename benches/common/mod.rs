@@ -63,6 +63,7 @@ pub fn message(i: i64, secret: bool) -> Message {
         edited: false,
         deleted: false,
         attachment: None,
+        author: None,
     }
 }
 

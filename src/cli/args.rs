@@ -131,11 +131,16 @@ pub enum Cmd {
         /// Send this file (TEXT, if any, is its caption).
         #[arg(long, value_name = "PATH")]
         attach: Option<PathBuf>,
-        /// The contact's handle (looked up at the relay if not yet a contact).
+        /// Send to this group's thread instead (its name, with or without `#`); then give
+        /// only the text.
+        #[arg(long, value_name = "NAME")]
+        group: Option<String>,
+        /// The contact's handle (looked up at the relay if not yet a contact), or a group's
+        /// (`#NAME`).
         handle: String,
         /// The message; `-` reads it from standard input (all of it, newlines kept).
         /// Optional with --attach.
-        #[arg(required_unless_present = "attach")]
+        #[arg(required_unless_present_any = ["attach", "group"])]
         text: Option<String>,
     },
     /// Write out the file of a message as plaintext (downloading it first if it is still at
@@ -248,7 +253,21 @@ pub enum Cmd {
         /// exit 0).
         #[arg(long)]
         follow: bool,
+        /// Only this group's messages (its name, with or without `#`); the others stay
+        /// unread for a later `recv`.
+        #[arg(long, value_name = "NAME")]
+        group: Option<String>,
     },
+    /// Groups: create one, change its members or name (admins), leave it, or list.
+    #[command(
+        subcommand,
+        after_help = "A group has a normal and a secret thread, like a contact; its handle \
+                      is #NAME (`sotto send --group NAME TEXT`, `sotto history --group NAME`). \
+                      Membership lives on the members' devices: changes go from an admin to \
+                      every member, end-to-end encrypted; the relay never learns a group's \
+                      name or members."
+    )]
+    Group(GroupCmd),
     /// List contacts with their verified state.
     Contacts {
         /// One JSON object per contact: handle, account_id, verified, key_changed, blocked.
@@ -257,8 +276,12 @@ pub enum Cmd {
     },
     /// Print a thread's messages as JSON lines (the same fields as `recv`), oldest first.
     History {
-        /// The contact's handle.
-        handle: String,
+        /// The contact's handle, or a group's (`#NAME`).
+        #[arg(required_unless_present = "group")]
+        handle: Option<String>,
+        /// A group's thread instead (its name, with or without `#`).
+        #[arg(long, value_name = "NAME", conflicts_with = "handle")]
+        group: Option<String>,
         /// The secret thread instead of the normal one.
         #[arg(long)]
         secret: bool,
@@ -355,4 +378,28 @@ fn parse_timer(s: &str) -> Result<TimerArg, String> {
     sotto::timer::parse(s)
         .map(TimerArg)
         .map_err(|e| e.to_string())
+}
+
+#[derive(Subcommand)]
+pub enum GroupCmd {
+    /// Start a group with these contacts; you are its first admin.
+    Create {
+        /// Its name: 1 to 31 characters of a-z, 0-9, '_', '.', '-' (the handle is #NAME).
+        name: String,
+        /// The members' handles.
+        #[arg(required = true)]
+        handles: Vec<String>,
+    },
+    /// Add a member (admins only).
+    Add { name: String, handle: String },
+    /// Remove a member (admins only); the group's keys change, so they read nothing after.
+    Remove { name: String, handle: String },
+    /// Leave the group; the others' keys change.
+    Leave { name: String },
+    /// Rename the group (admins only).
+    Rename { name: String, new_name: String },
+    /// List a group's members and admins.
+    Members { name: String },
+    /// List your groups with their unread counts.
+    List,
 }

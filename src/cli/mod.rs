@@ -8,6 +8,7 @@
 mod args;
 mod attach;
 mod chat;
+mod group;
 mod init;
 mod profile;
 mod recv;
@@ -22,12 +23,13 @@ mod verify;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use sotto::config::{self, Config};
 
 pub use args::Cli;
-use args::{AdminCmd, Cmd, RelayCmd};
+use args::{AdminCmd, Cmd, GroupCmd, RelayCmd};
 use session::RelayChoice;
+use sotto::client::manager::GroupAction;
 
 /// Runs the command `cli` names; the exit code is for commands whose answer is a status.
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -97,12 +99,23 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match command {
         Cmd::Relay { .. } | Cmd::Demo | Cmd::Init { .. } => unreachable!("handled above"),
         Cmd::Send {
+            group: Some(_),
+            text: Some(_),
+            ..
+        } => bail!("with --group, give only the message: `sotto send --group NAME TEXT`"),
+        Cmd::Send {
             secret,
             timer,
             attach,
+            group,
             handle,
             text,
         } => {
+            // With --group the one positional given is the text (or the caption).
+            let (handle, text) = match group {
+                Some(name) => (group::group_handle(&name)?, text.or(Some(handle))),
+                None => (handle, text),
+            };
             let text = text.map(send::text_argument).transpose()?;
             let timer = timer.map(|t| t.0);
             match (attach, text) {
@@ -185,16 +198,57 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             rt.block_on(rich::delete(&dir, relay, target, for_everyone))
                 .map(done)
         }
-        Cmd::Recv { wait, follow } => {
+        Cmd::Recv {
+            wait,
+            follow,
+            group: only,
+        } => {
             let until = recv::Until::from_args(wait, follow)?;
-            rt.block_on(recv::recv(&dir, relay, until)).map(done)
+            let only = only.map(|g| group::group_handle(&g)).transpose()?;
+            rt.block_on(recv::recv(&dir, relay, until, only)).map(done)
+        }
+        Cmd::Group(GroupCmd::List) => group::list(&dir).map(done),
+        Cmd::Group(cmd) => {
+            let action = match cmd {
+                GroupCmd::Create { name, handles } => GroupAction::Create {
+                    name: group::group_handle(&name)?[1..].to_string(),
+                    members: handles,
+                },
+                GroupCmd::Add { name, handle } => GroupAction::Add {
+                    group: group::group_handle(&name)?,
+                    handle,
+                },
+                GroupCmd::Remove { name, handle } => GroupAction::Remove {
+                    group: group::group_handle(&name)?,
+                    handle,
+                },
+                GroupCmd::Leave { name } => GroupAction::Leave {
+                    group: group::group_handle(&name)?,
+                },
+                GroupCmd::Rename { name, new_name } => GroupAction::Rename {
+                    group: group::group_handle(&name)?,
+                    name: group::group_handle(&new_name)?[1..].to_string(),
+                },
+                GroupCmd::Members { name } => GroupAction::Members {
+                    group: group::group_handle(&name)?,
+                },
+                GroupCmd::List => unreachable!("handled above"),
+            };
+            rt.block_on(group::run(&dir, relay, action)).map(done)
         }
         Cmd::Contacts { json } => profile::contacts(&dir, json).map(done),
         Cmd::History {
             handle,
+            group: name,
             secret,
             limit,
-        } => profile::history(&dir, &handle, secret, limit).map(done),
+        } => {
+            let handle = match name {
+                Some(name) => group::group_handle(&name)?,
+                None => handle.unwrap_or_default(),
+            };
+            profile::history(&dir, &handle, secret, limit).map(done)
+        }
         Cmd::Search {
             words,
             json,

@@ -41,7 +41,13 @@ impl Until {
     }
 }
 
-pub async fn recv(dir: &Path, relay: RelayChoice, until: Until) -> Result<()> {
+/// `only`: a group's handle, to print that group's messages alone.
+pub async fn recv(
+    dir: &Path,
+    relay: RelayChoice,
+    until: Until,
+    only: Option<String>,
+) -> Result<()> {
     // Listening before anything else: a signal that comes early still ends the run cleanly.
     let mut interrupt = Interrupt::listen()?;
     let me = Store::open(dir)?.registration()?.handle;
@@ -49,6 +55,7 @@ pub async fn recv(dir: &Path, relay: RelayChoice, until: Until) -> Result<()> {
     let mut printer = Printer {
         me,
         printed: HashSet::new(),
+        only,
     };
     let finished = receive(&mut m, &mut interrupt, &mut printer, until).await;
     // What was printed is marked read before the manager stops: it finishes the commands
@@ -203,6 +210,8 @@ struct Printer {
     me: String,
     /// (contact, id): ids are unique per contact only.
     printed: HashSet<(String, String)>,
+    /// Print only the messages of this thread's handle (a group's); the rest stay unread.
+    only: Option<String>,
 }
 
 impl Printer {
@@ -212,6 +221,9 @@ impl Printer {
         let mut out = std::io::stdout().lock();
         let mut ids = Vec::new();
         for msg in lines {
+            if self.only.as_ref().is_some_and(|o| *o != msg.contact) {
+                continue;
+            }
             let key = (msg.contact, msg.exported.id.clone());
             if self.printed.contains(&key) {
                 continue;

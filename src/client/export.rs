@@ -69,9 +69,13 @@ pub struct ExportedMessage {
     pub id: String,
     pub thread: Thread,
     pub direction: Direction,
-    /// Handles: the contact's, or this profile's own for the side that is us.
+    /// Handles: the contact's, or this profile's own for the side that is us. In a group's
+    /// thread, `from` is the member who wrote it and `to` the group's handle.
     pub from: String,
     pub to: String,
+    /// The group's handle (`#name`) for a message of a group's thread; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// `text`, `reply` (a text answering `target`), `timer` (a change of the thread's
     /// disappearing timer, whose new value is in `timer`), `key_change` (the contact's safety
     /// number changed), `unsupported` (a kind this sotto cannot show), or one of the changes
@@ -152,10 +156,15 @@ impl ExportedAttachment {
 impl ExportedMessage {
     /// `m` as seen by the profile whose handle is `me`.
     pub fn new(m: &Message, me: &str) -> ExportedMessage {
-        let (from, to, direction) = if m.outgoing {
-            (me, m.contact.as_str(), Direction::Out)
-        } else {
-            (m.contact.as_str(), me, Direction::In)
+        let group = crate::client::group_handle(&m.contact).then(|| m.contact.clone());
+        let (from, to, direction) = match (m.outgoing, &group) {
+            (true, _) => (me, m.contact.as_str(), Direction::Out),
+            (false, Some(g)) => (
+                m.author.as_deref().unwrap_or_default(),
+                g.as_str(),
+                Direction::In,
+            ),
+            (false, None) => (m.contact.as_str(), me, Direction::In),
         };
         ExportedMessage {
             id: m.id.clone(),
@@ -167,6 +176,7 @@ impl ExportedMessage {
             direction,
             from: from.to_string(),
             to: to.to_string(),
+            group,
             kind: match (&m.reply, m.kind) {
                 (Some(_), MessageKind::Text) => MessageKind::Reply,
                 (_, kind) => kind,
@@ -264,6 +274,7 @@ mod tests {
             edited: false,
             deleted: false,
             attachment: None,
+            author: None,
         };
         let out = ExportedMessage::new(&m, "alice");
         assert_eq!((out.from.as_str(), out.to.as_str()), ("alice", "bob"));

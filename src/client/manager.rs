@@ -175,6 +175,29 @@ pub enum Command {
         secret: bool,
         active: bool,
     },
+    /// Create or change a group, or list its members (`Event::GroupChanged`,
+    /// `Event::GroupMembers`, or `Failed`). A group's threads are addressed like a contact's,
+    /// by its handle: `#` and its name.
+    Group { tag: u64, action: GroupAction },
+}
+
+/// What `Command::Group` asks. `group` is the group's handle (`#name`); members are named by
+/// their handles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupAction {
+    Create { name: String, members: Vec<String> },
+    Add { group: String, handle: String },
+    Remove { group: String, handle: String },
+    Leave { group: String },
+    Rename { group: String, name: String },
+    Members { group: String },
+}
+
+/// One member of a group as `Event::GroupMembers` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupMember {
+    pub handle: String,
+    pub admin: bool,
 }
 
 /// What the user chose to tell peers, and to hear from them (`read_receipts`, `typing` in
@@ -311,6 +334,19 @@ pub enum Event {
     SearchResults {
         tag: u64,
         results: Vec<super::store::SearchHit>,
+    },
+    /// `GroupAction::Members`' answer: the group's members, ourselves included.
+    GroupMembers {
+        tag: u64,
+        group: String,
+        members: Vec<GroupMember>,
+    },
+    /// A group was created or changed (`change` says how, as a sentence); `tag` when our
+    /// own command did it. `group` is its handle now (a rename gives the new one).
+    GroupChanged {
+        tag: Option<u64>,
+        group: String,
+        change: String,
     },
 }
 
@@ -986,6 +1022,13 @@ impl Manager {
                 Err(e) => self.emit(Event::Warning(describe(&e))).await,
             },
             Command::Typing { to, secret, active } => self.send_typing(&to, secret, active).await,
+            Command::Group { tag, .. } => {
+                self.emit(Event::Failed {
+                    tag,
+                    error: "groups are not built yet".into(),
+                })
+                .await
+            }
         }
     }
 
@@ -1093,6 +1136,7 @@ impl Manager {
             edited: false,
             deleted: false,
             attachment: None,
+            author: None,
         };
         // The caller picked a fresh UUID; a repeat is a caller bug, reported as such.
         m.seq = self

@@ -289,6 +289,8 @@ pub enum MessageKind {
     KeyChange,
     /// A kind of message a newer sotto sent that this one cannot show.
     Unsupported,
+    /// A group's membership or name changed; `text` says how.
+    Group,
     /// Only in exports and events, never a stored row's kind: a text answering `target`.
     Reply,
     /// Only in exports and events: a reaction to `target`.
@@ -306,6 +308,7 @@ impl MessageKind {
             MessageKind::Timer => "timer",
             MessageKind::KeyChange => "key_change",
             MessageKind::Unsupported => "unsupported",
+            MessageKind::Group => "group",
             MessageKind::Reply => "reply",
             MessageKind::Reaction => "reaction",
             MessageKind::Edit => "edit",
@@ -406,6 +409,10 @@ pub struct Message {
     /// The file this message carries (its `text` is the caption).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<crate::client::attachment::Attachment>,
+    /// In a group's thread, the member who wrote a received message (their handle, or their
+    /// account id if they are not a contact); None in a contact's thread and for our own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
 }
 
 /// A contact as the contact list shows it. Arrays are indexed by `secret as usize`.
@@ -422,6 +429,8 @@ pub struct ContactSummary {
     pub verified: bool,
     /// The identity key changed and the change is not accepted: secret sending blocked.
     pub key_changed: bool,
+    /// A group (its handle is `#name`), not a person.
+    pub group: bool,
 }
 
 /// The profile's registration: who this client is at which relay.
@@ -897,8 +906,10 @@ impl Store {
              FROM contacts c WHERE c.blocked = 0 ORDER BY c.handle",
         )?;
         let rows = stmt.query_map([], |r| {
+            let handle: String = r.get(0)?;
             Ok(ContactSummary {
-                handle: r.get(0)?,
+                group: crate::client::group_handle(&handle),
+                handle,
                 unread: [r.get(1)?, r.get(2)?],
                 has_secret: r.get(3)?,
                 timers: [r.get(4)?, r.get(5)?],
@@ -967,6 +978,7 @@ fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
             "timer" => MessageKind::Timer,
             "key_change" => MessageKind::KeyChange,
             "unsupported" => MessageKind::Unsupported,
+            "group" => MessageKind::Group,
             _ => MessageKind::Text,
         },
         timer: r.get(9)?,
@@ -979,6 +991,7 @@ fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         edited: r.get(13)?,
         deleted: r.get(14)?,
         attachment: attachments::attachment(r.get::<_, Option<String>>(16)?.as_deref()),
+        author: None,
         reactions: rich::reactions(r.get::<_, Option<String>>(15)?.as_deref()),
     })
 }

@@ -327,6 +327,7 @@ pub fn key_changed(
             edited: false,
             deleted: false,
             attachment: None,
+            author: None,
         };
         if let Some(seq) = store.insert_message(contact_id, &m, now)? {
             m.seq = seq;

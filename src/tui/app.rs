@@ -146,6 +146,8 @@ pub struct App {
     next_tag: u64,
     /// Tag of the last /add, to open the contact it adds.
     pending_add: Option<u64>,
+    /// Tags of our `/group new` commands not yet answered: their group opens once made.
+    pub(super) groups_created: Vec<u64>,
     /// A contact to add and open once the relay is reachable (a directory lookup needs it).
     open_when_online: Option<String>,
     /// What the verify overlay shows, once the manager has computed it.
@@ -204,6 +206,7 @@ impl App {
             now_ms: 0,
             next_tag: 1,
             pending_add: None,
+            groups_created: Vec::new(),
             open_when_online: None,
             safety: None,
             clock: Clock::default(),
@@ -727,6 +730,7 @@ impl App {
                 }
             }
             Slash::Search(words) => self.open_search(None, words),
+            Slash::Group(g) => self.group_slash(g),
             Slash::Attach { path, caption } => self.attach_typed(path, caption),
             Slash::Help => {
                 self.open_overlay(Overlay::Help);
@@ -783,6 +787,7 @@ impl App {
                             timers: [None, None],
                             verified: contact.verified,
                             key_changed: contact.key_changed,
+                            group: false,
                         });
                     }
                     cmds.extend(self.open_thread(ThreadKey {
@@ -890,6 +895,10 @@ impl App {
                 active,
             ),
             Event::SearchResults { tag, results } => self.on_search_results(tag, results),
+            Event::GroupMembers { group, members, .. } => self.on_group_members(group, members),
+            Event::GroupChanged { tag, group, change } => {
+                return self.on_group_changed(tag, group, change);
+            }
             Event::Attachment { id, attachment } => return self.on_attachment(id, attachment),
             Event::AttachmentOpened { tag, path, .. } => self.on_opened(tag, path),
             Event::AttachmentSaved { path, .. } => self.on_saved(path),

@@ -1,5 +1,6 @@
 //! The composer's slash commands: `/add`, `/attach`, `/secret`, `/timer`, `/verify`,
-//! `/block`, `/unblock`, `/remove`, `/retry`, `/edit`, `/search`, `/help`, `/quit`.
+//! `/block`, `/unblock`, `/remove`, `/retry`, `/edit`, `/search`, `/group` (its words:
+//! `group_commands`), `/help`, `/quit`.
 //!
 //! Owns their syntax and error messages. Pure: turns a line into a `Slash` or an error the
 //! status line can show; the app decides what each one does.
@@ -30,6 +31,8 @@ pub enum Slash {
     Edit,
     /// Search every thread for these words (may be empty: the overlay opens to type them).
     Search(String),
+    /// Create a group, or change or list the open one.
+    Group(super::group_commands::GroupSlash),
     Help,
     Quit,
 }
@@ -73,6 +76,18 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "/search [WORDS]",
         "search every thread (Ctrl-F: the open one); Enter opens a result",
+    ),
+    (
+        "/group new NAME HANDLE…",
+        "start a group with these contacts (its threads are #NAME; Ctrl-S switches to secret)",
+    ),
+    (
+        "/group add|remove HANDLE",
+        "change the open group's members (admins only)",
+    ),
+    (
+        "/group leave|rename NAME|members",
+        "leave the open group, rename it (admins), or list its members",
     ),
     ("/help", "this help"),
     ("/quit", "leave sotto"),
@@ -125,13 +140,14 @@ pub fn parse(line: &str) -> Result<Slash, String> {
         "/retry" => no_args(Slash::Retry),
         "/edit" => no_args(Slash::Edit),
         "/search" => Ok(Slash::Search(args.join(" "))),
+        "/group" => super::group_commands::parse(&args).map(Slash::Group),
         "/help" => no_args(Slash::Help),
         "/quit" | "/q" => no_args(Slash::Quit),
         other => Err(format!("unknown command {other}; /help lists them")),
     }
 }
 
-fn handle_arg(handle: &str) -> Result<String, String> {
+pub(super) fn handle_arg(handle: &str) -> Result<String, String> {
     if crate::wire::valid_handle(handle) {
         Ok(handle.to_string())
     } else {

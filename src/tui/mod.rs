@@ -13,6 +13,8 @@ pub mod composer;
 pub mod editor;
 pub mod file_view;
 pub mod files;
+pub mod group_commands;
+pub mod groups;
 pub mod keys;
 pub mod layout;
 pub mod marks;

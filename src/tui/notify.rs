@@ -101,6 +101,7 @@ mod tests {
             edited: false,
             deleted: false,
             attachment: None,
+            author: None,
         }
     }
 

@@ -60,16 +60,17 @@ fn rule(text: &str, width: usize, style: Style) -> Line<'static> {
     )
 }
 
+/// Who wrote a received message: the member, in a group's thread; the contact otherwise.
+fn author(m: &Message) -> &str {
+    m.author.as_deref().unwrap_or(&m.contact)
+}
+
 /// The lines of one message at `width`, and where its picture goes among them.
 fn message_lines(app: &App, m: &Message, width: usize) -> (Vec<Line<'static>>, Option<Spot>) {
     let time = app.clock.time(m.sent_at);
     match m.kind {
         MessageKind::Timer => {
-            let who = if m.outgoing {
-                "you"
-            } else {
-                m.contact.as_str()
-            };
+            let who = if m.outgoing { "you" } else { author(m) };
             let what = match m.timer {
                 Some(t) => format!("set disappearing messages to {}", crate::timer::short(t)),
                 None => "turned disappearing messages off".to_string(),
@@ -91,12 +92,18 @@ fn message_lines(app: &App, m: &Message, width: usize) -> (Vec<Line<'static>>, O
                 None,
             );
         }
+        MessageKind::Group => {
+            return (
+                system_lines(format!("{time} — {} —", m.text), system(), width),
+                None,
+            );
+        }
         MessageKind::Unsupported => {
             return (
                 system_lines(
                     format!(
                         "{time} {} sent an {}",
-                        m.contact,
+                        author(m),
                         super::rich_view::UNSUPPORTED
                     ),
                     system(),
@@ -110,7 +117,7 @@ fn message_lines(app: &App, m: &Message, width: usize) -> (Vec<Line<'static>>, O
     let who = if m.outgoing {
         app.me.as_str()
     } else {
-        m.contact.as_str()
+        author(m)
     };
     let lock = if m.secret {
         format!("{LOCK} ")

@@ -44,6 +44,7 @@ pub fn contact(handle: &str) -> ContactSummary {
         timers: [None, None],
         verified: false,
         key_changed: false,
+        group: false,
     }
 }
 
@@ -70,6 +71,7 @@ pub fn msg(seq: i64, contact: &str, secret: bool, outgoing: bool, text: &str) ->
         edited: false,
         deleted: false,
         attachment: None,
+        author: None,
     }
 }
 

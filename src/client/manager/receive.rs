@@ -175,6 +175,7 @@ impl Manager {
             edited: false,
             deleted: false,
             attachment: None,
+            author: None,
         };
         let mut announced = None;
         let mut m = match content.body {
@@ -331,6 +332,7 @@ impl Manager {
             edited: false,
             deleted: false,
             attachment: None,
+            author: None,
         };
         match self.store.insert_message(&contact.account_id, &line, now) {
             Ok(Some(seq)) => self.emit(Event::Message(Message { seq, ..line })).await,

@@ -117,6 +117,7 @@ mod tests {
             edited: false,
             deleted: false,
             attachment: None,
+            author: None,
         }
     }
 
