@@ -12,10 +12,11 @@ use std::path::Path;
 use common::{Client, Raw, Scene, any_file_contains, expired, register};
 use libsignal_protocol::{SealedSenderV2SentMessage, group_decrypt, sealed_sender_decrypt_to_usmc};
 use sotto::client::account;
+use sotto::client::content::{Body, Content};
 use sotto::client::crypto;
 use sotto::client::manager::{Command, Event, GroupAction, GroupMember};
 use sotto::client::signal_store::Stores;
-use sotto::client::store::{Message, MessageKind, MessageState, Store};
+use sotto::client::store::{Message, MessageKind, Store};
 use sotto::wire::{ClientFrame, RelayFrame};
 
 /// alice, bob and carol (and dave, registered but not started), with alice's group "team"
@@ -76,6 +77,35 @@ async fn group(c: &mut Client, action: GroupAction) -> Result<String, String> {
         Event::Failed { error, .. } => Err(error),
         _ => unreachable!(),
     }
+}
+
+/// alice removes carol from "#team"; bob and carol both hear of it.
+async fn remove_carol(alice: &mut Client, bob: &mut Client, carol: &mut Client) {
+    group(
+        alice,
+        GroupAction::Remove {
+            group: "#team".into(),
+            handle: "carol".into(),
+        },
+    )
+    .await
+    .unwrap();
+    for c in [bob, carol] {
+        assert_eq!(
+            changed(c).await,
+            ("#team".into(), "alice removed carol".into())
+        );
+    }
+}
+
+/// The id of the group "#team" as the profile in `dir` holds it.
+fn team_id(dir: &Path) -> String {
+    Store::open(dir)
+        .unwrap()
+        .group_by_handle("#team")
+        .unwrap()
+        .unwrap()
+        .id
 }
 
 /// Waits for a change someone else made; returns (group, change).
@@ -306,17 +336,7 @@ async fn a_removed_member_reads_nothing_after_and_a_new_member_nothing_before() 
     let carols_keys = sender_keys(&scene.path("c"));
     assert!(!carols_keys.is_empty());
 
-    group(
-        &mut alice,
-        GroupAction::Remove {
-            group: "#team".into(),
-            handle: "carol".into(),
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(changed(&mut bob).await.1, "alice removed carol");
-    assert_eq!(changed(&mut carol).await.1, "alice removed carol");
+    remove_carol(&mut alice, &mut bob, &mut carol).await;
     // carol knows she is out: she cannot send to the group any more.
     let refused = carol
         .try_send("#team", true, "still here?")
@@ -398,12 +418,7 @@ async fn a_removed_member_reads_nothing_after_and_a_new_member_nothing_before() 
 
     // Only secret traffic went through this relay: no text and no group id in its frames
     // or files.
-    let id = Store::open(&scene.alice)
-        .unwrap()
-        .group_by_handle("#team")
-        .unwrap()
-        .unwrap()
-        .id;
+    let id = team_id(&scene.alice);
     for needle in [
         "before the removal",
         "after the removal",
@@ -486,17 +501,7 @@ async fn a_message_from_a_removed_member_is_refused() {
     assert_eq!(text(&mut bob).await.text, "carol speaks");
     carol.barrier().await;
     let carols_keys = sender_keys(&scene.path("c"));
-    group(
-        &mut alice,
-        GroupAction::Remove {
-            group: "#team".into(),
-            handle: "carol".into(),
-        },
-    )
-    .await
-    .unwrap();
-    changed(&mut bob).await;
-    changed(&mut carol).await;
+    remove_carol(&mut alice, &mut bob, &mut carol).await;
 
     // carol's client is made to forget that she was removed and to keep her old chain, as
     // shared with both: her next message goes out on it, to alice and bob.
@@ -544,23 +549,7 @@ async fn disappearing_group_messages_leave_no_trace_in_any_member() {
         mut carol,
         ..
     } = team().await;
-    let id = uuid::Uuid::new_v4().to_string();
-    alice
-        .handle
-        .commands
-        .send(Command::SetTimer {
-            id: id.clone(),
-            contact: "#team".into(),
-            secret: true,
-            timer: Some(5),
-        })
-        .await
-        .unwrap();
-    alice
-        .expect(
-            |e| matches!(e, Event::MessageState { id: i, state: MessageState::Sent } if *i == id),
-        )
-        .await;
+    common::set_timer_of(&mut alice, "#team", true, Some(5)).await;
     for c in [&mut bob, &mut carol] {
         match c.expect(|e| matches!(e, Event::TimerSet { .. })).await {
             Event::TimerSet {
@@ -594,4 +583,86 @@ async fn disappearing_group_messages_leave_no_trace_in_any_member() {
             dir.display()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_takes_nothing_from_the_normal_thread_and_a_group_is_no_person() {
+    let Team {
+        scene,
+        mut alice,
+        mut bob,
+        mut carol,
+        ..
+    } = team().await;
+    // Safety numbers and blocking are about people.
+    let tag = 7;
+    alice
+        .handle
+        .commands
+        .send(Command::Block {
+            tag,
+            handle: "#team".into(),
+            blocked: true,
+        })
+        .await
+        .unwrap();
+    match alice
+        .expect(|e| matches!(e, Event::Failed { tag: 7, .. }))
+        .await
+    {
+        Event::Failed { error, .. } => assert!(error.contains("is a group"), "{error}"),
+        _ => unreachable!(),
+    }
+    let refused = sotto::client::trust::safety_number(&Store::open(&scene.alice).unwrap(), "#team")
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("is a group"), "{refused}");
+
+    alice.send("#team", false, "normal before").await;
+    assert_eq!(text(&mut bob).await.text, "normal before");
+    assert_eq!(text(&mut carol).await.text, "normal before");
+    remove_carol(&mut alice, &mut bob, &mut carol).await;
+
+    // A normal group message queued to carol anyway (here by hand, from alice's account):
+    // she is out, so she keeps nothing of it. A 1:1 message sent after it on the same
+    // connection arrives after it.
+    let id = team_id(&scene.alice);
+    let body = Content::of(Body::InGroup {
+        group: id,
+        body: Box::new(Body::Text {
+            id: uuid::Uuid::new_v4().to_string(),
+            text: "normal after".into(),
+            sent_at: 1,
+            timer: None,
+            reply_to: None,
+        }),
+    });
+    let carol_id = common::account_id(&scene.path("c"));
+    // alice's client goes first: a second connection of her account would end it.
+    alice.stop();
+    let mut raw = Raw::auth(&scene.relay.url, &scene.alice).await;
+    raw.send(&ClientFrame::SendGroup {
+        req: 1,
+        to: vec![carol_id.clone(), common::account_id(&scene.bob)],
+        body: body.encode().into(),
+        expires_at: None,
+        online_only: false,
+    })
+    .await;
+    raw.expect(|f| matches!(f, RelayFrame::Ok { req: 1 })).await;
+    raw.send(&ClientFrame::Send {
+        req: 2,
+        to: carol_id,
+        body: Content::text(uuid::Uuid::new_v4().to_string(), "marker".into(), 2, None)
+            .encode()
+            .into(),
+        expires_at: None,
+        online_only: false,
+    })
+    .await;
+    raw.expect(|f| matches!(f, RelayFrame::Ok { req: 2 })).await;
+    assert_eq!(text(&mut bob).await.text, "normal after");
+    let m = text(&mut carol).await;
+    assert_eq!((m.contact.as_str(), m.text.as_str()), ("alice", "marker"));
+    assert_eq!(texts(&scene.path("c"), "#team", false), ["normal before"]);
 }

@@ -39,7 +39,7 @@ pub enum GroupError {
     #[error("a group needs someone besides you: name at least one contact")]
     Alone,
     #[error(
-        "{0} is a group; safety numbers, verification and blocking are about people: use them on its members (/group members)"
+        "{0} is a group, not a person: block its members one by one, or leave it (/group leave)"
     )]
     NotAPerson(String),
     #[error("to leave yourself, use /group leave (sotto group leave)")]
@@ -76,26 +76,19 @@ impl Manager {
         }
     }
 
-    /// Refuses a command about people (safety numbers, verification, blocking, removal)
-    /// aimed at a group; true if it was one.
+    /// Refuses blocking or removing a group as if it were a person (its members are
+    /// blocked one by one, and it is left with `GroupAction::Leave`); true if it was one.
+    /// Safety numbers refuse groups in `trust`.
     pub(super) async fn refused_for_group(&self, cmd: &Command) -> bool {
-        let (handle, tag) = match cmd {
-            Command::Verify { handle }
-            | Command::SetVerified { handle, .. }
-            | Command::AcceptChange { handle } => (handle, None),
-            Command::Block { handle, tag, .. } | Command::RemoveContact { handle, tag } => {
-                (handle, Some(*tag))
-            }
-            _ => return false,
+        let (Command::Block { handle, tag, .. } | Command::RemoveContact { handle, tag }) = cmd
+        else {
+            return false;
         };
         if !group_handle(handle) {
             return false;
         }
         let e = ClientError::from(GroupError::NotAPerson(handle.clone()));
-        match tag {
-            Some(tag) => self.fail_command(tag, &e).await,
-            None => self.emit(Event::Warning(describe(&e))).await,
-        }
+        self.fail_command(*tag, &e).await;
         true
     }
 

@@ -424,6 +424,19 @@ impl Manager {
         if matches!(body, Body::Receipt { .. } | Body::Read { .. }) {
             return Ok(Incoming::Nothing);
         }
+        // The thread is the group's, so `apply_change`'s "not ours" is not "theirs": only the
+        // member who wrote a message may edit or delete it.
+        if let Body::Edit { target, .. } | Body::Delete { target, .. } = &body {
+            let theirs = self
+                .store
+                .thread_message(group_id, secret, target)
+                .map_err(Receive::retry)?
+                .is_some_and(|m| m.author.as_deref() == Some(sender.handle.as_str()));
+            if !theirs {
+                tracing::warn!("ignored a change of another member's group message");
+                return Ok(Incoming::Nothing);
+            }
+        }
         self.apply_as(
             &thread,
             secret,
