@@ -666,3 +666,53 @@ async fn a_removed_member_takes_nothing_from_the_normal_thread_and_a_group_is_no
     assert_eq!((m.contact.as_str(), m.text.as_str()), ("alice", "marker"));
     assert_eq!(texts(&scene.path("c"), "#team", false), ["normal before"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_with_an_old_epoch_is_ignored() {
+    let Team {
+        scene,
+        alice,
+        mut bob,
+        mut carol,
+        ..
+    } = team().await;
+    let mut alice = alice;
+    group(
+        &mut alice,
+        GroupAction::Rename {
+            group: "#team".into(),
+            name: "crew".into(),
+        },
+    )
+    .await
+    .unwrap();
+    for c in [&mut bob, &mut carol] {
+        assert_eq!(changed(c).await.0, "#crew");
+    }
+    // alice's profile goes back to the first epoch (a replay of an old state, or a restored
+    // backup): her next change carries an epoch the others have seen, and they ignore it.
+    alice.stop();
+    Store::open(&scene.alice)
+        .unwrap()
+        .conn()
+        .execute("UPDATE groups SET epoch = 1", [])
+        .unwrap();
+    let mut alice = Client::start(&scene.alice, &scene.relay.url).await;
+    let renamed = group(
+        &mut alice,
+        GroupAction::Rename {
+            group: "#crew".into(),
+            name: "stale".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(renamed, "#stale");
+    // 1:1 secret messages from alice, sent after the change on the same link, arrive after it.
+    for (c, who) in [(&mut bob, "bob"), (&mut carol, "carol")] {
+        alice.send(who, true, "after the stale change").await;
+        assert_eq!(text(c).await.text, "after the stale change");
+        assert_eq!(members(c, "#crew").await.len(), 3);
+        assert!(texts(&c.dir, "#stale", false).is_empty());
+    }
+}
