@@ -106,6 +106,8 @@ pub struct RelayServer {
     pub sealed_queue_envelopes_per_recipient: Option<u64>,
     /// One-time prekeys of each kind the directory holds per account.
     pub max_one_time_prekeys: Option<u32>,
+    /// Recipients of one group message (fan-out) at most.
+    pub max_group_recipients: Option<usize>,
     /// Rate limits (`relay::RateLimits`); 0 turns one off.
     pub registrations_per_ip_per_hour: Option<u32>,
     pub prekey_uploads_per_hour: Option<u32>,

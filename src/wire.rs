@@ -135,6 +135,17 @@ pub struct KeyChange {
     pub at: u64,
 }
 
+/// One recipient of a multi-recipient sealed envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedRecipient {
+    /// The recipient's account id (a UUID; the SSv2 message names the same ServiceId).
+    pub to: String,
+    pub access_token: B64,
+    /// As in SendSealed: the identity key the sender encrypted to.
+    #[serde(default)]
+    pub recipient_key: Option<B64>,
+}
+
 /// Frames a client sends.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -196,6 +207,27 @@ pub enum ClientFrame {
         /// Online only (ephemeral, e.g. a typing indicator): the relay pushes it to the
         /// recipient's connection if there is one and otherwise drops it; it is never stored,
         /// and the answer is the same either way.
+        #[serde(default, skip_serializing_if = "is_false")]
+        online_only: bool,
+    },
+    /// A sealed-sender v2 message for several recipients (libsignal's
+    /// `sealed_sender_multi_recipient_encrypt` output), accepted only on an anonymous
+    /// connection. The relay splits it per recipient and queues one envelope each, all or none.
+    SendMulti {
+        req: ReqId,
+        envelope: B64,
+        recipients: Vec<SealedRecipient>,
+        expires_at: Option<u64>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        online_only: bool,
+    },
+    /// A normal (readable) message for several accounts, on the account connection: queued
+    /// once per recipient, all or none.
+    SendGroup {
+        req: ReqId,
+        to: Vec<String>,
+        body: B64,
+        expires_at: Option<u64>,
         #[serde(default, skip_serializing_if = "is_false")]
         online_only: bool,
     },
@@ -413,6 +445,25 @@ impl RelayFrame {
     }
 }
 
+/// What precedes the account ids in the message of an `identity_changed` answer to a
+/// fan-out (`send_multi`): "…; recipients: ID, ID".
+pub const CHANGED_RECIPIENTS: &str = "recipients: ";
+
+/// The account ids an `identity_changed` answer to a fan-out names: those whose identity
+/// key is no longer the one the sender encrypted to. Empty when the message names none.
+pub fn changed_recipients(message: &str) -> Vec<String> {
+    message
+        .rsplit_once(CHANGED_RECIPIENTS)
+        .map(|(_, ids)| {
+            ids.split(',')
+                .map(str::trim)
+                .filter(|id| !id.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Bytes in a blob id: 128 random bits.
 const BLOB_ID_BYTES: usize = 16;
 
@@ -536,6 +587,57 @@ mod tests {
         assert!(!valid_handle("al ice"));
         assert!(!valid_handle(&"a".repeat(33)));
         assert!(valid_handle(&"a".repeat(32)));
+    }
+
+    #[test]
+    fn fan_out_frames_round_trip() {
+        let multi = ClientFrame::SendMulti {
+            req: 3,
+            envelope: B64(vec![0x22, 1, 2]),
+            recipients: vec![
+                SealedRecipient {
+                    to: "0b6f5c1e-0000-4000-8000-000000000001".into(),
+                    access_token: B64(vec![7; 16]),
+                    recipient_key: Some(B64(vec![5; 33])),
+                },
+                SealedRecipient {
+                    to: "0b6f5c1e-0000-4000-8000-000000000002".into(),
+                    access_token: B64(vec![8; 16]),
+                    recipient_key: None,
+                },
+            ],
+            expires_at: Some(9),
+            online_only: false,
+        };
+        let s = multi.encode();
+        assert!(s.contains("\"type\":\"send_multi\""), "{s}");
+        assert!(!s.contains("online_only"), "{s}");
+        assert_eq!(ClientFrame::decode(s.as_bytes()).unwrap(), multi);
+        let group = ClientFrame::SendGroup {
+            req: 4,
+            to: vec!["a".into(), "b".into()],
+            body: B64(b"hi".to_vec()),
+            expires_at: None,
+            online_only: true,
+        };
+        let s = group.encode();
+        assert!(s.contains("\"type\":\"send_group\""), "{s}");
+        assert_eq!(ClientFrame::decode(s.as_bytes()).unwrap(), group);
+        // A recipient without `recipient_key` still decodes.
+        let bare = br#"{"type":"send_multi","req":1,"envelope":"AA==","expires_at":null,
+            "recipients":[{"to":"x","access_token":"AA=="}]}"#;
+        assert!(matches!(
+            ClientFrame::decode(bare),
+            Ok(ClientFrame::SendMulti { recipients, online_only: false, .. })
+                if recipients[0].recipient_key.is_none()
+        ));
+    }
+
+    #[test]
+    fn changed_recipients_are_read_from_the_message() {
+        let message = format!("keys changed; look them up again; {CHANGED_RECIPIENTS}a-1, b-2");
+        assert_eq!(changed_recipients(&message), ["a-1", "b-2"]);
+        assert!(changed_recipients("the recipient's identity key has changed").is_empty());
     }
 
     #[test]

@@ -77,7 +77,8 @@ pub enum Cmd {
     /// each with its default): connection caps and deadlines, queue quotas, rate limits, and
     /// the blob store that carries attachments: max_blob_mib (largest file, 128),
     /// blob_quota_mib and blobs_per_owner (what one account or anonymous address holds at
-    /// once, 1024 MiB and 1000 files), blob_retention_days (30), blob_creates_per_minute (60).
+    /// once, 1024 MiB and 1000 files), blob_retention_days (30), blob_creates_per_minute (60);
+    /// max_group_recipients (recipients of one group message, 100).
     Relay {
         /// Address to listen on (default 127.0.0.1:7878); port 0 picks a free port.
         #[arg(long, value_name = "ADDR")]

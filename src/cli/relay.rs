@@ -157,6 +157,9 @@ fn apply_limits(server: &config::RelayServer, c: &mut RelayConfig) {
         }
     };
     set(&mut c.max_one_time_prekeys, server.max_one_time_prekeys);
+    if let Some(n) = server.max_group_recipients {
+        c.max_group_recipients = n;
+    }
     let r = &mut c.rate;
     set(
         &mut r.registrations_per_ip_per_hour,

@@ -85,9 +85,42 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timer: Option<u32>,
     },
+    /// A group's whole state after a change, sent 1:1 secret by an admin (or by a member
+    /// leaving) to every member, old and new. `id` names the change's line in the threads.
+    GroupUpdate {
+        id: String,
+        /// The group id (32 hex digits).
+        group: String,
+        name: String,
+        epoch: u64,
+        /// Account ids of the admins.
+        admins: Vec<String>,
+        members: Vec<GroupMemberRef>,
+        /// The distribution id (16 bytes) the members' sender keys are under now.
+        distribution_id: crate::wire::B64,
+        /// What happened, for the line in the threads ("added carol").
+        change: String,
+        sent_at: u64,
+    },
+    /// The sender's sender-key distribution message for `group`, sent 1:1 secret.
+    SenderKey {
+        group: String,
+        skdm: crate::wire::B64,
+    },
+    /// A message of a group's thread: normal (readable by the relay, like a normal 1:1
+    /// message) or sealed under the sender's sender key.
+    InGroup { group: String, body: Box<Body> },
     /// A kind this build does not know; a newer peer sent it.
     #[serde(other)]
     Unknown,
+}
+
+/// A member as a `GroupUpdate` names them: a receiver who does not know them looks the
+/// handle up in the directory and checks it names this account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMemberRef {
+    pub account_id: String,
+    pub handle: String,
 }
 
 /// What a reply quotes: the original's id and a short excerpt of it.

@@ -10,8 +10,9 @@ use std::collections::HashSet;
 use std::time::SystemTime;
 
 use libsignal_protocol::{
-    CiphertextMessageType, PreKeySignalMessage, SignalMessage, UnidentifiedSenderMessageContent,
-    message_decrypt_prekey, message_decrypt_signal, sealed_sender_decrypt_to_usmc,
+    CiphertextMessageType, PreKeySignalMessage, SenderKeyMessage, SignalMessage,
+    UnidentifiedSenderMessageContent, group_decrypt, message_decrypt_prekey,
+    message_decrypt_signal, sealed_sender_decrypt_to_usmc,
 };
 use libsignal_protocol::{
     DeviceId, GenericSignedPreKey, IdentityKey, IdentityKeyPair, KeyPair, KyberPreKeyId,
@@ -292,6 +293,28 @@ pub async fn unseal(
     })
 }
 
+impl Unsealed {
+    /// For a group message (under a sender key), the distribution id it names; None for a
+    /// 1:1 session message.
+    pub fn distribution_id(&self) -> Option<[u8; 16]> {
+        if self.content.msg_type().ok()? != CiphertextMessageType::SenderKey {
+            return None;
+        }
+        let contents = self.content.contents().ok()?;
+        Some(
+            *SenderKeyMessage::try_from(contents)
+                .ok()?
+                .distribution_id()
+                .as_bytes(),
+        )
+    }
+
+    /// Whether it carries a group message (sender key) rather than a 1:1 one.
+    pub fn is_group(&self) -> bool {
+        self.content.msg_type().ok() == Some(CiphertextMessageType::SenderKey)
+    }
+}
+
 /// Decrypts the message inside an unsealed envelope, advancing the session with its sender.
 pub async fn decrypt<R: Rng + CryptoRng>(
     stores: &mut Stores<'_>,
@@ -329,9 +352,14 @@ pub async fn decrypt<R: Rng + CryptoRng>(
             )
             .await
         }
+        // A group message under the certified sender's sender key: only a key they sent us
+        // themselves, 1:1, is under their address (`group_crypto::accept_sender_key`).
+        CiphertextMessageType::SenderKey => {
+            group_decrypt(contents, &mut stores.sender_keys, &from).await
+        }
         other => Err(SignalProtocolError::InvalidMessage(
             other,
-            "a sealed envelope must carry a session message",
+            "a sealed envelope must carry a session or sender-key message",
         )),
     }
 }

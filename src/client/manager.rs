@@ -35,6 +35,8 @@ use super::trust;
 
 mod attach;
 mod contacts;
+mod group_send;
+mod groups;
 mod reads;
 mod receipts;
 mod receive;
@@ -44,6 +46,7 @@ mod send;
 mod typing;
 
 pub use contacts::ContactChange;
+pub use groups::{GroupError, MAX_MEMBERS};
 pub use rich::{CHANGE_WINDOW_MS, Change, RichError, excerpt};
 pub use search::SEARCH_LIMIT;
 
@@ -404,6 +407,8 @@ pub enum ClientError {
     Query(#[from] super::search::QueryError),
     #[error(transparent)]
     Attach(#[from] super::attachment::files::AttachError),
+    #[error(transparent)]
+    Group(#[from] groups::GroupError),
 }
 
 /// The caller's side of a running manager.
@@ -890,6 +895,9 @@ impl Manager {
             self.awaiting_sealed_link.push(cmd);
             return;
         }
+        if self.refused_for_group(&cmd).await {
+            return;
+        }
         match cmd {
             Command::Attach {
                 id,
@@ -1022,13 +1030,7 @@ impl Manager {
                 Err(e) => self.emit(Event::Warning(describe(&e))).await,
             },
             Command::Typing { to, secret, active } => self.send_typing(&to, secret, active).await,
-            Command::Group { tag, .. } => {
-                self.emit(Event::Failed {
-                    tag,
-                    error: "groups are not built yet".into(),
-                })
-                .await
-            }
+            Command::Group { tag, action } => self.group_command(tag, action).await,
         }
     }
 
@@ -1392,6 +1394,7 @@ impl Manager {
         how: trust::KeyEvent,
     ) -> Result<(), ClientError> {
         let lines = trust::key_changed(&self.store, contact_id, new_key, how, now_ms())?;
+        self.member_rekeyed(contact_id)?;
         if let Some(first) = lines.first() {
             tracing::warn!("a contact's identity key changed");
             self.emit(Event::Warning(format!(

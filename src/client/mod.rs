@@ -10,6 +10,7 @@ pub mod content;
 pub mod control;
 pub mod crypto;
 pub mod export;
+pub mod group_crypto;
 pub mod manager;
 pub mod search;
 pub mod signal_store;

@@ -1,6 +1,7 @@
 //! libsignal's store traits over the client's SQLite connection.
 //!
-//! Owns the key tables (prekeys, signed prekeys, Kyber prekeys and their use log, sessions);
+//! Owns the key tables (prekeys, signed prekeys, Kyber prekeys and their use log, sessions,
+//! group sender keys);
 //! peer identities are read from the contacts' records, never written. Each adapter borrows a connection, which may be an open transaction, so a
 //! whole decrypt and the message insert commit or roll back together. Must not touch the
 //! network, and must not hold its own transaction: the caller decides what is atomic.
@@ -9,10 +10,11 @@ use async_trait::async_trait;
 use libsignal_protocol::{
     Direction, GenericSignedPreKey, IdentityChange, IdentityKey, IdentityKeyPair, IdentityKeyStore,
     KyberPreKeyId, KyberPreKeyRecord, KyberPreKeyStore, PreKeyId, PreKeyRecord, PreKeyStore,
-    ProtocolAddress, PublicKey, SessionRecord, SessionStore, SignalProtocolError, SignedPreKeyId,
-    SignedPreKeyRecord, SignedPreKeyStore,
+    ProtocolAddress, PublicKey, SenderKeyRecord, SenderKeyStore, SessionRecord, SessionStore,
+    SignalProtocolError, SignedPreKeyId, SignedPreKeyRecord, SignedPreKeyStore,
 };
 use rusqlite::{Connection, OptionalExtension, params};
+use uuid::Uuid;
 
 type SignalResult<T> = Result<T, SignalProtocolError>;
 
@@ -46,6 +48,7 @@ pub struct Stores<'a> {
     pub prekeys: PreKeys<'a>,
     pub signed: SignedPreKeys<'a>,
     pub kyber: KyberPreKeys<'a>,
+    pub sender_keys: SenderKeys<'a>,
 }
 
 impl<'a> Stores<'a> {
@@ -60,6 +63,7 @@ impl<'a> Stores<'a> {
             prekeys: PreKeys(conn),
             signed: SignedPreKeys(conn),
             kyber: KyberPreKeys(conn),
+            sender_keys: SenderKeys(conn),
         }
     }
 }
@@ -322,5 +326,57 @@ impl KyberPreKeyStore for KyberPreKeys<'_> {
                 Ok(())
             }
         }
+    }
+}
+
+/// Group sender keys (ours and each member's), by address and distribution id. libsignal's
+/// `group_encrypt` stores the advanced chain here before it returns, so the step is in the
+/// caller's transaction and commits before the envelope it made can leave.
+pub struct SenderKeys<'a>(&'a Connection);
+
+#[async_trait(?Send)]
+impl SenderKeyStore for SenderKeys<'_> {
+    async fn store_sender_key(
+        &mut self,
+        sender: &ProtocolAddress,
+        distribution_id: Uuid,
+        record: &SenderKeyRecord,
+    ) -> SignalResult<()> {
+        let serialized = record.serialize()?;
+        self.0
+            .prepare_cached(
+                "INSERT INTO sender_keys (address, distribution_id, record) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(address, distribution_id) DO UPDATE SET record = excluded.record",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    address_key(sender),
+                    &distribution_id.as_bytes()[..],
+                    serialized
+                ])
+            })
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn load_sender_key(
+        &mut self,
+        sender: &ProtocolAddress,
+        distribution_id: Uuid,
+    ) -> SignalResult<Option<SenderKeyRecord>> {
+        let raw: Option<Vec<u8>> = self
+            .0
+            .prepare_cached(
+                "SELECT record FROM sender_keys WHERE address = ?1 AND distribution_id = ?2",
+            )
+            .and_then(|mut st| {
+                st.query_row(
+                    params![address_key(sender), &distribution_id.as_bytes()[..]],
+                    |r| r.get(0),
+                )
+            })
+            .optional()
+            .map_err(db_err)?;
+        raw.map(|r| SenderKeyRecord::deserialize(&r)).transpose()
     }
 }

@@ -11,10 +11,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 mod attachments;
 mod contact_admin;
+mod groups;
 mod rich;
 mod search;
 
 pub use attachments::StoredFile;
+pub use groups::{GROUP_PREFIX, Group, Member, is_group_id};
 pub use search::{BULK_DELETE, SearchHit};
 
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +210,7 @@ END;
 INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
 "#,
     attachments::MIGRATION,
+    groups::MIGRATION,
 ];
 
 const SET_STATE: &str = "UPDATE messages SET state = ?2
@@ -647,8 +650,10 @@ impl Store {
             .prepare_cached(
                 "INSERT OR IGNORE INTO messages (id, contact, secret, outgoing, text, sent_at,
                  received_at, state, shown, kind, timer_secs, expires_at, reply_id,
-                 reply_excerpt)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 reply_excerpt, author)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
+                 -- The author is kept by account id, so a change of their handle follows.
+                 coalesce((SELECT account_id FROM contacts WHERE handle = ?15), ?15))",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -667,6 +672,7 @@ impl Store {
                     m.expires_at.map(|e| e as i64),
                     m.reply.as_ref().map(|q| &q.id),
                     m.reply.as_ref().filter(|q| !q.gone).map(|q| &q.excerpt),
+                    m.author,
                 ])
             })?;
         Ok((n > 0).then(|| self.conn.last_insert_rowid()))
@@ -951,14 +957,15 @@ impl Store {
 fn message_columns() -> String {
     format!(
         "m.id, c.handle, m.secret, m.outgoing, m.text, m.sent_at, m.state, m.seq, m.kind,
-         m.timer_secs, m.expires_at, m.reply_id, m.reply_excerpt, m.edited, m.deleted, {}, {}",
+         m.timer_secs, m.expires_at, m.reply_id, m.reply_excerpt, m.edited, m.deleted, {}, {},
+         coalesce((SELECT handle FROM contacts WHERE account_id = m.author), m.author)",
         rich::REACTIONS_COLUMN,
         attachments::ATTACHMENT_COLUMN
     )
 }
 
 /// How many columns `message_columns` names: a query's own columns come after them.
-const MESSAGE_COLUMN_COUNT: usize = 17;
+const MESSAGE_COLUMN_COUNT: usize = 18;
 
 fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     let reply_excerpt: Option<String> = r.get(12)?;
@@ -988,7 +995,7 @@ fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         edited: r.get(13)?,
         deleted: r.get(14)?,
         attachment: attachments::attachment(r.get::<_, Option<String>>(16)?.as_deref()),
-        author: None,
+        author: r.get(17)?,
         reactions: rich::reactions(r.get::<_, Option<String>>(15)?.as_deref()),
     })
 }

@@ -22,6 +22,10 @@ pub enum TrustError {
     Store(#[from] StoreError),
     #[error("{0:?} is not among your contacts (see `sotto contacts`)")]
     NotAContact(String),
+    #[error(
+        "{0} is a group; safety numbers and keys are about people: verify its members one by one (/group members, `sotto group members`)"
+    )]
+    NotAPerson(String),
     #[error("a stored identity key is unreadable; the profile is damaged")]
     BadKey(#[from] libsignal_protocol::SignalProtocolError),
     #[error("the safety number could not be computed: {0}")]
@@ -56,6 +60,9 @@ fn fp_err(e: libsignal_protocol::FingerprintError) -> TrustError {
 }
 
 fn contact(store: &Store, handle: &str) -> Result<Contact, TrustError> {
+    if crate::client::group_handle(handle) {
+        return Err(TrustError::NotAPerson(handle.to_string()));
+    }
     store
         .contact_by_handle(handle)?
         .ok_or_else(|| TrustError::NotAContact(handle.to_string()))

@@ -20,6 +20,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
+mod fanout;
+
 use super::blobs::{self, BlobSession, Owner};
 use super::handshake::{Failed, Ws};
 use super::limits::Ticket;
@@ -527,6 +529,23 @@ async fn anonymous(relay: &Arc<Relay>, ws: &mut Ws) -> End {
                 let key = recipient_key.map(|k| k.0);
                 send_sealed(relay, req, to, access_token.0, envelope.0, expires_at, key).await
             }
+            Ok(ClientFrame::SendMulti {
+                req,
+                envelope,
+                recipients,
+                expires_at,
+                online_only,
+            }) => match fanout::sealed(relay, req, &envelope.0, recipients, expires_at) {
+                Ok(copies) => {
+                    let f = fanout::FanOut {
+                        req,
+                        copies,
+                        online_only,
+                    };
+                    fanout::submit(relay, f, SEALED_NO_RECIPIENT, true).await
+                }
+                Err(refusal) => Accepted::Now(refusal),
+            },
             Ok(f) if blobs::is_blob_request(&f) => {
                 Accepted::now(blobs::request(relay, &mut blob_session, f).await)
             }
@@ -1029,6 +1048,27 @@ async fn authenticated(
                     send_normal(relay, account_id, handle, req, to, body.0, expires_at).await;
                 committing.answer(ws, accepted).await
             }
+            ClientFrame::SendGroup {
+                req,
+                to,
+                body,
+                expires_at,
+                online_only,
+            } => {
+                let from = (account_id, handle);
+                let accepted = match fanout::normal(relay, req, from, to, body.0, expires_at) {
+                    Ok(copies) => {
+                        let f = fanout::FanOut {
+                            req,
+                            copies,
+                            online_only,
+                        };
+                        fanout::submit(relay, f, "no such recipient", false).await
+                    }
+                    Err(refusal) => Accepted::Now(refusal),
+                };
+                committing.answer(ws, accepted).await
+            }
             other => {
                 // Acks sent before a request have taken effect by its answer.
                 relay.writer.flush().await;
@@ -1224,7 +1264,7 @@ async fn request(
                 Err(e) => store_error(req, e),
             }
         }
-        ClientFrame::SendSealed { req, .. } => error(
+        ClientFrame::SendSealed { req, .. } | ClientFrame::SendMulti { req, .. } => error(
             Some(req),
             ErrorCode::Forbidden,
             "sealed envelopes go over an anonymous connection, never one that names the sender",
@@ -1256,6 +1296,7 @@ async fn request(
         // connection's `BlobSession`.
         ClientFrame::Ack { .. }
         | ClientFrame::Send { .. }
+        | ClientFrame::SendGroup { .. }
         | ClientFrame::BlobCreate { .. }
         | ClientFrame::BlobPut { .. }
         | ClientFrame::BlobStatus { .. }

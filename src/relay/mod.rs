@@ -102,6 +102,9 @@ pub struct RelayConfig {
     /// One-time prekeys of each kind (EC, Kyber) the directory holds per account at most; an
     /// upload that would go beyond is refused with `quota_exceeded`.
     pub max_one_time_prekeys: u32,
+    /// Recipients of one fan-out (`send_multi`, `send_group`) at most; more is refused with
+    /// `too_large`.
+    pub max_group_recipients: usize,
     /// The blob store's size limit, per-owner quotas, retention and sweep.
     pub blobs: BlobLimits,
     /// Observer of received frames; none by default.
@@ -137,6 +140,7 @@ impl std::fmt::Debug for RelayConfig {
             .field("queue", &self.queue)
             .field("rate", &self.rate)
             .field("max_one_time_prekeys", &self.max_one_time_prekeys)
+            .field("max_group_recipients", &self.max_group_recipients)
             .field("blobs", &self.blobs)
             .field("tap", &self.tap.is_some())
             .field("tls", &self.tls.is_some())
@@ -164,6 +168,7 @@ impl Default for RelayConfig {
             queue: QueueLimits::default(),
             rate: RateLimits::default(),
             max_one_time_prekeys: 200,
+            max_group_recipients: 100,
             blobs: BlobLimits::default(),
             tap: None,
             tls: None,

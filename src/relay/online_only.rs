@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use super::Relay;
-use super::store::{NewEnvelope, Queued, Stored};
-use super::writer::Enqueued;
+use super::store::{NewEnvelope, Outcome, Queued, Stored};
+use super::writer::{Enqueued, Fanned};
 
 /// Most online-only envelopes held for one connection that has not written them out yet.
 const MAX_ITEMS: usize = 32;
@@ -77,6 +77,43 @@ pub(crate) async fn pass_on(relay: Arc<Relay>, e: NewEnvelope) -> Enqueued {
                 o.online_only.put(e.to_queued(0));
             }
             Some(Stored::Queued(0))
+        }
+    }
+}
+
+/// As `pass_on`, for every copy of a fan-out: handed over only if every copy passes its
+/// check, so that online only too is all or none. Resolves to `Queued` (ids 0) whether the
+/// recipients were online or not, the refusals otherwise, None if a check failed.
+pub(crate) async fn pass_on_all(relay: Arc<Relay>, copies: Vec<NewEnvelope>) -> Fanned {
+    let checks: Vec<_> = copies
+        .iter()
+        .map(|e| (e.recipient.clone(), e.origin.clone()))
+        .collect();
+    let checked = relay
+        .db(move |db| {
+            let mut refused = Vec::new();
+            for (to, origin) in checks {
+                if let Some(why) = db.refusal(&to, &origin)? {
+                    refused.push((to, why));
+                }
+            }
+            Ok(refused)
+        })
+        .await;
+    match checked {
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot check an online-only fan-out");
+            None
+        }
+        Ok(refused) if !refused.is_empty() => Some(Outcome::Refused(refused)),
+        Ok(_) => {
+            let online = relay.lock_online();
+            for e in &copies {
+                if let Some(o) = online.get(&e.recipient) {
+                    o.online_only.put(e.to_queued(0));
+                }
+            }
+            Some(Outcome::Queued(vec![0; copies.len()]))
         }
     }
 }

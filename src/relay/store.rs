@@ -69,6 +69,19 @@ pub enum Origin {
 }
 
 impl NewEnvelope {
+    /// The envelope's part in the queue quotas.
+    fn entry(&self) -> Entry<'_> {
+        let sender = match &self.origin {
+            Origin::Account { id, .. } => Some(id.as_str()),
+            Origin::Sealed { .. } => None,
+        };
+        Entry {
+            recipient: &self.recipient,
+            sender,
+            bytes: self.payload.len() as u64,
+        }
+    }
+
     /// The envelope as its recipient is sent it, once queued under `id`. Copies only what
     /// the recipient gets: a sealed envelope's access token stays behind.
     pub fn to_queued(&self, id: u64) -> Queued {
@@ -100,6 +113,104 @@ pub enum Stored {
     StaleKey,
     /// Queuing it would break a queue quota.
     OverQuota(Quota),
+}
+
+/// What `RelayStore::write` did with one unit: a single envelope, or every copy of a
+/// fan-out (one per recipient), which are queued all or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every envelope of the unit is queued, under these ids, in the unit's order.
+    Queued(Vec<u64>),
+    /// None is: each refused envelope's recipient, and why it was refused.
+    Refused(Vec<(String, Stored)>),
+}
+
+/// Queues every envelope of `unit` or none (a fan-out's copies are applied inside a
+/// savepoint of the batch's transaction, rolled back, with `usage` and `next_id`, when any
+/// copy is refused). Every copy is checked even after a refusal, so that the sender learns
+/// each recipient whose key changed at once.
+fn queue_unit(
+    tx: &rusqlite::Transaction<'_>,
+    insert: &mut rusqlite::CachedStatement<'_>,
+    account: &mut rusqlite::CachedStatement<'_>,
+    unit: &[NewEnvelope],
+    next_id: &mut u64,
+    usage: &mut QueueUsage,
+) -> rusqlite::Result<Outcome> {
+    let fan_out = unit.len() > 1;
+    if fan_out {
+        tx.execute_batch("SAVEPOINT fan_out")?;
+    }
+    let first_id = *next_id;
+    let mut ids = Vec::with_capacity(unit.len());
+    let mut queued = Vec::with_capacity(unit.len());
+    let mut refused = Vec::new();
+    for e in unit {
+        match queue_one(insert, account, e, next_id, usage)? {
+            Ok(id) => {
+                ids.push(id);
+                queued.push(e);
+            }
+            Err(why) => refused.push((e.recipient.clone(), why)),
+        }
+    }
+    if refused.is_empty() {
+        if fan_out {
+            tx.execute_batch("RELEASE fan_out")?;
+        }
+        return Ok(Outcome::Queued(ids));
+    }
+    if fan_out {
+        tx.execute_batch("ROLLBACK TO fan_out; RELEASE fan_out")?;
+        // Nothing of the unit was handed over (only queued units are), so its ids are free.
+        *next_id = first_id;
+        for e in queued {
+            usage.remove(&e.entry());
+        }
+    }
+    Ok(Outcome::Refused(refused))
+}
+
+/// Queues one envelope under the next id, or says why it must not be queued.
+fn queue_one(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    account: &mut rusqlite::CachedStatement<'_>,
+    e: &NewEnvelope,
+    next_id: &mut u64,
+    usage: &mut QueueUsage,
+) -> rusqlite::Result<std::result::Result<u64, Stored>> {
+    if let Origin::Sealed {
+        access_token,
+        recipient_key,
+    } = &e.origin
+        && let Some(refused) = check_sealed(
+            account,
+            &e.recipient,
+            access_token,
+            recipient_key.as_deref(),
+        )?
+    {
+        return Ok(Err(refused));
+    }
+    let entry = e.entry();
+    if let Some(quota) = usage.check(&entry) {
+        return Ok(Err(Stored::OverQuota(quota)));
+    }
+    let queued = insert.execute(params![
+        e.recipient,
+        entry.sender,
+        matches!(e.origin, Origin::Sealed { .. }),
+        e.payload,
+        e.received_at as i64,
+        e.expires_at.map(|x| x as i64),
+        *next_id as i64
+    ])?;
+    if queued != 1 {
+        return Ok(Err(Stored::NoRecipient));
+    }
+    usage.add(&entry);
+    *next_id += 1;
+    Ok(Ok(*next_id - 1))
 }
 
 /// Why a sealed envelope for `recipient` must not be queued, if it must not: no such
@@ -595,10 +706,12 @@ impl RelayStore {
     }
 
     /// Queues `new` and deletes `remove` (delivered or expired envelopes, each with its
-    /// recipient) in one transaction; returns what became of each new envelope, in order.
-    /// An envelope whose recipient has no account, or whose sealed check fails, is not
-    /// queued; the others are, under ids taken from `next_id` (which is advanced, and never
-    /// moved back: an id given out for a batch that then fails to commit is not used again).
+    /// recipient) in one transaction; returns what became of each unit of `new` (one
+    /// envelope, or every copy of a fan-out), in order. An envelope whose recipient has no
+    /// account, or whose sealed check or quota fails, is not queued, and neither is any other
+    /// copy of its unit (see `queue_unit`); the others are, under ids taken from `next_id`
+    /// (which is advanced, and never moved back past an id that was handed over: an id given
+    /// out for a batch that then fails to commit is not used again).
     ///
     /// `before_commit` is called with the outcome once every statement has run and before
     /// the commit: what it passes on must not be promised to anyone yet.
@@ -614,15 +727,15 @@ impl RelayStore {
     /// date with what this batch queues and deletes, and put back as it was if the batch fails.
     pub fn write(
         &self,
-        new: &[NewEnvelope],
+        new: &[Vec<NewEnvelope>],
         remove: &[(String, u64)],
         next_id: &mut u64,
         usage: &mut QueueUsage,
-        before_commit: impl FnOnce(&[Stored]),
-    ) -> Result<Vec<Stored>> {
-        let batch = || -> rusqlite::Result<(Vec<Stored>, bool)> {
+        before_commit: impl FnOnce(&[Outcome]),
+    ) -> Result<Vec<Outcome>> {
+        let batch = || -> rusqlite::Result<(Vec<Outcome>, bool)> {
             let tx = self.conn.unchecked_transaction()?;
-            let mut stored = Vec::with_capacity(new.len());
+            let mut outcomes = Vec::with_capacity(new.len());
             let mut expiring = false;
             {
                 // The recipient is checked here, not before: one transaction, no extra trip.
@@ -634,51 +747,15 @@ impl RelayStore {
                 let mut account = tx.prepare_cached(
                     "SELECT access_token, identity_key FROM accounts WHERE account_id = ?1",
                 )?;
-                for e in new {
-                    if let Origin::Sealed {
-                        access_token,
-                        recipient_key,
-                    } = &e.origin
-                        && let Some(refused) = check_sealed(
-                            &mut account,
-                            &e.recipient,
-                            access_token,
-                            recipient_key.as_deref(),
-                        )?
-                    {
-                        stored.push(refused);
-                        continue;
-                    }
-                    let sender = match &e.origin {
-                        Origin::Account { id, .. } => Some(id.as_str()),
-                        Origin::Sealed { .. } => None,
-                    };
-                    let entry = Entry {
-                        recipient: &e.recipient,
-                        sender,
-                        bytes: e.payload.len() as u64,
-                    };
-                    if let Some(quota) = usage.check(&entry) {
-                        stored.push(Stored::OverQuota(quota));
-                        continue;
-                    }
-                    let queued = insert.execute(params![
-                        e.recipient,
-                        sender,
-                        matches!(e.origin, Origin::Sealed { .. }),
-                        e.payload,
-                        e.received_at as i64,
-                        e.expires_at.map(|x| x as i64),
-                        *next_id as i64
-                    ])?;
-                    stored.push(match queued {
-                        1 => {
-                            usage.add(&entry);
-                            *next_id += 1;
-                            Stored::Queued(*next_id - 1)
-                        }
-                        _ => Stored::NoRecipient,
-                    });
+                for unit in new {
+                    outcomes.push(queue_unit(
+                        &tx,
+                        &mut insert,
+                        &mut account,
+                        unit,
+                        next_id,
+                        usage,
+                    )?);
                 }
                 let mut delete = tx.prepare_cached(
                     "DELETE FROM queue WHERE id = ?1 AND recipient = ?2
@@ -700,16 +777,16 @@ impl RelayStore {
                     }
                 }
             }
-            before_commit(&stored);
+            before_commit(&outcomes);
             tx.commit()?;
-            Ok((stored, expiring))
+            Ok((outcomes, expiring))
         };
         let done = if new.is_empty() {
             crate::db::without_sync(&self.conn, batch)
         } else {
             batch()
         };
-        let (stored, expiring) = match done {
+        let (outcomes, expiring) = match done {
             Ok(d) => d,
             Err(e) => {
                 // The totals counted what the failed batch would have changed: count again.
@@ -722,7 +799,7 @@ impl RelayStore {
         if expiring {
             crate::db::truncate_wal(&self.conn)?;
         }
-        Ok(stored)
+        Ok(outcomes)
     }
 
     /// Why an envelope from `origin` to `recipient` must be refused, if it must (the checks

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::RelayError;
 use super::quota::{QueueLimits, QueueUsage};
-use super::store::{NewEnvelope, Queued, RelayStore, Stored};
+use super::store::{NewEnvelope, Outcome, Queued, RelayStore, Stored};
 
 /// Where a batch's new envelopes go (the relay passes them to their recipients' connections).
 ///
@@ -58,6 +58,9 @@ pub(crate) enum Urgency {
 enum Write {
     /// Queue an envelope; answered once committed, or once refused.
     Enqueue(NewEnvelope, oneshot::Sender<Enqueued>),
+    /// Queue every copy of a fan-out or none, in one transaction; answered once committed,
+    /// or once refused.
+    EnqueueAll(Vec<NewEnvelope>, oneshot::Sender<Fanned>),
     /// Delete envelope `id` of `recipient`: acknowledged, or expired before delivery.
     Remove {
         recipient: String,
@@ -71,6 +74,34 @@ enum Write {
 /// What became of an envelope handed to the writer; None when nothing was stored because
 /// the store failed or the relay is stopping.
 pub(crate) type Enqueued = Option<Stored>;
+
+/// What became of a fan-out handed to the writer; None as for `Enqueued`.
+pub(crate) type Fanned = Option<Outcome>;
+
+/// Where the answer to one queued unit goes.
+enum Reply {
+    One(oneshot::Sender<Enqueued>),
+    All(oneshot::Sender<Fanned>),
+}
+
+impl Reply {
+    fn send(self, outcome: Option<Outcome>) {
+        match self {
+            Reply::One(tx) => {
+                let stored = outcome.map(|o| match o {
+                    Outcome::Queued(ids) => Stored::Queued(ids.first().copied().unwrap_or(0)),
+                    Outcome::Refused(why) => {
+                        why.first().map(|(_, s)| *s).unwrap_or(Stored::NoRecipient)
+                    }
+                });
+                let _ = tx.send(stored);
+            }
+            Reply::All(tx) => {
+                let _ = tx.send(outcome);
+            }
+        }
+    }
+}
 
 pub(crate) struct Writer {
     tx: mpsc::Sender<Write>,
@@ -106,6 +137,22 @@ impl Writer {
     ) -> impl Future<Output = Enqueued> + Send + 'static {
         let (tx, rx) = oneshot::channel();
         let handed = self.tx.send(Write::Enqueue(envelope, tx)).await.is_ok();
+        async move {
+            match handed {
+                true => rx.await.unwrap_or(None),
+                false => None,
+            }
+        }
+    }
+
+    /// Hands over every copy of a fan-out (one envelope per recipient), to be queued in one
+    /// transaction, all or none; never split across batches. Resolves as `enqueue` does.
+    pub async fn enqueue_all(
+        &self,
+        copies: Vec<NewEnvelope>,
+    ) -> impl Future<Output = Fanned> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let handed = self.tx.send(Write::EnqueueAll(copies, tx)).await.is_ok();
         async move {
             match handed {
                 true => rx.await.unwrap_or(None),
@@ -185,8 +232,12 @@ fn run(
         for w in batch.drain(..) {
             match w {
                 Write::Enqueue(e, reply) => {
-                    new.push(e);
-                    replies.push(reply);
+                    new.push(vec![e]);
+                    replies.push(Reply::One(reply));
+                }
+                Write::EnqueueAll(copies, reply) => {
+                    new.push(copies);
+                    replies.push(Reply::All(reply));
                 }
                 Write::Remove {
                     recipient,
@@ -224,21 +275,23 @@ fn run(
 fn apply(
     store: &RelayStore,
     handover: &impl Handover,
-    new: Vec<NewEnvelope>,
-    replies: Vec<oneshot::Sender<Enqueued>>,
+    new: Vec<Vec<NewEnvelope>>,
+    replies: Vec<Reply>,
     remove: &[(String, u64)],
     next_id: &mut u64,
     usage: &mut QueueUsage,
 ) {
     let mut recipients = Vec::new();
-    let written = store.write(&new, remove, next_id, usage, |stored| {
+    let written = store.write(&new, remove, next_id, usage, |outcomes| {
         let staged: Vec<_> = new
             .iter()
-            .zip(stored)
-            .filter_map(|(e, s)| match s {
-                Stored::Queued(id) => Some((e.recipient.clone(), e.to_queued(*id))),
-                _ => None,
+            .zip(outcomes)
+            .filter_map(|(unit, o)| match o {
+                Outcome::Queued(ids) => Some(unit.iter().zip(ids)),
+                Outcome::Refused(_) => None,
             })
+            .flatten()
+            .map(|(e, id)| (e.recipient.clone(), e.to_queued(*id)))
             .collect();
         recipients = staged.iter().map(|(to, _)| to.clone()).collect();
         if !staged.is_empty() {
@@ -251,9 +304,9 @@ fn apply(
         handover.after_commit(recipients);
     }
     match written {
-        Ok(stored) => {
-            for (reply, s) in replies.into_iter().zip(stored) {
-                let _ = reply.send(Some(s));
+        Ok(outcomes) => {
+            for (reply, o) in replies.into_iter().zip(outcomes) {
+                reply.send(Some(o));
             }
         }
         Err(e) => {
@@ -264,7 +317,7 @@ fn apply(
                 "queue write failed"
             );
             for reply in replies {
-                let _ = reply.send(None);
+                reply.send(None);
             }
         }
     }
@@ -326,22 +379,27 @@ mod tests {
         }
     }
 
-    fn relay_with_bob(dir: &std::path::Path) {
+    fn test_keys() -> KeyUpload {
         let key = |n: u8| SignedKey {
             id: 1,
             public: B64(vec![n; 33]),
             signature: B64(vec![n; 64]),
         };
-        let keys = KeyUpload {
+        KeyUpload {
             identity_key: B64(vec![5; 33]),
             registration_id: 1,
             signed_prekey: key(1),
             kyber_last_resort: key(2),
             one_time_prekeys: Vec::new(),
             one_time_kyber: Vec::new(),
-        };
+        }
+    }
+
+    fn relay_with_bob(dir: &std::path::Path) {
         let mut store = RelayStore::open(dir).unwrap();
-        store.register("bob", "bob", &keys, b"token", 0).unwrap();
+        store
+            .register("bob", "bob", &test_keys(), b"token", 0)
+            .unwrap();
     }
 
     fn for_bob(text: &str) -> NewEnvelope {
@@ -464,6 +522,72 @@ mod tests {
                 "committed for [\"bob\"], readers see [1, 2]",
             ]
         );
+        writer.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_fan_out_is_queued_for_all_its_recipients_or_for_none() {
+        let dir = tempfile::tempdir().unwrap();
+        relay_with_bob(dir.path());
+        let mut keys = RelayStore::open(dir.path()).unwrap();
+        let carol = KeyUpload {
+            identity_key: B64(vec![6; 33]),
+            ..test_keys()
+        };
+        keys.register("carol", "carol", &carol, b"token", 0)
+            .unwrap();
+        // Carol's mailbox holds one envelope at most: the second fan-out meets it full.
+        let limits = QueueLimits {
+            recipient_envelopes: 1,
+            ..QueueLimits::default()
+        };
+        let watch = Watch {
+            log: Arc::default(),
+            reader: Mutex::new(RelayStore::open(dir.path()).unwrap()),
+        };
+        let writer = Writer::spawn(RelayStore::open(dir.path()).unwrap(), watch, limits).unwrap();
+        let to = |who: &str| NewEnvelope {
+            recipient: who.into(),
+            ..for_bob("hi")
+        };
+        let missing = writer
+            .enqueue_all(vec![to("bob"), to("nobody")])
+            .await
+            .await;
+        assert_eq!(
+            missing,
+            Some(Outcome::Refused(vec![(
+                "nobody".into(),
+                Stored::NoRecipient
+            )]))
+        );
+        let both = writer.enqueue_all(vec![to("bob"), to("carol")]).await.await;
+        assert_eq!(both, Some(Outcome::Queued(vec![1, 2])));
+        // Bob has room again once his envelope is gone; carol's mailbox is full: neither
+        // gets this one, and bob's count is as it was (a single envelope still fits).
+        writer.remove("bob", 1, Urgency::Next).await;
+        writer.flush().await;
+        let full = writer.enqueue_all(vec![to("bob"), to("carol")]).await.await;
+        assert!(
+            matches!(&full, Some(Outcome::Refused(r)) if r.len() == 1 && r[0].0 == "carol"),
+            "{full:?}"
+        );
+        assert_eq!(
+            writer.enqueue(to("bob")).await.await,
+            Some(Stored::Queued(3))
+        );
+        writer.flush().await;
+        let reader = RelayStore::open(dir.path()).unwrap();
+        let ids = |who: &str| -> Vec<u64> {
+            reader
+                .pending(who, 0, 100)
+                .unwrap()
+                .iter()
+                .map(|q| q.id)
+                .collect()
+        };
+        assert_eq!(ids("bob"), [3]);
+        assert_eq!(ids("carol"), [2]);
         writer.stop().await;
     }
 

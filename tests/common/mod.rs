@@ -116,7 +116,9 @@ impl TestRelay {
         self.frames.lock().unwrap().iter().any(|f| {
             let decoded = match ClientFrame::decode(f) {
                 Ok(ClientFrame::Send { body, .. }) => body.0,
-                Ok(ClientFrame::SendSealed { envelope, .. }) => envelope.0,
+                Ok(ClientFrame::SendSealed { envelope, .. })
+                | Ok(ClientFrame::SendMulti { envelope, .. }) => envelope.0,
+                Ok(ClientFrame::SendGroup { body, .. }) => body.0,
                 _ => Vec::new(),
             };
             contains(f, needle) || contains(&decoded, needle)
@@ -415,13 +417,19 @@ impl Raw {
 
 /// Sets the timer of alice's thread with bob and waits until the relay has the change.
 pub async fn set_timer(alice: &mut Client, secret: bool, timer: Option<u32>) {
+    set_timer_of(alice, "bob", secret, timer).await
+}
+
+/// Sets the timer of `contact`'s (a person's or a group's) thread and waits until the
+/// relay has the change.
+pub async fn set_timer_of(alice: &mut Client, contact: &str, secret: bool, timer: Option<u32>) {
     let id = uuid::Uuid::new_v4().to_string();
     alice
         .handle
         .commands
         .send(Command::SetTimer {
             id: id.clone(),
-            contact: "bob".into(),
+            contact: contact.into(),
             secret,
             timer,
         })

@@ -118,6 +118,7 @@ impl Manager {
                 })
                 .await
             }
+            Ok(Incoming::GroupChanged(changed)) => self.group_changed(*changed).await,
             Ok(Incoming::Nothing) => {}
             Err(Receive::Retry(e)) => return self.not_stored(&e).await,
             Err(Receive::Drop(warning)) => {
@@ -146,8 +147,21 @@ impl Manager {
         content: Content,
         online_only: bool,
     ) -> Result<Incoming, Receive> {
+        self.apply_as(contact, secret, content, online_only, None)
+    }
+
+    /// `apply` for a thread (a contact's, or a group's) and the person who wrote it: in a
+    /// group's thread, `author` is the member.
+    fn apply_as(
+        &self,
+        contact: &Contact,
+        secret: bool,
+        content: Content,
+        online_only: bool,
+        author: Option<&Contact>,
+    ) -> Result<Incoming, Receive> {
         // Blocked: acknowledged to the relay (so it is gone there), never kept or answered.
-        if contact.blocked {
+        if contact.blocked || author.is_some_and(|a| a.blocked) {
             return Ok(Incoming::Nothing);
         }
         if online_only != matches!(content.body, Body::Typing { .. }) {
@@ -175,7 +189,7 @@ impl Manager {
             edited: false,
             deleted: false,
             attachment: None,
-            author: None,
+            author: author.map(|a| a.handle.clone()),
         };
         let mut announced = None;
         let mut m = match content.body {
@@ -264,6 +278,12 @@ impl Manager {
                 m.attachment = Some(attachment);
                 announced = Some(file);
                 m
+            }
+            // Group content reaches `apply_as` only unwrapped, from `in_group` and the 1:1
+            // secret path; anywhere else it is ignored.
+            Body::GroupUpdate { .. } | Body::SenderKey { .. } | Body::InGroup { .. } => {
+                tracing::warn!("ignored group content that came the wrong way");
+                return Ok(Incoming::Nothing);
             }
             Body::Unknown => {
                 tracing::info!(
@@ -360,7 +380,70 @@ impl Manager {
                 contact.handle
             ))
         })?;
-        self.apply(&contact, false, content, online_only)
+        match content.body {
+            Body::InGroup { group, body } => {
+                self.in_group(&contact, false, &group, None, *body, online_only)
+            }
+            body => self.apply(&contact, false, Content { body, ..content }, online_only),
+        }
+    }
+
+    /// A message of a group's thread from `sender`: kept only if the group is one we are in,
+    /// the sender is a member, and (secret) it came under the group's distribution id.
+    /// Anything else is ignored and logged.
+    fn in_group(
+        &self,
+        sender: &Contact,
+        secret: bool,
+        group_id: &str,
+        distribution_id: Option<[u8; 16]>,
+        body: Body,
+        online_only: bool,
+    ) -> Result<Incoming, Receive> {
+        let group = self.store.group(group_id).map_err(Receive::retry)?;
+        let why = match &group {
+            None => Some("a message for a group we are not in"),
+            Some(g) if g.left => Some("a message for a group we left"),
+            Some(g) if g.member(&sender.account_id).is_none() => {
+                Some("a group message from someone not in the group")
+            }
+            Some(g) if distribution_id.is_some_and(|d| d != g.distribution_id) => {
+                Some("a group message under another distribution id")
+            }
+            Some(_) => None,
+        };
+        if let Some(why) = why {
+            tracing::warn!(why, "ignored a group message");
+            return Ok(Incoming::Nothing);
+        }
+        let thread = self
+            .store
+            .contact_by_id(group_id)
+            .map_err(Receive::retry)?
+            .ok_or_else(|| Receive::Retry("a group's thread is missing".into()))?;
+        if matches!(body, Body::Receipt { .. } | Body::Read { .. }) {
+            return Ok(Incoming::Nothing);
+        }
+        // The thread is the group's, so `apply_change`'s "not ours" is not "theirs": only the
+        // member who wrote a message may edit or delete it.
+        if let Body::Edit { target, .. } | Body::Delete { target, .. } = &body {
+            let theirs = self
+                .store
+                .thread_message(group_id, secret, target)
+                .map_err(Receive::retry)?
+                .is_some_and(|m| m.author.as_deref() == Some(sender.handle.as_str()));
+            if !theirs {
+                tracing::warn!("ignored a change of another member's group message");
+                return Ok(Incoming::Nothing);
+            }
+        }
+        self.apply_as(
+            &thread,
+            secret,
+            Content::of(body),
+            online_only,
+            Some(sender),
+        )
     }
 
     async fn receive_sealed(
@@ -398,6 +481,7 @@ impl Manager {
                 return Err(self.forged(&contact, Some(&unsealed.sender_key)).await);
             }
         }
+        let distribution_id = unsealed.distribution_id();
         let work = self.store.atomic().map_err(Receive::retry)?;
         let opened = {
             let mut stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
@@ -443,7 +527,22 @@ impl Manager {
             }
         };
         // `work` is open on the store's connection, so what `apply` writes is part of it.
-        let incoming = self.apply(&contact, true, content, online_only)?;
+        let incoming = match (distribution_id, content.body) {
+            (Some(d), Body::InGroup { group, body }) => {
+                self.in_group(&contact, true, &group, Some(d), *body, online_only)?
+            }
+            (Some(_), _) => {
+                tracing::warn!("ignored a sender-key message that was not a group message");
+                Incoming::Nothing
+            }
+            // Group messages come under a sender key, never in a 1:1 session.
+            (None, Body::InGroup { .. }) => Incoming::Nothing,
+            (None, body @ Body::GroupUpdate { .. }) => self.group_update_arrived(&contact, body)?,
+            (None, Body::SenderKey { group, skdm }) => {
+                self.sender_key_arrived(&contact, &group, &skdm.0).await?
+            }
+            (None, body) => self.apply(&contact, true, Content { body, ..content }, online_only)?,
+        };
         work.commit().map_err(Receive::retry)?;
         Ok(incoming)
     }
@@ -474,12 +573,14 @@ pub(super) enum Incoming {
     },
     /// A stored message changed (a reaction, an edit, a deletion for everyone).
     Changed(Message, super::Change),
+    /// A group was made or changed (committed; the user is told after).
+    GroupChanged(Box<super::groups::Changed>),
     /// A duplicate, or something ignored.
     Nothing,
 }
 
 /// Why an arriving envelope was not stored.
-enum Receive {
+pub(super) enum Receive {
     /// Our side failed (storage, network): keep the envelope queued.
     Retry(String),
     /// The envelope itself is bad: acknowledge it and tell the user.
@@ -487,7 +588,7 @@ enum Receive {
 }
 
 impl Receive {
-    fn retry(e: impl std::error::Error) -> Self {
+    pub(super) fn retry(e: impl std::error::Error) -> Self {
         Receive::Retry(describe(&e))
     }
 }

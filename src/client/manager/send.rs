@@ -43,6 +43,20 @@ pub(super) enum Outgoing {
         expires_at: Option<u64>,
         recipient_key: Vec<u8>,
     },
+    /// A normal group message: one body queued for each of `to`.
+    Group {
+        to: Vec<String>,
+        body: Vec<u8>,
+        expires_at: Option<u64>,
+    },
+    /// A secret group message: one sealed-sender v2 envelope for every recipient, after the
+    /// `preludes` (our sender key, 1:1 secret, for members who lack it) on the same link.
+    Multi {
+        preludes: Vec<Outgoing>,
+        envelope: Vec<u8>,
+        recipients: Vec<crate::wire::SealedRecipient>,
+        expires_at: Option<u64>,
+    },
 }
 
 pub(super) struct Sent {
@@ -246,6 +260,12 @@ impl Manager {
                 }
                 Err(LinkError::Refused {
                     code: ErrorCode::IdentityChanged,
+                    message,
+                }) if sent.secret && crate::client::group_handle(&sent.handle) => {
+                    self.learn_key_changes(&message).await
+                }
+                Err(LinkError::Refused {
+                    code: ErrorCode::IdentityChanged,
                     ..
                 }) if sent.secret => self.learn_key_change(&sent.handle).await,
                 Err(LinkError::Refused {
@@ -349,6 +369,27 @@ impl Manager {
         }
     }
 
+    /// The relay refused a secret group message because members' keys changed (it names
+    /// them): learn each new key, so the user sees the changes and the block.
+    async fn learn_key_changes(&mut self, message: &str) -> ClientError {
+        let mut first = None;
+        for id in crate::wire::changed_recipients(message) {
+            let e = match self.store.contact_by_id(&id) {
+                Ok(Some(c)) => self.learn_key_change(&c.handle).await,
+                Ok(None) => continue,
+                Err(e) => e.into(),
+            };
+            first.get_or_insert(e);
+        }
+        first.unwrap_or_else(|| {
+            LinkError::Refused {
+                code: ErrorCode::IdentityChanged,
+                message: message.to_string(),
+            }
+            .into()
+        })
+    }
+
     /// What goes on the wire for one of our messages; a key-change line is local only.
     fn content(m: &Message) -> Option<Content> {
         // A tombstone's text is gone: there is nothing left to send.
@@ -382,6 +423,11 @@ impl Manager {
         content: &Content,
         expires_at: Option<u64>,
     ) -> Result<Outgoing, ClientError> {
+        if crate::client::group_handle(handle) {
+            return self
+                .prepare_group(handle, secret, content, expires_at)
+                .await;
+        }
         if secret {
             return self.seal(handle, content, expires_at).await;
         }
@@ -400,7 +446,55 @@ impl Manager {
         out: Outgoing,
         online_only: bool,
     ) -> Result<Reply, LinkError> {
+        let out = match out {
+            Outgoing::Multi {
+                preludes,
+                envelope,
+                recipients,
+                expires_at,
+            } => {
+                // On the same link, ahead of the message: the relay queues them first.
+                for prelude in preludes {
+                    let reply = self.submit_one(prelude, false).await?;
+                    tokio::spawn(receipt_answered(reply));
+                }
+                return self
+                    .anon
+                    .submit(|req| ClientFrame::SendMulti {
+                        req,
+                        envelope: envelope.into(),
+                        recipients,
+                        expires_at,
+                        online_only,
+                    })
+                    .await;
+            }
+            out => out,
+        };
+        self.submit_one(out, online_only).await
+    }
+
+    /// `submit` for an envelope without preludes.
+    async fn submit_one(&self, out: Outgoing, online_only: bool) -> Result<Reply, LinkError> {
         match out {
+            Outgoing::Group {
+                to,
+                body,
+                expires_at,
+            } => {
+                self.link
+                    .submit(|req| ClientFrame::SendGroup {
+                        req,
+                        to,
+                        body: body.into(),
+                        expires_at,
+                        online_only,
+                    })
+                    .await
+            }
+            Outgoing::Multi { .. } => Err(LinkError::Protocol(
+                "a group envelope cannot precede another".into(),
+            )),
             Outgoing::Normal {
                 to,
                 body,
@@ -458,6 +552,10 @@ impl Manager {
         };
         let mut prepared = Vec::new();
         for ((handle, secret), ids) in owed {
+            // Receipts stay between two people: a group's members are not told who read what.
+            if crate::client::group_handle(&handle) {
+                continue;
+            }
             for chunk in ids.chunks(RECEIPT_BATCH) {
                 let receipt = make(chunk.to_vec());
                 match self.prepare(&handle, secret, &receipt, None).await {
@@ -483,7 +581,7 @@ impl Manager {
         replies
     }
 
-    async fn sender_cert(&mut self) -> Result<SenderCertificate, ClientError> {
+    pub(super) async fn sender_cert(&mut self) -> Result<SenderCertificate, ClientError> {
         if let Some(c) = &self.cert
             && crypto::cert_fresh(c, SystemTime::now(), CERT_MARGIN_MS)
         {
@@ -521,7 +619,7 @@ impl Manager {
         Ok(cert)
     }
 
-    async fn seal(
+    pub(super) async fn seal(
         &mut self,
         handle: &str,
         content: &Content,

@@ -280,12 +280,16 @@ mod tests {
             let before = crate::db::open(&path, &super::super::MIGRATIONS[..ours]).unwrap();
             let store = Store { conn: before };
             store.upsert_contact(&contact("bob"), 0).unwrap();
-            for (id, kind, text) in [
-                ("1", MessageKind::Text, "older words"),
-                ("2", MessageKind::Timer, "words"),
-            ] {
+            // By hand: `insert_message` writes columns later migrations add.
+            for (id, kind, text) in [("1", "text", "older words"), ("2", "timer", "words")] {
                 store
-                    .insert_message("bob-id", &message(id, "bob", false, kind, text), 0)
+                    .conn()
+                    .execute(
+                        "INSERT INTO messages (id, contact, secret, outgoing, text, sent_at,
+                             state, kind)
+                         VALUES (?1, 'bob-id', 0, 0, ?3, 0, 'received', ?2)",
+                        rusqlite::params![id, kind, text],
+                    )
                     .unwrap();
             }
         }
