@@ -117,6 +117,8 @@ impl TestRelay {
             let decoded = match ClientFrame::decode(f) {
                 Ok(ClientFrame::Send { body, .. }) => body.0,
                 Ok(ClientFrame::SendSealed { envelope, .. }) => envelope.0,
+                Ok(ClientFrame::SendMulti { envelope, .. }) => envelope.0,
+                Ok(ClientFrame::SendGroup { body, .. }) => body.0,
                 _ => Vec::new(),
             };
             contains(f, needle) || contains(&decoded, needle)
