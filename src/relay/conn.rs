@@ -5,7 +5,6 @@
 //! Owns a single WebSocket. Must not read envelope contents: bodies and sealed envelopes are
 //! passed to the store as opaque bytes. Any fault here ends only this connection.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -26,13 +25,13 @@ use super::blobs::{self, BlobSession, Owner};
 use super::handshake::{Failed, Ws};
 use super::limits::Ticket;
 use super::liveness::{Due, Liveness};
-use super::mailbox::Mail;
 use super::online_only;
+use super::push::{Acked, Pusher, Step};
 use super::rate::Bucket;
 use super::stats::{ConnState, Reason};
 use super::store::{NewEnvelope, Origin, Queued, StoreError, Stored};
 use super::transport::WriteFault;
-use super::writer::{Enqueued, Urgency};
+use super::writer::Enqueued;
 use super::{Relay, Signals};
 use crate::wire::{
     self, B64, ClientFrame, ErrorCode, FrameError, KeyChangeVia, MAX_PAYLOAD_BYTES,
@@ -763,166 +762,66 @@ impl Committing {
     }
 }
 
-/// Pushes queued envelopes while fewer than the window are unacknowledged.
-struct Pusher {
-    last_pushed: u64,
-    /// Pushed and not acknowledged yet, with how soon each must be deleted once it is.
-    in_flight: HashMap<u64, Urgency>,
-    drained_sent: bool,
-    /// The queue may hold envelopes not pushed yet: the last read filled the window, or mail
-    /// was handed over that could not be pushed at once. When false, everything committed
-    /// up to the last read has been pushed, and what the writer hands over comes next.
-    more: bool,
-    /// The highest id the writer has handed over for this account. Mail is handed over
-    /// before its commit, so a read of the queue may not find all of it yet.
-    handed: u64,
-    /// The last read came up short of `handed`: read again once a commit is over.
-    awaiting_commit: bool,
-    /// Acks of envelopes not in flight here, against `RateLimits::unknown_acks_per_minute`.
-    unknown_acks: Option<Bucket>,
+/// Carries out the pusher's steps on the socket and the queue.
+async fn carry_out(
+    relay: &Arc<Relay>,
+    ws: &mut Ws,
+    account_id: &str,
+    steps: Vec<Step>,
+) -> Result<(), End> {
+    for step in steps {
+        match step {
+            Step::Deliver(q) => {
+                let (id, received_at) = (q.id, q.received_at);
+                let frame = RelayFrame::Deliver {
+                    id,
+                    received_at,
+                    payload: payload(q),
+                    online_only: false,
+                };
+                feed(ws, &frame).await?;
+            }
+            Step::Remove(id, urgency) => relay.writer.remove(account_id, id, urgency).await,
+            Step::Flush => flush(ws).await?,
+            Step::Drained => send(ws, &RelayFrame::Drained).await?,
+        }
+    }
+    Ok(())
 }
 
-impl Pusher {
-    fn new() -> Pusher {
-        Pusher {
-            last_pushed: 0,
-            in_flight: HashMap::new(),
-            drained_sent: false,
-            more: true,
-            handed: 0,
-            awaiting_commit: false,
-            unknown_acks: None,
-        }
+/// A round of reads of the queue, pushing what they find while the pusher asks for more.
+async fn push(
+    relay: &Arc<Relay>,
+    ws: &mut Ws,
+    account_id: &str,
+    pusher: &mut Pusher,
+) -> Result<(), End> {
+    pusher.start_round();
+    while let Some(read) = pusher.next_read() {
+        let id = account_id.to_string();
+        let batch = relay
+            .db(move |db| db.pending(&id, read.after, read.room))
+            .await
+            .map_err(internal)?;
+        let steps = pusher.read(read, batch, now_ms());
+        carry_out(relay, ws, account_id, steps).await?;
     }
+    Ok(())
+}
 
-    /// Counts an ack of an envelope not in flight on this connection; past the rate, the
-    /// connection is closed.
-    fn unknown_ack(&mut self, relay: &Relay) -> Result<(), End> {
-        let rate = relay.rates.unknown_acks();
-        let bucket = self.unknown_acks.get_or_insert_with(|| Bucket::new(rate));
-        if bucket.take(rate) {
-            return Ok(());
-        }
-        tracing::info!("connection closed: too many acks of envelopes not delivered on it");
-        Err(End::Close(
-            ErrorCode::RateLimited,
-            "too many acks of envelopes not delivered on this connection".into(),
-        ))
+/// Counts an ack of an envelope not in flight on this connection; past the rate, the
+/// connection is closed.
+fn unknown_ack(relay: &Relay, bucket: &mut Option<Bucket>) -> Result<(), End> {
+    let rate = relay.rates.unknown_acks();
+    let bucket = bucket.get_or_insert_with(|| Bucket::new(rate));
+    if bucket.take(rate) {
+        return Ok(());
     }
-
-    /// Mail the writer handed over for the account. While caught up, it is exactly what
-    /// follows the last envelope pushed, so it goes out at once, without waiting for its
-    /// commit or reading the queue; otherwise the queue is read, as it holds the same
-    /// envelopes once they are committed.
-    async fn mail(
-        &mut self,
-        relay: &Arc<Relay>,
-        ws: &mut Ws,
-        account_id: &str,
-        mail: Mail,
-    ) -> Result<(), End> {
-        if mail.overflowed {
-            self.more = true;
-        }
-        self.handed = self.handed.max(mail.upto);
-        if !self.more {
-            let now = now_ms();
-            let mut pushed = false;
-            for q in mail.items {
-                // Those already read from the queue have ids up to `last_pushed`.
-                if q.id <= self.last_pushed {
-                    continue;
-                }
-                if self.in_flight.len() >= relay.config.delivery_window {
-                    // The rest waits in the queue for acks to make room.
-                    self.more = true;
-                    break;
-                }
-                pushed |= self.deliver(relay, ws, account_id, q, now).await?;
-            }
-            if pushed {
-                flush(ws).await?;
-            }
-        }
-        self.push(relay, ws, account_id).await
-    }
-
-    /// Reads the queue and pushes what it holds while there is room and it may hold more.
-    async fn push(&mut self, relay: &Arc<Relay>, ws: &mut Ws, account_id: &str) -> Result<(), End> {
-        self.awaiting_commit = false;
-        while self.more {
-            let room = relay
-                .config
-                .delivery_window
-                .saturating_sub(self.in_flight.len());
-            // Refill a window only once half of it has been acknowledged: reading the queue
-            // for each ack's one free slot cost a read (a blocking task, the store's lock,
-            // pages the writer's commits invalidated) per envelope under load, while the
-            // half still in flight keeps the recipient busy until the refill arrives.
-            if room == 0 || (room < relay.config.delivery_window / 2 && !self.in_flight.is_empty())
-            {
-                return Ok(());
-            }
-            let (id, after, now) = (account_id.to_string(), self.last_pushed, now_ms());
-            let batch = relay
-                .db(move |db| db.pending(&id, after, room))
-                .await
-                .map_err(internal)?;
-            let short = batch.len() < room;
-            for q in batch {
-                self.deliver(relay, ws, account_id, q, now).await?;
-            }
-            flush(ws).await?;
-            if short && self.last_pushed < self.handed {
-                // The rest is still being committed (or its commit failed; then a later
-                // envelope's id passes `handed`). Its commit's end wakes the connection.
-                self.awaiting_commit = true;
-                return Ok(());
-            }
-            if short {
-                self.more = false;
-                if !self.drained_sent {
-                    self.drained_sent = true;
-                    send(ws, &RelayFrame::Drained).await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Queues `q`'s delivery frame (unflushed), or has it deleted if it expired before it
-    /// could be delivered; returns whether a frame was queued.
-    async fn deliver(
-        &mut self,
-        relay: &Arc<Relay>,
-        ws: &mut Ws,
-        account_id: &str,
-        q: Queued,
-        now: u64,
-    ) -> Result<bool, End> {
-        self.last_pushed = q.id;
-        if q.expires_at.is_some_and(|at| at <= now) {
-            relay.writer.remove(account_id, q.id, Urgency::Next).await;
-            return Ok(false);
-        }
-        let urgency = match q.expires_at {
-            Some(_) => Urgency::Next,
-            None => Urgency::WhenIdle,
-        };
-        self.in_flight.insert(q.id, urgency);
-        let (id, received_at) = (q.id, q.received_at);
-        feed(
-            ws,
-            &RelayFrame::Deliver {
-                id,
-                received_at,
-                payload: payload(q),
-                online_only: false,
-            },
-        )
-        .await?;
-        Ok(true)
-    }
+    tracing::info!("connection closed: too many acks of envelopes not delivered on it");
+    Err(End::Close(
+        ErrorCode::RateLimited,
+        "too many acks of envelopes not delivered on this connection".into(),
+    ))
 }
 
 async fn authenticated(
@@ -943,12 +842,14 @@ async fn authenticated(
     if let Err(e) = send_prekey_count(relay, ws, account_id).await {
         return e;
     }
-    let mut pusher = Pusher::new();
+    let mut pusher = Pusher::new(relay.config.delivery_window);
+    // Acks of envelopes not in flight here, against `RateLimits::unknown_acks_per_minute`.
+    let mut unknown_acks = None;
     let mut blob_session = BlobSession::new(Owner::Account(account_id.to_string()));
     // Acks from an earlier connection of this account have taken effect, so nothing it
     // acknowledged is pushed again.
     relay.writer.flush().await;
-    if let Err(e) = pusher.push(relay, ws, account_id).await {
+    if let Err(e) = push(relay, ws, account_id, &mut pusher).await {
         return e;
     }
     let mut committing = Committing::default();
@@ -973,7 +874,11 @@ async fn authenticated(
                 return End::Close(ErrorCode::Forbidden, "another connection signed in for this account".into());
             }
             () = signals.mail.arrived() => {
-                if let Err(e) = pusher.mail(relay, ws, account_id, signals.mail.take()).await {
+                let steps = pusher.mail(signals.mail.take(), now_ms());
+                if let Err(e) = carry_out(relay, ws, account_id, steps).await {
+                    return e;
+                }
+                if let Err(e) = push(relay, ws, account_id, &mut pusher).await {
                     return e;
                 }
                 continue;
@@ -984,8 +889,8 @@ async fn authenticated(
                 }
                 continue;
             }
-            () = signals.mail.committed(), if pusher.awaiting_commit => {
-                if let Err(e) = pusher.push(relay, ws, account_id).await {
+            () = signals.mail.committed(), if pusher.awaiting_commit() => {
+                if let Err(e) = push(relay, ws, account_id, &mut pusher).await {
                     return e;
                 }
                 continue;
@@ -1011,17 +916,16 @@ async fn authenticated(
             }
         };
         let result = match frame {
-            ClientFrame::Ack { id } => match pusher.in_flight.remove(&id) {
+            ClientFrame::Ack { id } => match pusher.ack(id) {
                 // The delete is queued behind earlier writes, not waited for: what the
                 // connection pushes next comes after `id` anyway.
-                Some(urgency) => {
+                Acked::InFlight(urgency) => {
                     relay.writer.remove(account_id, id, urgency).await;
-                    pusher.push(relay, ws, account_id).await
+                    push(relay, ws, account_id, &mut pusher).await
                 }
-                // Not pushed on this connection (before a reconnection, or never): ignored
-                // without touching the database. Whatever it names is still queued and is
-                // pushed, and acked, again. A flood of them ends the connection.
-                None => pusher.unknown_ack(relay),
+                // Ignored without touching the database; a flood of them ends the
+                // connection.
+                Acked::Unknown => unknown_ack(relay, &mut unknown_acks),
             },
             ClientFrame::Send {
                 req,

@@ -15,6 +15,7 @@ mod limits;
 mod liveness;
 mod mailbox;
 mod online_only;
+mod push;
 pub mod quota;
 pub mod rate;
 pub mod stats;
