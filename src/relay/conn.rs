@@ -281,9 +281,9 @@ async fn session(
     let _ = ticket.enter(ConnState::SignedIn);
     // A newer connection for the account ends this one even while it waits in a write.
     ws.get_mut().interrupt_writes_on(signals.kick.clone());
-    relay.go_online(&account_id, conn_id, &signals);
+    let seat = relay.go_online(&account_id, conn_id, &signals);
     let end = authenticated(relay, ws, &account_id, &handle, &signals, &nonce).await;
-    relay.go_offline(&account_id, conn_id);
+    drop(seat);
     if signals.kick.is_cancelled() && !shutdown.is_cancelled() {
         relay.stats.record_rejection(Reason::Kicked);
     }
