@@ -15,6 +15,7 @@ mod limits;
 mod liveness;
 mod mailbox;
 mod online_only;
+mod push;
 pub mod quota;
 pub mod rate;
 pub mod stats;
@@ -267,28 +268,58 @@ impl Relay {
         lock_table(&self.online)
     }
 
-    /// Marks `account_id` online on connection `conn_id`, pushing off an older connection.
-    fn go_online(&self, account_id: &str, conn_id: u64, signals: &Signals) {
-        let old = self.lock_online().insert(
-            account_id.to_string(),
-            Online {
-                conn_id,
-                mail: signals.mail.clone(),
-                online_only: signals.online_only.clone(),
-                refill: signals.refill.clone(),
-                kick: signals.kick.clone(),
-            },
-        );
-        if let Some(old) = old {
-            old.kick.cancel();
+    /// Marks `account_id` online on connection `conn_id`, pushing off an older connection,
+    /// until the returned seat is dropped.
+    fn go_online(&self, account_id: &str, conn_id: u64, signals: &Signals) -> OnlineSeat<'_> {
+        take_seat(&self.online, account_id, conn_id, signals)
+    }
+}
+
+/// An account's place in the online table, held while its connection serves it. Dropping it
+/// takes the account offline however the connection ends (an error, a kick, a panic, an
+/// aborted task), unless a newer connection took the place meanwhile.
+struct OnlineSeat<'a> {
+    table: &'a OnlineTable,
+    account_id: String,
+    conn_id: u64,
+}
+
+impl Drop for OnlineSeat<'_> {
+    fn drop(&mut self) {
+        let mut online = lock_table(self.table);
+        if online
+            .get(&self.account_id)
+            .is_some_and(|o| o.conn_id == self.conn_id)
+        {
+            online.remove(&self.account_id);
         }
     }
+}
 
-    fn go_offline(&self, account_id: &str, conn_id: u64) {
-        let mut online = self.lock_online();
-        if online.get(account_id).is_some_and(|o| o.conn_id == conn_id) {
-            online.remove(account_id);
-        }
+/// Puts connection `conn_id` in `account_id`'s place, kicking the one that held it.
+fn take_seat<'a>(
+    table: &'a OnlineTable,
+    account_id: &str,
+    conn_id: u64,
+    signals: &Signals,
+) -> OnlineSeat<'a> {
+    let old = lock_table(table).insert(
+        account_id.to_string(),
+        Online {
+            conn_id,
+            mail: signals.mail.clone(),
+            online_only: signals.online_only.clone(),
+            refill: signals.refill.clone(),
+            kick: signals.kick.clone(),
+        },
+    );
+    if let Some(old) = old {
+        old.kick.cancel();
+    }
+    OnlineSeat {
+        table,
+        account_id: account_id.to_string(),
+        conn_id,
     }
 }
 
@@ -507,4 +538,42 @@ impl AcceptErrors {
 pub fn trust_root(data_dir: &Path) -> Result<Vec<u8>, RelayError> {
     let relay = open(data_dir, RelayConfig::default())?;
     Ok(relay.authority.trust_root().serialize().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held_by(table: &OnlineTable, account: &str) -> Option<u64> {
+        lock_table(table).get(account).map(|o| o.conn_id)
+    }
+
+    #[test]
+    fn a_seat_is_given_up_when_dropped_but_never_a_newer_ones() {
+        let table = OnlineTable::default();
+        let (first, second) = (Signals::default(), Signals::default());
+        let seat = take_seat(&table, "a", 1, &first);
+        assert_eq!(held_by(&table, "a"), Some(1));
+        // A newer connection kicks the first and takes the place.
+        let newer = take_seat(&table, "a", 2, &second);
+        assert!(first.kick.is_cancelled());
+        assert!(!second.kick.is_cancelled());
+        // The kicked connection ending must not take the newer one offline.
+        drop(seat);
+        assert_eq!(held_by(&table, "a"), Some(2));
+        drop(newer);
+        assert_eq!(held_by(&table, "a"), None);
+    }
+
+    #[test]
+    fn a_connection_that_panics_goes_offline() {
+        let table = OnlineTable::default();
+        let signals = Signals::default();
+        let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _seat = take_seat(&table, "a", 1, &signals);
+            panic!("a bug in the connection");
+        }));
+        assert!(ended.is_err());
+        assert_eq!(held_by(&table, "a"), None);
+    }
 }
