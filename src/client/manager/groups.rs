@@ -115,6 +115,8 @@ impl Manager {
                 admin: m.admin,
             });
         }
+        // Admins first, then by handle: the same list on every member's device.
+        members.sort_by(|a, b| (!a.admin, &a.handle).cmp(&(!b.admin, &b.handle)));
         self.emit(Event::GroupMembers {
             tag,
             group: group.handle,
@@ -307,22 +309,47 @@ impl Manager {
         for line in lines {
             self.emit(Event::Message(line)).await;
         }
-        self.emit(Event::GroupChanged {
-            tag: Some(tag),
-            group: group.handle.clone(),
-            change,
-        })
-        .await;
-        self.send_one_to_one(&to, &update).await;
+        let replies = self.send_one_to_one(&to, &update).await;
+        // The change is reported once the relay holds every update (or refused one): a
+        // command that exits on the report must not take unsent updates with it.
+        let (events, tap) = (self.events.clone(), self.tap.clone());
+        let group = group.handle.clone();
+        tokio::spawn(async move {
+            for reply in replies {
+                if let Err(e) = reply.answer().await {
+                    tracing::warn!("a group update was not stored at the relay");
+                    let warning = Event::Warning(format!(
+                        "a group member was not told about the change: {e}"
+                    ));
+                    tap.event(&warning);
+                    let _ = events.send(warning).await;
+                }
+            }
+            let changed = Event::GroupChanged {
+                tag: Some(tag),
+                group,
+                change,
+            };
+            tap.event(&changed);
+            let _ = events.send(changed).await;
+        });
         Ok(())
     }
 
-    /// Sends `content` 1:1 secret to each of `to` (account ids), sealed under one commit.
-    /// A member it cannot reach is reported; nothing is retried.
-    pub(super) async fn send_one_to_one(&mut self, to: &[String], content: &Content) {
+    /// Sends `content` 1:1 secret to each of `to` (account ids), sealed under one commit;
+    /// returns the relay's answers to come. A member it cannot reach is reported; nothing
+    /// is retried.
+    pub(super) async fn send_one_to_one(
+        &mut self,
+        to: &[String],
+        content: &Content,
+    ) -> Vec<crate::client::conn::Reply> {
         let burst = match self.store.begin_burst() {
             Ok(b) => b,
-            Err(e) => return self.emit(Event::Warning(describe(&e))).await,
+            Err(e) => {
+                self.emit(Event::Warning(describe(&e))).await;
+                return Vec::new();
+            }
         };
         let mut prepared = Vec::with_capacity(to.len());
         let mut unreached = Vec::new();
@@ -337,13 +364,13 @@ impl Manager {
             }
         }
         if let Err(e) = self.store.end_burst(burst) {
-            return self.emit(Event::Warning(describe(&e))).await;
+            self.emit(Event::Warning(describe(&e))).await;
+            return Vec::new();
         }
+        let mut replies = Vec::with_capacity(prepared.len());
         for out in prepared {
             match self.submit(out, false).await {
-                Ok(reply) => {
-                    tokio::spawn(super::send::receipt_answered(reply));
-                }
+                Ok(reply) => replies.push(reply),
                 Err(e) => unreached.push(describe(&e)),
             }
         }
@@ -354,6 +381,7 @@ impl Manager {
             )))
             .await;
         }
+        replies
     }
 
     /// After a change from `old` to `new`: a member gone (or ourselves) takes the keys with
