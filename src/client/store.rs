@@ -415,6 +415,44 @@ pub struct Message {
     pub author: Option<String>,
 }
 
+impl Message {
+    /// A line the client itself writes into a thread (a key change, a membership change, a
+    /// refused forgery): no timer, no reply, no reactions, no file, not stored yet (seq 0).
+    pub fn notice(
+        id: String,
+        contact: &str,
+        secret: bool,
+        outgoing: bool,
+        kind: MessageKind,
+        text: String,
+        sent_at: u64,
+    ) -> Message {
+        Message {
+            seq: 0,
+            id,
+            contact: contact.to_string(),
+            secret,
+            outgoing,
+            text,
+            sent_at,
+            state: if outgoing {
+                MessageState::Sent
+            } else {
+                MessageState::Received
+            },
+            kind,
+            timer: None,
+            expires_at: None,
+            reply: None,
+            reactions: Vec::new(),
+            edited: false,
+            deleted: false,
+            attachment: None,
+            author: None,
+        }
+    }
+}
+
 /// A contact as the contact list shows it. Arrays are indexed by `secret as usize`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContactSummary {

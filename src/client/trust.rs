@@ -10,7 +10,7 @@ use rusqlite::params;
 
 use super::account;
 use super::crypto;
-use super::store::{Contact, Message, MessageKind, MessageState, Store, StoreError};
+use super::store::{Contact, Message, MessageKind, Store, StoreError};
 
 /// Fingerprint format version and hash iterations, as libsignal's apps use them.
 const FINGERPRINT_VERSION: u32 = 2;
@@ -317,25 +317,15 @@ pub fn key_changed(
     record(store, contact_id, how, Some(new_key), now)?;
     let mut lines = Vec::new();
     for secret in [false, true] {
-        let mut m = Message {
-            seq: 0,
-            id: format!("key-change-{}-{now}-{}", c.account_id, u8::from(secret)),
-            contact: c.handle.clone(),
+        let mut m = Message::notice(
+            format!("key-change-{}-{now}-{}", c.account_id, u8::from(secret)),
+            &c.handle,
             secret,
-            outgoing: false,
-            text: format!("{}'s safety number changed", c.handle),
-            sent_at: now,
-            state: MessageState::Received,
-            kind: MessageKind::KeyChange,
-            timer: None,
-            expires_at: None,
-            reply: None,
-            reactions: Vec::new(),
-            edited: false,
-            deleted: false,
-            attachment: None,
-            author: None,
-        };
+            false,
+            MessageKind::KeyChange,
+            format!("{}'s safety number changed", c.handle),
+            now,
+        );
         if let Some(seq) = store.insert_message(contact_id, &m, now)? {
             m.seq = seq;
             lines.push(m);

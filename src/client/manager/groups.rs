@@ -12,7 +12,7 @@ use crate::client::content::{Body, Content, GroupMemberRef};
 use crate::client::crypto;
 use crate::client::group_crypto;
 use crate::client::signal_store::Stores;
-use crate::client::store::{Contact, Group, Member, Message, MessageKind, MessageState};
+use crate::client::store::{Contact, Group, Member, Message, MessageKind};
 use crate::client::{group_handle, valid_group_name};
 
 /// Members a group may have, ourselves included (each removal costs about n² key messages).
@@ -437,27 +437,16 @@ impl Manager {
         let mut lines = Vec::with_capacity(2);
         for secret in [false, true] {
             let mut m = Message {
-                seq: 0,
-                id: format!("{id}{}", if secret { ".s" } else { "" }),
-                contact: group.handle.clone(),
-                secret,
-                outgoing,
-                text: change.to_string(),
-                sent_at,
-                state: if outgoing {
-                    MessageState::Sent
-                } else {
-                    MessageState::Received
-                },
-                kind: MessageKind::Group,
-                timer: None,
-                expires_at: None,
-                reply: None,
-                reactions: Vec::new(),
-                edited: false,
-                deleted: false,
-                attachment: None,
                 author: author.map(|a| a.handle.clone()),
+                ..Message::notice(
+                    format!("{id}{}", if secret { ".s" } else { "" }),
+                    &group.handle,
+                    secret,
+                    outgoing,
+                    MessageKind::Group,
+                    change.to_string(),
+                    sent_at,
+                )
             };
             if let Some(seq) = self.store.insert_message(&group.id, &m, now_ms())? {
                 m.seq = seq;

@@ -332,28 +332,18 @@ impl Manager {
         if let Err(e) = trust::record(&self.store, &contact.account_id, event, key, now) {
             return Receive::retry(e);
         }
-        let line = Message {
-            seq: 0,
-            id: format!("forgery-{}-{now}", contact.account_id),
-            contact: contact.handle.clone(),
-            secret: true,
-            outgoing: false,
-            text: format!(
+        let line = Message::notice(
+            format!("forgery-{}-{now}", contact.account_id),
+            &contact.handle,
+            true,
+            false,
+            MessageKind::KeyChange,
+            format!(
                 "a secret message claiming to be from {0} was refused: it was certified for a key {0} never endorsed (possible forgery by the relay)",
                 contact.handle
             ),
-            sent_at: now,
-            state: MessageState::Received,
-            kind: MessageKind::KeyChange,
-            timer: None,
-            expires_at: None,
-            reply: None,
-            reactions: Vec::new(),
-            edited: false,
-            deleted: false,
-            attachment: None,
-            author: None,
-        };
+            now,
+        );
         match self.store.insert_message(&contact.account_id, &line, now) {
             Ok(Some(seq)) => self.emit(Event::Message(Message { seq, ..line })).await,
             Ok(None) => {}
