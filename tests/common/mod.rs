@@ -8,6 +8,7 @@
 
 pub mod blobs;
 pub mod cli;
+pub mod pg;
 pub mod tui;
 
 use std::path::{Path, PathBuf};
