@@ -12,7 +12,7 @@ use sotto::client::crypto;
 use sotto::client::manager::Event;
 use sotto::client::signal_store::Stores;
 use sotto::client::store::{Contact, MessageState, Store};
-use sotto::relay::store::RelayStore;
+use sotto::relay::store::{Directory as _, RelayStore};
 use sotto::wire::{ClientFrame, RelayFrame};
 
 fn prekeys_left(relay_dir: &std::path::Path, profile: &std::path::Path) -> (u32, u32) {
