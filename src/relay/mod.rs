@@ -406,7 +406,13 @@ pub async fn run(
     crate::private::secure_dir(data_dir, crate::private::RELAY_FILES)
         .map_err(store::StoreError::from)?;
     let _claim = crate::dir_lock::DirLock::acquire(data_dir).map_err(RelayError::InUse)?;
-    let relay = Arc::new(open(data_dir, config)?);
+    // Off the async threads: opening blocks (a PostgreSQL backend's client even must not be
+    // called on one).
+    let dir = data_dir.to_path_buf();
+    let relay = tokio::task::spawn_blocking(move || open(&dir, config))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    let relay = Arc::new(relay);
     let stats_path = data_dir.join(stats::FILE);
     let tracker = TaskTracker::new();
     tracker.spawn(write_stats(

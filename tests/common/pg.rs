@@ -24,11 +24,12 @@ impl TestDb {
     /// configured.
     pub fn create(test: &str) -> Option<TestDb> {
         let Ok(server) = std::env::var(URL_VAR) else {
-            let _ = writeln!(
-                std::io::stderr(),
+            let line = format!(
                 "skipped {test}: {URL_VAR} is not set, so there is no PostgreSQL to test against \
-                 (run it under scripts/pg-test-cluster)"
+                 (run it under scripts/pg-test-cluster)\n"
             );
+            // One write, so that tests running in parallel do not interleave their lines.
+            let _ = std::io::stderr().write_all(line.as_bytes());
             return None;
         };
         let name = format!("sotto_test_{}", uuid::Uuid::new_v4().simple());
