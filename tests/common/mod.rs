@@ -478,6 +478,23 @@ pub async fn search(
     }
 }
 
+/// Runs `f` on the directory of the relay whose state is in `dir` and `db` (either backend),
+/// on a blocking thread: for a test to look at what the relay holds.
+pub async fn relay_directory<T: Send + 'static>(
+    dir: &Path,
+    db: &sotto::relay::store::Database,
+    f: impl FnOnce(&mut dyn sotto::relay::store::Directory) -> T + Send + 'static,
+) -> T {
+    let (dir, db) = (dir.to_path_buf(), db.clone());
+    tokio::task::spawn_blocking(move || {
+        let limits = RelayConfig::default().queue;
+        let mut stores = sotto::relay::store::open(&db, &dir, limits).unwrap();
+        f(&mut *stores.directory)
+    })
+    .await
+    .unwrap()
+}
+
 /// The usual scene: a relay and two registered profiles, alice and bob, in a temp dir.
 /// When destructuring, bind `tmp` (as `tmp: _tmp`): `tmp: _` or `..` would drop the temp dir
 /// at the end of the `let`, deleting the profiles under the test.

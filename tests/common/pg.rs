@@ -41,6 +41,16 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// A relay's default configuration with its state in this database.
+    pub fn relay_config(&self) -> sotto::relay::RelayConfig {
+        sotto::relay::RelayConfig {
+            database: sotto::relay::store::Database::Postgres(self.url.clone()),
+            ..sotto::relay::RelayConfig::default()
+        }
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         // FORCE: a relay the test killed may not have closed its connections yet.

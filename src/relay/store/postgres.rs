@@ -157,11 +157,13 @@ pub(super) fn explain(e: &postgres::Error) -> String {
 
 /// Connects to the database `url` names and brings its schema up to date.
 pub(super) fn connect(url: &str) -> Result<Conn> {
+    // Not the string itself in the message: it may hold a password.
     let config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
         StoreError::Backend(format!(
-            "the database {url:?} is not a PostgreSQL connection string ({e}); write it as \
+            "the database URL is not a PostgreSQL connection string ({}); write it as \
              postgres://USER@HOST:PORT/DATABASE, or postgres://USER@%2Fsocket%2Fdir/DATABASE \
-             for a Unix socket"
+             for a Unix socket",
+            explain(&e)
         ))
     })?;
     let mut client = config.connect(NoTls).map_err(|e| {
