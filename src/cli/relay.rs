@@ -260,7 +260,7 @@ pub async fn serve(
         signal.cancel();
     });
     // Open the store before announcing, so "listening" means ready.
-    relay::trust_root(&data_dir)?;
+    relay::trust_root(&data_dir, &relay_config.database)?;
     let addr = listener.local_addr()?;
     let cert = match tls {
         RelayTls::Plain => None,

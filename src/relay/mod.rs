@@ -540,9 +540,14 @@ impl AcceptErrors {
     }
 }
 
-/// The public half of the relay's trust root, for `sotto relay` to print and for tests.
-pub fn trust_root(data_dir: &Path) -> Result<Vec<u8>, RelayError> {
-    let relay = open(data_dir, RelayConfig::default())?;
+/// The public half of the trust root of the relay whose state is in `database` (and
+/// `data_dir`), created if it has none yet: for `sotto relay` to print and for tests.
+pub fn trust_root(data_dir: &Path, database: &Database) -> Result<Vec<u8>, RelayError> {
+    let config = RelayConfig {
+        database: database.clone(),
+        ..RelayConfig::default()
+    };
+    let relay = open(data_dir, config)?;
     Ok(relay.authority.trust_root().serialize().to_vec())
 }
 
