@@ -7,6 +7,7 @@
 //! Must not touch files or sockets: nothing here outlives the last handle.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::rules::{self, Recipient};
@@ -585,27 +586,19 @@ impl Queue for MemoryQueue {
         let mut outcomes = Vec::with_capacity(new.len());
         for unit in new {
             let before = s.last_id;
-            let mut ids = Vec::with_capacity(unit.len());
-            let mut queued = Vec::with_capacity(unit.len());
-            let mut refused = Vec::new();
-            for e in unit {
-                match self.queue_one(&mut s, e) {
-                    Ok(id) => {
-                        ids.push(id);
-                        queued.push(e);
-                    }
-                    Err(why) => refused.push((e.recipient.clone(), why)),
-                }
-            }
-            if !refused.is_empty() {
+            let Ok((outcome, take_back)) =
+                rules::queue_unit(unit, |e| Ok::<_, Infallible>(self.queue_one(&mut s, e)));
+            if !take_back.is_empty() {
                 // Nothing of the unit is handed over, so its ids are free again.
                 s.last_id = before;
-                for e in queued {
+                for e in take_back {
                     self.usage.remove(&e.entry());
                 }
-                outcomes.push(Outcome::Refused(refused));
-                continue;
             }
+            let Outcome::Queued(ids) = outcome else {
+                outcomes.push(outcome);
+                continue;
+            };
             for (e, id) in unit.iter().zip(&ids) {
                 let envelope = Envelope {
                     sender: e.sender().map(str::to_string),

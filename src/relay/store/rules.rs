@@ -6,7 +6,7 @@
 //! answer alike (the queue quotas' decision is `quota::over_quota`). Must not touch a
 //! database: each function is pure.
 
-use super::{Created, Origin, StoreError, Stored};
+use super::{Created, NewEnvelope, Origin, Outcome, StoreError, Stored};
 
 /// What the queue knows of a recipient's account for the sealed-sender check.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +44,34 @@ pub fn check_sealed(
         Some(a) if recipient_key.is_some_and(|k| k != a.identity_key) => Some(Stored::StaleKey),
         Some(_) => None,
     }
+}
+
+/// Queues every copy of a unit in order through `queue_one` (which queues one envelope under
+/// a new id, or says why it must not be queued), going on after a refusal so that the sender
+/// learns of every refused recipient at once. Returns the unit's outcome and, when it is
+/// refused, the copies `queue_one` did queue: a unit is queued all or none, so the backend
+/// takes those back (their rows, their part in the totals, their ids).
+pub fn queue_unit<E>(
+    unit: &[NewEnvelope],
+    mut queue_one: impl FnMut(&NewEnvelope) -> Result<Result<u64, Stored>, E>,
+) -> Result<(Outcome, Vec<&NewEnvelope>), E> {
+    let mut ids = Vec::with_capacity(unit.len());
+    let mut queued = Vec::with_capacity(unit.len());
+    let mut refused = Vec::new();
+    for e in unit {
+        match queue_one(e)? {
+            Ok(id) => {
+                ids.push(id);
+                queued.push(e);
+            }
+            Err(why) => refused.push((e.recipient.clone(), why)),
+        }
+    }
+    Ok(if refused.is_empty() {
+        (Outcome::Queued(ids), Vec::new())
+    } else {
+        (Outcome::Refused(refused), queued)
+    })
 }
 
 /// Which refusal a registration meets when an account exists whose handle or identity key is

@@ -133,33 +133,21 @@ impl PgQueue {
         lock_all(&mut *self.client, names.iter().map(String::as_str))
     }
 
-    /// Queues every envelope of `unit` or none: a fan-out's copies inside a savepoint, rolled
-    /// back (rows and totals) when any copy is refused. Every copy is checked even after a
-    /// refusal, so that the sender learns each recipient whose key changed at once.
+    /// Queues every envelope of `unit` or none (`rules::queue_unit`): a fan-out's copies
+    /// inside a savepoint, rolled back (rows and totals) when the unit is refused.
     fn queue_unit(&mut self, unit: &[NewEnvelope]) -> Result<Outcome> {
         let fan_out = unit.len() > 1;
         if fan_out {
             self.client.batch_execute("SAVEPOINT fan_out")?;
         }
-        let mut ids = Vec::with_capacity(unit.len());
-        let mut refused = Vec::new();
-        for e in unit {
-            match self.queue_one(e)? {
-                Ok(id) => ids.push(id),
-                Err(why) => refused.push((e.recipient.clone(), why)),
-            }
-        }
-        if refused.is_empty() {
-            if fan_out {
-                self.client.batch_execute("RELEASE fan_out")?;
-            }
-            return Ok(Outcome::Queued(ids));
-        }
+        let (outcome, _queued) = rules::queue_unit(unit, |e| self.queue_one(e))?;
         if fan_out {
-            self.client
-                .batch_execute("ROLLBACK TO fan_out; RELEASE fan_out")?;
+            self.client.batch_execute(match outcome {
+                Outcome::Queued(_) => "RELEASE fan_out",
+                Outcome::Refused(_) => "ROLLBACK TO fan_out; RELEASE fan_out",
+            })?;
         }
-        Ok(Outcome::Refused(refused))
+        Ok(outcome)
     }
 
     /// Queues one envelope, or says why it must not be queued.

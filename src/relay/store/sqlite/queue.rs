@@ -86,45 +86,31 @@ impl SqliteQueue {
         Ok((outcomes, expiring))
     }
 
-    /// Queues every envelope of `unit` or none: a fan-out's copies are applied inside a
-    /// savepoint of the batch's transaction, rolled back, with the totals and the next id,
-    /// when any copy is refused. Every copy is checked even after a refusal, so that the
-    /// sender learns each recipient whose key changed at once.
+    /// Queues every envelope of `unit` or none (`rules::queue_unit`): a fan-out's copies are
+    /// applied inside a savepoint of the batch's transaction, rolled back, with the totals
+    /// and the next id, when any copy is refused.
     fn queue_unit(&mut self, unit: &[NewEnvelope]) -> rusqlite::Result<Outcome> {
         let fan_out = unit.len() > 1;
         if fan_out {
             self.conn.execute_batch("SAVEPOINT fan_out")?;
         }
         let first_id = self.next_id;
-        let mut ids = Vec::with_capacity(unit.len());
-        let mut queued = Vec::with_capacity(unit.len());
-        let mut refused = Vec::new();
-        for e in unit {
-            match self.queue_one(e)? {
-                Ok(id) => {
-                    ids.push(id);
-                    queued.push(e);
-                }
-                Err(why) => refused.push((e.recipient.clone(), why)),
-            }
-        }
-        if refused.is_empty() {
-            if fan_out {
-                self.conn.execute_batch("RELEASE fan_out")?;
-            }
-            return Ok(Outcome::Queued(ids));
-        }
+        let (outcome, take_back) = rules::queue_unit(unit, |e| self.queue_one(e))?;
         if fan_out {
-            self.conn
-                .execute_batch("ROLLBACK TO fan_out; RELEASE fan_out")?;
+            self.conn.execute_batch(match outcome {
+                Outcome::Queued(_) => "RELEASE fan_out",
+                Outcome::Refused(_) => "ROLLBACK TO fan_out; RELEASE fan_out",
+            })?;
+        }
+        if !take_back.is_empty() {
             // Nothing of the unit was handed over (only queued units are), so its ids are
             // free.
             self.next_id = first_id;
-            for e in queued {
+            for e in take_back {
                 self.usage.remove(&e.entry());
             }
         }
-        Ok(Outcome::Refused(refused))
+        Ok(outcome)
     }
 
     /// Queues one envelope under the next id, or says why it must not be queued.
