@@ -139,7 +139,7 @@ impl Writer {
     }
 
     /// Hands over every copy of a fan-out (one envelope per recipient), to be queued in one
-    /// transaction, all or none; never split across batches. Resolves as `enqueue` does.
+    /// batch, all or none; never split across batches. Resolves as `enqueue` does.
     pub async fn enqueue_all(
         &self,
         copies: Vec<NewEnvelope>,
