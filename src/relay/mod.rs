@@ -244,6 +244,9 @@ pub(crate) struct Relay {
     rates: rate::Limiter,
     /// The blob store's files (its rows are in `db`).
     blobs: BlobFiles,
+    /// Word from the other relays on the same database, handed to the online table while
+    /// this is held (see `hear`).
+    _listening: store::Listening,
 }
 
 impl Relay {
@@ -329,23 +332,49 @@ fn take_seat<'a>(
 }
 
 /// Hands the queue writer's new mail to the recipients' connections (see `writer::Handover`).
-struct ToOnline(Arc<OnlineTable>);
+struct ToOnline {
+    table: Arc<OnlineTable>,
+    /// Other relays commit to the same queue (`store::Bus::shared`): the mail is announced,
+    /// not held, and the connection reads it from the queue.
+    shared: bool,
+}
 
 impl writer::Handover for ToOnline {
     fn before_commit(&self, staged: Vec<(String, store::Queued)>) {
-        let online = lock_table(&self.0);
+        let online = lock_table(&self.table);
         for (to, q) in staged {
             if let Some(o) = online.get(&to) {
-                o.mail.put(q);
+                if self.shared {
+                    o.mail.put_unheld(q.id);
+                } else {
+                    o.mail.put(q);
+                }
             }
         }
     }
 
     fn after_commit(&self, recipients: Vec<String>) {
-        let online = lock_table(&self.0);
+        let online = lock_table(&self.table);
         for to in recipients {
             if let Some(o) = online.get(&to) {
                 o.mail.commit_done();
+            }
+        }
+    }
+}
+
+/// Tells the connections here what the other relays on the database said: read the queue.
+fn hear(table: &OnlineTable, heard: store::Heard) {
+    let online = lock_table(table);
+    match heard {
+        store::Heard::Mail { account } => {
+            if let Some(o) = online.get(&account) {
+                o.mail.read_queue();
+            }
+        }
+        store::Heard::Missed => {
+            for o in online.values() {
+                o.mail.read_queue();
             }
         }
     }
@@ -362,6 +391,7 @@ fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
     let store::Stores {
         mut directory,
         queue,
+        bus,
     } = store::open(&config.database, data_dir, config.queue)?;
     let authority = Authority::load_or_create(&mut *directory)?;
     let blobs = BlobFiles::open(data_dir).map_err(store::StoreError::from)?;
@@ -369,8 +399,14 @@ fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
     let online: Arc<OnlineTable> = Arc::default();
     // New mail goes straight to its recipient's connection, if it is online; one that is not
     // reads it from the queue when it signs in.
-    let handover = ToOnline(online.clone());
+    let handover = ToOnline {
+        table: online.clone(),
+        shared: bus.shared(),
+    };
     let writer = Writer::spawn(queue, handover)?;
+    // Mail other relays commit reaches a connection here by their word.
+    let table = online.clone();
+    let listening = bus.listen(Box::new(move |heard| hear(&table, heard)));
     let stats = Arc::new(Stats::default());
     let caps = Caps {
         total: config.max_connections,
@@ -390,6 +426,7 @@ fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
         rates: rate::Limiter::new(config.rate),
         blobs,
         config,
+        _listening: listening,
     })
 }
 

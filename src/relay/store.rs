@@ -13,13 +13,15 @@
 
 use std::path::Path;
 
+pub mod bus;
 mod memory;
 mod postgres;
 pub mod rules;
 mod sqlite;
 
+pub use bus::{Alone, Bus, Hear, Heard, Listening};
 pub use memory::MemoryStore;
-pub use postgres::{PgDirectory, PgQueue};
+pub use postgres::{PgBus, PgDirectory, PgQueue};
 pub use sqlite::{RelayStore, SqliteQueue};
 
 use super::quota::{Entry, QueueLimits, Quota};
@@ -84,6 +86,8 @@ impl std::fmt::Debug for Database {
 pub struct Stores {
     pub directory: Box<dyn Directory>,
     pub queue: Box<dyn Queue>,
+    /// What the relays sharing the database say (nothing, for a backend only one can use).
+    pub bus: Box<dyn Bus>,
 }
 
 /// Opens the state `db` names (for SQLite, under `data_dir`, created if needed and made
@@ -94,15 +98,23 @@ pub fn open(db: &Database, data_dir: &Path, limits: QueueLimits) -> Result<Store
         Database::Sqlite => Stores {
             directory: Box::new(RelayStore::open(data_dir)?),
             queue: Box::new(SqliteQueue::open(data_dir, limits)?),
+            bus: Box::new(Alone),
         },
         Database::Memory(m) => Stores {
             directory: Box::new(m.clone()),
             queue: Box::new(m.queue(limits)),
+            bus: Box::new(Alone),
         },
-        Database::Postgres(url) => Stores {
-            directory: Box::new(PgDirectory::open(url)?),
-            queue: Box::new(PgQueue::open(url, limits)?),
-        },
+        Database::Postgres(url) => {
+            // Tells this relay's own words from the others' (its connections had its mail
+            // handed over in process already).
+            let instance: u64 = rand::random();
+            Stores {
+                directory: Box::new(PgDirectory::open(url)?),
+                queue: Box::new(PgQueue::open(url, limits, instance)?),
+                bus: Box::new(PgBus::new(url, instance)),
+            }
+        }
     })
 }
 

@@ -15,8 +15,10 @@ use postgres::error::SqlState;
 use postgres::{Client, GenericClient, NoTls, Row};
 use sha2::{Digest, Sha256};
 
+mod listen;
 mod queue;
 
+pub use listen::PgBus;
 pub use queue::PgQueue;
 
 use super::rules;
