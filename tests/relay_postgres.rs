@@ -345,3 +345,42 @@ fn a_quota_holds_for_senders_spread_over_two_relays() {
     let mut d = relay_stores(&db, limits).directory;
     assert_eq!(d.queued_for("bob").unwrap(), 50);
 }
+
+#[test]
+fn a_relay_connects_again_after_postgres_closed_its_connections() {
+    let Some(pg) = TestDb::create("a_relay_connects_again_after_postgres_closed_its_connections")
+    else {
+        return;
+    };
+    let db = pg.relay_config().database;
+    register_all(&db, &["alice", "bob"]);
+    let Stores {
+        mut directory,
+        mut queue,
+    } = relay_stores(&db, QueueLimits::default());
+    // As a server restart does: every connection but the one doing it is ended.
+    let mut admin = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    let ended = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        ended.len(),
+        2,
+        "the directory's and the queue's connections"
+    );
+    // The call that meets the closed connection fails; the next one has connected again.
+    let first = directory.account_by_handle("bob");
+    assert!(first.is_err(), "{first:?}");
+    assert!(directory.account_by_handle("bob").unwrap().is_some());
+    let e = from_to("alice", "bob", "after the restart".into());
+    assert!(queue.stage(&[vec![e.clone()]], &[]).is_err());
+    queue.rollback();
+    let outcomes = queue.stage(&[vec![e]], &[]).unwrap();
+    queue.commit().unwrap();
+    assert!(matches!(outcomes[0], Outcome::Queued(_)), "{outcomes:?}");
+    assert_eq!(directory.queued_for("bob").unwrap(), 1);
+}
