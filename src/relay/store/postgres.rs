@@ -360,6 +360,12 @@ impl PgDirectory {
         }))
     }
 
+    /// The count `sql` gives for `arg`.
+    fn count(&mut self, sql: &str, arg: &str) -> Result<u64> {
+        let n: i64 = self.client.query_one(sql, &[&arg])?.get(0);
+        Ok(u64_of(n))
+    }
+
     /// Which of `handle` and `identity_key` an account already has, as a refusal.
     fn conflict(&mut self, handle: &str, identity_key: &[u8]) -> Result<Option<StoreError>> {
         let taken: Option<String> = self
@@ -512,14 +518,10 @@ impl Directory for PgDirectory {
 
     fn key_changes(&mut self, account_id: &str) -> Result<u64> {
         self.client.revive()?;
-        let n: i64 = self
-            .client
-            .query_one(
-                "SELECT count(*) FROM key_changes WHERE account_id = $1",
-                &[&account_id],
-            )?
-            .get(0);
-        Ok(u64_of(n))
+        self.count(
+            "SELECT count(*) FROM key_changes WHERE account_id = $1",
+            account_id,
+        )
     }
 
     fn key_history(&mut self, account_id: &str) -> Result<Vec<KeyChange>> {
@@ -712,14 +714,7 @@ impl Directory for PgDirectory {
 
     fn queued_for(&mut self, recipient: &str) -> Result<u64> {
         self.client.revive()?;
-        let n: i64 = self
-            .client
-            .query_one(
-                "SELECT count(*) FROM queue WHERE recipient = $1",
-                &[&recipient],
-            )?
-            .get(0);
-        Ok(u64_of(n))
+        self.count("SELECT count(*) FROM queue WHERE recipient = $1", recipient)
     }
 
     fn create_blob(&mut self, blob: &BlobRow, max_blobs: u64, max_bytes: u64) -> Result<Created> {
