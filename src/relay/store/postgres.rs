@@ -238,7 +238,14 @@ fn migrate(client: &mut Client) -> Result<()> {
 }
 
 fn apply_migrations(client: &mut Client) -> Result<()> {
-    client.batch_execute("CREATE TABLE IF NOT EXISTS schema (version INTEGER NOT NULL)")?;
+    // Looked up rather than CREATE ... IF NOT EXISTS, whose notice would be logged at every
+    // connection.
+    let exists: bool = client
+        .query_one("SELECT to_regclass('schema') IS NOT NULL", &[])?
+        .get(0);
+    if !exists {
+        client.batch_execute("CREATE TABLE schema (version INTEGER NOT NULL)")?;
+    }
     let version: i32 = match client.query_opt("SELECT version FROM schema", &[])? {
         Some(row) => row.get(0),
         None => {
