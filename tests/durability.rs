@@ -19,20 +19,6 @@ fn queued_for(relay_dir: &Path, profile: &Path) -> u64 {
         .unwrap()
 }
 
-/// Drains a freshly started client's backlog; returns the texts that arrived as new.
-async fn drain(c: &mut Client) -> Vec<String> {
-    let mut texts = Vec::new();
-    loop {
-        match c
-            .expect(|e| matches!(e, Event::Message(_) | Event::Drained))
-            .await
-        {
-            Event::Message(m) => texts.push(m.text),
-            _ => return texts,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_killed_after_accepting_delivers_exactly_once_after_restart() {
     let Scene {
@@ -51,7 +37,7 @@ async fn relay_killed_after_accepting_delivers_exactly_once_after_restart() {
 
     let relay = TestRelay::start(&rd).await;
     let mut bob = Client::start(&bd, &relay.url).await;
-    let mut got = drain(&mut bob).await;
+    let mut got = bob.drain().await;
     got.sort();
     assert_eq!(got, vec!["so does this", "survives a crash"]);
     bob.barrier().await;
@@ -60,7 +46,7 @@ async fn relay_killed_after_accepting_delivers_exactly_once_after_restart() {
 
     // A second run finds nothing new and the store holds each message once.
     let mut bob = Client::start(&bd, &relay.url).await;
-    assert_eq!(drain(&mut bob).await, Vec::<String>::new());
+    assert_eq!(bob.drain().await, Vec::<String>::new());
     bob.stop();
     let secret: Vec<_> = common::history(&bd, "alice", true)
         .into_iter()
@@ -111,7 +97,7 @@ async fn recipient_that_stored_but_never_acked_shows_the_message_once() {
 
     let relay = TestRelay::start(&rd).await;
     let mut bob = Client::start(&bd, &relay.url).await;
-    let mut first = drain(&mut bob).await;
+    let mut first = bob.drain().await;
     first.sort();
     assert_eq!(first, vec!["a normal one", "first secret", "second secret"]);
     bob.barrier().await;
@@ -128,7 +114,7 @@ async fn recipient_that_stored_but_never_acked_shows_the_message_once() {
     let relay = TestRelay::start(&rd).await;
     let mut bob = Client::start(&bd, &relay.url).await;
     // Redelivered, recognised, acknowledged, and not shown again.
-    assert_eq!(drain(&mut bob).await, Vec::<String>::new());
+    assert_eq!(bob.drain().await, Vec::<String>::new());
     bob.barrier().await;
     bob.stop();
     assert_eq!(queued_for(&rd, &bd), 0);
@@ -211,7 +197,7 @@ async fn messages_typed_while_the_relay_is_down_go_out_when_it_is_back() {
         }
     }
     let mut bob = Client::start(&bd, &relay.url).await;
-    let mut got = drain(&mut bob).await;
+    let mut got = bob.drain().await;
     got.sort();
     assert_eq!(
         got,

@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use common::pg::TestDb;
 use common::{Client, PATIENCE, Scene, TestRelay};
-use sotto::client::manager::Event;
 use sotto::relay::QueueLimits;
 use sotto::relay::quota::Quota;
 use sotto::relay::store::{self, Database, NewEnvelope, Origin, Outcome, Stored, Stores};
@@ -22,20 +21,6 @@ use sotto::wire::{B64, KeyUpload, SignedKey};
 async fn queued_for(relay_dir: &Path, db: &Database, profile: &Path) -> u64 {
     let id = common::account_id(profile);
     common::relay_directory(relay_dir, db, move |d| d.queued_for(&id).unwrap()).await
-}
-
-/// Drains a freshly started client's backlog; returns the texts that arrived as new.
-async fn drain(c: &mut Client) -> Vec<String> {
-    let mut texts = Vec::new();
-    loop {
-        match c
-            .expect(|e| matches!(e, Event::Message(_) | Event::Drained))
-            .await
-        {
-            Event::Message(m) => texts.push(m.text),
-            _ => return texts,
-        }
-    }
 }
 
 fn texts(dir: &Path, peer: &str, secret: bool) -> Vec<(bool, String)> {
@@ -122,7 +107,7 @@ async fn a_relay_restarted_on_the_same_database_delivers_what_was_queued_before(
 
     let relay = TestRelay::start_at(&rd, &addr, pg.relay_config()).await;
     let mut bob = Client::start(&bd, &relay.url).await;
-    let mut got = drain(&mut bob).await;
+    let mut got = bob.drain().await;
     got.sort();
     assert_eq!(got, ["so does this", "survives a crash"]);
     bob.barrier().await;
@@ -131,7 +116,7 @@ async fn a_relay_restarted_on_the_same_database_delivers_what_was_queued_before(
 
     // A second run finds nothing new, and bob holds each message once.
     let mut bob = Client::start(&bd, &relay.url).await;
-    assert_eq!(drain(&mut bob).await, Vec::<String>::new());
+    assert_eq!(bob.drain().await, Vec::<String>::new());
     bob.stop();
     assert_eq!(
         texts(&bd, "alice", true),
@@ -344,4 +329,44 @@ fn a_quota_holds_for_senders_spread_over_two_relays() {
     assert_eq!((queued, full), (50, 30));
     let mut d = relay_stores(&db, limits).directory;
     assert_eq!(d.queued_for("bob").unwrap(), 50);
+}
+
+#[test]
+fn a_relay_connects_again_after_postgres_closed_its_connections() {
+    let Some(pg) = TestDb::create("a_relay_connects_again_after_postgres_closed_its_connections")
+    else {
+        return;
+    };
+    let db = pg.relay_config().database;
+    register_all(&db, &["alice", "bob"]);
+    let Stores {
+        mut directory,
+        mut queue,
+        ..
+    } = relay_stores(&db, QueueLimits::default());
+    // As a server restart does: every connection but the one doing it is ended.
+    let mut admin = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    let ended = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        ended.len(),
+        2,
+        "the directory's and the queue's connections"
+    );
+    // The call that meets the closed connection fails; the next one has connected again.
+    let first = directory.account_by_handle("bob");
+    assert!(first.is_err(), "{first:?}");
+    assert!(directory.account_by_handle("bob").unwrap().is_some());
+    let e = from_to("alice", "bob", "after the restart".into());
+    assert!(queue.stage(&[vec![e.clone()]], &[]).is_err());
+    queue.rollback();
+    let outcomes = queue.stage(&[vec![e]], &[]).unwrap();
+    queue.commit().unwrap();
+    assert!(matches!(outcomes[0], Outcome::Queued(_)), "{outcomes:?}");
+    assert_eq!(directory.queued_for("bob").unwrap(), 1);
 }

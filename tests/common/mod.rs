@@ -268,6 +268,20 @@ impl Client {
         }
     }
 
+    /// Drains a freshly started client's backlog; returns the texts that arrived as new.
+    pub async fn drain(&mut self) -> Vec<String> {
+        let mut texts = Vec::new();
+        loop {
+            match self
+                .expect(|e| matches!(e, Event::Message(_) | Event::Drained))
+                .await
+            {
+                Event::Message(m) => texts.push(m.text),
+                _ => return texts,
+            }
+        }
+    }
+
     /// Returns once the relay has processed everything this client sent before: a directory
     /// lookup travels the same ordered connection as the acks, so its answer comes after them.
     pub async fn barrier(&mut self) {

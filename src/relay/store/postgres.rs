@@ -114,12 +114,30 @@ const MIGRATION_LOCK: i64 = 0x736f_7474_6f00_0001;
 /// A connection that may be dropped on any thread. The `postgres` client closes itself by
 /// blocking on its own runtime, which panics on an async worker thread, and the relay's state
 /// may be dropped by its last connection task: there it is closed on a thread of its own.
-pub(super) struct Conn(Option<Client>);
+/// It also connects again when the server has closed it (a restart, a terminated backend).
+pub(super) struct Conn {
+    client: Option<Client>,
+    url: String,
+}
+
+impl Conn {
+    /// Connects again if the server closed the connection: the call that met the closed
+    /// connection has failed, the next one works. Returns whether it did (prepared
+    /// statements are gone then).
+    pub(super) fn revive(&mut self) -> Result<bool> {
+        if !self.is_closed() {
+            return Ok(false);
+        }
+        tracing::warn!("the connection to PostgreSQL was closed; connecting again");
+        *self = connect(&self.url)?;
+        Ok(true)
+    }
+}
 
 impl std::ops::Deref for Conn {
     type Target = Client;
     fn deref(&self) -> &Client {
-        self.0
+        self.client
             .as_ref()
             .expect("a connection is only taken when dropped")
     }
@@ -127,7 +145,7 @@ impl std::ops::Deref for Conn {
 
 impl std::ops::DerefMut for Conn {
     fn deref_mut(&mut self) -> &mut Client {
-        self.0
+        self.client
             .as_mut()
             .expect("a connection is only taken when dropped")
     }
@@ -135,7 +153,7 @@ impl std::ops::DerefMut for Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        if let Some(client) = self.0.take()
+        if let Some(client) = self.client.take()
             && tokio::runtime::Handle::try_current().is_ok()
         {
             let _ = std::thread::Builder::new()
@@ -177,7 +195,10 @@ pub(super) fn connect(url: &str) -> Result<Conn> {
         ))
     })?;
     migrate(&mut client)?;
-    Ok(Conn(Some(client)))
+    Ok(Conn {
+        client: Some(client),
+        url: url.to_string(),
+    })
 }
 
 /// Where `config` points, without its password.
@@ -219,7 +240,14 @@ fn migrate(client: &mut Client) -> Result<()> {
 }
 
 fn apply_migrations(client: &mut Client) -> Result<()> {
-    client.batch_execute("CREATE TABLE IF NOT EXISTS schema (version INTEGER NOT NULL)")?;
+    // Looked up rather than CREATE ... IF NOT EXISTS, whose notice would be logged at every
+    // connection.
+    let exists: bool = client
+        .query_one("SELECT to_regclass('schema') IS NOT NULL", &[])?
+        .get(0);
+    if !exists {
+        client.batch_execute("CREATE TABLE schema (version INTEGER NOT NULL)")?;
+    }
     let version: i32 = match client.query_opt("SELECT version FROM schema", &[])? {
         Some(row) => row.get(0),
         None => {
@@ -341,6 +369,12 @@ impl PgDirectory {
         }))
     }
 
+    /// The count `sql` gives for `arg`.
+    fn count(&mut self, sql: &str, arg: &str) -> Result<u64> {
+        let n: i64 = self.client.query_one(sql, &[&arg])?.get(0);
+        Ok(u64_of(n))
+    }
+
     /// Which of `handle` and `identity_key` an account already has, as a refusal.
     fn conflict(&mut self, handle: &str, identity_key: &[u8]) -> Result<Option<StoreError>> {
         let taken: Option<String> = self
@@ -356,6 +390,7 @@ impl PgDirectory {
 
 impl Directory for PgDirectory {
     fn meta(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.client.revive()?;
         Ok(self
             .client
             .query_opt("SELECT value FROM meta WHERE key = $1", &[&key])?
@@ -363,6 +398,7 @@ impl Directory for PgDirectory {
     }
 
     fn set_meta(&mut self, entries: &[(&str, &[u8])]) -> Result<()> {
+        self.client.revive()?;
         let mut tx = self.client.transaction()?;
         for (key, value) in entries {
             tx.execute(
@@ -383,6 +419,7 @@ impl Directory for PgDirectory {
         access_token: &[u8],
         now: u64,
     ) -> Result<()> {
+        self.client.revive()?;
         if let Some(e) = self.conflict(handle, &keys.identity_key.0)? {
             return Err(e);
         }
@@ -436,6 +473,7 @@ impl Directory for PgDirectory {
         endorsement: Option<&[u8]>,
         now: u64,
     ) -> Result<()> {
+        self.client.revive()?;
         let mut tx = self.client.transaction()?;
         replace_keys(&mut tx, account_id, keys, via, endorsement, now)?;
         tx.commit()?;
@@ -443,6 +481,7 @@ impl Directory for PgDirectory {
     }
 
     fn arm_reset(&mut self, handle: &str, code: &[u8], expires_at: u64) -> Result<Option<String>> {
+        self.client.revive()?;
         Ok(self
             .client
             .query_opt(
@@ -460,6 +499,7 @@ impl Directory for PgDirectory {
         keys: &KeyUpload,
         now: u64,
     ) -> Result<Option<String>> {
+        self.client.revive()?;
         let mut tx = self.client.transaction()?;
         // FOR UPDATE: two relays presenting the code at once cannot both claim it.
         let Some(row) = tx.query_opt(
@@ -486,17 +526,15 @@ impl Directory for PgDirectory {
     }
 
     fn key_changes(&mut self, account_id: &str) -> Result<u64> {
-        let n: i64 = self
-            .client
-            .query_one(
-                "SELECT count(*) FROM key_changes WHERE account_id = $1",
-                &[&account_id],
-            )?
-            .get(0);
-        Ok(u64_of(n))
+        self.client.revive()?;
+        self.count(
+            "SELECT count(*) FROM key_changes WHERE account_id = $1",
+            account_id,
+        )
     }
 
     fn key_history(&mut self, account_id: &str) -> Result<Vec<KeyChange>> {
+        self.client.revive()?;
         let rows = self.client.query(
             "SELECT old_key, new_key, via, endorsement, at FROM (
                  SELECT seq, old_key, new_key, via, endorsement, at FROM key_changes
@@ -530,6 +568,7 @@ impl Directory for PgDirectory {
         kyber: &[SignedKey],
         max: u32,
     ) -> Result<bool> {
+        self.client.revive()?;
         let mut tx = self.client.transaction()?;
         // The account's row lock keeps two relays' uploads from passing the cap together.
         tx.execute(
@@ -546,18 +585,22 @@ impl Directory for PgDirectory {
     }
 
     fn prekey_count(&mut self, account_id: &str) -> Result<(u32, u32)> {
+        self.client.revive()?;
         count_one_time(&mut *self.client, account_id)
     }
 
     fn account_by_id(&mut self, account_id: &str) -> Result<Option<Account>> {
+        self.client.revive()?;
         self.account_where("account_id", account_id)
     }
 
     fn account_by_handle(&mut self, handle: &str) -> Result<Option<Account>> {
+        self.client.revive()?;
         self.account_where("handle", handle)
     }
 
     fn take_bundle(&mut self, account_id: &str, one_time: bool) -> Result<Bundle> {
+        self.client.revive()?;
         let mut tx = self.client.transaction()?;
         let Some(r) = tx.query_opt(
             "SELECT handle, identity_key, registration_id, signed_prekey_id, signed_prekey,
@@ -620,11 +663,13 @@ impl Directory for PgDirectory {
     }
 
     fn refusal(&mut self, recipient: &str, origin: &Origin) -> Result<Option<Stored>> {
+        self.client.revive()?;
         let found = recipient_keys(&mut *self.client, recipient)?;
         Ok(rules::refusal(found.as_ref().map(recipient_view), origin))
     }
 
     fn pending(&mut self, recipient: &str, after: u64, limit: usize) -> Result<Vec<Queued>> {
+        self.client.revive()?;
         let rows = self.client.query(
             "SELECT q.id, q.sender, q.sealed, q.payload, q.received_at, q.expires_at, a.handle
              FROM queue q LEFT JOIN accounts a ON a.account_id = q.sender
@@ -646,6 +691,7 @@ impl Directory for PgDirectory {
     }
 
     fn queue_summary(&mut self, top: usize) -> Result<QueueSummary> {
+        self.client.revive()?;
         let totals = self.client.query_one(
             "SELECT count(*), coalesce(sum(octet_length(payload)), 0)::bigint,
                     count(*) FILTER (WHERE sealed)
@@ -676,17 +722,12 @@ impl Directory for PgDirectory {
     }
 
     fn queued_for(&mut self, recipient: &str) -> Result<u64> {
-        let n: i64 = self
-            .client
-            .query_one(
-                "SELECT count(*) FROM queue WHERE recipient = $1",
-                &[&recipient],
-            )?
-            .get(0);
-        Ok(u64_of(n))
+        self.client.revive()?;
+        self.count("SELECT count(*) FROM queue WHERE recipient = $1", recipient)
     }
 
     fn create_blob(&mut self, blob: &BlobRow, max_blobs: u64, max_bytes: u64) -> Result<Created> {
+        self.client.revive()?;
         let mut tx = self.client.transaction()?;
         // The owner's lock makes the count and the insert one step for every relay.
         lock_all(&mut tx, [blob.owner.as_str()])?;
@@ -721,6 +762,7 @@ impl Directory for PgDirectory {
     }
 
     fn blob(&mut self, id: &str) -> Result<Option<BlobRow>> {
+        self.client.revive()?;
         Ok(self
             .client
             .query_opt(
@@ -740,11 +782,13 @@ impl Directory for PgDirectory {
     }
 
     fn blob_lengths(&mut self) -> Result<Vec<(String, u64)>> {
+        self.client.revive()?;
         let rows = self.client.query("SELECT id, stored FROM blobs", &[])?;
         Ok(rows.iter().map(|r| (r.get(0), u64_of(r.get(1)))).collect())
     }
 
     fn record_stored(&mut self, id: &str, from: u64, to: u64) -> Result<bool> {
+        self.client.revive()?;
         let n = self.client.execute(
             "UPDATE blobs SET stored = $3 WHERE id = $1 AND stored = $2",
             &[&id, &(from as i64), &(to as i64)],
@@ -753,6 +797,7 @@ impl Directory for PgDirectory {
     }
 
     fn blob_fetched(&mut self, id: &str) -> Result<Fetched> {
+        self.client.revive()?;
         let mut tx = self.client.transaction()?;
         let left: Option<i64> = tx
             .query_opt(
@@ -779,6 +824,7 @@ impl Directory for PgDirectory {
     }
 
     fn delete_blob(&mut self, id: &str) -> Result<()> {
+        self.client.revive()?;
         self.client
             .execute("DELETE FROM blobs WHERE id = $1", &[&id])?;
         Ok(())
@@ -790,6 +836,7 @@ impl Directory for PgDirectory {
         retained_since: u64,
         abandoned_since: u64,
     ) -> Result<Vec<String>> {
+        self.client.revive()?;
         let rows = self.client.query(
             "DELETE FROM blobs
              WHERE (expires_at IS NOT NULL AND expires_at <= $1)
@@ -806,6 +853,7 @@ impl Directory for PgDirectory {
     }
 
     fn blob_summary(&mut self) -> Result<BlobSummary> {
+        self.client.revive()?;
         let r = self.client.query_one(
             "SELECT count(*), coalesce(sum(stored), 0)::bigint,
                     count(*) FILTER (WHERE stored < size)

@@ -10,7 +10,7 @@
 //! Owns the batch's transaction and the statements over `queue` and `queue_usage`. Must not
 //! serve reads (the directory's connection does) nor decide refusals (`rules`, `quota`).
 
-use postgres::Statement;
+use postgres::{Client, Statement};
 
 use super::super::rules;
 use super::super::{NewEnvelope, Origin, Outcome, Queue, Result, StoreError, Stored};
@@ -30,21 +30,23 @@ pub struct PgQueue {
     /// A batch is open: `stage` began its transaction and neither `commit` nor `rollback`
     /// has ended it.
     open: bool,
+    statements: Statements,
+    /// This relay's instance, in its words (see `listen::word`).
+    instance: u64,
+}
+
+/// The queue's statements, prepared on its connection (again after a reconnect).
+struct Statements {
     look_up: Statement,
     insert: Statement,
     remove: Statement,
     /// Tells the other relays (`listen`) whose mail this batch queued; PostgreSQL sends the
     /// words only if the transaction commits.
     notify: Statement,
-    /// This relay's instance, in its words (see `listen::word`).
-    instance: u64,
 }
 
-impl PgQueue {
-    /// Connects to the database `url` names, holding new envelopes to `limits`; its commits
-    /// are announced as relay `instance`'s.
-    pub fn open(url: &str, limits: QueueLimits, instance: u64) -> Result<Self> {
-        let mut client = connect(url)?;
+impl Statements {
+    fn prepare(client: &mut Client) -> Result<Statements> {
         // The recipient's account (for the refusal rules) and the two totals the envelope
         // counts under, in one round trip.
         let look_up = client.prepare(&format!(
@@ -92,14 +94,26 @@ impl PgQueue {
         let notify = client.prepare(&format!(
             "SELECT count(pg_notify('{CHANNEL}', w)) FROM unnest($1::text[]) AS w"
         ))?;
-        Ok(PgQueue {
-            client,
-            limits,
-            open: false,
+        Ok(Statements {
             look_up,
             insert,
             remove,
             notify,
+        })
+    }
+}
+
+impl PgQueue {
+    /// Connects to the database `url` names, holding new envelopes to `limits`; its commits
+    /// are announced as relay `instance`'s.
+    pub fn open(url: &str, limits: QueueLimits, instance: u64) -> Result<Self> {
+        let mut client = connect(url)?;
+        let statements = Statements::prepare(&mut client)?;
+        Ok(PgQueue {
+            client,
+            limits,
+            open: false,
+            statements,
             instance,
         })
     }
@@ -124,12 +138,13 @@ impl PgQueue {
             recipients.sort_unstable();
             recipients.dedup();
             let words: Vec<String> = recipients.iter().map(|r| word(self.instance, r)).collect();
-            self.client.query_one(&self.notify, &[&words])?;
+            self.client.query_one(&self.statements.notify, &[&words])?;
         }
         if !remove.is_empty() {
             let ids: Vec<i64> = remove.iter().map(|(_, id)| *id as i64).collect();
             let recipients: Vec<&str> = remove.iter().map(|(r, _)| r.as_str()).collect();
-            self.client.execute(&self.remove, &[&ids, &recipients])?;
+            self.client
+                .execute(&self.statements.remove, &[&ids, &recipients])?;
         }
         Ok(outcomes)
     }
@@ -184,9 +199,10 @@ impl PgQueue {
             Some(s) if !sealed => (SENDER, s),
             _ => (SEALED, e.recipient.as_str()),
         };
-        let r = self
-            .client
-            .query_one(&self.look_up, &[&e.recipient, &other_kind, &other_key])?;
+        let r = self.client.query_one(
+            &self.statements.look_up,
+            &[&e.recipient, &other_kind, &other_key],
+        )?;
         let account: Option<(Vec<u8>, Vec<u8>)> = match (r.get(0), r.get(1)) {
             (Some(token), Some(key)) => Some((token, key)),
             _ => None,
@@ -209,7 +225,7 @@ impl PgQueue {
             return Ok(Err(Stored::OverQuota(q)));
         }
         let row = self.client.query_one(
-            &self.insert,
+            &self.statements.insert,
             &[
                 &e.recipient,
                 &entry.sender,
@@ -238,6 +254,9 @@ impl Queue for PgQueue {
     ) -> Result<Vec<Outcome>> {
         if self.open {
             return Err(StoreError::BatchOpen);
+        }
+        if self.client.revive()? {
+            self.statements = Statements::prepare(&mut self.client)?;
         }
         self.client.batch_execute("BEGIN")?;
         self.open = true;
