@@ -698,6 +698,70 @@ async fn an_upload_cut_by_a_relay_killed_with_sigkill_resumes_when_it_is_back() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_cut_by_a_relay_killed_with_sigkill_resumes_from_what_arrived() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay_dir = tmp.path().join("relay");
+    let (alice_dir, bob_dir) = (tmp.path().join("a"), tmp.path().join("b"));
+    let mut relay = common::cli::start_relay(&relay_dir);
+    let url = relay.url.clone();
+    register(&alice_dir, "alice", &url).await;
+    register(&bob_dir, "bob", &url).await;
+    let mut alice = Client::start(&alice_dir, &url).await;
+    let mut bob = Client::start(&bob_dir, &url).await;
+    let original = marked_file(tmp.path(), "film.mkv", "KILLED-DOWNLOAD-91fe", 64 << 20);
+    let id = attach(&mut alice, "bob", true, &original, None).await;
+    file_state(&mut alice, &id, ready).await;
+    assert_eq!(receive_file(&mut bob).await.id, id);
+    bob.handle
+        .commands
+        .send(Command::Download {
+            tag: 5,
+            id: id.clone(),
+        })
+        .await
+        .unwrap();
+    // Well into the file, so that starting over would show as progress going back.
+    const CUT: u64 = 8 << 20;
+    file_state(
+        &mut bob,
+        &id,
+        |s| matches!(s, AttachmentState::Downloading { done } if *done >= CUT),
+    )
+    .await;
+    relay.child.kill().unwrap();
+    relay.child.wait().unwrap();
+    let cut = history(&bob_dir, "alice", true).pop().unwrap();
+    assert!(
+        matches!(
+            cut.attachment.unwrap().state,
+            AttachmentState::Downloading { .. }
+        ),
+        "the download finished before the relay was killed; use a larger file"
+    );
+    let addr = url.trim_start_matches("wss://").to_string();
+    let mut relay = common::cli::start_relay_at(&relay_dir, &addr);
+    // bob's client comes back by itself and goes on from the bytes it already has.
+    loop {
+        let state = file_state(&mut bob, &id, |_| true).await;
+        match state {
+            AttachmentState::Downloading { done } => {
+                assert!(done >= CUT, "the download started over: {done} bytes")
+            }
+            AttachmentState::Ready => break,
+            other => panic!("the resumed download ended {other:?}"),
+        }
+    }
+    let saved = save(&mut bob, &id, &tmp.path().join("back.mkv"))
+        .await
+        .unwrap();
+    assert!(sha(&std::fs::read(saved).unwrap()) == sha(&std::fs::read(&original).unwrap()));
+    alice.stop();
+    bob.stop();
+    relay.child.kill().unwrap();
+    relay.child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_received_picture_is_previewed_scaled_from_its_encrypted_file_without_a_plaintext_copy() {
     let f = Files::new().await;
     let (mut alice, mut bob) = f.both(Settings::default()).await;

@@ -219,7 +219,15 @@ async fn a_timer_change_out_of_range_from_a_peer_is_refused_and_not_applied() {
             .expect(|e| matches!(e, Event::Warning(_) | Event::TimerSet { .. }))
             .await
         {
-            Event::Warning(w) => assert!(w.contains("outside 5s to 24h"), "{w}"),
+            Event::Warning(w) => {
+                assert!(w.text.contains("outside 5s to 24h"), "{w}");
+                // It belongs to alice's normal thread, where the timer was sent.
+                assert_eq!(
+                    (w.contact.as_deref(), w.secret),
+                    (Some("alice"), Some(false)),
+                    "{w:?}"
+                );
+            }
             other => panic!("an out-of-range timer was applied: {other:?}"),
         }
     }
