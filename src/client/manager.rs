@@ -273,6 +273,18 @@ impl Warning {
             ..Warning::about(text, contact)
         }
     }
+
+    /// A key offered for `handle` that they never endorsed was refused (`event` says how):
+    /// what an attack by the relay, or by someone between us and it, looks like.
+    pub(crate) fn refused_key(handle: &str, event: trust::KeyEvent) -> Warning {
+        Warning::about(
+            format!(
+                "{handle}: {} (possible attack; `sotto verify {handle}` shows the key history)",
+                event.describe()
+            ),
+            handle,
+        )
+    }
 }
 
 impl std::fmt::Display for Warning {
@@ -1441,16 +1453,8 @@ impl Manager {
         {
             tracing::error!(error = %describe(&e), "cannot record a refused key");
         }
-        self.emit(Event::Warning(Warning::about(
-            format!(
-                "{}: {} (possible attack; `sotto verify {}` shows the key history)",
-                contact.handle,
-                event.describe(),
-                contact.handle
-            ),
-            &contact.handle,
-        )))
-        .await;
+        self.emit(Event::Warning(Warning::refused_key(&contact.handle, event)))
+            .await;
     }
 
     /// A contact's identity key is now `new_key`: record it (blocking secret sends until the

@@ -487,7 +487,12 @@ impl Manager {
             return Ok(Incoming::Nothing);
         };
         let own = &self.reg.account_id;
-        let Ok(dist) = <[u8; 16]>::try_from(distribution_id.0.as_slice()) else {
+        let dist = <[u8; 16]>::try_from(distribution_id.0.as_slice()).ok();
+        let Some(dist) = dist.filter(|_| {
+            crate::client::store::is_group_id(&group)
+                && valid_group_name(&name)
+                && members.len() <= MAX_MEMBERS
+        }) else {
             return Err(Receive::Drop(Warning::in_thread(
                 format!(
                     "{} sent a group change that is not valid; it was ignored",
@@ -497,19 +502,6 @@ impl Manager {
                 true,
             )));
         };
-        if !crate::client::store::is_group_id(&group)
-            || !valid_group_name(&name)
-            || members.len() > MAX_MEMBERS
-        {
-            return Err(Receive::Drop(Warning::in_thread(
-                format!(
-                    "{} sent a group change that is not valid; it was ignored",
-                    sender.handle
-                ),
-                &sender.handle,
-                true,
-            )));
-        }
         let mut list: Vec<Member> = Vec::with_capacity(members.len());
         for m in &members {
             if list.iter().all(|l| l.account_id != m.account_id) {

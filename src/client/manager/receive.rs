@@ -357,15 +357,7 @@ impl Manager {
             Ok(None) => {}
             Err(e) => return Receive::retry(e),
         }
-        Receive::Drop(Warning::about(
-            format!(
-                "{}: {} (possible attack; `sotto verify {}` shows the key history)",
-                contact.handle,
-                event.describe(),
-                contact.handle
-            ),
-            &contact.handle,
-        ))
+        Receive::Drop(Warning::refused_key(&contact.handle, event))
     }
 
     async fn receive_normal(
