@@ -19,7 +19,7 @@ use sotto::client::account;
 use sotto::client::attachment::{BlobStatus, BlobTransport, LinkBlobs};
 use sotto::client::conn::{Hello, Link, LinkError, LinkEvent};
 use sotto::client::store::Store;
-use sotto::relay::store::RelayStore;
+use sotto::relay::store::{Directory as _, RelayStore};
 use sotto::relay::{BlobLimits, RateLimits, RelayConfig};
 use sotto::wire::{ErrorCode, MAX_BLOB_CHUNK};
 use tokio::sync::mpsc;

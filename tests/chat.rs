@@ -12,7 +12,8 @@ use sotto::client::crypto;
 use sotto::client::manager::Event;
 use sotto::client::signal_store::Stores;
 use sotto::client::store::{Contact, MessageState, Store};
-use sotto::relay::store::RelayStore;
+use sotto::relay::RelayConfig;
+use sotto::relay::store::{Database, Directory as _, MemoryStore, RelayStore};
 use sotto::wire::{ClientFrame, RelayFrame};
 
 fn prekeys_left(relay_dir: &std::path::Path, profile: &std::path::Path) -> (u32, u32) {
@@ -458,4 +459,26 @@ async fn receipts_owed_go_out_when_the_recipient_stops_at_once() {
     }
     alice.stop();
     bob.stop();
+}
+
+/// A relay whose state lives in memory (`Database::Memory`) carries both kinds of message,
+/// takes bundles from its own directory, and writes no database file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_keeping_its_state_in_memory_carries_both_kinds() {
+    let memory = MemoryStore::new();
+    let config = RelayConfig {
+        database: Database::Memory(memory.clone()),
+        ..RelayConfig::default()
+    };
+    let scene = Scene::with(config).await;
+    let (mut alice, mut bob) = scene.online().await;
+    alice.send("bob", false, "hi bob").await;
+    assert_eq!(bob.receive().await.text, "hi bob");
+    alice.send("bob", true, "secret one").await;
+    assert_eq!(bob.receive().await.text, "secret one");
+    bob.send("alice", true, "secret two").await;
+    assert_eq!(alice.receive().await.text, "secret two");
+    let bob_id = common::account_id(&scene.bob);
+    assert_eq!(memory.clone().prekey_count(&bob_id).unwrap(), (99, 99));
+    assert!(!scene.relay_dir.join("relay.db").exists());
 }

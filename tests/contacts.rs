@@ -9,7 +9,7 @@ use common::{Client, Scene};
 use sotto::client::manager::{Command, ContactChange, Event};
 use sotto::client::store::{MessageState, Store};
 use sotto::client::trust;
-use sotto::relay::store::RelayStore;
+use sotto::relay::store::{Directory as _, RelayStore};
 
 async fn change(client: &mut Client, cmd: Command) -> Result<ContactChange, String> {
     let tag = match &cmd {

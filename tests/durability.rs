@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::{Client, Scene, TestRelay};
 use sotto::client::manager::Event;
-use sotto::relay::store::RelayStore;
+use sotto::relay::store::{Directory as _, RelayStore};
 
 /// Envelopes waiting at the relay for the profile in `profile`.
 fn queued_for(relay_dir: &Path, profile: &Path) -> u64 {

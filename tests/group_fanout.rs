@@ -21,7 +21,7 @@ use sotto::client::store::Store;
 use sotto::client::{account, crypto};
 use sotto::relay::RelayConfig;
 use sotto::relay::quota::QueueLimits;
-use sotto::relay::store::RelayStore;
+use sotto::relay::store::{Directory as _, RelayStore};
 use sotto::wire::{self, B64, ClientFrame, ErrorCode, Payload, RelayFrame, SealedRecipient};
 
 fn identity(dir: &Path) -> IdentityKeyPair {
@@ -208,7 +208,7 @@ async fn collect(url: &str, dir: &Path) -> Vec<(Payload, bool)> {
 }
 
 fn queued(relay_dir: &Path, peers: &[Peer]) -> Vec<u64> {
-    let store = RelayStore::open(relay_dir).unwrap();
+    let mut store = RelayStore::open(relay_dir).unwrap();
     peers
         .iter()
         .map(|p| store.queued_for(&p.id).unwrap())
@@ -614,7 +614,7 @@ async fn a_relay_killed_mid_fan_out_has_each_queued_for_all_or_none() {
     let mut relay = common::cli::start_relay_at(&relay_dir, &addr);
 
     // Which fan-outs each recipient has, by opening every copy the relay kept for it.
-    let store = RelayStore::open(&relay_dir).unwrap();
+    let mut store = RelayStore::open(&relay_dir).unwrap();
     let mut holders: HashMap<Vec<u8>, usize> = HashMap::new();
     for p in &alice.peers {
         let kept = store.pending(&p.id, 0, 10_000).unwrap();

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use common::{Client, Raw, Scene};
 use sotto::client::store::Store;
 use sotto::client::{account, crypto};
-use sotto::relay::store::RelayStore;
+use sotto::relay::store::{Directory as _, RelayStore};
 use sotto::relay::{QueueLimits, RateLimits, RelayConfig};
 use sotto::wire::{B64, ClientFrame, ErrorCode, KeyUpload, RelayFrame, SignedKey};
 

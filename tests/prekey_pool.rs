@@ -10,7 +10,7 @@ use common::{Client, PATIENCE, Raw, Scene};
 use sotto::client::account::{PREKEY_BATCH, PREKEY_LOW};
 use sotto::client::manager::{ConnState, Event};
 use sotto::client::store::Store;
-use sotto::relay::store::RelayStore;
+use sotto::relay::store::{Directory as _, RelayStore};
 use sotto::relay::{RateLimits, RelayConfig};
 use sotto::wire::{ClientFrame, RelayFrame};
 

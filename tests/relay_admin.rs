@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use common::{TestRelay, register};
 use sotto::client::account;
 use sotto::client::store::Store;
-use sotto::relay::store::RelayStore;
+use sotto::relay::store::{Directory as _, RelayStore};
 use sotto::relay::{self, RelayConfig, RelayError};
 use tokio_util::sync::CancellationToken;
 
@@ -58,7 +58,7 @@ async fn a_reset_code_past_its_time_claims_nothing() {
     let relay = TestRelay::start(&relay_dir).await;
     register(&tmp.path().join("bob-old"), "bob", &relay.url).await;
     let now = sotto::client::clock::Clock::system().now_ms();
-    let store = RelayStore::open(&relay_dir).unwrap();
+    let mut store = RelayStore::open(&relay_dir).unwrap();
 
     store
         .arm_reset("bob", b"late-code", now - 1)

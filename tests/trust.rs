@@ -8,7 +8,7 @@ use common::{Client, Raw, Scene, register};
 use sotto::client::account;
 use sotto::client::store::{MessageKind, Store};
 use sotto::client::trust;
-use sotto::relay::store::RelayStore;
+use sotto::relay::store::{Directory as _, RelayStore};
 use sotto::wire::{ClientFrame, ErrorCode, RelayFrame};
 
 fn number(profile: &std::path::Path, handle: &str) -> trust::SafetyNumber {

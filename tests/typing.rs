@@ -11,7 +11,7 @@ use common::{Client, Scene, account_id, any_file_contains};
 use sotto::client::content::Content;
 use sotto::client::manager::{Command, Event, Settings};
 use sotto::client::store::MessageState;
-use sotto::relay::store::RelayStore;
+use sotto::relay::store::{Directory as _, RelayStore};
 use sotto::wire::ClientFrame;
 
 async fn typing(c: &Client, to: &str, secret: bool, active: bool) {

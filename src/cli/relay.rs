@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use sotto::config::{self, Config};
+use sotto::relay::store::Directory as _;
 use sotto::relay::{self, RelayConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +35,7 @@ pub fn stats(config: &Config, data_dir: Option<PathBuf>, top: usize) -> Result<(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Value::Null,
         Err(e) => return Err(e).context("cannot read the relay's counters"),
     };
-    let store = relay::store::RelayStore::open(&dir)?;
+    let mut store = relay::store::RelayStore::open(&dir)?;
     let queue = store.queue_summary(top)?;
     let blobs = store.blob_summary()?;
     let report = serde_json::json!({ "counters": counters, "queue": queue, "blobs": blobs });
@@ -57,7 +58,7 @@ fn existing_relay_dir(config: &Config, data_dir: Option<PathBuf>) -> Result<Path
 /// `sotto relay admin reset-handle`: arms a one-time claim code for HANDLE.
 pub fn reset_handle(config: &Config, data_dir: Option<PathBuf>, handle: &str) -> Result<()> {
     let dir = existing_relay_dir(config, data_dir)?;
-    let store = relay::store::RelayStore::open(&dir)?;
+    let mut store = relay::store::RelayStore::open(&dir)?;
     // 20 characters from an alphabet without look-alikes: easy to read out, ~98 bits.
     let alphabet = b"abcdefghjkmnpqrstuvwxyz23456789";
     let code: String = (0..20)
@@ -259,7 +260,7 @@ pub async fn serve(
         signal.cancel();
     });
     // Open the store before announcing, so "listening" means ready.
-    relay::trust_root(&data_dir)?;
+    relay::trust_root(&data_dir, &relay_config.database)?;
     let addr = listener.local_addr()?;
     let cert = match tls {
         RelayTls::Plain => None,

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::Relay;
 pub use super::blob_files::DIR;
 use super::blob_files::{BlobFileError, BlobFiles};
-use super::store::{self, BlobRow, Created, Fetched, RelayStore};
+use super::store::{self, BlobRow, Created, Directory, Fetched, RelayStore};
 use crate::wire::{ClientFrame, ErrorCode, MAX_BLOB_CHUNK, RelayFrame, ReqId, valid_blob_id};
 
 const MIB: u64 = 1024 * 1024;
@@ -422,7 +422,7 @@ async fn fetched(
 }
 
 /// Matches the blob files to the rows when the relay starts (see `BlobFiles::reconcile`).
-pub(crate) fn reconcile(store: &RelayStore, files: &BlobFiles) -> store::Result<()> {
+pub(crate) fn reconcile(store: &mut dyn Directory, files: &BlobFiles) -> store::Result<()> {
     let rows: HashMap<String, u64> = store.blob_lengths()?.into_iter().collect();
     for lost in files.reconcile(&rows)? {
         tracing::warn!("a blob's file is missing; its row is dropped");
@@ -435,7 +435,7 @@ pub(crate) fn reconcile(store: &RelayStore, files: &BlobFiles) -> store::Result<
 /// an upload abandoned; rows first, then files (a file left by a crash in between is removed
 /// at the next start). Returns how many were deleted.
 pub fn sweep(
-    store: &RelayStore,
+    store: &mut dyn Directory,
     files: &BlobFiles,
     limits: &BlobLimits,
     now: u64,
@@ -455,12 +455,13 @@ pub fn sweep(
     Ok(due.len())
 }
 
-/// Runs one sweep of the relay in `data_dir` as of `now` (Unix ms), alongside a running
-/// relay or without one: what the relay's periodic sweep does, for an operator or a test.
+/// Runs one sweep of the relay on SQLite in `data_dir` as of `now` (Unix ms), alongside a
+/// running relay or without one: what the relay's periodic sweep does, for an operator or a
+/// test.
 pub fn sweep_dir(data_dir: &Path, limits: &BlobLimits, now: u64) -> store::Result<usize> {
-    let store = RelayStore::open(data_dir)?;
+    let mut store = RelayStore::open(data_dir)?;
     let files = BlobFiles::open(data_dir)?;
-    sweep(&store, &files, limits, now)
+    sweep(&mut store, &files, limits, now)
 }
 
 /// The relay's periodic sweep, every `BlobLimits::sweep_interval` until `shutdown`.

@@ -10,7 +10,7 @@ use libsignal_protocol::{
     Timestamp,
 };
 
-use super::store::{RelayStore, StoreError};
+use super::store::{Directory, StoreError};
 
 /// The key id of our server certificate; libsignal reserves a few ids for Signal's own
 /// servers and a revoked one, so ours stays clear of them.
@@ -37,7 +37,7 @@ pub struct Authority {
 
 impl Authority {
     /// Loads the authority from the store, creating it on first start.
-    pub fn load_or_create(store: &mut RelayStore) -> Result<Self, CertError> {
+    pub fn load_or_create(store: &mut dyn Directory) -> Result<Self, CertError> {
         let corrupt =
             |e: libsignal_protocol::SignalProtocolError| CertError::Corrupt(e.to_string());
         if let (Some(root), Some(key), Some(cert)) = (

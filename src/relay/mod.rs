@@ -44,7 +44,7 @@ use mailbox::Mailbox;
 pub use quota::QueueLimits;
 pub use rate::RateLimits;
 pub use stats::{Reason, Stats};
-use store::RelayStore;
+use store::{Database, Directory};
 use writer::Writer;
 
 /// Called with every frame payload the relay receives, before it is decoded: lets a test or
@@ -113,6 +113,9 @@ pub struct RelayConfig {
     /// Serve `wss://` with this configuration (see `tls::RelayCert::server_config`); None
     /// serves plain `ws://`, for a relay behind a TLS-terminating proxy.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where the relay's accounts, directory and queue live (the blob files, the counters
+    /// and the lock are in the data directory whatever this says).
+    pub database: Database,
 }
 
 impl std::fmt::Debug for RelayConfig {
@@ -145,6 +148,7 @@ impl std::fmt::Debug for RelayConfig {
             .field("blobs", &self.blobs)
             .field("tap", &self.tap.is_some())
             .field("tls", &self.tls.is_some())
+            .field("database", &self.database)
             .finish()
     }
 }
@@ -173,6 +177,7 @@ impl Default for RelayConfig {
             blobs: BlobLimits::default(),
             tap: None,
             tls: None,
+            database: Database::default(),
         }
     }
 }
@@ -225,8 +230,8 @@ fn lock_table(table: &OnlineTable) -> std::sync::MutexGuard<'_, HashMap<String, 
 /// State shared by all connections of one relay.
 pub(crate) struct Relay {
     /// Everything but the queue's writes: accounts, the directory, reads of the queue.
-    db: Arc<Mutex<RelayStore>>,
-    /// The queue's writes, on a connection of their own.
+    db: Arc<Mutex<Box<dyn Directory>>>,
+    /// The queue's writes, through a `store::Queue` of their own.
     writer: Writer,
     authority: Authority,
     online: Arc<OnlineTable>,
@@ -245,14 +250,14 @@ impl Relay {
     /// Runs a blocking store operation off the async worker threads.
     async fn db<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut RelayStore) -> store::Result<T> + Send + 'static,
+        f: impl FnOnce(&mut dyn Directory) -> store::Result<T> + Send + 'static,
     ) -> store::Result<T> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock leaves the connection's state as SQLite left it:
-            // every write is a transaction, so continuing with the inner value is sound.
+            // A panic while holding the lock leaves the directory as its backend left it:
+            // every method is one transaction, so continuing with the inner value is sound.
             let mut guard = db.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut guard)
+            f(&mut **guard)
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
@@ -354,17 +359,18 @@ pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
 
 /// Opens the relay's state under `data_dir`, creating it (private to the user) if needed.
 fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
-    let mut store = RelayStore::open(data_dir)?;
-    let authority = Authority::load_or_create(&mut store)?;
+    let store::Stores {
+        mut directory,
+        queue,
+    } = store::open(&config.database, data_dir, config.queue)?;
+    let authority = Authority::load_or_create(&mut *directory)?;
     let blobs = BlobFiles::open(data_dir).map_err(store::StoreError::from)?;
-    blobs::reconcile(&store, &blobs)?;
+    blobs::reconcile(&mut *directory, &blobs)?;
     let online: Arc<OnlineTable> = Arc::default();
     // New mail goes straight to its recipient's connection, if it is online; one that is not
     // reads it from the queue when it signs in.
     let handover = ToOnline(online.clone());
-    let queue = RelayStore::open(data_dir)?;
-    queue.reserve_wal()?;
-    let writer = Writer::spawn(queue, handover, config.queue)?;
+    let writer = Writer::spawn(queue, handover)?;
     let stats = Arc::new(Stats::default());
     let caps = Caps {
         total: config.max_connections,
@@ -375,7 +381,7 @@ fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
     };
     Ok(Relay {
         writer,
-        db: Arc::new(Mutex::new(store)),
+        db: Arc::new(Mutex::new(directory)),
         authority,
         online,
         limits: Arc::new(Limits::new(caps, stats.clone())),
@@ -534,9 +540,14 @@ impl AcceptErrors {
     }
 }
 
-/// The public half of the relay's trust root, for `sotto relay` to print and for tests.
-pub fn trust_root(data_dir: &Path) -> Result<Vec<u8>, RelayError> {
-    let relay = open(data_dir, RelayConfig::default())?;
+/// The public half of the trust root of the relay whose state is in `database` (and
+/// `data_dir`), created if it has none yet: for `sotto relay` to print and for tests.
+pub fn trust_root(data_dir: &Path, database: &Database) -> Result<Vec<u8>, RelayError> {
+    let config = RelayConfig {
+        database: database.clone(),
+        ..RelayConfig::default()
+    };
+    let relay = open(data_dir, config)?;
     Ok(relay.authority.trust_root().serialize().to_vec())
 }
 

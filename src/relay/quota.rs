@@ -1,12 +1,13 @@
 //! Queue quotas: how much mail may wait at the relay per recipient, per sending account and,
 //! for sealed mail (which has no sender the relay knows), per recipient again.
 //!
-//! Owns the running totals the queue's writer checks each new envelope against. They are
-//! counted once from the queue when the writer starts and then kept up to date by the writer
-//! with every insert and delete, so a check costs a few hash lookups, never a SUM over the
-//! queue. A batch whose transaction fails leaves them wrong, so the writer counts them from the
-//! queue again then (a rare path: the store is failing).
-//! Must not touch the database or a socket (the writer hands it what it stored and deleted).
+//! Owns the quota decision (`over_quota`), which every queue backend calls, and the running
+//! totals (`QueueUsage`) that the backends owning their queue alone (SQLite, memory) check
+//! each new envelope against. Those are counted once from the queue when the backend opens
+//! and then kept up to date with every insert and delete, so a check costs a few hash
+//! lookups, never a SUM over the queue. A batch that fails leaves them wrong, so the backend
+//! counts them from the queue again then (a rare path: the store is failing).
+//! Must not touch the database or a socket (the backend hands it what it stored and deleted).
 
 use std::collections::HashMap;
 
@@ -66,10 +67,42 @@ impl Quota {
     }
 }
 
+/// What is waiting under one key of the totals (a recipient, a sending account, a
+/// recipient's sealed mail).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Usage {
-    bytes: u64,
-    envelopes: u64,
+pub struct Usage {
+    pub bytes: u64,
+    pub envelopes: u64,
+}
+
+/// Which quota queuing `e` would break, if any, given what is waiting for its recipient, from
+/// its sending account (`sender`, counted for normal mail) and sealed for its recipient
+/// (`sealed`, counted for sealed mail). The one decision every queue backend makes, over
+/// totals it keeps its own way.
+pub fn over_quota(
+    limits: &QueueLimits,
+    recipient: Usage,
+    sender: Usage,
+    sealed: Usage,
+    e: &Entry<'_>,
+) -> Option<Quota> {
+    let over = |u: Usage, bytes: u64, envelopes: u64| {
+        u.envelopes.saturating_add(1) > envelopes || u.bytes.saturating_add(e.bytes) > bytes
+    };
+    if over(
+        recipient,
+        limits.recipient_bytes,
+        limits.recipient_envelopes,
+    ) {
+        return Some(Quota::Recipient);
+    }
+    match e.sender {
+        Some(_) if over(sender, limits.sender_bytes, limits.sender_envelopes) => {
+            Some(Quota::Sender)
+        }
+        None if over(sealed, limits.sealed_bytes, limits.sealed_envelopes) => Some(Quota::Sealed),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,39 +186,18 @@ impl QueueUsage {
         }
     }
 
-    /// Which quota queuing `e` would break, if any.
+    /// Which quota queuing `e` would break, if any (see `over_quota`).
     pub fn check(&self, e: &Entry<'_>) -> Option<Quota> {
-        let l = &self.limits;
-        let over = |u: Usage, bytes: u64, envelopes: u64| {
-            u.envelopes + 1 > envelopes || u.bytes + e.bytes > bytes
-        };
-        if over(
+        let sender = e
+            .sender
+            .map_or_else(Usage::default, |s| self.get(Table::Sender, s));
+        over_quota(
+            &self.limits,
             self.get(Table::Recipient, e.recipient),
-            l.recipient_bytes,
-            l.recipient_envelopes,
-        ) {
-            return Some(Quota::Recipient);
-        }
-        match e.sender {
-            Some(s)
-                if over(
-                    self.get(Table::Sender, s),
-                    l.sender_bytes,
-                    l.sender_envelopes,
-                ) =>
-            {
-                Some(Quota::Sender)
-            }
-            None if over(
-                self.get(Table::Sealed, e.recipient),
-                l.sealed_bytes,
-                l.sealed_envelopes,
-            ) =>
-            {
-                Some(Quota::Sealed)
-            }
-            _ => None,
-        }
+            sender,
+            self.get(Table::Sealed, e.recipient),
+            e,
+        )
     }
 
     /// Counts `e` as queued.

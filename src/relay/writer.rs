@@ -1,23 +1,22 @@
-//! The queue's writer: a thread with its own connection to the relay database that applies
-//! every change to the envelope queue, many at a time, one transaction per batch.
+//! The queue's writer: a thread that owns the relay's `store::Queue` and applies every change
+//! to the envelope queue through it, many at a time, one batch (`stage`, then `commit`) at a
+//! time.
 //!
-//! Owns that connection, the order of queue writes and the envelope ids (given out here, never
-//! twice in one run). New envelopes are committed durably before their `ok` is answered, and
-//! one sync serves a whole batch (group commit); deletions of delivered or expired envelopes
-//! ride along in the same transactions. A batch's new envelopes are handed to `Handover` in
-//! queue order while its commit is still under way, so that an online recipient is not kept
-//! waiting for the sync (see `Handover`). Deletions of envelopes without an expiry wait
-//! while new envelopes keep coming (see `Urgency`). Must not serve reads: connections read
-//! the queue through the relay's other connection, which a sync in progress here never holds
-//! up.
+//! Owns the `Queue` and the order of queue writes (the backend gives out the ids). New
+//! envelopes are committed durably before their `ok` is answered, and one commit serves a
+//! whole batch (group commit); deletions of delivered or expired envelopes ride along in the
+//! same batches. A batch's new envelopes are handed to `Handover` in queue order between
+//! its `stage` and its `commit`, so that an online recipient is not kept waiting for the
+//! sync (see `Handover`). Deletions of envelopes without an expiry wait while new envelopes
+//! keep coming (see `Urgency`). Must not serve reads: connections read the queue through
+//! the relay's `store::Directory`, which a commit in progress here never holds up.
 
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::RelayError;
-use super::quota::{QueueLimits, QueueUsage};
-use super::store::{NewEnvelope, Outcome, Queued, RelayStore, Stored};
+use super::store::{NewEnvelope, Outcome, Queue, Queued, Stored};
 
 /// Where a batch's new envelopes go (the relay passes them to their recipients' connections).
 ///
@@ -109,19 +108,13 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `store`, a connection of its own; what it queues goes to
-    /// `handover` too. New envelopes are held to `limits` (the queue is counted once here).
-    pub fn spawn(
-        store: RelayStore,
-        handover: impl Handover,
-        limits: QueueLimits,
-    ) -> Result<Writer, RelayError> {
-        let next_id = store.last_envelope_id()? + 1;
-        let usage = store.queue_usage(limits)?;
+    /// Starts the writer thread on `queue`, which it owns from now on; what it queues goes
+    /// to `handover` too.
+    pub fn spawn(queue: Box<dyn Queue>, handover: impl Handover) -> Result<Writer, RelayError> {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let thread = std::thread::Builder::new()
             .name("relay-writer".into())
-            .spawn(move || run(store, rx, handover, next_id, usage))?;
+            .spawn(move || run(queue, rx, handover))?;
         Ok(Writer {
             tx,
             thread: Some(thread),
@@ -146,7 +139,7 @@ impl Writer {
     }
 
     /// Hands over every copy of a fan-out (one envelope per recipient), to be queued in one
-    /// transaction, all or none; never split across batches. Resolves as `enqueue` does.
+    /// batch, all or none; never split across batches. Resolves as `enqueue` does.
     pub async fn enqueue_all(
         &self,
         copies: Vec<NewEnvelope>,
@@ -192,33 +185,18 @@ impl Writer {
     }
 }
 
-/// Takes every write waiting (up to `MAX_BATCH`), applies them in one transaction, then
-/// answers. Alone, a write is applied at once; under load, one sync serves many `ok`s.
-/// Deletions that may wait are held until nothing else is waiting (see `Urgency`). Ends,
-/// with every held deletion applied, when every `Writer` handle is gone.
-/// `next_id` is the first id not used yet.
-fn run(
-    store: RelayStore,
-    mut rx: mpsc::Receiver<Write>,
-    handover: impl Handover,
-    mut next_id: u64,
-    mut usage: QueueUsage,
-) {
+/// Takes every write waiting (up to `MAX_BATCH`), applies them in one batch, then answers.
+/// Alone, a write is applied at once; under load, one commit serves many `ok`s. Deletions
+/// that may wait are held until nothing else is waiting (see `Urgency`). Ends, with every
+/// held deletion applied, when every `Writer` handle is gone.
+fn run(mut queue: Box<dyn Queue>, mut rx: mpsc::Receiver<Write>, handover: impl Handover) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut held = Vec::new();
     loop {
         // Held deletions go in once nothing else is waiting. This also comes before the
         // loop can end, since the channel is empty then, so none is left behind.
         if !held.is_empty() && rx.is_empty() {
-            apply(
-                &store,
-                &handover,
-                Vec::new(),
-                Vec::new(),
-                &held,
-                &mut next_id,
-                &mut usage,
-            );
+            apply(&mut *queue, &handover, Vec::new(), Vec::new(), &held);
             held.clear();
             continue;
         }
@@ -255,37 +233,27 @@ fn run(
         if new.is_empty() || !flushes.is_empty() || held.len() >= MAX_HELD {
             remove.append(&mut held);
         }
-        apply(
-            &store,
-            &handover,
-            new,
-            replies,
-            &remove,
-            &mut next_id,
-            &mut usage,
-        );
+        apply(&mut *queue, &handover, new, replies, &remove);
         for f in flushes {
             let _ = f.send(());
         }
     }
 }
 
-/// Queues `new` and deletes `remove` in one transaction, handing the new envelopes over
-/// before its commit, then answers each new envelope's sender.
+/// Queues `new` and deletes `remove` in one batch, handing the new envelopes over between
+/// its stage and its commit, then answers each new envelope's sender.
 fn apply(
-    store: &RelayStore,
+    queue: &mut dyn Queue,
     handover: &impl Handover,
     new: Vec<Vec<NewEnvelope>>,
     replies: Vec<Reply>,
     remove: &[(String, u64)],
-    next_id: &mut u64,
-    usage: &mut QueueUsage,
 ) {
     let mut recipients = Vec::new();
-    let written = store.write(&new, remove, next_id, usage, |outcomes| {
+    let written = queue.stage(&new, remove).and_then(|outcomes| {
         let staged: Vec<_> = new
             .iter()
-            .zip(outcomes)
+            .zip(&outcomes)
             .filter_map(|(unit, o)| match o {
                 Outcome::Queued(ids) => Some(unit.iter().zip(ids)),
                 Outcome::Refused(_) => None,
@@ -297,7 +265,11 @@ fn apply(
         if !staged.is_empty() {
             handover.before_commit(staged);
         }
+        queue.commit().map(|()| outcomes)
     });
+    if written.is_err() {
+        queue.rollback();
+    }
     if !recipients.is_empty() {
         recipients.sort_unstable();
         recipients.dedup();
@@ -328,18 +300,19 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::relay::store::Origin;
+    use crate::relay::quota::QueueLimits;
+    use crate::relay::store::{Directory, MemoryStore, Origin};
     use crate::wire::{B64, KeyUpload, SignedKey};
 
     /// Records each hand-over with the ids a reader of the queue can see at that moment.
     struct Watch {
         log: Arc<Mutex<Vec<String>>>,
-        reader: Mutex<RelayStore>,
+        reader: Mutex<MemoryStore>,
     }
 
     impl Watch {
         fn visible(&self) -> Vec<u64> {
-            let reader = self.reader.lock().unwrap();
+            let mut reader = self.reader.lock().unwrap();
             let queued = reader.pending("bob", 0, 100).unwrap();
             queued.iter().map(|q| q.id).collect()
         }
@@ -395,11 +368,16 @@ mod tests {
         }
     }
 
-    fn relay_with_bob(dir: &std::path::Path) {
-        let mut store = RelayStore::open(dir).unwrap();
+    fn relay_with_bob() -> MemoryStore {
+        let mut store = MemoryStore::new();
         store
             .register("bob", "bob", &test_keys(), b"token", 0)
             .unwrap();
+        store
+    }
+
+    fn start(store: &MemoryStore, handover: impl Handover, limits: QueueLimits) -> Writer {
+        Writer::spawn(Box::new(store.queue(limits)), handover).unwrap()
     }
 
     fn for_bob(text: &str) -> NewEnvelope {
@@ -415,45 +393,31 @@ mod tests {
         }
     }
 
-    fn spawn(dir: &std::path::Path) -> (Writer, Arc<Mutex<Vec<String>>>) {
+    fn spawn(store: &MemoryStore) -> (Writer, Arc<Mutex<Vec<String>>>) {
         let log = Arc::default();
         let watch = Watch {
             log: Arc::clone(&log),
-            reader: Mutex::new(RelayStore::open(dir).unwrap()),
+            reader: Mutex::new(store.clone()),
         };
-        (
-            Writer::spawn(
-                RelayStore::open(dir).unwrap(),
-                watch,
-                QueueLimits::default(),
-            )
-            .unwrap(),
-            log,
-        )
+        (start(store, watch, QueueLimits::default()), log)
     }
 
     /// Bob acknowledges envelope 1 while envelope 2 is on its way: the two reach the writer
     /// in one batch. Returns the log and what a reader sees after a flush.
     async fn ack_while_mail_comes(urgency: Urgency) -> (Vec<String>, Vec<u64>) {
-        let dir = tempfile::tempdir().unwrap();
-        relay_with_bob(dir.path());
+        let store = relay_with_bob();
         let log = Arc::<Mutex<Vec<String>>>::default();
         let (held_tx, mut held) = tokio::sync::mpsc::unbounded_channel();
         let (go, go_rx) = std::sync::mpsc::channel();
         let gated = Gated {
             watch: Watch {
                 log: Arc::clone(&log),
-                reader: Mutex::new(RelayStore::open(dir.path()).unwrap()),
+                reader: Mutex::new(store.clone()),
             },
             held: held_tx,
             go: Mutex::new(go_rx),
         };
-        let writer = Writer::spawn(
-            RelayStore::open(dir.path()).unwrap(),
-            gated,
-            QueueLimits::default(),
-        )
-        .unwrap();
+        let writer = start(&store, gated, QueueLimits::default());
         let one = writer.enqueue(for_bob("one")).await;
         held.recv().await.unwrap();
         writer.remove("bob", 1, urgency).await;
@@ -464,8 +428,7 @@ mod tests {
         go.send(()).unwrap();
         assert_eq!(two.await, Some(Stored::Queued(2)));
         writer.flush().await;
-        let reader = RelayStore::open(dir.path()).unwrap();
-        let left = reader.pending("bob", 0, 100).unwrap();
+        let left = store.clone().pending("bob", 0, 100).unwrap();
         writer.stop().await;
         let log = log.lock().unwrap().clone();
         (log, left.iter().map(|q| q.id).collect())
@@ -489,24 +452,21 @@ mod tests {
 
     #[tokio::test]
     async fn deletions_held_when_the_writer_stops_are_applied_before_it_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        relay_with_bob(dir.path());
-        let (writer, _) = spawn(dir.path());
+        let store = relay_with_bob();
+        let (writer, _) = spawn(&store);
         for text in ["one", "two"] {
             writer.enqueue(for_bob(text)).await.await;
         }
         writer.remove("bob", 1, Urgency::WhenIdle).await;
         writer.remove("bob", 2, Urgency::WhenIdle).await;
         writer.stop().await;
-        let reader = RelayStore::open(dir.path()).unwrap();
-        assert!(reader.pending("bob", 0, 100).unwrap().is_empty());
+        assert!(store.clone().pending("bob", 0, 100).unwrap().is_empty());
     }
 
     #[tokio::test]
     async fn mail_is_handed_over_before_its_commit_and_answered_after_it() {
-        let dir = tempfile::tempdir().unwrap();
-        relay_with_bob(dir.path());
-        let (writer, log) = spawn(dir.path());
+        let store = relay_with_bob();
+        let (writer, log) = spawn(&store);
         let first = writer.enqueue(for_bob("one")).await.await;
         let second = writer.enqueue(for_bob("two")).await.await;
         assert_eq!(first, Some(Stored::Queued(1)));
@@ -527,14 +487,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_fan_out_is_queued_for_all_its_recipients_or_for_none() {
-        let dir = tempfile::tempdir().unwrap();
-        relay_with_bob(dir.path());
-        let mut keys = RelayStore::open(dir.path()).unwrap();
+        let mut store = relay_with_bob();
         let carol = KeyUpload {
             identity_key: B64(vec![6; 33]),
             ..test_keys()
         };
-        keys.register("carol", "carol", &carol, b"token", 0)
+        store
+            .register("carol", "carol", &carol, b"token", 0)
             .unwrap();
         // Carol's mailbox holds one envelope at most: the second fan-out meets it full.
         let limits = QueueLimits {
@@ -543,9 +502,9 @@ mod tests {
         };
         let watch = Watch {
             log: Arc::default(),
-            reader: Mutex::new(RelayStore::open(dir.path()).unwrap()),
+            reader: Mutex::new(store.clone()),
         };
-        let writer = Writer::spawn(RelayStore::open(dir.path()).unwrap(), watch, limits).unwrap();
+        let writer = start(&store, watch, limits);
         let to = |who: &str| NewEnvelope {
             recipient: who.into(),
             ..for_bob("hi")
@@ -577,9 +536,9 @@ mod tests {
             Some(Stored::Queued(3))
         );
         writer.flush().await;
-        let reader = RelayStore::open(dir.path()).unwrap();
         let ids = |who: &str| -> Vec<u64> {
-            reader
+            store
+                .clone()
                 .pending(who, 0, 100)
                 .unwrap()
                 .iter()
@@ -593,9 +552,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_restarted_writer_never_gives_out_an_id_again() {
-        let dir = tempfile::tempdir().unwrap();
-        relay_with_bob(dir.path());
-        let (writer, _) = spawn(dir.path());
+        let store = relay_with_bob();
+        let (writer, _) = spawn(&store);
         for text in ["one", "two", "three"] {
             writer.enqueue(for_bob(text)).await.await;
         }
@@ -605,7 +563,7 @@ mod tests {
         }
         writer.flush().await;
         writer.stop().await;
-        let (writer, log) = spawn(dir.path());
+        let (writer, log) = spawn(&store);
         let next = writer.enqueue(for_bob("four")).await.await;
         assert_eq!(next, Some(Stored::Queued(4)));
         assert_eq!(log.lock().unwrap()[0], "staged [4], readers see []");

@@ -7,7 +7,8 @@
 //! listed), the split into the copies the recipients are sent, and the answer. Must not
 //! read what the envelope carries: of an SSv2 message it reads only the recipient header
 //! libsignal's `SealedSenderV2SentMessage::parse` reads, and never decrypts anything. The
-//! all-or-nothing rule itself is the queue's writer's (`Writer::enqueue_all`).
+//! all-or-nothing rule itself is the queue's (`store::rules::queue_unit`, which every
+//! backend applies to what `Writer::enqueue_all` hands over).
 
 use std::collections::HashSet;
 use std::sync::Arc;
