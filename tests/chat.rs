@@ -93,6 +93,11 @@ async fn normal_and_secret_messages_flow_both_ways(backend: Backend) {
         (true, "and this?".to_string()),
     ];
     assert_eq!(texts(&alice, true), want);
+    // The relay's state is where its backend keeps it: not in a SQLite file on PostgreSQL.
+    assert_eq!(
+        scene.relay_dir.join("relay.db").exists(),
+        backend.keeps_relay_db()
+    );
     let mirrored: Vec<_> = want.into_iter().map(|(o, t)| (!o, t)).collect();
     assert_eq!(texts(&bob, true), mirrored);
     assert_eq!(

@@ -79,6 +79,11 @@ impl Backend {
         Scene::with(self.relay_config()).await
     }
 
+    /// Whether the relay keeps its state in `relay.db` in its data directory.
+    pub fn keeps_relay_db(&self) -> bool {
+        matches!(self, Backend::Sqlite)
+    }
+
     /// The arguments that put a `sotto relay` process on this backend.
     pub fn relay_args(&self) -> Vec<String> {
         match self {
