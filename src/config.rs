@@ -78,6 +78,9 @@ pub struct Config {
 pub struct RelayServer {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// Where the relay's state lives: "sqlite" (relay.db in data_dir) or a postgres:// URL,
+    /// as `--database`.
+    pub database: Option<String>,
     pub max_connections: Option<usize>,
     pub max_connections_per_address: Option<usize>,
     pub max_signing_in: Option<usize>,

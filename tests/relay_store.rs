@@ -6,6 +6,9 @@
 #[macro_use]
 #[path = "common/store_suite.rs"]
 mod store_suite;
+#[allow(dead_code)]
+#[path = "common/pg.rs"]
+mod pg;
 
 use sotto::relay::store::{Database, MemoryStore};
 use store_suite::Fixture;
@@ -18,5 +21,12 @@ fn sqlite() -> Option<Fixture> {
     Some(Fixture::new(Database::Sqlite))
 }
 
+/// A fresh database on the server `SOTTO_TEST_POSTGRES_URL` names; None (said why) without one.
+fn postgres() -> Option<Fixture> {
+    let db = pg::TestDb::create("the PostgreSQL store suite")?;
+    Some(Fixture::keeping(Database::Postgres(db.url.clone()), db))
+}
+
 store_suite!(memory, super::memory);
 store_suite!(sqlite, super::sqlite);
+store_suite!(postgres, super::postgres);

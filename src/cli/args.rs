@@ -87,6 +87,12 @@ pub enum Cmd {
         /// platform data dir).
         #[arg(long, value_name = "DIR", global = true)]
         data_dir: Option<PathBuf>,
+        /// Where the relay keeps its accounts and queue: `sqlite` (the default: relay.db in
+        /// the data directory) or a PostgreSQL URL, postgres://USER@HOST:PORT/DATABASE, which
+        /// any number of relays may share (each with its own data directory). No TLS to the
+        /// database: use a local server, a Unix socket (HOST %2F-encoded) or a tunnel.
+        #[arg(long, value_name = "URL", global = true)]
+        database: Option<String>,
         /// PEM certificate chain to serve (e.g. from a CA); without it the relay creates a
         /// self-signed certificate in its data directory.
         #[arg(long, value_name = "FILE", requires = "tls_key")]

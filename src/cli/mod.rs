@@ -42,24 +42,28 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Cmd::Relay {
             admin: Some(RelayCmd::Admin(AdminCmd::ResetHandle { handle })),
             data_dir,
+            database,
             ..
-        }) => return relay::reset_handle(&config, data_dir, &handle).map(done),
+        }) => return relay::reset_handle(&config, data_dir, database, &handle).map(done),
         Some(Cmd::Relay {
             admin: Some(RelayCmd::Admin(AdminCmd::Stats { top })),
             data_dir,
+            database,
             ..
-        }) => return relay::stats(&config, data_dir, top).map(done),
+        }) => return relay::stats(&config, data_dir, database, top).map(done),
         Some(Cmd::Relay {
             listen,
             data_dir,
+            database,
             tls_cert,
             tls_key,
             ..
         }) => {
             sotto::logs::init(None, config.log.as_deref());
             let tls = relay::tls(&config, cli.insecure_transport, tls_cert, tls_key)?;
+            let database = relay::database(&config, database)?;
             return rt
-                .block_on(relay::serve(&config, listen, data_dir, tls))
+                .block_on(relay::serve(&config, listen, data_dir, database, tls))
                 .map(done);
         }
         Some(Cmd::Demo) => return rt.block_on(chat::demo(&config)).map(done),

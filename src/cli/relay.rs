@@ -5,12 +5,12 @@
 //! TLS choice. Must not touch a profile.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use sotto::config::{self, Config};
-use sotto::relay::store::Directory as _;
+use sotto::relay::store::{self, Database, Directory};
 use sotto::relay::{self, RelayConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -24,10 +24,45 @@ fn relay_dir(config: &Config, data_dir: Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
+/// Where the relay's state lives, from `--database` or the config's `database`: SQLite
+/// unless a PostgreSQL URL is given.
+pub fn database(config: &Config, flag: Option<String>) -> Result<Database> {
+    match flag.or(config.relay_server.database.clone()) {
+        None => Ok(Database::Sqlite),
+        Some(s) if s == "sqlite" => Ok(Database::Sqlite),
+        Some(s) if s.starts_with("postgres://") || s.starts_with("postgresql://") => {
+            Ok(Database::Postgres(s))
+        }
+        Some(_) => bail!(
+            "the relay's database must be `sqlite` or a PostgreSQL URL such as \
+             postgres://USER@HOST:5432/DATABASE (check --database or [relay_server] database)"
+        ),
+    }
+}
+
+/// The directory of the relay's state in `dir` and `db`, for the operator's commands; for
+/// SQLite, `dir` must already hold a relay database.
+fn open_directory(dir: &Path, db: &Database) -> Result<Box<dyn Directory>> {
+    if matches!(db, Database::Sqlite) && !dir.join("relay.db").exists() {
+        bail!(
+            "no relay database in {}; pass the relay's --data-dir (and its --database if it \
+             runs on PostgreSQL)",
+            dir.display()
+        );
+    }
+    Ok(store::open(db, dir, RelayConfig::default().queue)?.directory)
+}
+
 /// `sotto relay admin stats`: the running relay's counters, the queue and the blob store, as
 /// one JSON object.
-pub fn stats(config: &Config, data_dir: Option<PathBuf>, top: usize) -> Result<()> {
-    let dir = existing_relay_dir(config, data_dir)?;
+pub fn stats(
+    config: &Config,
+    data_dir: Option<PathBuf>,
+    database: Option<String>,
+    top: usize,
+) -> Result<()> {
+    let dir = relay_dir(config, data_dir)?;
+    let mut store = open_directory(&dir, &self::database(config, database)?)?;
     let counters = match std::fs::read(dir.join(relay::stats::FILE)) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .with_context(|| format!("{} is damaged", relay::stats::FILE))?,
@@ -35,7 +70,6 @@ pub fn stats(config: &Config, data_dir: Option<PathBuf>, top: usize) -> Result<(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Value::Null,
         Err(e) => return Err(e).context("cannot read the relay's counters"),
     };
-    let mut store = relay::store::RelayStore::open(&dir)?;
     let queue = store.queue_summary(top)?;
     let blobs = store.blob_summary()?;
     let report = serde_json::json!({ "counters": counters, "queue": queue, "blobs": blobs });
@@ -43,22 +77,15 @@ pub fn stats(config: &Config, data_dir: Option<PathBuf>, top: usize) -> Result<(
     Ok(())
 }
 
-/// The relay data directory an operator command works on, which must hold a relay database.
-fn existing_relay_dir(config: &Config, data_dir: Option<PathBuf>) -> Result<PathBuf> {
-    let dir = relay_dir(config, data_dir)?;
-    if !dir.join("relay.db").exists() {
-        bail!(
-            "no relay database in {}; pass the relay's --data-dir",
-            dir.display()
-        );
-    }
-    Ok(dir)
-}
-
 /// `sotto relay admin reset-handle`: arms a one-time claim code for HANDLE.
-pub fn reset_handle(config: &Config, data_dir: Option<PathBuf>, handle: &str) -> Result<()> {
-    let dir = existing_relay_dir(config, data_dir)?;
-    let mut store = relay::store::RelayStore::open(&dir)?;
+pub fn reset_handle(
+    config: &Config,
+    data_dir: Option<PathBuf>,
+    database: Option<String>,
+    handle: &str,
+) -> Result<()> {
+    let dir = relay_dir(config, data_dir)?;
+    let mut store = open_directory(&dir, &self::database(config, database)?)?;
     // 20 characters from an alphabet without look-alikes: easy to read out, ~98 bits.
     let alphabet = b"abcdefghjkmnpqrstuvwxyz23456789";
     let code: String = (0..20)
@@ -206,6 +233,7 @@ pub async fn serve(
     config: &Config,
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    database: Database,
     tls: RelayTls,
 ) -> Result<()> {
     let server = &config.relay_server;
@@ -213,7 +241,10 @@ pub async fn serve(
         .or(server.listen.clone())
         .unwrap_or_else(|| config::DEFAULT_LISTEN.to_string());
     let data_dir = relay_dir(config, data_dir)?;
-    let mut relay_config = RelayConfig::default();
+    let mut relay_config = RelayConfig {
+        database,
+        ..RelayConfig::default()
+    };
     let caps = [
         (server.max_connections, &mut relay_config.max_connections),
         (
@@ -260,7 +291,8 @@ pub async fn serve(
         signal.cancel();
     });
     // Open the store before announcing, so "listening" means ready.
-    relay::trust_root(&data_dir, &relay_config.database)?;
+    let (dir, db) = (data_dir.clone(), relay_config.database.clone());
+    tokio::task::spawn_blocking(move || relay::trust_root(&dir, &db)).await??;
     let addr = listener.local_addr()?;
     let cert = match tls {
         RelayTls::Plain => None,

@@ -406,7 +406,13 @@ pub async fn run(
     crate::private::secure_dir(data_dir, crate::private::RELAY_FILES)
         .map_err(store::StoreError::from)?;
     let _claim = crate::dir_lock::DirLock::acquire(data_dir).map_err(RelayError::InUse)?;
-    let relay = Arc::new(open(data_dir, config)?);
+    // Off the async threads: opening blocks (a PostgreSQL backend's client even must not be
+    // called on one).
+    let dir = data_dir.to_path_buf();
+    let relay = tokio::task::spawn_blocking(move || open(&dir, config))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    let relay = Arc::new(relay);
     let stats_path = data_dir.join(stats::FILE);
     let tracker = TaskTracker::new();
     tracker.spawn(write_stats(
@@ -540,8 +546,8 @@ impl AcceptErrors {
     }
 }
 
-/// The public half of the trust root of the relay whose state is in `database` (and
-/// `data_dir`), created if it has none yet: for `sotto relay` to print and for tests.
+/// The public half of the trust root of the relay whose state is in `data_dir` and
+/// `database` (created if it has none yet), for `sotto relay` to print and for tests. Blocks.
 pub fn trust_root(data_dir: &Path, database: &Database) -> Result<Vec<u8>, RelayError> {
     let config = RelayConfig {
         database: database.clone(),

@@ -14,10 +14,12 @@
 use std::path::Path;
 
 mod memory;
+mod postgres;
 pub mod rules;
 mod sqlite;
 
 pub use memory::MemoryStore;
+pub use postgres::{PgDirectory, PgQueue};
 pub use sqlite::{RelayStore, SqliteQueue};
 
 use super::quota::{Entry, QueueLimits, Quota};
@@ -46,6 +48,8 @@ pub enum StoreError {
     /// A backend's own failure that none of the above describes.
     #[error("relay database error: {0}")]
     Backend(String),
+    #[error("relay database error (PostgreSQL): {}", postgres::explain(.0))]
+    Postgres(#[from] ::postgres::Error),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -59,6 +63,9 @@ pub enum Database {
     /// In this process's memory, gone when the last handle is dropped: for tests of the
     /// relay's logic. Every clone of the `MemoryStore` is a handle on the same state.
     Memory(MemoryStore),
+    /// A PostgreSQL database, by connection string (`postgres://USER@HOST:PORT/DATABASE`):
+    /// any number of relays may share it.
+    Postgres(String),
 }
 
 impl std::fmt::Debug for Database {
@@ -66,6 +73,8 @@ impl std::fmt::Debug for Database {
         match self {
             Database::Sqlite => f.write_str("Sqlite"),
             Database::Memory(_) => f.write_str("Memory"),
+            // Not the string: it may hold a password.
+            Database::Postgres(_) => f.write_str("Postgres"),
         }
     }
 }
@@ -78,7 +87,8 @@ pub struct Stores {
 }
 
 /// Opens the state `db` names (for SQLite, under `data_dir`, created if needed and made
-/// private to the user), with the queue holding new envelopes to `limits`.
+/// private to the user; for PostgreSQL, its schema brought up to date), with the queue
+/// holding new envelopes to `limits`. Blocks: not on an async worker thread.
 pub fn open(db: &Database, data_dir: &Path, limits: QueueLimits) -> Result<Stores> {
     Ok(match db {
         Database::Sqlite => Stores {
@@ -88,6 +98,10 @@ pub fn open(db: &Database, data_dir: &Path, limits: QueueLimits) -> Result<Store
         Database::Memory(m) => Stores {
             directory: Box::new(m.clone()),
             queue: Box::new(m.queue(limits)),
+        },
+        Database::Postgres(url) => Stores {
+            directory: Box::new(PgDirectory::open(url)?),
+            queue: Box::new(PgQueue::open(url, limits)?),
         },
     })
 }

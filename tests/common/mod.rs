@@ -6,8 +6,10 @@
 //! for a concrete event, never a sleep standing in for synchronisation.
 #![allow(dead_code)]
 
+pub mod backend;
 pub mod blobs;
 pub mod cli;
+pub mod pg;
 pub mod tui;
 
 use std::path::{Path, PathBuf};
@@ -267,6 +269,20 @@ impl Client {
         }
     }
 
+    /// Drains a freshly started client's backlog; returns the texts that arrived as new.
+    pub async fn drain(&mut self) -> Vec<String> {
+        let mut texts = Vec::new();
+        loop {
+            match self
+                .expect(|e| matches!(e, Event::Message(_) | Event::Drained))
+                .await
+            {
+                Event::Message(m) => texts.push(m.text),
+                _ => return texts,
+            }
+        }
+    }
+
     /// Returns once the relay has processed everything this client sent before: a directory
     /// lookup travels the same ordered connection as the acks, so its answer comes after them.
     pub async fn barrier(&mut self) {
@@ -475,6 +491,23 @@ pub async fn search(
         Event::Failed { error, .. } => Err(error),
         _ => unreachable!(),
     }
+}
+
+/// Runs `f` on the directory of the relay whose state is in `dir` and `db` (either backend),
+/// on a blocking thread: for a test to look at what the relay holds.
+pub async fn relay_directory<T: Send + 'static>(
+    dir: &Path,
+    db: &sotto::relay::store::Database,
+    f: impl FnOnce(&mut dyn sotto::relay::store::Directory) -> T + Send + 'static,
+) -> T {
+    let (dir, db) = (dir.to_path_buf(), db.clone());
+    tokio::task::spawn_blocking(move || {
+        let limits = RelayConfig::default().queue;
+        let mut stores = sotto::relay::store::open(&db, &dir, limits).unwrap();
+        f(&mut *stores.directory)
+    })
+    .await
+    .unwrap()
 }
 
 /// The usual scene: a relay and two registered profiles, alice and bob, in a temp dir.

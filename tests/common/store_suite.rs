@@ -18,6 +18,8 @@ use sotto::wire::{B64, KeyChangeVia, KeyUpload, PreKey, SignedKey};
 pub struct Fixture {
     pub db: Database,
     pub dir: tempfile::TempDir,
+    /// What keeps the state alive, dropped last (a PostgreSQL test database).
+    _keep: Option<Box<dyn std::any::Any>>,
 }
 
 impl Fixture {
@@ -25,6 +27,15 @@ impl Fixture {
         Fixture {
             db,
             dir: tempfile::tempdir().unwrap(),
+            _keep: None,
+        }
+    }
+
+    /// A fixture on `db`, which lives as long as `keep` does.
+    pub fn keeping(db: Database, keep: impl std::any::Any) -> Fixture {
+        Fixture {
+            _keep: Some(Box::new(keep)),
+            ..Fixture::new(db)
         }
     }
 
