@@ -170,6 +170,18 @@ async fn receive_file(c: &mut Client) -> Message {
     }
 }
 
+/// Asks for a file that waits at the relay (or failed) to be fetched now, as Enter does.
+async fn ask_download(c: &mut Client, id: &str) {
+    c.handle
+        .commands
+        .send(Command::Download {
+            tag: rand::random(),
+            id: id.into(),
+        })
+        .await
+        .unwrap();
+}
+
 async fn save(c: &mut Client, id: &str, dest: &Path) -> Result<PathBuf, String> {
     let tag = rand::random::<u64>();
     c.handle
@@ -381,14 +393,7 @@ async fn an_altered_blob_is_refused_with_a_sentence_and_nothing_is_shown() {
     assert_eq!(m.attachment.unwrap().state, AttachmentState::Remote);
     let blob = f.blob_ids().pop().unwrap();
     f.alter(&blob, 70_000);
-    bob.handle
-        .commands
-        .send(Command::Download {
-            tag: 1,
-            id: id.clone(),
-        })
-        .await
-        .unwrap();
+    ask_download(&mut bob, &id).await;
     let failed = file_state(&mut bob, &id, |s| {
         matches!(s, AttachmentState::Failed { .. })
     })
@@ -462,14 +467,7 @@ async fn a_file_over_auto_download_waits_at_the_relay_until_asked_for() {
     assert_eq!(stored.attachment.unwrap().state, AttachmentState::Remote);
     assert_eq!(at_rest(&f.scene.bob), Vec::<PathBuf>::new());
     assert_eq!(f.blob_ids().len(), 1);
-    bob.handle
-        .commands
-        .send(Command::Download {
-            tag: 2,
-            id: id.clone(),
-        })
-        .await
-        .unwrap();
+    ask_download(&mut bob, &id).await;
     file_state(
         &mut bob,
         &id,
@@ -639,28 +637,75 @@ async fn every_way_a_message_goes_takes_its_file_and_its_opened_copy() {
     f.scene.relay.stop().await;
 }
 
+/// alice and bob on a relay process of their own, which a test kills with SIGKILL and
+/// starts again on the same address and data.
+struct Killable {
+    tmp: tempfile::TempDir,
+    relay: common::cli::RelayProcess,
+    alice_dir: PathBuf,
+    bob_dir: PathBuf,
+    alice: Client,
+    bob: Client,
+}
+
+impl Killable {
+    async fn new() -> Killable {
+        let tmp = tempfile::tempdir().unwrap();
+        let relay = common::cli::start_relay(&tmp.path().join("relay"));
+        let (alice_dir, bob_dir) = (tmp.path().join("a"), tmp.path().join("b"));
+        register(&alice_dir, "alice", &relay.url).await;
+        register(&bob_dir, "bob", &relay.url).await;
+        let alice = Client::start(&alice_dir, &relay.url).await;
+        let bob = Client::start(&bob_dir, &relay.url).await;
+        Killable {
+            tmp,
+            relay,
+            alice_dir,
+            bob_dir,
+            alice,
+            bob,
+        }
+    }
+
+    fn kill_relay(&mut self) {
+        self.relay.child.kill().unwrap();
+        self.relay.child.wait().unwrap();
+    }
+
+    /// The clients come back to it by themselves.
+    fn restart_relay(&mut self) {
+        let addr = self.relay.url.trim_start_matches("wss://").to_string();
+        self.relay = common::cli::start_relay_at(&self.tmp.path().join("relay"), &addr);
+    }
+
+    fn stop(self) {
+        let Killable {
+            alice,
+            bob,
+            mut relay,
+            ..
+        } = self;
+        alice.stop();
+        bob.stop();
+        relay.child.kill().unwrap();
+        relay.child.wait().unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_cut_by_a_relay_killed_with_sigkill_resumes_when_it_is_back() {
-    let tmp = tempfile::tempdir().unwrap();
-    let relay_dir = tmp.path().join("relay");
-    let (alice_dir, bob_dir) = (tmp.path().join("a"), tmp.path().join("b"));
-    let mut relay = common::cli::start_relay(&relay_dir);
-    let url = relay.url.clone();
-    register(&alice_dir, "alice", &url).await;
-    register(&bob_dir, "bob", &url).await;
-    let mut alice = Client::start(&alice_dir, &url).await;
-    let mut bob = Client::start(&bob_dir, &url).await;
-    let original = marked_file(tmp.path(), "big.iso", "KILLED-RELAY-2a7c", 48 << 20);
-    let id = attach(&mut alice, "bob", false, &original, None).await;
+    let mut k = Killable::new().await;
+    let alice = &mut k.alice;
+    let original = marked_file(k.tmp.path(), "big.iso", "KILLED-RELAY-2a7c", 48 << 20);
+    let id = attach(alice, "bob", false, &original, None).await;
     file_state(
-        &mut alice,
+        alice,
         &id,
         |s| matches!(s, AttachmentState::Uploading { done } if *done > 0),
     )
     .await;
-    relay.child.kill().unwrap();
-    relay.child.wait().unwrap();
-    let cut = history(&alice_dir, "bob", false).pop().unwrap();
+    k.kill_relay();
+    let cut = history(&k.alice_dir, "bob", false).pop().unwrap();
     assert!(
         matches!(
             cut.attachment.unwrap().state,
@@ -668,33 +713,69 @@ async fn an_upload_cut_by_a_relay_killed_with_sigkill_resumes_when_it_is_back() 
         ),
         "the upload finished before the relay was killed; use a larger file"
     );
-    let addr = url.trim_start_matches("wss://").to_string();
-    let mut relay = common::cli::start_relay_at(&relay_dir, &addr);
+    k.restart_relay();
+    let bob = &mut k.bob;
     // Both clients come back by themselves; alice's upload goes on from what the relay kept.
-    let m = receive_file(&mut bob).await;
+    let m = receive_file(bob).await;
     assert_eq!(m.id, id);
     // Over `auto_download`: fetched when asked.
-    bob.handle
-        .commands
-        .send(Command::Download {
-            tag: 3,
-            id: id.clone(),
-        })
-        .await
-        .unwrap();
-    let end = file_state(&mut bob, &id, |s| {
+    ask_download(bob, &id).await;
+    let end = file_state(bob, &id, |s| {
         matches!(s, AttachmentState::Ready | AttachmentState::Failed { .. })
     })
     .await;
     assert_eq!(end, AttachmentState::Ready);
-    let saved = save(&mut bob, &id, &tmp.path().join("back.iso"))
+    let saved = save(bob, &id, &k.tmp.path().join("back.iso"))
         .await
         .unwrap();
     assert!(std::fs::read(saved).unwrap() == std::fs::read(&original).unwrap());
-    alice.stop();
-    bob.stop();
-    relay.child.kill().unwrap();
-    relay.child.wait().unwrap();
+    k.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_cut_by_a_relay_killed_with_sigkill_resumes_from_what_arrived() {
+    let mut k = Killable::new().await;
+    let (alice, bob) = (&mut k.alice, &mut k.bob);
+    let original = marked_file(k.tmp.path(), "film.mkv", "KILLED-DOWNLOAD-91fe", 64 << 20);
+    let id = attach(alice, "bob", true, &original, None).await;
+    file_state(alice, &id, ready).await;
+    assert_eq!(receive_file(bob).await.id, id);
+    ask_download(bob, &id).await;
+    // Well into the file, so that starting over would show as progress going back.
+    const CUT: u64 = 8 << 20;
+    file_state(
+        bob,
+        &id,
+        |s| matches!(s, AttachmentState::Downloading { done } if *done >= CUT),
+    )
+    .await;
+    k.kill_relay();
+    let cut = history(&k.bob_dir, "alice", true).pop().unwrap();
+    assert!(
+        matches!(
+            cut.attachment.unwrap().state,
+            AttachmentState::Downloading { .. }
+        ),
+        "the download finished before the relay was killed; use a larger file"
+    );
+    k.restart_relay();
+    let bob = &mut k.bob;
+    // bob's client comes back by itself and goes on from the bytes it already has.
+    loop {
+        let state = file_state(bob, &id, |_| true).await;
+        match state {
+            AttachmentState::Downloading { done } => {
+                assert!(done >= CUT, "the download started over: {done} bytes")
+            }
+            AttachmentState::Ready => break,
+            other => panic!("the resumed download ended {other:?}"),
+        }
+    }
+    let saved = save(bob, &id, &k.tmp.path().join("back.mkv"))
+        .await
+        .unwrap();
+    assert!(sha(&std::fs::read(saved).unwrap()) == sha(&std::fs::read(&original).unwrap()));
+    k.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,11 +1,13 @@
 //! alice and bob talking through a real relay on 127.0.0.1:0: normal and secret messages both
-//! ways, what the relay can and cannot see, and ordering faults on the wire.
+//! ways, what the relay can and cannot see, and ordering faults on the wire. Each test runs
+//! with the relay's state on SQLite and on PostgreSQL (`on_each_backend!`).
 
 mod common;
 
 use std::time::SystemTime;
 
-use common::{Client, Raw, Scene, any_file_contains};
+use common::backend::Backend;
+use common::{Client, Raw, Scene};
 use sotto::client::account;
 use sotto::client::content::{self, Content};
 use sotto::client::crypto;
@@ -13,20 +15,20 @@ use sotto::client::manager::Event;
 use sotto::client::signal_store::Stores;
 use sotto::client::store::{Contact, MessageState, Store};
 use sotto::relay::RelayConfig;
-use sotto::relay::store::{Database, Directory as _, MemoryStore, RelayStore};
+use sotto::relay::store::{Database, Directory as _, MemoryStore};
 use sotto::wire::{ClientFrame, RelayFrame};
 
-fn prekeys_left(relay_dir: &std::path::Path, profile: &std::path::Path) -> (u32, u32) {
-    let id = common::account_id(profile);
-    RelayStore::open(relay_dir)
-        .unwrap()
-        .prekey_count(&id)
-        .unwrap()
-}
+on_each_backend!(
+    normal_and_secret_messages_flow_both_ways,
+    secret_plaintext_never_reaches_the_relay_while_normal_text_does,
+    out_of_order_and_duplicate_envelopes_are_shown_once_each,
+    one_process_per_profile_and_over_long_texts_are_refused_before_sending,
+    bursts_arrive_complete_and_in_order_in_both_threads,
+    receipts_owed_go_out_when_the_recipient_stops_at_once,
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn normal_and_secret_messages_flow_both_ways() {
-    let scene = Scene::new().await;
+async fn normal_and_secret_messages_flow_both_ways(backend: Backend) {
+    let scene = backend.scene().await;
     let (mut alice, mut bob) = scene.online().await;
 
     alice.send("bob", false, "hi bob").await;
@@ -68,8 +70,14 @@ async fn normal_and_secret_messages_flow_both_ways() {
         assert_eq!(m.state, MessageState::Delivered);
     }
     // Exactly one bundle was taken, bob's, once; bob answered on the session alice started.
-    assert_eq!(prekeys_left(&scene.relay_dir, &scene.bob), (99, 99));
-    assert_eq!(prekeys_left(&scene.relay_dir, &scene.alice), (100, 100));
+    assert_eq!(
+        backend.prekeys_left(&scene.relay_dir, &scene.bob).await,
+        (99, 99)
+    );
+    assert_eq!(
+        backend.prekeys_left(&scene.relay_dir, &scene.alice).await,
+        (100, 100)
+    );
 
     let texts = |c: &Client, secret| -> Vec<(bool, String)> {
         c.history(if c.dir == scene.alice { "bob" } else { "alice" }, secret)
@@ -85,6 +93,11 @@ async fn normal_and_secret_messages_flow_both_ways() {
         (true, "and this?".to_string()),
     ];
     assert_eq!(texts(&alice, true), want);
+    // The relay's state is where its backend keeps it: not in a SQLite file on PostgreSQL.
+    assert_eq!(
+        scene.relay_dir.join("relay.db").exists(),
+        backend.keeps_relay_db()
+    );
     let mirrored: Vec<_> = want.into_iter().map(|(o, t)| (!o, t)).collect();
     assert_eq!(texts(&bob, true), mirrored);
     assert_eq!(
@@ -100,15 +113,14 @@ async fn normal_and_secret_messages_flow_both_ways() {
     scene.relay.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn secret_plaintext_never_reaches_the_relay_while_normal_text_does() {
+async fn secret_plaintext_never_reaches_the_relay_while_normal_text_does(backend: Backend) {
     let Scene {
         relay_dir: rd,
         alice: ad,
         bob: bd,
         relay,
         tmp: _tmp,
-    } = Scene::new().await;
+    } = backend.scene().await;
     let normal_marker = "NORMAL-MARKER-7f3a91";
     let secret_marker = "SECRET-MARKER-c44e02";
 
@@ -122,12 +134,14 @@ async fn secret_plaintext_never_reaches_the_relay_while_normal_text_does() {
     alice.stop();
 
     assert!(
-        !any_file_contains(&rd, normal_marker.as_bytes()).is_empty(),
-        "the control failed: the normal message should be readable in the relay's files"
+        !backend
+            .relay_holds(&rd, normal_marker.as_bytes())
+            .is_empty(),
+        "the control failed: the normal message should be readable in the relay's storage"
     );
     assert!(relay.received_any(normal_marker.as_bytes()));
     assert_eq!(
-        any_file_contains(&rd, secret_marker.as_bytes()),
+        backend.relay_holds(&rd, secret_marker.as_bytes()),
         Vec::<String>::new()
     );
     assert!(!relay.received_any(secret_marker.as_bytes()));
@@ -147,7 +161,7 @@ async fn secret_plaintext_never_reaches_the_relay_while_normal_text_does() {
     assert!(!relay.received_any(secret_marker.as_bytes()));
     relay.stop().await;
     assert_eq!(
-        any_file_contains(&rd, secret_marker.as_bytes()),
+        backend.relay_holds(&rd, secret_marker.as_bytes()),
         Vec::<String>::new()
     );
 }
@@ -238,15 +252,14 @@ async fn seal_by_hand(
     (account_id, access_token.0, envelopes)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn out_of_order_and_duplicate_envelopes_are_shown_once_each() {
+async fn out_of_order_and_duplicate_envelopes_are_shown_once_each(backend: Backend) {
     let Scene {
         relay_dir: rd,
         alice: ad,
         bob: bd,
         relay,
         tmp: _tmp,
-    } = Scene::new().await;
+    } = backend.scene().await;
     let (bob_id, token, envs) =
         seal_by_hand(&relay.url, &ad, "bob", &["first", "second", "third"]).await;
 
@@ -288,22 +301,18 @@ async fn out_of_order_and_duplicate_envelopes_are_shown_once_each() {
     // Every envelope, duplicates included, was acknowledged and left the queue.
     bob.barrier().await;
     bob.stop();
-    assert_eq!(
-        RelayStore::open(&rd).unwrap().queued_for(&bob_id).unwrap(),
-        0
-    );
+    assert_eq!(backend.queued_for(&rd, &bd).await, 0);
     relay.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_process_per_profile_and_over_long_texts_are_refused_before_sending() {
+async fn one_process_per_profile_and_over_long_texts_are_refused_before_sending(backend: Backend) {
     let Scene {
         alice: ad,
         bob: bd,
         relay,
         tmp: _tmp,
         ..
-    } = Scene::new().await;
+    } = backend.scene().await;
     let mut alice = Client::start(&ad, &relay.url).await;
     match sotto::client::manager::spawn(&ad, Some(relay.url.clone())) {
         Err(e) => assert!(
@@ -349,9 +358,8 @@ async fn one_process_per_profile_and_over_long_texts_are_refused_before_sending(
 
 /// Sends go out without waiting for each other's `ok`, and arriving bursts are stored under
 /// one commit: neither may lose, repeat or reorder a message.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bursts_arrive_complete_and_in_order_in_both_threads() {
-    let scene = Scene::new().await;
+async fn bursts_arrive_complete_and_in_order_in_both_threads(backend: Backend) {
+    let scene = backend.scene().await;
     const N: usize = 150;
     // bob is introduced, then goes offline so that everything waits for him in one queue.
     let (mut alice, bob) = scene.online().await;
@@ -442,9 +450,8 @@ async fn bursts_arrive_complete_and_in_order_in_both_threads() {
 
 /// Receipts wait briefly to go out together; a client that stops meanwhile still sends them,
 /// or the sender would never see the message delivered (the relay will not deliver it again).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn receipts_owed_go_out_when_the_recipient_stops_at_once() {
-    let scene = Scene::new().await;
+async fn receipts_owed_go_out_when_the_recipient_stops_at_once(backend: Backend) {
+    let scene = backend.scene().await;
     let (mut alice, mut bob) = scene.online().await;
     for secret in [false, true] {
         let id = alice.send("bob", secret, "read and gone").await;

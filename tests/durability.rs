@@ -1,48 +1,55 @@
 //! Nothing lost, nothing twice: a relay killed between accepting and delivering, a
 //! recipient that stored a message but never got its ack to the relay, one that signs in
-//! again right after acking, and one that several senders flood at once.
+//! again right after acking, and one that several senders flood at once. Each test runs with
+//! the relay's state on SQLite and on PostgreSQL (`on_each_backend!`).
 
 mod common;
 
-use std::path::Path;
-
+use common::backend::Backend;
 use common::{Client, Scene, TestRelay};
 use sotto::client::manager::Event;
-use sotto::relay::store::{Directory as _, RelayStore};
 
-/// Envelopes waiting at the relay for the profile in `profile`.
-fn queued_for(relay_dir: &Path, profile: &Path) -> u64 {
-    let id = common::account_id(profile);
-    RelayStore::open(relay_dir)
-        .unwrap()
-        .queued_for(&id)
-        .unwrap()
-}
+on_each_backend!(
+    relay_killed_after_accepting_delivers_exactly_once_after_restart,
+    recipient_that_stored_but_never_acked_shows_the_message_once,
+    messages_typed_while_the_relay_is_down_go_out_when_it_is_back,
+    a_client_tops_up_its_one_time_prekeys_when_few_are_left,
+    a_client_signing_in_again_is_sent_only_the_envelopes_it_had_not_acked,
+    a_flooded_recipient_gets_every_envelope_of_concurrent_senders_once_and_in_order,
+    a_recipient_sent_more_than_its_mailbox_holds_in_one_commit_gets_it_all_unasked,
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_killed_after_accepting_delivers_exactly_once_after_restart() {
-    let Scene {
-        relay_dir: rd,
-        alice: ad,
-        bob: bd,
-        relay,
-        tmp: _tmp,
-    } = Scene::new().await;
+/// The relay is a `sotto relay` process here (on PostgreSQL given `--database`), killed with
+/// SIGKILL: nothing of it runs on to finish a write, as an aborted task's blocking threads
+/// could.
+async fn relay_killed_after_accepting_delivers_exactly_once_after_restart(backend: Backend) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rd, ad, bd) = (
+        tmp.path().join("relay"),
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+    );
+    let args = backend.relay_args();
+    let mut relay = common::cli::start_relay_with(&rd, "127.0.0.1:0", &args);
+    common::register(&ad, "alice", &relay.url).await;
+    common::register(&bd, "bob", &relay.url).await;
     let mut alice = Client::start(&ad, &relay.url).await;
     alice.send("bob", true, "survives a crash").await;
     alice.send("bob", false, "so does this").await;
     alice.stop();
     // Accepted (`ok` came back), not delivered (bob is offline): now the relay dies hard.
-    relay.kill().await;
+    relay.child.kill().unwrap();
+    relay.child.wait().unwrap();
 
-    let relay = TestRelay::start(&rd).await;
+    let addr = relay.url.trim_start_matches("wss://").to_string();
+    let mut relay = common::cli::start_relay_with(&rd, &addr, &args);
     let mut bob = Client::start(&bd, &relay.url).await;
     let mut got = bob.drain().await;
     got.sort();
     assert_eq!(got, vec!["so does this", "survives a crash"]);
     bob.barrier().await;
     bob.stop();
-    assert_eq!(queued_for(&rd, &bd), 0);
+    assert_eq!(backend.queued_for(&rd, &bd).await, 0);
 
     // A second run finds nothing new and the store holds each message once.
     let mut bob = Client::start(&bd, &relay.url).await;
@@ -58,32 +65,18 @@ async fn relay_killed_after_accepting_delivers_exactly_once_after_restart() {
         .map(|m| m.text)
         .collect();
     assert_eq!(normal, vec!["so does this"]);
-    relay.stop().await;
+    relay.child.kill().unwrap();
+    relay.child.wait().unwrap();
 }
 
-/// Copies `from` into `to`, subdirectories (the relay's `blobs/`) included.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let p = entry.unwrap().path();
-        let into = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_dir(&p, &into);
-        } else {
-            std::fs::copy(&p, into).unwrap();
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recipient_that_stored_but_never_acked_shows_the_message_once() {
+async fn recipient_that_stored_but_never_acked_shows_the_message_once(backend: Backend) {
     let Scene {
         relay_dir: rd,
         alice: ad,
         bob: bd,
         relay,
         tmp,
-    } = Scene::new().await;
+    } = backend.scene().await;
     let snapshot = tmp.path().join("relay-before-ack");
     let mut alice = Client::start(&ad, &relay.url).await;
     alice.send("bob", true, "first secret").await;
@@ -93,9 +86,9 @@ async fn recipient_that_stored_but_never_acked_shows_the_message_once() {
     relay.stop().await;
     // The relay's state with the three envelopes queued: what it still holds if bob's acks
     // never arrive because bob crashed right after committing.
-    copy_dir(&rd, &snapshot);
+    let snapshot = backend.snapshot(&rd, &snapshot);
 
-    let relay = TestRelay::start(&rd).await;
+    let relay = TestRelay::start_with(&rd, backend.relay_config()).await;
     let mut bob = Client::start(&bd, &relay.url).await;
     let mut first = bob.drain().await;
     first.sort();
@@ -104,20 +97,19 @@ async fn recipient_that_stored_but_never_acked_shows_the_message_once() {
     bob.stop();
     relay.stop().await;
 
-    std::fs::remove_dir_all(&rd).unwrap();
-    copy_dir(&snapshot, &rd);
+    backend.restore(&snapshot, &rd);
     assert_eq!(
-        queued_for(&rd, &bd),
+        backend.queued_for(&rd, &bd).await,
         3,
         "the snapshot must hold the unacked envelopes"
     );
-    let relay = TestRelay::start(&rd).await;
+    let relay = TestRelay::start_with(&rd, backend.relay_config()).await;
     let mut bob = Client::start(&bd, &relay.url).await;
     // Redelivered, recognised, acknowledged, and not shown again.
     assert_eq!(bob.drain().await, Vec::<String>::new());
     bob.barrier().await;
     bob.stop();
-    assert_eq!(queued_for(&rd, &bd), 0);
+    assert_eq!(backend.queued_for(&rd, &bd).await, 0);
     let acks = relay
         .frames
         .lock()
@@ -139,8 +131,7 @@ async fn recipient_that_stored_but_never_acked_shows_the_message_once() {
     relay.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messages_typed_while_the_relay_is_down_go_out_when_it_is_back() {
+async fn messages_typed_while_the_relay_is_down_go_out_when_it_is_back(backend: Backend) {
     use sotto::client::manager::{Command, ConnState};
 
     use sotto::client::store::MessageState;
@@ -150,7 +141,7 @@ async fn messages_typed_while_the_relay_is_down_go_out_when_it_is_back() {
         bob: bd,
         relay,
         tmp: _tmp,
-    } = Scene::new().await;
+    } = backend.scene().await;
     let addr = relay.addr();
     let mut alice = Client::start(&ad, &relay.url).await;
     alice.send("bob", true, "before the outage").await;
@@ -186,7 +177,7 @@ async fn messages_typed_while_the_relay_is_down_go_out_when_it_is_back() {
 
     // Either link may come back first (the anonymous one alone suffices for a secret message
     // on an existing session), so the two confirmations may come in any order.
-    let relay = TestRelay::start_at(&rd, &addr, Default::default()).await;
+    let relay = TestRelay::start_at(&rd, &addr, backend.relay_config()).await;
     while !waiting.is_empty() {
         if let Event::MessageState { id, state } = alice
             .expect(|e| matches!(e, Event::MessageState { .. }))
@@ -208,8 +199,7 @@ async fn messages_typed_while_the_relay_is_down_go_out_when_it_is_back() {
     relay.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_tops_up_its_one_time_prekeys_when_few_are_left() {
+async fn a_client_tops_up_its_one_time_prekeys_when_few_are_left(backend: Backend) {
     use common::Raw;
     use sotto::wire::{ClientFrame, RelayFrame};
     let Scene {
@@ -218,7 +208,7 @@ async fn a_client_tops_up_its_one_time_prekeys_when_few_are_left() {
         bob: bd,
         relay,
         tmp: _tmp,
-    } = Scene::with(sotto::relay::RelayConfig {
+    } = Scene::with(backend.config(sotto::relay::RelayConfig {
         // This drain is the scene, not the attack: the bundle rates are off.
         rate: sotto::relay::RateLimits {
             bundles_per_target_per_minute: 0,
@@ -226,16 +216,10 @@ async fn a_client_tops_up_its_one_time_prekeys_when_few_are_left() {
             ..Default::default()
         },
         ..Default::default()
-    })
+    }))
     .await;
     let bob_id = common::account_id(&bd);
-    let count = || {
-        RelayStore::open(&rd)
-            .unwrap()
-            .prekey_count(&bob_id)
-            .unwrap()
-    };
-    assert_eq!(count(), (100, 100));
+    assert_eq!(backend.prekeys_left(&rd, &bd).await, (100, 100));
     // Someone drains bob's one-time keys while bob is offline.
     let mut raw = Raw::auth(&relay.url, &ad).await;
     for req in 0..85 {
@@ -253,11 +237,11 @@ async fn a_client_tops_up_its_one_time_prekeys_when_few_are_left() {
             "each bundle carries a fresh one-time key"
         );
     }
-    assert_eq!(count(), (15, 15));
+    assert_eq!(backend.prekeys_left(&rd, &bd).await, (15, 15));
     // On connecting, bob hears the count and uploads a batch before the backlog is done.
     let mut bob = Client::start(&bd, &relay.url).await;
     bob.expect(|e| matches!(e, Event::Drained)).await;
-    assert_eq!(count(), (115, 115));
+    assert_eq!(backend.prekeys_left(&rd, &bd).await, (115, 115));
     bob.stop();
     relay.stop().await;
 }
@@ -298,8 +282,7 @@ async fn next_deliver(raw: &mut common::Raw) -> (u64, String) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_signing_in_again_is_sent_only_the_envelopes_it_had_not_acked() {
+async fn a_client_signing_in_again_is_sent_only_the_envelopes_it_had_not_acked(backend: Backend) {
     use common::Raw;
     use sotto::relay::RelayConfig;
     use sotto::wire::ClientFrame;
@@ -313,10 +296,10 @@ async fn a_client_signing_in_again_is_sent_only_the_envelopes_it_had_not_acked()
         bob: bd,
         relay,
         tmp: _tmp,
-    } = Scene::with(RelayConfig {
+    } = Scene::with(backend.config(RelayConfig {
         delivery_window: 1,
         ..RelayConfig::default()
-    })
+    }))
     .await;
     let bob_id = common::account_id(&bd);
     // Bob speaks the protocol by hand: his client's duplicate check would hide a redelivery.
@@ -329,7 +312,7 @@ async fn a_client_signing_in_again_is_sent_only_the_envelopes_it_had_not_acked()
 
     // A queue writer that is behind (a slow sync under load): the relay takes in bob's acks,
     // but cannot delete anything yet.
-    let lock = hold_writer(&rd);
+    let lock = backend.hold_writer(&rd);
     let mut acked = Vec::new();
     for i in 0..K {
         let (id, body) = next_deliver(&mut bob).await;
@@ -340,7 +323,7 @@ async fn a_client_signing_in_again_is_sent_only_the_envelopes_it_had_not_acked()
     let (unacked, body) = next_deliver(&mut bob).await;
     assert_eq!(body, "not acked");
     assert_eq!(
-        queued_for(&rd, &bd),
+        backend.queued_for(&rd, &bd).await,
         K as u64 + 1,
         "the deletes must still be pending when bob signs in again"
     );
@@ -368,20 +351,10 @@ async fn a_client_signing_in_again_is_sent_only_the_envelopes_it_had_not_acked()
     bob.send(&ClientFrame::Ack { id }).await;
     // The answer to a request comes after the relay has deleted what was acked before it.
     nothing_more_pushed(&mut bob, 1).await;
-    assert_eq!(queued_for(&rd, &bd), 0);
+    assert_eq!(backend.queued_for(&rd, &bd).await, 0);
     drop(bob);
     drop(alice);
     relay.stop().await;
-}
-
-/// Holds the relay database's write lock until the returned connection is dropped: it stands
-/// in for a queue writer that is behind (a slow sync). Tests hold it for milliseconds, far
-/// inside the writer's 5 s busy timeout.
-fn hold_writer(relay_dir: &Path) -> rusqlite::Connection {
-    let lock = rusqlite::Connection::open(relay_dir.join("relay.db")).unwrap();
-    lock.busy_timeout(common::PATIENCE).unwrap();
-    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
-    lock
 }
 
 /// Sends a lookup on `raw` (request `req`) and checks that its answer comes before any
@@ -554,8 +527,9 @@ impl Pushed {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flooded_recipient_gets_every_envelope_of_concurrent_senders_once_and_in_order() {
+async fn a_flooded_recipient_gets_every_envelope_of_concurrent_senders_once_and_in_order(
+    backend: Backend,
+) {
     use common::{PATIENCE, Raw};
     use sotto::relay::RelayConfig;
     use sotto::wire::{ClientFrame, MAX_PAYLOAD_BYTES, RelayFrame};
@@ -578,10 +552,10 @@ async fn a_flooded_recipient_gets_every_envelope_of_concurrent_senders_once_and_
         bob: bd,
         relay,
         tmp,
-    } = Scene::with(RelayConfig {
+    } = Scene::with(backend.config(RelayConfig {
         delivery_window: WINDOW,
         ..RelayConfig::default()
-    })
+    }))
     .await;
     let (cd, dd) = (tmp.path().join("c"), tmp.path().join("d"));
     common::register(&cd, "carol", &relay.url).await;
@@ -600,7 +574,7 @@ async fn a_flooded_recipient_gets_every_envelope_of_concurrent_senders_once_and_
     // online and before his first read of the queue, so they reach his connection twice,
     // handed over by the writer and read by that first push; each must be pushed once. Bob
     // speaks the protocol by hand: his client's duplicate check would hide a second push.
-    let lock = hold_writer(&rd);
+    let lock = backend.hold_writer(&rd);
     for (sender, raw) in senders.iter_mut().enumerate() {
         send_numbered(raw, sender, 0..AT_SIGN_IN, &bob_id, 1).await;
         relay_has_read_all(raw).await;
@@ -621,7 +595,7 @@ async fn a_flooded_recipient_gets_every_envelope_of_concurrent_senders_once_and_
     // The flood, while bob's connection has pushed everything and is busy: the mailbox
     // overflows with fewer envelopes held than the window has room for, and what follows
     // comes through a full window. Alice's largest envelopes come first.
-    let lock = hold_writer(&rd);
+    let lock = backend.hold_writer(&rd);
     let large = AT_SIGN_IN..AT_SIGN_IN + LARGE;
     send_numbered(&mut senders[0], 0, large, &bob_id, MAX_PAYLOAD_BYTES).await;
     relay_has_read_all(&mut senders[0]).await;
@@ -675,13 +649,14 @@ async fn a_flooded_recipient_gets_every_envelope_of_concurrent_senders_once_and_
     // Nothing more comes: the answer to a request follows every push the relay decided on
     // before it, and it has taken in every ack by then.
     nothing_more_pushed(&mut bob, 2).await;
-    assert_eq!(queued_for(&rd, &bd), 0);
+    assert_eq!(backend.queued_for(&rd, &bd).await, 0);
     drop(bob);
     relay.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_recipient_sent_more_than_its_mailbox_holds_in_one_commit_gets_it_all_unasked() {
+async fn a_recipient_sent_more_than_its_mailbox_holds_in_one_commit_gets_it_all_unasked(
+    backend: Backend,
+) {
     use common::Raw;
     use sotto::relay::RelayConfig;
     use sotto::wire::{ClientFrame, Payload, RelayFrame};
@@ -695,17 +670,17 @@ async fn a_recipient_sent_more_than_its_mailbox_holds_in_one_commit_gets_it_all_
         bob: bd,
         relay,
         tmp: _tmp,
-    } = Scene::with(RelayConfig {
+    } = Scene::with(backend.config(RelayConfig {
         delivery_window: 2 * SENT as usize,
         ..RelayConfig::default()
-    })
+    }))
     .await;
     let bob_id = common::account_id(&bd);
     let mut bob = Raw::auth(&relay.url, &bd).await;
     bob.expect(|f| matches!(f, RelayFrame::Drained)).await;
     let mut alice = Raw::auth(&relay.url, &ad).await;
     alice.expect(|f| matches!(f, RelayFrame::Drained)).await;
-    let lock = hold_writer(&rd);
+    let lock = backend.hold_writer(&rd);
     send_numbered(&mut alice, 0, 0..SENT, &bob_id, 1).await;
     relay_has_read_all(&mut alice).await;
     drop(lock);
@@ -733,7 +708,7 @@ async fn a_recipient_sent_more_than_its_mailbox_holds_in_one_commit_gets_it_all_
         bob.send(&ClientFrame::Ack { id }).await;
     }
     nothing_more_pushed(&mut bob, 1).await;
-    assert_eq!(queued_for(&rd, &bd), 0);
+    assert_eq!(backend.queued_for(&rd, &bd).await, 0);
     drop(bob);
     relay.stop().await;
 }

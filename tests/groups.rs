@@ -388,7 +388,7 @@ async fn a_removed_member_reads_nothing_after_and_a_new_member_nothing_before() 
     .await;
     raw.expect(|f| matches!(f, RelayFrame::Ok { req: 1 })).await;
     carol
-        .expect(|e| matches!(e, Event::Warning(w) if w.contains("could not be opened")))
+        .expect(|e| matches!(e, Event::Warning(w) if w.text.contains("could not be opened")))
         .await;
     assert!(!texts(&scene.path("c"), "#team", true).contains(&"after the removal".to_string()));
 
@@ -532,7 +532,7 @@ async fn a_message_from_a_removed_member_is_refused() {
     }
     carol.send("#team", true, "forged after removal").await;
     for c in [&mut alice, &mut bob] {
-        c.expect(|e| matches!(e, Event::Warning(w) if w.contains("could not be decrypted")))
+        c.expect(|e| matches!(e, Event::Warning(w) if w.text.contains("could not be decrypted")))
             .await;
     }
     for dir in [&scene.alice, &scene.bob] {

@@ -461,7 +461,7 @@ async fn a_message_refused_for_a_full_mailbox_stays_queued_and_arrives_once_it_d
         .unwrap();
     alice
         .expect(|e| {
-            matches!(e, sotto::client::manager::Event::Warning(w) if w.contains("mailbox at the relay is full"))
+            matches!(e, sotto::client::manager::Event::Warning(w) if w.text.contains("mailbox at the relay is full"))
         })
         .await;
     let kept = alice.history("bob", false);

@@ -473,7 +473,7 @@ async fn a_directory_that_names_an_unendorsed_key_cannot_make_a_forgery_pass() {
     *rewrite.lock().unwrap() = directory_says(&alice_id, &mallory_key, vec![forged_rekey]);
     let cert = forge_certificate(&relay_dir, &alice_id, &mallory_key);
     mallory_sends(&relay.url, &md, &bob_id, &cert, "new phone, it's alice").await;
-    bob.expect(|e| matches!(e, Event::Warning(w) if w.contains("refused")))
+    bob.expect(|e| matches!(e, Event::Warning(w) if w.text.contains("refused")))
         .await;
     bob.barrier().await;
     assert!(

@@ -5,7 +5,7 @@ mod common;
 
 use common::tui::{app_with_bob, contact, ctrl, key, msg, press, rows, screen, typing};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use sotto::client::manager::{Command, ConnState, Event};
+use sotto::client::manager::{Command, ConnState, Event, Warning};
 use sotto::client::store::{Message, MessageKind};
 use sotto::tui::app::{App, Focus, Overlay};
 use sotto::tui::keys::KeyMap;
@@ -572,6 +572,54 @@ fn up_and_down_walk_lines_ctrl_p_and_ctrl_n_what_was_sent_and_never_bring_a_secr
 }
 
 #[test]
+fn up_and_down_move_by_the_rows_a_long_line_wraps_onto_at_the_screens_width() {
+    let mut app = app_with_bob();
+    press(
+        &mut app,
+        typing("earlier").into_iter().chain([key(KeyCode::Enter)]),
+    );
+    // At 24 columns the composer holds 22: "the quick brown fox" / "jumps over the lazy" /
+    // "dog".
+    app.screen = (24, 15);
+    let long = "the quick brown fox jumps over the lazy dog";
+    press(&mut app, typing(long));
+    assert_eq!(
+        app.composer.view(22, 5).rows,
+        ["the quick brown fox", "jumps over the lazy", "dog"]
+    );
+    press(&mut app, [key(KeyCode::Up)]);
+    assert_eq!(
+        composer(&app),
+        "the quick brown fox jum|ps over the lazy dog"
+    );
+    press(&mut app, [key(KeyCode::Up)]);
+    assert_eq!(
+        composer(&app),
+        "the| quick brown fox jumps over the lazy dog"
+    );
+    press(&mut app, [key(KeyCode::Down), key(KeyCode::Down)]);
+    assert_eq!(
+        composer(&app),
+        "the quick brown fox jumps over the lazy dog|"
+    );
+    // From the first row, Up recalls what was sent; Down from its last row comes back.
+    press(
+        &mut app,
+        [key(KeyCode::Up), key(KeyCode::Up), key(KeyCode::Up)],
+    );
+    assert_eq!(composer(&app), "earlier|");
+    press(&mut app, [key(KeyCode::Down)]);
+    assert_eq!(
+        composer(&app),
+        "the quick brown fox jumps over the lazy dog|"
+    );
+    // Wide, the same text is one row: Up goes straight to the history.
+    app.screen = (80, 24);
+    press(&mut app, [key(KeyCode::Up)]);
+    assert_eq!(composer(&app), "earlier|");
+}
+
+#[test]
 fn esc_clears_the_composer_and_ctrl_p_brings_the_text_back() {
     let mut app = app_with_bob();
     press(&mut app, typing("a draft I regret"));
@@ -1072,9 +1120,11 @@ fn help_fits_80_columns_and_scrolls_to_its_end() {
 fn a_notice_about_carol_waits_for_her_thread_while_bob_is_read() {
     let mut app = app_with_bob();
     app.status = None;
-    app.on_event(Event::Warning(
-        "a message from carol was unreadable: bad mac".into(),
-    ));
+    app.on_event(Event::Warning(Warning::in_thread(
+        "a message from carol was unreadable: bad mac",
+        "carol",
+        false,
+    )));
     assert_eq!(app.status, None, "shown while reading bob");
     let status = rows(&screen(&app, 80, 24)).pop().unwrap();
     assert!(!status.contains("carol"), "{status}");
@@ -1111,6 +1161,60 @@ fn a_notice_about_carol_waits_for_her_thread_while_bob_is_read() {
 }
 
 #[test]
+fn a_warning_is_tied_to_the_contact_it_carries_not_to_a_handle_in_its_text() {
+    let mut app = app_with_bob();
+    app.status = None;
+    // About carol, quoting bob (the first contact in the list): it is still carol's.
+    app.on_event(Event::Warning(Warning::in_thread(
+        "a message from carol was unreadable: it names bob",
+        "carol",
+        false,
+    )));
+    assert_eq!(app.status, None, "carol's warning shown in bob's thread");
+    let status = rows(&screen(&app, 80, 24)).pop().unwrap();
+    assert!(!status.contains("unreadable"), "{status}");
+    press(
+        &mut app,
+        [key(KeyCode::Tab), key(KeyCode::Down), key(KeyCode::Enter)],
+    );
+    let status = rows(&screen(&app, 80, 24)).pop().unwrap();
+    assert!(status.contains("from carol was unreadable"), "{status}");
+    // A warning about no one is shown whichever thread is open, even if it names someone.
+    app.on_event(Event::Warning(Warning::general(
+        "could not store arriving messages (bob's disk is full); they will be retried",
+    )));
+    assert!(
+        app.status
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("could not store")
+    );
+}
+
+#[test]
+fn a_warning_about_a_secret_thread_waits_for_that_thread() {
+    let mut app = app_with_bob();
+    app.status = None;
+    app.on_event(Event::Warning(Warning::in_thread(
+        "a secret message from bob could not be decrypted: bad mac",
+        "bob",
+        true,
+    )));
+    assert_eq!(app.status, None, "shown in bob's normal thread");
+    // One about bob as a whole is shown in either of his threads.
+    app.on_event(Event::Warning(Warning::about(
+        "bob: a key he never endorsed was refused",
+        "bob",
+    )));
+    assert!(app.status.as_ref().unwrap().text.contains("never endorsed"));
+    press(&mut app, [ctrl('s')]);
+    assert!(app.secret());
+    let status = rows(&screen(&app, 80, 24)).pop().unwrap();
+    assert!(status.contains("a secret message from bob"), "{status}");
+}
+
+#[test]
 fn notices_go_when_what_they_said_stops_being_true() {
     let mut app = app_with_bob();
     app.on_event(Event::Connection(ConnState::Offline {
@@ -1124,9 +1228,10 @@ fn notices_go_when_what_they_said_stops_being_true() {
     assert!(app.status.as_ref().unwrap().error);
     app.on_event(Event::Connection(ConnState::Online));
     assert_eq!(app.status, None, "'not connected' outlived the connection");
-    app.on_event(Event::Warning(
-        "bob's safety number changed: check it with /verify before sending secret messages".into(),
-    ));
+    app.on_event(Event::Warning(Warning::about(
+        "bob's safety number changed: check it with /verify before sending secret messages",
+        "bob",
+    )));
     assert!(app.status.is_some());
     app.on_event(Event::SafetyNumber(safety("bob", false, false)));
     assert_eq!(app.status, None, "the warning outlived the accepted key");

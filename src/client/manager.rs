@@ -234,6 +234,65 @@ pub enum ConnState {
     Offline { reason: String, retry_in: Duration },
 }
 
+/// Something the user should know that no command asked for, and whose thread it belongs
+/// to: a screen shows it there, never by guessing from the text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Warning {
+    pub text: String,
+    /// The contact (or group, by its handle) it is about; None: about no one in particular.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+    /// Which of the contact's threads it belongs to (`true`: the secret one); None: to the
+    /// contact as a whole, or to no one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<bool>,
+}
+
+impl Warning {
+    /// About no one in particular (the relay, the profile's storage).
+    pub fn general(text: impl Into<String>) -> Warning {
+        Warning {
+            text: text.into(),
+            contact: None,
+            secret: None,
+        }
+    }
+
+    /// About `contact` as a whole (their key, their mailbox).
+    pub fn about(text: impl Into<String>, contact: &str) -> Warning {
+        Warning {
+            contact: Some(contact.to_string()),
+            ..Warning::general(text)
+        }
+    }
+
+    /// About one of `contact`'s threads.
+    pub fn in_thread(text: impl Into<String>, contact: &str, secret: bool) -> Warning {
+        Warning {
+            secret: Some(secret),
+            ..Warning::about(text, contact)
+        }
+    }
+
+    /// A key offered for `handle` that they never endorsed was refused (`event` says how):
+    /// what an attack by the relay, or by someone between us and it, looks like.
+    pub(crate) fn refused_key(handle: &str, event: trust::KeyEvent) -> Warning {
+        Warning::about(
+            format!(
+                "{handle}: {} (possible attack; `sotto verify {handle}` shows the key history)",
+                event.describe()
+            ),
+            handle,
+        )
+    }
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// What the manager reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -292,7 +351,7 @@ pub enum Event {
         change: ContactChange,
     },
     /// Something the user should know that belongs to no command.
-    Warning(String),
+    Warning(Warning),
     /// `contact` is typing in their normal or secret thread with us (`active`), or stopped
     /// (they said so, their last word is `typing::SHOWN_FOR` old, or their message came).
     Typing {
@@ -520,7 +579,9 @@ pub fn spawn_with_blobs(
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    let _ = evt_tx.try_send(Event::Warning(format!("cannot start: {e}")));
+                    let _ = evt_tx.try_send(Event::Warning(Warning::general(format!(
+                        "cannot start: {e}"
+                    ))));
                     return;
                 }
             };
@@ -969,7 +1030,10 @@ impl Manager {
             },
             Command::ListContacts => match self.store.summaries() {
                 Ok(list) => self.emit(Event::Contacts(list)).await,
-                Err(e) => self.emit(Event::Warning(describe(&e))).await,
+                Err(e) => {
+                    self.emit(Event::Warning(Warning::general(describe(&e))))
+                        .await
+                }
             },
             Command::LoadPage {
                 contact,
@@ -988,7 +1052,14 @@ impl Manager {
                     })
                     .await
                 }
-                Err(e) => self.emit(Event::Warning(describe(&e))).await,
+                Err(e) => {
+                    self.emit(Event::Warning(Warning::in_thread(
+                        describe(&e),
+                        &contact,
+                        secret,
+                    )))
+                    .await
+                }
             },
             Command::SetTimer {
                 id,
@@ -1027,7 +1098,10 @@ impl Manager {
                         self.emit(Event::Expiring(shown.started)).await
                     }
                 }
-                Err(e) => self.emit(Event::Warning(describe(&e))).await,
+                Err(e) => {
+                    self.emit(Event::Warning(Warning::general(describe(&e))))
+                        .await
+                }
             },
             Command::Typing { to, secret, active } => self.send_typing(&to, secret, active).await,
             Command::Group { tag, action } => self.group_command(tag, action).await,
@@ -1038,7 +1112,10 @@ impl Manager {
     async fn report_safety_number(&self, handle: &str, done: Result<(), trust::TrustError>) {
         match done.and_then(|()| trust::safety_number(&self.store, handle)) {
             Ok(n) => self.emit(Event::SafetyNumber(n)).await,
-            Err(e) => self.emit(Event::Warning(describe(&e))).await,
+            Err(e) => {
+                self.emit(Event::Warning(Warning::about(describe(&e), handle)))
+                    .await
+            }
         }
     }
 
@@ -1376,13 +1453,8 @@ impl Manager {
         {
             tracing::error!(error = %describe(&e), "cannot record a refused key");
         }
-        self.emit(Event::Warning(format!(
-            "{}: {} (possible attack; `sotto verify {}` shows the key history)",
-            contact.handle,
-            event.describe(),
-            contact.handle
-        )))
-        .await;
+        self.emit(Event::Warning(Warning::refused_key(&contact.handle, event)))
+            .await;
     }
 
     /// A contact's identity key is now `new_key`: record it (blocking secret sends until the
@@ -1397,9 +1469,12 @@ impl Manager {
         self.member_rekeyed(contact_id)?;
         if let Some(first) = lines.first() {
             tracing::warn!("a contact's identity key changed");
-            self.emit(Event::Warning(format!(
-                "{}'s safety number changed: check it with /verify before sending secret messages",
-                first.contact
+            self.emit(Event::Warning(Warning::about(
+                format!(
+                    "{}'s safety number changed: check it with /verify before sending secret messages",
+                    first.contact
+                ),
+                &first.contact,
             )))
             .await;
         }

@@ -13,7 +13,7 @@ use super::commands::{self, Slash};
 use super::complete;
 use super::composer::{self, Composer, Edit};
 use super::layout::{self, DEFAULT_CONTACTS_MIN_WIDTH};
-pub use super::notice::{Expiry, Status};
+pub use super::notice::{About, Expiry, Status};
 use super::notify;
 use super::scroll::{Lines, Pos};
 use super::thread_view;
@@ -290,7 +290,7 @@ impl App {
 
     /// An error from the manager about `about`: raised while the relay is out of reach, it is
     /// about that, and goes when the connection is back.
-    fn manager_error(&mut self, text: String, about: Option<String>) {
+    fn manager_error(&mut self, text: String, about: Option<About>) {
         let expires = if self.conn == ConnState::Online {
             Expiry::Dismissed
         } else {
@@ -343,10 +343,10 @@ impl App {
             // `??` writes one `?`; `?` and anything else writes both.
             self.overlay = None;
             self.question = false;
-            let secret = self.secret();
-            self.composer.apply(Edit::Insert('?'), secret);
+            let (secret, width) = (self.secret(), self.composer_width());
+            self.composer.apply(Edit::Insert('?'), secret, width);
             if c != '?' {
-                self.composer.apply(Edit::Insert(c), secret);
+                self.composer.apply(Edit::Insert(c), secret, width);
             }
             return Vec::new();
         }
@@ -414,7 +414,8 @@ impl App {
                 // A paste lands in the composer even from the contact list.
                 self.focus = Focus::Composer;
                 let before = self.composer.text().to_string();
-                self.composer.apply(edit, self.secret());
+                self.composer
+                    .apply(edit, self.secret(), self.composer_width());
                 // Moving the cursor is not typing.
                 if self.composer.text() != before {
                     let writing = super::typing::writing(self.composer.text());
@@ -490,6 +491,11 @@ impl App {
     pub(super) fn view(&self) -> (usize, usize) {
         let (w, h) = layout::thread_inner(self, self.screen.0, self.screen.1);
         (w as usize, h as usize)
+    }
+
+    /// The columns the composer wraps at, at the present terminal size.
+    pub(super) fn composer_width(&self) -> usize {
+        layout::composer_width(self.screen.0)
     }
 
     /// The loaded messages' heights at the present width, for scrolling.
@@ -771,7 +777,7 @@ impl App {
             }
             Event::MessageFailed { id, error } => {
                 self.set_state(&id, MessageState::Failed);
-                let about = self.sent_to.remove(&id);
+                let about = self.sent_to.remove(&id).map(About::contact);
                 self.manager_error(format!("not sent: {error}"), about);
             }
             Event::ContactAdded { tag, contact } => {
@@ -828,7 +834,7 @@ impl App {
                     ),
                     None => format!("disappearing messages are off in {contact}'s {thread} thread"),
                 };
-                self.notify(Status::info(text).about(Some(contact)));
+                self.notify(Status::info(text).about(Some(About::thread(contact, secret))));
             }
             Event::Failed { error, tag } if self.search_failed(tag, &error) => {}
             Event::Failed { error, tag } => {
@@ -838,11 +844,18 @@ impl App {
                 self.manager_error(error, None);
             }
             Event::Warning(w) => {
-                let about = self.named_contact(&w);
-                if w.contains("safety number changed") {
-                    self.notify(Status::error(w).about(about).expires(Expiry::KeyAccepted));
+                let about = w.contact.map(|handle| About {
+                    handle,
+                    secret: w.secret,
+                });
+                if w.text.contains("safety number changed") {
+                    self.notify(
+                        Status::error(w.text)
+                            .about(about)
+                            .expires(Expiry::KeyAccepted),
+                    );
                 } else {
-                    self.manager_error(w, about);
+                    self.manager_error(w.text, about);
                 }
             }
             Event::ContactChanged { handle, change, .. } => {
@@ -878,8 +891,10 @@ impl App {
                     c.key_changed = n.key_changed;
                 }
                 if !n.key_changed {
-                    let about = Some(n.handle.clone());
-                    self.expire(|s| s.expires == Expiry::KeyAccepted && s.about == about);
+                    self.expire(|s| {
+                        s.expires == Expiry::KeyAccepted
+                            && s.about.as_ref().is_some_and(|a| a.handle == n.handle)
+                    });
                 }
                 self.safety = Some(n);
             }

@@ -5,6 +5,8 @@
 //! the app tells it whether the open thread is secret so that a secret message is never
 //! recalled into a normal thread. The history lives in memory only and goes with the process.
 
+use std::ops::Range;
+
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use super::wrap;
@@ -37,9 +39,10 @@ pub enum Edit {
     KillToEnd,
     /// Puts back what the last kill (Ctrl-W, Ctrl-U, Ctrl-K) took.
     Yank,
-    /// The previous line, or on the first line the previous entry of the history.
+    /// The screen row above (a long line wraps onto several), or on the first row the
+    /// previous entry of the history.
     Up,
-    /// The next line, or on the last line the next entry of the history.
+    /// The screen row below, or on the last row the next entry of the history.
     Down,
     /// Empties the composer; Up brings the text back.
     Clear,
@@ -143,8 +146,9 @@ impl Composer {
     }
 
     /// Applies an edit. `secret`: the open thread is secret, so entries written in secret
-    /// threads may be recalled; in a normal thread they are skipped.
-    pub fn apply(&mut self, edit: Edit, secret: bool) {
+    /// threads may be recalled; in a normal thread they are skipped. `width`: the columns the
+    /// text is laid out at (as `view` is given), which Up and Down move through by rows.
+    pub fn apply(&mut self, edit: Edit, secret: bool, width: usize) {
         if !matches!(edit, Edit::Up | Edit::Down) {
             // Editing a recalled entry makes it the text being written.
             self.walk = None;
@@ -196,8 +200,8 @@ impl Composer {
                 let text = self.killed.clone();
                 self.insert(&text);
             }
-            Edit::Up => self.up(secret),
-            Edit::Down => self.down(secret),
+            Edit::Up => self.up(secret, width),
+            Edit::Down => self.down(secret, width),
             Edit::Clear => {
                 let text = std::mem::take(&mut self.text);
                 self.cursor = 0;
@@ -272,29 +276,48 @@ impl Composer {
         self.cursor + end
     }
 
-    /// Moves to the same column of the line above (or below), clamped to its length.
-    fn move_to_line(&mut self, start: usize) {
-        let column = self.text[self.line_start()..self.cursor].width();
-        let line = &self.text[start..];
-        let line = &line[..line.find('\n').unwrap_or(line.len())];
-        let mut at = 0;
+    /// Where the cursor is drawn among `rows` (as `wrap::rows` lays the text out at
+    /// `width`): its row and column. At the end of a full row it waits at the start of the
+    /// next one, which may be a row past the last.
+    fn place(&self, rows: &[Range<usize>], width: usize) -> (usize, usize) {
+        let mut at = (0, 0);
+        for (i, r) in rows.iter().enumerate() {
+            let next_starts_here = rows.get(i + 1).is_some_and(|n| n.start == self.cursor);
+            if r.start <= self.cursor && self.cursor <= r.end && !next_starts_here {
+                at = (i, self.text[r.start..self.cursor].width());
+                break;
+            }
+        }
+        if at.1 >= width { (at.0 + 1, 0) } else { at }
+    }
+
+    /// Moves to `column` of row `row` (or as near as it reaches), never to where the cursor
+    /// would be drawn on another row.
+    fn move_to_row(&mut self, rows: &[Range<usize>], row: usize, column: usize) {
+        let r = rows[row].clone();
+        // A row cut inside a line ends where the next begins: its last place is before its
+        // last character.
+        let cut = rows.get(row + 1).is_some_and(|n| n.start == r.end);
+        let mut at = r.start;
         let mut used = 0;
-        for (i, c) in line.char_indices() {
+        for (i, c) in self.text[r.clone()].char_indices() {
             let w = c.width().unwrap_or(0);
-            if used + w > column {
+            let last = r.start + i + c.len_utf8() == r.end;
+            if used + w > column || (cut && last) {
                 break;
             }
             used += w;
-            at = i + c.len_utf8();
+            at = r.start + i + c.len_utf8();
         }
-        self.cursor = start + at;
+        self.cursor = at;
     }
 
-    fn up(&mut self, secret: bool) {
-        let start = self.line_start();
-        if start > 0 {
-            let prev = self.text[..start - 1].rfind('\n').map_or(0, |i| i + 1);
-            return self.move_to_line(prev);
+    fn up(&mut self, secret: bool, width: usize) {
+        let width = width.max(1);
+        let rows = wrap::rows(&self.text, width);
+        let (row, column) = self.place(&rows, width);
+        if row > 0 {
+            return self.move_to_row(&rows, row - 1, column);
         }
         let from = self.walk.as_ref().map_or(self.history.len(), |(i, _)| *i);
         let Some(i) = (0..from).rev().find(|&i| secret || !self.history[i].secret) else {
@@ -306,10 +329,12 @@ impl Composer {
         self.show(i);
     }
 
-    fn down(&mut self, secret: bool) {
-        let end = self.line_end();
-        if end < self.text.len() {
-            return self.move_to_line(end + 1);
+    fn down(&mut self, secret: bool, width: usize) {
+        let width = width.max(1);
+        let rows = wrap::rows(&self.text, width);
+        let (row, column) = self.place(&rows, width);
+        if row + 1 < rows.len() {
+            return self.move_to_row(&rows, row + 1, column);
         }
         let Some((from, _)) = self.walk else {
             return;
@@ -339,20 +364,10 @@ impl Composer {
         let width = width.max(1);
         let ranges = wrap::rows(&self.text, width);
         let mut rows: Vec<String> = ranges.iter().map(|r| self.text[r.clone()].into()).collect();
-        let mut cursor = (0, 0);
-        for (i, r) in ranges.iter().enumerate() {
-            let next_starts_here = ranges.get(i + 1).is_some_and(|n| n.start == self.cursor);
-            if r.start <= self.cursor && self.cursor <= r.end && !next_starts_here {
-                cursor = (i, self.text[r.start..self.cursor].width());
-                break;
-            }
-        }
-        if cursor.1 >= width {
-            // A full row: the cursor waits at the start of the next one.
-            cursor = (cursor.0 + 1, 0);
-            if cursor.0 == rows.len() {
-                rows.push(String::new());
-            }
+        let cursor = self.place(&ranges, width);
+        if cursor.0 == rows.len() {
+            // After a full last row: the cursor's row is an empty one below it.
+            rows.push(String::new());
         }
         let max_rows = max_rows.max(1);
         let top = cursor.0.min(rows.len().saturating_sub(max_rows));
@@ -371,10 +386,13 @@ impl Composer {
 mod tests {
     use super::*;
 
+    /// Wide enough that no line of these tests wraps, unless a test says otherwise.
+    const WIDE: usize = 80;
+
     fn typed(text: &str) -> Composer {
         let mut c = Composer::default();
         for ch in text.chars() {
-            c.apply(Edit::Insert(ch), false);
+            c.apply(Edit::Insert(ch), false, WIDE);
         }
         c
     }
@@ -385,8 +403,13 @@ mod tests {
     }
 
     fn after(c: &mut Composer, edits: &[Edit]) -> String {
+        after_at(c, edits, WIDE)
+    }
+
+    /// `after` with the text laid out at `width` columns.
+    fn after_at(c: &mut Composer, edits: &[Edit], width: usize) -> String {
         for e in edits {
-            c.apply(e.clone(), false);
+            c.apply(e.clone(), false, width);
         }
         shown(c)
     }
@@ -414,7 +437,7 @@ mod tests {
         assert_eq!(after(&mut c, &[Edit::DeleteWordBack]), "send |");
         assert_eq!(after(&mut c, &[Edit::Yank]), "send it  |");
         let mut c = typed("one\ntwo three");
-        c.apply(Edit::WordBack, false);
+        c.apply(Edit::WordBack, false, WIDE);
         assert_eq!(after(&mut c, &[Edit::KillToStart]), "one\n|three");
         assert_eq!(after(&mut c, &[Edit::KillToStart]), "one|three");
         assert_eq!(after(&mut c, &[Edit::KillToEnd]), "one|");
@@ -460,17 +483,17 @@ mod tests {
         c.take(false);
         c.set("the secret".into(), 10);
         c.take(true);
-        c.apply(Edit::Up, false);
+        c.apply(Edit::Up, false, WIDE);
         assert_eq!(c.text(), "hello");
-        c.apply(Edit::Down, false);
-        c.apply(Edit::Up, true);
+        c.apply(Edit::Down, false, WIDE);
+        c.apply(Edit::Up, true, WIDE);
         assert_eq!(c.text(), "the secret");
     }
 
     #[test]
     fn clear_empties_and_up_brings_it_back() {
         let mut c = typed("half a thought");
-        c.apply(Edit::Clear, false);
+        c.apply(Edit::Clear, false, WIDE);
         assert!(c.is_empty());
         assert_eq!(after(&mut c, &[Edit::Up]), "half a thought|");
     }
@@ -481,6 +504,7 @@ mod tests {
         c.apply(
             Edit::Paste("fn main() {\r\n\tprint!(\"\x1b[2J\");\r\n}".into()),
             false,
+            WIDE,
         );
         assert_eq!(shown(&c), "code: fn main() {\n    print!(\"[2J\");\n}|");
     }
@@ -500,11 +524,118 @@ mod tests {
             (v.rows.len(), v.above, v.below, v.cursor),
             (5, 4, 0, (4, 0))
         );
-        c.apply(Edit::Up, false);
-        for _ in 0..7 {
-            c.apply(Edit::Up, false);
+        for _ in 0..8 {
+            c.apply(Edit::Up, false, 20);
         }
         let v = c.view(20, 5);
         assert_eq!((v.above, v.below, v.cursor), (0, 4, (0, 0)));
+    }
+
+    #[test]
+    fn up_and_down_move_by_wrapped_rows_keeping_the_column() {
+        // At 10 columns: "the quick" / "brown fox" / "jumps over" / "the lazy" / "dog".
+        let mut c = typed("the quick brown fox jumps over the lazy dog");
+        let rows = |c: &Composer| c.view(10, 9).rows;
+        assert_eq!(
+            rows(&c),
+            ["the quick", "brown fox", "jumps over", "the lazy", "dog"]
+        );
+        assert_eq!(
+            after_at(&mut c, &[Edit::Up], 10),
+            "the quick brown fox jumps over the| lazy dog"
+        );
+        assert_eq!(
+            after_at(&mut c, &[Edit::Up], 10),
+            "the quick brown fox jum|ps over the lazy dog"
+        );
+        assert_eq!(
+            after_at(&mut c, &[Edit::Right, Edit::Right, Edit::Right], 10),
+            "the quick brown fox jumps |over the lazy dog"
+        );
+        // Column 6 is past the end of "dog": the cursor stops at its end.
+        assert_eq!(
+            after_at(&mut c, &[Edit::Down], 10),
+            "the quick brown fox jumps over the la|zy dog"
+        );
+        assert_eq!(
+            after_at(&mut c, &[Edit::Down], 10),
+            "the quick brown fox jumps over the lazy dog|"
+        );
+        // The last row: Down with nothing recalled stays.
+        assert_eq!(
+            after_at(&mut c, &[Edit::Down], 10),
+            "the quick brown fox jumps over the lazy dog|"
+        );
+        assert_eq!(
+            after_at(&mut c, &[Edit::Up, Edit::Up, Edit::Up, Edit::Up], 10),
+            "the| quick brown fox jumps over the lazy dog"
+        );
+    }
+
+    #[test]
+    fn the_history_is_walked_only_from_the_first_and_last_rows() {
+        let mut c = Composer::default();
+        c.set("sent before".into(), 0);
+        c.take(false);
+        let long = "one two three four five six";
+        c.set(long.into(), long.len());
+        // At 9 columns: "one two" / "three" / "four five" / "six"; three rows up to the top.
+        for _ in 0..3 {
+            c.apply(Edit::Up, false, 9);
+            assert_eq!(c.text(), long, "left the text before its first row");
+        }
+        assert_eq!(shown(&c), "one| two three four five six");
+        assert_eq!(after_at(&mut c, &[Edit::Up], 9), "sent before|");
+        // The recalled entry wraps too ("sent" / "before"): Down walks back only from its
+        // last row, to the text being written.
+        assert_eq!(after_at(&mut c, &[Edit::Up], 9), "sent| before");
+        assert_eq!(after_at(&mut c, &[Edit::Down], 9), "sent befo|re");
+        assert_eq!(
+            after_at(&mut c, &[Edit::Down], 9),
+            "one two three four five six|"
+        );
+    }
+
+    #[test]
+    fn a_row_move_never_lands_where_the_cursor_is_drawn_on_another_row() {
+        // Cut words, wide characters (a row may end a column short), newlines, indentation.
+        let texts = [
+            "abcdefghijk lmno",
+            "ab日本語の文 x",
+            "one\n\n  indented line here\nend",
+            "a  b   c    d",
+        ];
+        for text in texts {
+            for width in 3..8 {
+                let mut positions: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+                positions.push(text.len());
+                for at in positions {
+                    for (edit, step) in [(Edit::Up, -1isize), (Edit::Down, 1)] {
+                        let mut c = Composer::default();
+                        c.set(text.into(), at);
+                        let before = c.view(width, 99);
+                        let rows = wrap::rows(text, width).len();
+                        c.apply(edit.clone(), false, width);
+                        let now = c.view(width, 99);
+                        let from = before.cursor.0 as isize;
+                        let last = from as usize + 1 >= rows;
+                        let expected = match (step, from) {
+                            (-1, 0) => 0,
+                            (1, _) if last => from,
+                            _ => from + step,
+                        };
+                        assert_eq!(
+                            now.cursor.0 as isize, expected,
+                            "{edit:?} at {at} of {text:?}, width {width}"
+                        );
+                        assert_eq!(c.text(), text);
+                        // The column is kept where the row reaches it.
+                        if expected != from {
+                            assert!(now.cursor.1 <= before.cursor.1, "{edit:?} {text:?} {at}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -207,8 +207,8 @@ impl App {
                 if yes {
                     return self.attach(path, None);
                 }
-                let secret = self.secret();
-                self.composer.apply(Edit::Paste(pasted), secret);
+                let (secret, width) = (self.secret(), self.composer_width());
+                self.composer.apply(Edit::Paste(pasted), secret, width);
             }
             FileAction::Completed(done) => {
                 let rest = self.composer.text()[self.composer.cursor()..].to_string();

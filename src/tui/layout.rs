@@ -27,11 +27,17 @@ pub fn contacts_shown(app: &App, width: u16) -> bool {
     app.focus == Focus::Contacts || app.show_contacts.unwrap_or(width >= app.contacts_min_width)
 }
 
+/// The columns the composer's text wraps at in an area `width` columns wide: inside its
+/// borders. The drawing and the composer's Up/Down (which move by these rows) agree on it.
+pub fn composer_width(width: u16) -> usize {
+    width.saturating_sub(2) as usize
+}
+
 pub fn areas(app: &App, area: Rect) -> Areas {
     // The composer grows with its text (wrapped inside its borders), up to a few rows.
     let composer_lines = app
         .composer
-        .view(area.width.saturating_sub(2) as usize, MAX_ROWS)
+        .view(composer_width(area.width), MAX_ROWS)
         .rows
         .len() as u16;
     let [main, composer, status] = Layout::vertical([

@@ -225,7 +225,9 @@ fn send_all(manager: &ManagerHandle, app: &mut App, cmds: Vec<Command>) -> Resul
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 app.on_event(crate::client::manager::Event::Warning(
-                    "busy: that was not done; try again in a moment".into(),
+                    crate::client::manager::Warning::general(
+                        "busy: that was not done; try again in a moment",
+                    ),
                 ));
             }
             Err(TrySendError::Closed(_)) => return Err(TuiError::ManagerStopped),

@@ -1,11 +1,13 @@
 //! Status-line notices: which thread each belongs to, and when it stops being true.
 //!
-//! A notice about a contact is shown only while no thread or that contact's thread is open;
-//! otherwise it is held until their thread opens. A notice raised because the relay was out
+//! A notice about a contact is shown only while no thread or one of that contact's threads is
+//! open, one about a thread only while no thread or that one is open; otherwise it is held
+//! until its thread opens. Whom a notice is about comes with it (the manager's warnings carry
+//! their contact), never from reading its text. A notice raised because the relay was out
 //! of reach goes when the connection is back; a key-change warning goes once the new key is
 //! accepted. Pure state on `App`; never decides what a notice says.
 
-use super::app::App;
+use super::app::{App, ThreadKey};
 
 /// What makes a notice stale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,13 +20,42 @@ pub enum Expiry {
     KeyAccepted,
 }
 
+/// Whom a notice is about: a contact (either of their threads), or one of their threads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct About {
+    pub handle: String,
+    /// Which thread (`true`: the secret one); None: the contact as a whole.
+    pub secret: Option<bool>,
+}
+
+impl About {
+    pub fn contact(handle: impl Into<String>) -> About {
+        About {
+            handle: handle.into(),
+            secret: None,
+        }
+    }
+
+    pub fn thread(handle: impl Into<String>, secret: bool) -> About {
+        About {
+            handle: handle.into(),
+            secret: Some(secret),
+        }
+    }
+
+    /// Whether a notice about this belongs on screen while `open` is the open thread.
+    fn fits(&self, open: &ThreadKey) -> bool {
+        self.handle == open.handle && self.secret.is_none_or(|s| s == open.secret)
+    }
+}
+
 /// A line for the status bar; `error` ones are marked with `!`, not by colour alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     pub text: String,
     pub error: bool,
-    /// The contact it is about; None: about no thread in particular.
-    pub about: Option<String>,
+    /// Whose thread it belongs to; None: about no thread in particular.
+    pub about: Option<About>,
     pub expires: Expiry,
 }
 
@@ -45,8 +76,8 @@ impl Status {
         }
     }
 
-    pub fn about(mut self, handle: Option<String>) -> Status {
-        self.about = handle;
+    pub fn about(mut self, about: Option<About>) -> Status {
+        self.about = about;
         self
     }
 
@@ -56,31 +87,12 @@ impl Status {
     }
 }
 
-/// Whether `handle` appears in `text` as a whole word (handles are a-z, 0-9, `_ . -`).
-fn names(text: &str, handle: &str) -> bool {
-    let part = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
-    text.match_indices(handle).any(|(at, _)| {
-        let before = text[..at].chars().next_back();
-        let after = text[at + handle.len()..].chars().next();
-        // A trailing '.' ends a sentence rather than continuing a handle.
-        let after_ok = match after {
-            Some('.') => text[at + handle.len() + 1..]
-                .chars()
-                .next()
-                .is_none_or(|c| !part(c)),
-            Some(c) => !part(c),
-            None => true,
-        };
-        before.is_none_or(|c| !part(c)) && after_ok
-    })
-}
-
 impl App {
     /// Shows `s` now if it belongs to the open thread (or to none), else holds it for when
-    /// its contact's thread opens; a held notice replaces an older one about the same contact.
+    /// its thread opens; a held notice replaces an older one about the same contact or thread.
     pub(super) fn notify(&mut self, s: Status) {
         match (&s.about, &self.open) {
-            (Some(about), Some(open)) if *about != open.handle => {
+            (Some(about), Some(open)) if !about.fits(open) => {
                 self.held.retain(|h| h.about != s.about);
                 self.held.push(s);
             }
@@ -88,23 +100,15 @@ impl App {
         }
     }
 
-    /// The contact a manager's warning is about: the first contact it names.
-    pub(super) fn named_contact(&self, text: &str) -> Option<String> {
-        self.contacts
-            .iter()
-            .find(|c| names(text, &c.handle))
-            .map(|c| c.handle.clone())
-    }
-
-    /// The open thread changed: a notice about another contact is held, and one held for the
-    /// newly open contact is shown.
+    /// The open thread changed: a notice about another contact or thread is held, and one
+    /// held for the newly open thread is shown.
     pub(super) fn notices_follow_open(&mut self) {
-        let Some(open) = self.open.as_ref().map(|o| o.handle.clone()) else {
+        let Some(open) = self.open.clone() else {
             return;
         };
         if let Some(s) = self
             .status
-            .take_if(|s| s.about.as_ref().is_some_and(|a| *a != open))
+            .take_if(|s| s.about.as_ref().is_some_and(|a| !a.fits(&open)))
         {
             self.held.retain(|h| h.about != s.about);
             self.held.push(s);
@@ -112,7 +116,7 @@ impl App {
         if let Some(i) = self
             .held
             .iter()
-            .position(|h| h.about.as_ref() == Some(&open))
+            .position(|h| h.about.as_ref().is_some_and(|a| a.fits(&open)))
         {
             self.status = Some(self.held.remove(i));
         }
@@ -122,21 +126,5 @@ impl App {
     pub(super) fn expire(&mut self, stale: impl Fn(&Status) -> bool) {
         self.status.take_if(|s| stale(s));
         self.held.retain(|s| !stale(s));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::names;
-
-    #[test]
-    fn handles_are_found_as_whole_words_only() {
-        assert!(names("a message from bob was unreadable", "bob"));
-        assert!(names("bob's safety number changed", "bob"));
-        assert!(names("bob: refused", "bob"));
-        assert!(names("ask bob.", "bob"));
-        assert!(!names("a message from bobby", "bob"));
-        assert!(!names("ask bob.x", "bob"));
-        assert!(!names("jim-bob said", "bob"));
     }
 }

@@ -29,9 +29,10 @@ pub fn draw(f: &mut Frame, app: &App, keys: &KeyMap) {
         draw_contacts(f, app, contacts);
     }
     draw_thread(f, app, areas.thread);
-    let typed = app
-        .composer
-        .view(areas.composer.width.saturating_sub(2) as usize, MAX_ROWS);
+    let typed = app.composer.view(
+        super::layout::composer_width(areas.composer.width),
+        MAX_ROWS,
+    );
     draw_composer(f, app, keys, typed, areas.composer);
     draw_status(f, app, keys, areas.status);
     match app.overlay {
@@ -339,7 +340,7 @@ pub fn help_lines(keys: &KeyMap, width: u16) -> Vec<Line<'static>> {
         ),
         (
             "↑ ↓ (composer)".to_string(),
-            "the lines of the message; ↑ on an empty composer selects a message",
+            "the rows of the message; ↑ on an empty composer selects a message",
         ),
         (
             "Ctrl-P Ctrl-N".to_string(),

@@ -6,6 +6,7 @@
 //! for a concrete event, never a sleep standing in for synchronisation.
 #![allow(dead_code)]
 
+pub mod backend;
 pub mod blobs;
 pub mod cli;
 pub mod pg;

@@ -51,6 +51,109 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// A copy of this database as it is now, itself dropped on drop: the relay's state at a
+    /// moment, to go back to with `restore`. No relay may be connected to it meanwhile.
+    pub fn snapshot(&self) -> TestDb {
+        let name = format!("sotto_test_{}", uuid::Uuid::new_v4().simple());
+        let sql = format!("CREATE DATABASE {name} TEMPLATE {}", self.name);
+        on_server(&self.server, &sql)
+            .unwrap_or_else(|e| panic!("cannot copy {}: {e:?}", self.name));
+        TestDb {
+            url: with_dbname(&self.server, &name),
+            server: self.server.clone(),
+            name,
+        }
+    }
+
+    /// Puts this database back as `snapshot` holds it.
+    pub fn restore(&self, snapshot: &TestDb) {
+        // Two statements sent apart: in one string they would form a transaction, which
+        // neither may run in.
+        for sql in [
+            format!("DROP DATABASE {} WITH (FORCE)", self.name),
+            format!("CREATE DATABASE {} TEMPLATE {}", self.name, snapshot.name),
+        ] {
+            on_server(&self.server, &sql)
+                .unwrap_or_else(|e| panic!("cannot restore {}: {e:?}", self.name));
+        }
+    }
+
+    /// How many live rows of the relay's queue have `needle` in their payload.
+    pub fn queue_rows_containing(&self, needle: &[u8]) -> i64 {
+        self.count(
+            "SELECT count(*) FROM queue WHERE position($1::bytea IN payload) > 0",
+            needle.to_vec(),
+        )
+    }
+
+    /// How many rows of the relay's queue are for the account `recipient`. A plain read:
+    /// unlike opening the relay's stores (which prepares the queue's writes), it goes on
+    /// while `hold_queue` holds the table.
+    pub fn queue_rows_for(&self, recipient: &str) -> i64 {
+        self.count(
+            "SELECT count(*) FROM queue WHERE recipient = $1",
+            recipient.to_string(),
+        )
+    }
+
+    /// Runs the counting query `sql` with the one parameter `param` on this database.
+    fn count<P: postgres::types::ToSql + Sync + Send + 'static>(&self, sql: &str, param: P) -> i64 {
+        let (url, sql) = (self.url.clone(), sql.to_string());
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
+            let row = client.query_one(&sql, &[&param])?;
+            Ok::<i64, postgres::Error>(row.get(0))
+        })
+        .join()
+        .expect("the PostgreSQL helper thread panicked")
+        .unwrap_or_else(|e| panic!("cannot query the test database: {e}"))
+    }
+
+    /// Holds a lock on the relay's queue table that lets readers through but makes every
+    /// writer (insert, delete) wait, until the returned guard is dropped: it stands in for a
+    /// queue writer that is behind, as `BEGIN IMMEDIATE` does on SQLite. Returns once the lock
+    /// is held.
+    pub fn hold_queue(&self) -> QueueHold {
+        let url = self.url.clone();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let mut tx = client.transaction().unwrap();
+            // EXCLUSIVE conflicts with the ROW EXCLUSIVE lock every INSERT and DELETE takes,
+            // not with the ACCESS SHARE of a SELECT.
+            tx.batch_execute("LOCK TABLE queue IN EXCLUSIVE MODE")
+                .unwrap();
+            held_tx.send(()).unwrap();
+            // Released (rolled back) when the guard is dropped.
+            let _ = release_rx.recv();
+        });
+        held_rx
+            .recv()
+            .expect("the thread taking the queue's lock failed");
+        QueueHold {
+            release: Some(release),
+            thread: Some(thread),
+        }
+    }
+}
+
+/// The lock `TestDb::hold_queue` took; dropping it lets the writers go on.
+pub struct QueueHold {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for QueueHold {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         // FORCE: a relay the test killed may not have closed its connections yet.

@@ -14,7 +14,7 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use super::{ControlError, Report, Request, SOCKET};
-use crate::client::manager::{Command, Event, ManagerHandle};
+use crate::client::manager::{Command, Event, ManagerHandle, Warning};
 
 /// How long a command waits for a manager that holds the lock but has not opened its socket
 /// yet (it is starting).
@@ -74,7 +74,7 @@ async fn relay_both_ways(
         while let Some(cmd) = commands.recv().await {
             let Some(request) = Request::from_command(cmd) else {
                 let text = "another sotto (the chat screen?) holds this profile and does not take this command through its socket; close it and try again";
-                let _ = refusals.send(Event::Warning(text.into())).await;
+                let _ = refusals.send(Event::Warning(Warning::general(text))).await;
                 continue;
             };
             let mut line = match serde_json::to_vec(&request) {

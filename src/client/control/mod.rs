@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::manager::{Command, ConnState, Event};
+use super::manager::{Command, ConnState, Event, Warning};
 use super::store::{Message, MessageState};
 
 mod client;
@@ -221,9 +221,9 @@ pub enum Report {
         tag: u64,
         error: String,
     },
-    Warning {
-        text: String,
-    },
+    /// Its contact and thread cross with it, so that a screen on the caller's side would
+    /// place it as the running one does.
+    Warning(Warning),
     Attachment {
         id: String,
         attachment: crate::client::attachment::Attachment,
@@ -255,7 +255,7 @@ impl Report {
                 tag: untag(tag),
                 error,
             },
-            Event::Warning(text) => Report::Warning { text },
+            Event::Warning(w) => Report::Warning(w),
             Event::Attachment { id, attachment } => Report::Attachment { id, attachment },
             Event::AttachmentSaved { tag, id, path } if tag & REMOTE_TAG != 0 => {
                 Report::AttachmentSaved {
@@ -277,7 +277,7 @@ impl Report {
             Report::MessageFailed { id, error } => Event::MessageFailed { id, error },
             Report::Unshown { tag, messages } => Event::Unshown { tag, messages },
             Report::Failed { tag, error } => Event::Failed { tag, error },
-            Report::Warning { text } => Event::Warning(text),
+            Report::Warning(w) => Event::Warning(w),
             Report::Attachment { id, attachment } => Event::Attachment { id, attachment },
             Report::AttachmentSaved { tag, id, path } => Event::AttachmentSaved { tag, id, path },
         }
@@ -312,6 +312,22 @@ mod tests {
             messages: vec![],
         };
         assert_eq!(Report::from_event(own), None);
+    }
+
+    #[test]
+    fn a_warning_crosses_the_socket_with_its_contact_and_thread() {
+        let warning = Warning::in_thread("a message from bob was unreadable", "bob", true);
+        let report = Report::from_event(Event::Warning(warning.clone())).unwrap();
+        let line = serde_json::to_string(&report).unwrap();
+        let back: Report = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.into_event(), Event::Warning(warning));
+        // One about no one says so, and a report from an older sotto (text only) still reads.
+        let old: Report =
+            serde_json::from_str(r#"{"report":"warning","text":"missed 3 updates"}"#).unwrap();
+        assert_eq!(
+            old.into_event(),
+            Event::Warning(Warning::general("missed 3 updates"))
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{Report, Request, SOCKET};
-use crate::client::manager::{Command, ConnState, Event};
+use crate::client::manager::{Command, ConnState, Event, Warning};
 
 /// How many events a slow caller may fall behind before it is told it missed some.
 const BACKLOG: usize = 1024;
@@ -168,17 +168,17 @@ async fn caller(
     let writing = async move {
         loop {
             let report = tokio::select! {
-                Some(text) = warnings.recv() => Report::Warning { text },
+                Some(text) = warnings.recv() => Report::Warning(Warning::general(text)),
                 e = events.recv() => match e {
                     Ok(e) => match Report::from_event(e) {
                         Some(r) => r,
                         None => continue,
                     },
-                    Err(broadcast::error::RecvError::Lagged(n)) => Report::Warning {
-                        text: format!(
+                    Err(broadcast::error::RecvError::Lagged(n)) => Report::Warning(Warning::general(
+                        format!(
                             "missed {n} updates from the running sotto; what was not printed stays unread"
                         ),
-                    },
+                    )),
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 },
             };

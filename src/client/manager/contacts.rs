@@ -4,7 +4,7 @@
 //! Owns the rules (who may be blocked or removed, which messages may go again); the rows are
 //! the store's, the sending is `send`'s.
 
-use super::{ClientError, Event, Manager, describe};
+use super::{ClientError, Event, Manager, Warning, describe};
 use crate::client::store::{Message, MessageState};
 
 /// What happened to a contact, for the user.
@@ -60,7 +60,10 @@ impl Manager {
                 .await;
                 match self.store.summaries() {
                     Ok(list) => self.emit(Event::Contacts(list)).await,
-                    Err(e) => self.emit(Event::Warning(describe(&e))).await,
+                    Err(e) => {
+                        self.emit(Event::Warning(Warning::general(describe(&e))))
+                            .await
+                    }
                 }
             }
             Err(e) => {
@@ -116,7 +119,9 @@ impl Manager {
     async fn resend(&mut self, mut messages: Vec<Message>) {
         let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
         if let Err(e) = self.store.resend(&ids) {
-            return self.emit(Event::Warning(describe(&e))).await;
+            return self
+                .emit(Event::Warning(Warning::general(describe(&e))))
+                .await;
         }
         for m in &mut messages {
             m.state = MessageState::Sending;

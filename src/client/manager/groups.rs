@@ -7,7 +7,9 @@
 //! is ignored and logged. Must not seal or open group messages (`group_send`, `receive`).
 
 use super::receive::{Incoming, Receive};
-use super::{ClientError, Command, Event, GroupAction, GroupMember, Manager, describe, now_ms};
+use super::{
+    ClientError, Command, Event, GroupAction, GroupMember, Manager, Warning, describe, now_ms,
+};
 use crate::client::content::{Body, Content, GroupMemberRef};
 use crate::client::crypto;
 use crate::client::group_crypto;
@@ -309,7 +311,7 @@ impl Manager {
         for line in lines {
             self.emit(Event::Message(line)).await;
         }
-        let replies = self.send_one_to_one(&to, &update).await;
+        let replies = self.send_one_to_one(&group.handle, &to, &update).await;
         // The change is reported once the relay holds every update (or refused one): a
         // command that exits on the report must not take unsent updates with it.
         let (events, tap) = (self.events.clone(), self.tap.clone());
@@ -318,8 +320,9 @@ impl Manager {
             for reply in replies {
                 if let Err(e) = reply.answer().await {
                     tracing::warn!("a group update was not stored at the relay");
-                    let warning = Event::Warning(format!(
-                        "a group member was not told about the change: {e}"
+                    let warning = Event::Warning(Warning::about(
+                        format!("a group member was not told about the change: {e}"),
+                        &group,
                     ));
                     tap.event(&warning);
                     let _ = events.send(warning).await;
@@ -336,18 +339,20 @@ impl Manager {
         Ok(())
     }
 
-    /// Sends `content` 1:1 secret to each of `to` (account ids), sealed under one commit;
-    /// returns the relay's answers to come. A member it cannot reach is reported; nothing
-    /// is retried.
+    /// Sends `content` about `group` (its handle) 1:1 secret to each of `to` (account ids),
+    /// sealed under one commit; returns the relay's answers to come. A member it cannot reach
+    /// is reported in the group's thread; nothing is retried.
     pub(super) async fn send_one_to_one(
         &mut self,
+        group: &str,
         to: &[String],
         content: &Content,
     ) -> Vec<crate::client::conn::Reply> {
         let burst = match self.store.begin_burst() {
             Ok(b) => b,
             Err(e) => {
-                self.emit(Event::Warning(describe(&e))).await;
+                self.emit(Event::Warning(Warning::about(describe(&e), group)))
+                    .await;
                 return Vec::new();
             }
         };
@@ -364,7 +369,8 @@ impl Manager {
             }
         }
         if let Err(e) = self.store.end_burst(burst) {
-            self.emit(Event::Warning(describe(&e))).await;
+            self.emit(Event::Warning(Warning::about(describe(&e), group)))
+                .await;
             return Vec::new();
         }
         let mut replies = Vec::with_capacity(prepared.len());
@@ -376,8 +382,9 @@ impl Manager {
         }
         for e in unreached {
             tracing::warn!("a group update or sender key did not reach a member");
-            self.emit(Event::Warning(format!(
-                "a group member was not told about the change: {e}"
+            self.emit(Event::Warning(Warning::about(
+                format!("a group member was not told about the change: {e}"),
+                group,
             )))
             .await;
         }
@@ -480,21 +487,21 @@ impl Manager {
             return Ok(Incoming::Nothing);
         };
         let own = &self.reg.account_id;
-        let Ok(dist) = <[u8; 16]>::try_from(distribution_id.0.as_slice()) else {
-            return Err(Receive::Drop(format!(
-                "{} sent a group change that is not valid; it was ignored",
-                sender.handle
+        let dist = <[u8; 16]>::try_from(distribution_id.0.as_slice()).ok();
+        let Some(dist) = dist.filter(|_| {
+            crate::client::store::is_group_id(&group)
+                && valid_group_name(&name)
+                && members.len() <= MAX_MEMBERS
+        }) else {
+            return Err(Receive::Drop(Warning::in_thread(
+                format!(
+                    "{} sent a group change that is not valid; it was ignored",
+                    sender.handle
+                ),
+                &sender.handle,
+                true,
             )));
         };
-        if !crate::client::store::is_group_id(&group)
-            || !valid_group_name(&name)
-            || members.len() > MAX_MEMBERS
-        {
-            return Err(Receive::Drop(format!(
-                "{} sent a group change that is not valid; it was ignored",
-                sender.handle
-            )));
-        }
         let mut list: Vec<Member> = Vec::with_capacity(members.len());
         for m in &members {
             if list.iter().all(|l| l.account_id != m.account_id) {
@@ -585,9 +592,13 @@ impl Manager {
         group_crypto::accept_sender_key(&mut stores, &sender.account_id, skdm, &g.distribution_id)
             .await
             .map_err(|e| {
-                Receive::Drop(format!(
-                    "{}'s key for {} was not valid: {e}",
-                    sender.handle, g.handle
+                Receive::Drop(Warning::in_thread(
+                    format!(
+                        "{}'s key for {} was not valid: {e}",
+                        sender.handle, g.handle
+                    ),
+                    &g.handle,
+                    true,
                 ))
             })?;
         Ok(Incoming::Nothing)

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use libsignal_protocol::SignalProtocolError;
 
-use super::{Event, Manager, describe, now_ms};
+use super::{Event, Manager, Warning, describe, now_ms};
 use crate::client::content::{self, Body, Content};
 use crate::client::crypto;
 use crate::client::signal_store::{Stores, is_storage_failure};
@@ -51,9 +51,9 @@ impl Manager {
     /// Arriving messages could not be stored; they stay queued at the relay.
     async fn not_stored(&mut self, e: &str) {
         tracing::error!(error = %e, "cannot store arriving messages; they stay queued at the relay");
-        self.emit(Event::Warning(format!(
+        self.emit(Event::Warning(Warning::general(format!(
             "could not store arriving messages ({e}); they will be retried"
-        )))
+        ))))
         .await;
     }
 
@@ -215,9 +215,13 @@ impl Manager {
                 if let Some(t) = timer
                     && crate::timer::check(t).is_err()
                 {
-                    return Err(Receive::Drop(format!(
-                        "{} sent a disappearing timer of {t} seconds, outside 5s to 24h; it was not applied",
-                        contact.handle
+                    return Err(Receive::Drop(Warning::in_thread(
+                        format!(
+                            "{} sent a disappearing timer of {t} seconds, outside 5s to 24h; it was not applied",
+                            contact.handle
+                        ),
+                        &contact.handle,
+                        secret,
                     )));
                 }
                 self.store
@@ -264,9 +268,13 @@ impl Manager {
                 sent_at,
                 timer,
             } => {
-                let attachment = self
-                    .announced(&file)
-                    .map_err(|e| Receive::Drop(format!("{} {e}", contact.handle)))?;
+                let attachment = self.announced(&file).map_err(|e| {
+                    Receive::Drop(Warning::in_thread(
+                        format!("{} {e}", contact.handle),
+                        &contact.handle,
+                        secret,
+                    ))
+                })?;
                 let timer = timer.map(|t| t.clamp(crate::timer::MIN_SECS, crate::timer::MAX_SECS));
                 let mut m = line(
                     id,
@@ -349,12 +357,7 @@ impl Manager {
             Ok(None) => {}
             Err(e) => return Receive::retry(e),
         }
-        Receive::Drop(format!(
-            "{}: {} (possible attack; `sotto verify {}` shows the key history)",
-            contact.handle,
-            event.describe(),
-            contact.handle
-        ))
+        Receive::Drop(Warning::refused_key(&contact.handle, event))
     }
 
     async fn receive_normal(
@@ -365,9 +368,10 @@ impl Manager {
     ) -> Result<Incoming, Receive> {
         let contact = self.contact_by_id(from).await.map_err(Receive::retry)?;
         let content = Content::decode(body).map_err(|e| {
-            Receive::Drop(format!(
-                "a message from {} was unreadable: {e}",
-                contact.handle
+            Receive::Drop(Warning::in_thread(
+                format!("a message from {} was unreadable: {e}", contact.handle),
+                &contact.handle,
+                false,
             ))
         })?;
         match content.body {
@@ -446,7 +450,12 @@ impl Manager {
             let stores = Stores::new(self.store.conn(), &self.identity, self.registration_id);
             crypto::unseal(&stores, envelope, &mut self.certs, received_at)
                 .await
-                .map_err(|e| Receive::Drop(format!("a secret message could not be opened: {e}")))?
+                .map_err(|e| {
+                    // Unopened, it names no sender: it belongs to no thread.
+                    Receive::Drop(Warning::general(format!(
+                        "a secret message could not be opened: {e}"
+                    )))
+                })?
         };
         // Learning who an unknown sender is needs the network, so it happens before the
         // transaction that decrypts.
@@ -496,9 +505,13 @@ impl Manager {
                 return Err(self.forged(&contact, None).await);
             }
             Err(e) => {
-                return Err(Receive::Drop(format!(
-                    "a secret message from {} could not be decrypted: {e}",
-                    contact.handle
+                return Err(Receive::Drop(Warning::in_thread(
+                    format!(
+                        "a secret message from {} could not be decrypted: {e}",
+                        contact.handle
+                    ),
+                    &contact.handle,
+                    true,
                 )));
             }
         };
@@ -510,9 +523,13 @@ impl Manager {
             Err(e) => {
                 // The ratchet has moved on; keep its state and drop the unreadable payload.
                 work.commit().map_err(Receive::retry)?;
-                return Err(Receive::Drop(format!(
-                    "a secret message from {} was unreadable: {e}",
-                    contact.handle
+                return Err(Receive::Drop(Warning::in_thread(
+                    format!(
+                        "a secret message from {} was unreadable: {e}",
+                        contact.handle
+                    ),
+                    &contact.handle,
+                    true,
                 )));
             }
         };
@@ -574,7 +591,7 @@ pub(super) enum Receive {
     /// Our side failed (storage, network): keep the envelope queued.
     Retry(String),
     /// The envelope itself is bad: acknowledge it and tell the user.
-    Drop(String),
+    Drop(Warning),
 }
 
 impl Receive {

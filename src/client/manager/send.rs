@@ -9,7 +9,7 @@ use libsignal_protocol::{SenderCertificate, SessionStore as _, SignalProtocolErr
 
 use super::receipts::ThreadKey;
 use super::{
-    CERT_MARGIN_MS, ClientError, Event, Manager, RETRY_MAX, RETRY_START, describe, now_ms,
+    CERT_MARGIN_MS, ClientError, Event, Manager, RETRY_MAX, RETRY_START, Warning, describe, now_ms,
 };
 use crate::client::conn::{LinkError, Reply};
 use crate::client::content::{self, Content};
@@ -307,13 +307,19 @@ impl Manager {
             self.retry_at = Some(now + self.retry_backoff);
             self.retry_backoff = (self.retry_backoff * 2).min(RETRY_MAX);
         }
-        let text = match code {
-            ErrorCode::QuotaExceeded => format!(
-                "{handle}'s mailbox at the relay is full (or you have too much mail waiting there); the message stays queued and is retried later"
+        let warning = match code {
+            ErrorCode::QuotaExceeded => Warning::about(
+                format!(
+                    "{handle}'s mailbox at the relay is full (or you have too much mail waiting there); the message stays queued and is retried later"
+                ),
+                handle,
             ),
-            _ => "the relay is limiting how fast you send; the message stays queued and is retried in a moment".to_string(),
+            // A rate is the sender's, whichever thread they send in.
+            _ => Warning::general(
+                "the relay is limiting how fast you send; the message stays queued and is retried in a moment",
+            ),
         };
-        self.emit(Event::Warning(text)).await;
+        self.emit(Event::Warning(warning)).await;
     }
 
     /// Records that a message's send did not go through. A connection problem leaves it
