@@ -12,6 +12,7 @@ use std::time::Instant;
 use common::PATIENCE;
 use common::pg::TestDb;
 use sotto::relay::QueueLimits;
+use sotto::relay::certs::Authority;
 use sotto::relay::quota::Quota;
 use sotto::relay::store::{self, Database, NewEnvelope, Origin, Outcome, Stored, Stores};
 use sotto::wire::{B64, KeyUpload, SignedKey};
@@ -258,4 +259,41 @@ fn a_relay_connects_again_after_postgres_closed_its_connections() {
     queue.commit().unwrap();
     assert!(matches!(outcomes[0], Outcome::Queued(_)), "{outcomes:?}");
     assert_eq!(directory.queued_for("bob").unwrap(), 1);
+}
+
+#[test]
+fn relays_starting_together_on_an_empty_database_serve_one_trust_root() {
+    let Some(pg) =
+        TestDb::create("relays_starting_together_on_an_empty_database_serve_one_trust_root")
+    else {
+        return;
+    };
+    let db = pg.relay_config().database;
+    // Eight relays' first starts, let go at once: each finds no keys and makes its own.
+    let n = 8;
+    let gate = std::sync::Barrier::new(n);
+    let roots: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let starts: Vec<_> = (0..n)
+            .map(|_| {
+                let mut d = relay_stores(&db, QueueLimits::default()).directory;
+                let gate = &gate;
+                s.spawn(move || {
+                    gate.wait();
+                    let authority = Authority::load_or_create(&mut *d).unwrap();
+                    authority.trust_root().serialize().to_vec()
+                })
+            })
+            .collect();
+        starts.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    // Every one serves the trust root that was kept: a client registered through any of
+    // them accepts the sender certificates of all.
+    let kept = relay_stores(&db, QueueLimits::default())
+        .directory
+        .meta("trust_root_public")
+        .unwrap()
+        .unwrap();
+    for root in &roots {
+        assert_eq!(root, &kept);
+    }
 }

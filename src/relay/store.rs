@@ -127,8 +127,10 @@ pub trait Directory: Send + 'static {
     /// The relay's own value under `key` (its keys, see `certs`).
     fn meta(&mut self, key: &str) -> Result<Option<Vec<u8>>>;
 
-    /// Writes several meta entries: all of them or none.
-    fn set_meta(&mut self, entries: &[(&str, &[u8])]) -> Result<()>;
+    /// Writes several meta entries, all of them or none, leaving any entry already present
+    /// as it is: the first writer wins, so relays starting together on one database settle
+    /// on one set of keys (each reads back what was kept).
+    fn add_meta(&mut self, entries: &[(&str, &[u8])]) -> Result<()>;
 
     /// Creates an account with its keys and one-time prekeys. Fails with `HandleTaken` if
     /// the handle is registered, otherwise with `KeyTaken` if the identity key is (see

@@ -397,13 +397,14 @@ impl Directory for PgDirectory {
             .map(|r| r.get(0)))
     }
 
-    fn set_meta(&mut self, entries: &[(&str, &[u8])]) -> Result<()> {
+    fn add_meta(&mut self, entries: &[(&str, &[u8])]) -> Result<()> {
         self.client.revive()?;
         let mut tx = self.client.transaction()?;
+        // A second relay's insert of the same key waits for the first one's commit, then
+        // does nothing.
         for (key, value) in entries {
             tx.execute(
-                "INSERT INTO meta (key, value) VALUES ($1, $2)
-                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
                 &[key, value],
             )?;
         }
