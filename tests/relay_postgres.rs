@@ -297,3 +297,47 @@ fn relays_starting_together_on_an_empty_database_serve_one_trust_root() {
         assert_eq!(root, &kept);
     }
 }
+
+#[test]
+fn a_relay_that_listens_anew_looks_up_the_sign_ins_it_may_have_missed() {
+    let Some(pg) =
+        TestDb::create("a_relay_that_listens_anew_looks_up_the_sign_ins_it_may_have_missed")
+    else {
+        return;
+    };
+    let db = pg.relay_config().database;
+    register_all(&db, &["carol", "dave"]);
+    let mut d = relay_stores(&db, QueueLimits::default()).directory;
+    // carol's connection here signed in first; then she signed in again elsewhere, while
+    // this relay was not listening. dave's connection here is his latest.
+    let here = d.sign_in("carol").unwrap().unwrap();
+    let elsewhere = d.sign_in("carol").unwrap().unwrap();
+    let dave = d.sign_in("dave").unwrap().unwrap();
+    assert!(here < elsewhere);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let bus = relay_stores(&db, QueueLimits::default()).bus;
+    let seats = vec![("carol".to_string(), here), ("dave".to_string(), dave)];
+    let _listening = bus.listen(
+        Box::new(move |heard| tx.send(heard).unwrap()),
+        Box::new(move || seats.clone()),
+    );
+    let next = || rx.recv_timeout(PATIENCE).expect("nothing heard in time");
+    assert_eq!(next(), store::Heard::Missed);
+    // The later sign-in is heard as if its word had arrived; dave's connection stays.
+    assert_eq!(
+        next(),
+        store::Heard::SignedIn {
+            account: "carol".into(),
+            seq: elsewhere
+        }
+    );
+    // From now on sign-ins are heard as they happen (the first word after the look-up).
+    let again = d.sign_in("dave").unwrap().unwrap();
+    assert_eq!(
+        next(),
+        store::Heard::SignedIn {
+            account: "dave".into(),
+            seq: again
+        }
+    );
+}

@@ -12,10 +12,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use common::pg::TestDb;
-use common::{Client, TestRelay};
+use common::{Client, Raw, TestRelay};
 use sotto::client::manager::{Command, Event};
 use sotto::client::store::MessageState;
 use sotto::tls::{CERT_FILE, KEY_FILE};
+use sotto::wire::{ErrorCode, RelayFrame};
 
 /// Gives relay data directory `to` the TLS certificate files of `from`, as an operator gives
 /// every relay behind one address the same certificate: a client pins one fingerprint.
@@ -99,6 +100,45 @@ async fn alice_on_one_relay_and_bob_on_another_chat_in_both_modes_once_and_in_or
     assert_eq!(left, 0);
     alice.stop();
     bob.stop();
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_on_another_relay_ends_the_older_connection_there() {
+    let Some(pg) = TestDb::create("signing_in_on_another_relay_ends_the_older_connection_there")
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (tmp.path().join("relay-a"), tmp.path().join("relay-b"));
+    let (carol_dir, dave_dir) = (tmp.path().join("carol"), tmp.path().join("dave"));
+    let a = TestRelay::start_with(&dir_a, pg.relay_config()).await;
+    share_certificate(&dir_a, &dir_b);
+    let b = TestRelay::start_with(&dir_b, pg.relay_config()).await;
+    common::register(&carol_dir, "carol", &a.url).await;
+    common::register(&dave_dir, "dave", &a.url).await;
+    // carol's device signs in on A, then (a reconnection the load balancer sent elsewhere,
+    // or a copy of her keys) on B.
+    let mut older = Raw::auth(&a.url, &carol_dir).await;
+    let mut newer = Raw::auth(&b.url, &carol_dir).await;
+    // A ends the older connection, saying why, as it does for two connections on itself.
+    let seen = older.until_closed().await;
+    assert!(
+        seen.iter().any(|f| matches!(
+            f,
+            RelayFrame::Error { code: ErrorCode::Forbidden, message, .. }
+                if message.contains("another connection signed in")
+        )),
+        "{seen:?}"
+    );
+    // The newer one is carol's: dave's message, committed on A, is pushed to it by B.
+    let mut dave = Client::start(&dave_dir, &a.url).await;
+    dave.send("carol", false, "still there?").await;
+    newer
+        .expect(|f| matches!(f, RelayFrame::Deliver { .. }))
+        .await;
+    dave.stop();
     a.stop().await;
     b.stop().await;
 }

@@ -200,6 +200,11 @@ pub enum RelayError {
 /// newer connection for the same account proves itself.
 struct Online {
     conn_id: u64,
+    /// The connection's place in the order of the account's sign-ins on all the relays
+    /// sharing the database, once it has learnt it (see `Directory::sign_in`).
+    sign_in: Option<u64>,
+    /// The latest sign-in elsewhere heard of before `sign_in` was learnt.
+    heard: u64,
     mail: Arc<Mailbox>,
     online_only: Arc<online_only::Inbox>,
     refill: Arc<Notify>,
@@ -281,6 +286,18 @@ impl Relay {
     fn go_online(&self, account_id: &str, conn_id: u64, signals: &Signals) -> OnlineSeat<'_> {
         take_seat(&self.online, account_id, conn_id, signals)
     }
+
+    /// Connection `conn_id` of `account_id` learnt its place `seq` in the order of sign-ins;
+    /// if a later sign-in elsewhere was heard of meanwhile, it ends.
+    fn signed_in(&self, account_id: &str, conn_id: u64, seq: u64) {
+        let mut online = self.lock_online();
+        if let Some(o) = online.get_mut(account_id).filter(|o| o.conn_id == conn_id) {
+            o.sign_in = Some(seq);
+            if o.heard > seq {
+                o.kick.cancel();
+            }
+        }
+    }
 }
 
 /// An account's place in the online table, held while its connection serves it. Dropping it
@@ -315,6 +332,8 @@ fn take_seat<'a>(
         account_id.to_string(),
         Online {
             conn_id,
+            sign_in: None,
+            heard: 0,
             mail: signals.mail.clone(),
             online_only: signals.online_only.clone(),
             refill: signals.refill.clone(),
@@ -363,10 +382,22 @@ impl writer::Handover for ToOnline {
     }
 }
 
-/// Tells the connections here what the other relays on the database said: read the queue.
+/// Tells the connections here what the relays on the database said: read the queue, or end
+/// for a later sign-in.
 fn hear(table: &OnlineTable, heard: store::Heard) {
-    let online = lock_table(table);
+    let mut online = lock_table(table);
     match heard {
+        store::Heard::SignedIn { account, seq } => {
+            if let Some(o) = online.get_mut(&account) {
+                match o.sign_in {
+                    Some(mine) if mine < seq => o.kick.cancel(),
+                    Some(_) => {}
+                    // It has taken its seat here before its own sign-in got its number, so
+                    // a later number may be heard first.
+                    None => o.heard = o.heard.max(seq),
+                }
+            }
+        }
         store::Heard::Mail { account } => {
             if let Some(o) = online.get(&account) {
                 o.mail.read_queue();
@@ -406,7 +437,16 @@ fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
     let writer = Writer::spawn(queue, handover)?;
     // Mail other relays commit reaches a connection here by their word.
     let table = online.clone();
-    let listening = bus.listen(Box::new(move |heard| hear(&table, heard)));
+    let seated = online.clone();
+    let listening = bus.listen(
+        Box::new(move |heard| hear(&table, heard)),
+        Box::new(move || {
+            lock_table(&seated)
+                .iter()
+                .filter_map(|(account, o)| Some((account.clone(), o.sign_in?)))
+                .collect()
+        }),
+    );
     let stats = Arc::new(Stats::default());
     let caps = Caps {
         total: config.max_connections,

@@ -222,6 +222,15 @@ pub trait Directory: Send + 'static {
     /// Envelopes waiting for `recipient`.
     fn queued_for(&mut self, recipient: &str) -> Result<u64>;
 
+    /// Records that `account_id` signed in on a new connection. Where other relays share the
+    /// database, returns the sign-in's place in the order of all sign-ins and announces it
+    /// to them (`bus::Heard::SignedIn`): a connection of theirs for the account that signed
+    /// in earlier ends. None where only this relay serves the database: its online table
+    /// alone orders the account's connections.
+    fn sign_in(&mut self, _account_id: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// Records a new blob (nothing stored yet, `blob.stored` is ignored) unless its owner
     /// already has `max_blobs` blobs or would reserve more than `max_bytes` declared bytes
     /// with it (`rules::admit_blob`); the check and the insert are one.

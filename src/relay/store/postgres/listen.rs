@@ -1,9 +1,11 @@
 //! The PostgreSQL bus: the queue's commits `NOTIFY` the channel `CHANNEL` with the committing
-//! relay's instance and the recipient (`word`), and each relay `LISTEN`s on a connection of
-//! its own, in a thread, handing what other relays said to the relay (`bus::Heard`).
+//! relay's instance and the recipient (`word`), sign-ins with their number and the account
+//! (`SIGNED_IN_SQL`), and each relay `LISTEN`s on a connection of its own, in a thread,
+//! handing what it heard to the relay (`bus::Heard`).
 //!
-//! Owns the channel, the word's format and the listening connection, remade whenever it is
-//! lost (then `Heard::Missed`: PostgreSQL keeps no notifications for a session that is gone).
+//! Owns the channel, the words' format and the listening connection, remade whenever it is
+//! lost (then `Heard::Missed`, and the sign-ins of the accounts online here are looked up:
+//! PostgreSQL keeps no notifications for a session that is gone).
 //! Must not carry envelope bytes nor decide what a connection pushes.
 
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
 
-use super::super::bus::{Bus, Hear, Heard, Listening};
+use super::super::bus::{Bus, Hear, Heard, Listening, Seats};
 use super::connect;
 
 /// The channel the queue's commits notify.
@@ -29,12 +31,28 @@ pub(super) fn word(instance: u64, account: &str) -> String {
     format!("{instance:016x} {account}")
 }
 
-/// The account a word from another relay than `instance` names; None for this relay's own
-/// words (its connections had the mail handed over already) and for anything malformed.
-fn from_other(instance: u64, payload: &str) -> Option<&str> {
-    let (from, account) = payload.split_once(' ')?;
-    let from = u64::from_str_radix(from, 16).ok()?;
-    (from != instance && !account.is_empty()).then_some(account)
+/// The word a sign-in sends, as an SQL expression over the new number `signed_in` and the
+/// account `$1`: `in <number> <account>`. Sent by every relay, heard by all, its own
+/// included (its own connections are older, or the very one that signed in).
+pub(super) const SIGNED_IN_SQL: &str = "'in ' || signed_in || ' ' || $1";
+
+/// What relay `instance` makes of a word: mail from another relay (its own mail was handed
+/// over in process already), or a sign-in anywhere; None for its own mail and anything
+/// malformed.
+fn heard(instance: u64, payload: &str) -> Option<Heard> {
+    let (head, rest) = payload.split_once(' ')?;
+    if head == "in" {
+        let (seq, account) = rest.split_once(' ')?;
+        let seq = seq.parse().ok()?;
+        return (!account.is_empty()).then(|| Heard::SignedIn {
+            account: account.to_string(),
+            seq,
+        });
+    }
+    let from = u64::from_str_radix(head, 16).ok()?;
+    (from != instance && !rest.is_empty()).then(|| Heard::Mail {
+        account: rest.to_string(),
+    })
 }
 
 /// Listens for the words of the relays sharing database `url`, but for those of `instance`.
@@ -57,12 +75,12 @@ impl Bus for PgBus {
         true
     }
 
-    fn listen(self: Box<Self>, hear: Hear) -> Listening {
+    fn listen(self: Box<Self>, hear: Hear, seats: Seats) -> Listening {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let spawned = std::thread::Builder::new()
             .name("relay-pg-listen".into())
-            .spawn(move || self.run(&hear, &stopping));
+            .spawn(move || self.run(&hear, &seats, &stopping));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start listening to the other relays; mail they commit reaches connections here only when these read the queue");
         }
@@ -72,10 +90,10 @@ impl Bus for PgBus {
 
 impl PgBus {
     /// Listens until `stop`, remaking the connection whenever it is lost.
-    fn run(&self, hear: &Hear, stop: &AtomicBool) {
+    fn run(&self, hear: &Hear, seats: &Seats, stop: &AtomicBool) {
         let mut retry = Duration::from_millis(100);
         while !stop.load(Ordering::Relaxed) {
-            match self.listen_once(hear, stop) {
+            match self.listen_once(hear, seats, stop) {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "listening to the other relays failed; trying again");
@@ -93,21 +111,39 @@ impl PgBus {
     }
 
     /// One listening connection, until `stop` (Ok) or until it fails.
-    fn listen_once(&self, hear: &Hear, stop: &AtomicBool) -> super::super::Result<()> {
+    fn listen_once(
+        &self,
+        hear: &Hear,
+        seats: &Seats,
+        stop: &AtomicBool,
+    ) -> super::super::Result<()> {
         let mut client = connect(&self.url)?;
         client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
         // Whatever was said while nobody here listened is lost: every connection reads the
-        // queue (at the first start nobody is online yet, and this costs nothing).
+        // queue, and the sign-ins since are looked up (at the first start nobody is online
+        // yet, and this costs nothing).
         hear(Heard::Missed);
+        let seated = seats();
+        if !seated.is_empty() {
+            let accounts: Vec<&str> = seated.iter().map(|(a, _)| a.as_str()).collect();
+            let rows = client.query(
+                "SELECT account_id, signed_in FROM accounts WHERE account_id = ANY($1)",
+                &[&accounts],
+            )?;
+            for row in rows {
+                let (account, seq): (String, u64) = (row.get(0), super::u64_of(row.get(1)));
+                if seated.iter().any(|(a, mine)| *a == account && *mine < seq) {
+                    hear(Heard::SignedIn { account, seq });
+                }
+            }
+        }
         while !stop.load(Ordering::Relaxed) {
             {
                 let mut notifications = client.notifications();
                 let mut words = notifications.timeout_iter(POLL);
                 while let Some(n) = words.next()? {
-                    if let Some(account) = from_other(self.instance, n.payload()) {
-                        hear(Heard::Mail {
-                            account: account.to_string(),
-                        });
+                    if let Some(h) = heard(self.instance, n.payload()) {
+                        hear(h);
                     }
                 }
             }
@@ -126,11 +162,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_relay_hears_the_others_words_not_its_own_and_ignores_garbage() {
-        assert_eq!(from_other(7, &word(9, "acct")), Some("acct"));
-        assert_eq!(from_other(7, &word(7, "acct")), None);
-        for bad in ["", "zz acct", "0000000000000009", "0000000000000009 "] {
-            assert_eq!(from_other(7, bad), None, "{bad:?}");
+    fn a_relay_hears_the_others_mail_every_sign_in_and_ignores_garbage() {
+        let mail = |account: &str| Heard::Mail {
+            account: account.into(),
+        };
+        assert_eq!(heard(7, &word(9, "acct")), Some(mail("acct")));
+        assert_eq!(heard(7, &word(7, "acct")), None);
+        assert_eq!(
+            heard(7, "in 42 acct"),
+            Some(Heard::SignedIn {
+                account: "acct".into(),
+                seq: 42
+            })
+        );
+        for bad in [
+            "",
+            "zz acct",
+            "0000000000000009",
+            "0000000000000009 ",
+            "in",
+            "in 42",
+            "in 42 ",
+            "in x acct",
+            "in -1 acct",
+        ] {
+            assert_eq!(heard(7, bad), None, "{bad:?}");
         }
     }
 }
