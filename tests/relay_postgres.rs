@@ -12,6 +12,7 @@ use std::time::Instant;
 use common::PATIENCE;
 use common::pg::TestDb;
 use sotto::relay::QueueLimits;
+use sotto::relay::certs::Authority;
 use sotto::relay::quota::Quota;
 use sotto::relay::store::{self, Database, NewEnvelope, Origin, Outcome, Stored, Stores};
 use sotto::wire::{B64, KeyUpload, SignedKey};
@@ -231,6 +232,7 @@ fn a_relay_connects_again_after_postgres_closed_its_connections() {
     let Stores {
         mut directory,
         mut queue,
+        ..
     } = relay_stores(&db, QueueLimits::default());
     // As a server restart does: every connection but the one doing it is ended.
     let mut admin = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
@@ -257,4 +259,85 @@ fn a_relay_connects_again_after_postgres_closed_its_connections() {
     queue.commit().unwrap();
     assert!(matches!(outcomes[0], Outcome::Queued(_)), "{outcomes:?}");
     assert_eq!(directory.queued_for("bob").unwrap(), 1);
+}
+
+#[test]
+fn relays_starting_together_on_an_empty_database_serve_one_trust_root() {
+    let Some(pg) =
+        TestDb::create("relays_starting_together_on_an_empty_database_serve_one_trust_root")
+    else {
+        return;
+    };
+    let db = pg.relay_config().database;
+    // Eight relays' first starts, let go at once: each finds no keys and makes its own.
+    let n = 8;
+    let gate = std::sync::Barrier::new(n);
+    let roots: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let starts: Vec<_> = (0..n)
+            .map(|_| {
+                let mut d = relay_stores(&db, QueueLimits::default()).directory;
+                let gate = &gate;
+                s.spawn(move || {
+                    gate.wait();
+                    let authority = Authority::load_or_create(&mut *d).unwrap();
+                    authority.trust_root().serialize().to_vec()
+                })
+            })
+            .collect();
+        starts.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    // Every one serves the trust root that was kept: a client registered through any of
+    // them accepts the sender certificates of all.
+    let kept = relay_stores(&db, QueueLimits::default())
+        .directory
+        .meta("trust_root_public")
+        .unwrap()
+        .unwrap();
+    for root in &roots {
+        assert_eq!(root, &kept);
+    }
+}
+
+#[test]
+fn a_relay_that_listens_anew_looks_up_the_sign_ins_it_may_have_missed() {
+    let Some(pg) =
+        TestDb::create("a_relay_that_listens_anew_looks_up_the_sign_ins_it_may_have_missed")
+    else {
+        return;
+    };
+    let db = pg.relay_config().database;
+    register_all(&db, &["carol", "dave"]);
+    let mut d = relay_stores(&db, QueueLimits::default()).directory;
+    // carol's connection here signed in first; then she signed in again elsewhere, while
+    // this relay was not listening. dave's connection here is his latest.
+    let here = d.sign_in("carol").unwrap().unwrap();
+    let elsewhere = d.sign_in("carol").unwrap().unwrap();
+    let dave = d.sign_in("dave").unwrap().unwrap();
+    assert!(here < elsewhere);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let bus = relay_stores(&db, QueueLimits::default()).bus;
+    let seats = vec![("carol".to_string(), here), ("dave".to_string(), dave)];
+    let _listening = bus.listen(
+        Box::new(move |heard| tx.send(heard).unwrap()),
+        Box::new(move || seats.clone()),
+    );
+    let next = || rx.recv_timeout(PATIENCE).expect("nothing heard in time");
+    assert_eq!(next(), store::Heard::Missed);
+    // The later sign-in is heard as if its word had arrived; dave's connection stays.
+    assert_eq!(
+        next(),
+        store::Heard::SignedIn {
+            account: "carol".into(),
+            seq: elsewhere
+        }
+    );
+    // From now on sign-ins are heard as they happen (the first word after the look-up).
+    let again = d.sign_in("dave").unwrap().unwrap();
+    assert_eq!(
+        next(),
+        store::Heard::SignedIn {
+            account: "dave".into(),
+            seq: again
+        }
+    );
 }

@@ -38,20 +38,8 @@ pub struct Authority {
 impl Authority {
     /// Loads the authority from the store, creating it on first start.
     pub fn load_or_create(store: &mut dyn Directory) -> Result<Self, CertError> {
-        let corrupt =
-            |e: libsignal_protocol::SignalProtocolError| CertError::Corrupt(e.to_string());
-        if let (Some(root), Some(key), Some(cert)) = (
-            store.meta("trust_root_public")?,
-            store.meta("server_private")?,
-            store.meta("server_cert")?,
-        ) {
-            return Ok(Authority {
-                trust_root: PublicKey::deserialize(&root)
-                    .map_err(|e| CertError::Corrupt(e.to_string()))?,
-                server_key: PrivateKey::deserialize(&key)
-                    .map_err(|e| CertError::Corrupt(e.to_string()))?,
-                server_cert: ServerCertificate::deserialize(&cert).map_err(corrupt)?,
-            });
+        if let Some(authority) = Self::load(store)? {
+            return Ok(authority);
         }
         let mut rng = rand::rng();
         let root = KeyPair::generate(&mut rng);
@@ -65,17 +53,35 @@ impl Authority {
         // The root's private half is kept so that a later version can rotate the server key;
         // it never leaves this database. One transaction: a crash half-way would otherwise
         // mint a new trust root on the next start, and every client would refuse the relay.
-        store.set_meta(&[
+        store.add_meta(&[
             ("trust_root_private", &root.private_key.serialize()),
             ("trust_root_public", &root.public_key.serialize()),
             ("server_private", &server.private_key.serialize()),
             ("server_cert", server_cert.serialized()?),
         ])?;
-        Ok(Authority {
-            trust_root: root.public_key,
-            server_key: server.private_key,
-            server_cert,
-        })
+        // What is kept, not what was made here: relays starting together on an empty shared
+        // database each make keys, and only the first writer's are stored. Serving its own
+        // would have a relay issue certificates that clients of the others refuse.
+        Self::load(store)?.ok_or_else(|| CertError::Corrupt("keys written but not found".into()))
+    }
+
+    /// The authority the store holds, if it holds all of it.
+    fn load(store: &mut dyn Directory) -> Result<Option<Self>, CertError> {
+        fn corrupt(e: impl std::fmt::Display) -> CertError {
+            CertError::Corrupt(e.to_string())
+        }
+        let (Some(root), Some(key), Some(cert)) = (
+            store.meta("trust_root_public")?,
+            store.meta("server_private")?,
+            store.meta("server_cert")?,
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(Authority {
+            trust_root: PublicKey::deserialize(&root).map_err(corrupt)?,
+            server_key: PrivateKey::deserialize(&key).map_err(corrupt)?,
+            server_cert: ServerCertificate::deserialize(&cert).map_err(corrupt)?,
+        }))
     }
 
     pub fn trust_root(&self) -> &PublicKey {

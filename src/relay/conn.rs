@@ -298,6 +298,14 @@ async fn session(
     // A newer connection for the account ends this one even while it waits in a write.
     ws.get_mut().interrupt_writes_on(signals.kick.clone());
     let seat = relay.go_online(&account_id, conn_id, &signals);
+    // Taken after the seat: a sign-in elsewhere numbered later is then sure to find this
+    // connection (its word follows its number, which follows this one).
+    let id = account_id.clone();
+    match relay.db(move |db| db.sign_in(&id)).await {
+        Ok(Some(seq)) => relay.signed_in(&account_id, conn_id, seq),
+        Ok(None) => {}
+        Err(e) => return internal(e),
+    }
     let end = authenticated(relay, ws, &account_id, &handle, &signals, &nonce).await;
     drop(seat);
     if signals.kick.is_cancelled() && !shutdown.is_cancelled() {

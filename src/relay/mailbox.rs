@@ -71,6 +71,27 @@ impl Mailbox {
         self.arrived.notify_one();
     }
 
+    /// Tells the connection that committed mail it was not handed is in the queue (another
+    /// relay committed it, or word of such mail may have been lost): it reads the queue, as
+    /// after an overflow.
+    pub fn read_queue(&self) {
+        self.lock().overflowed = true;
+        self.arrived.notify_one();
+    }
+
+    /// Hands over that envelope `id`, just staged, is coming, without holding it: the
+    /// connection reads the queue for it once its commit is over. For a queue other relays
+    /// commit to too, where an envelope this relay stages may follow another relay's in the
+    /// queue that this connection has not heard of yet.
+    pub fn put_unheld(&self, id: u64) {
+        {
+            let mut held = self.lock();
+            held.upto = held.upto.max(id);
+            held.overflowed = true;
+        }
+        self.arrived.notify_one();
+    }
+
     /// Takes everything held, and whether anything could not be.
     pub fn take(&self) -> Mail {
         let mut held = self.lock();
@@ -167,6 +188,25 @@ mod tests {
         assert_eq!(ids(&mail), [4]);
         assert!(!mail.overflowed);
         assert_eq!(mail.upto, 4);
+    }
+
+    #[test]
+    fn word_of_mail_in_the_queue_wakes_the_reader_and_makes_it_read() {
+        let mb = Mailbox::default();
+        mb.put(envelope(3, 10));
+        mb.read_queue();
+        assert!(mb.arrived().now_or_never().is_some());
+        let mail = mb.take();
+        // What it holds is still good; the flag makes the connection read past it.
+        assert_eq!(ids(&mail), [3]);
+        assert!(mail.overflowed);
+        assert!(!mb.take().overflowed, "taking starts afresh");
+        // Unheld mail: the id, for the read to wait for its commit, and no payload.
+        mb.put_unheld(9);
+        let mail = mb.take();
+        assert!(mail.items.is_empty());
+        assert!(mail.overflowed);
+        assert_eq!(mail.upto, 9);
     }
 
     #[test]

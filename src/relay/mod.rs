@@ -200,6 +200,11 @@ pub enum RelayError {
 /// newer connection for the same account proves itself.
 struct Online {
     conn_id: u64,
+    /// The connection's place in the order of the account's sign-ins on all the relays
+    /// sharing the database, once it has learnt it (see `Directory::sign_in`).
+    sign_in: Option<u64>,
+    /// The latest sign-in elsewhere heard of before `sign_in` was learnt.
+    heard: u64,
     mail: Arc<Mailbox>,
     online_only: Arc<online_only::Inbox>,
     refill: Arc<Notify>,
@@ -244,6 +249,9 @@ pub(crate) struct Relay {
     rates: rate::Limiter,
     /// The blob store's files (its rows are in `db`).
     blobs: BlobFiles,
+    /// Word from the other relays on the same database, handed to the online table while
+    /// this is held (see `hear`).
+    _listening: store::Listening,
 }
 
 impl Relay {
@@ -277,6 +285,18 @@ impl Relay {
     /// until the returned seat is dropped.
     fn go_online(&self, account_id: &str, conn_id: u64, signals: &Signals) -> OnlineSeat<'_> {
         take_seat(&self.online, account_id, conn_id, signals)
+    }
+
+    /// Connection `conn_id` of `account_id` learnt its place `seq` in the order of sign-ins;
+    /// if a later sign-in elsewhere was heard of meanwhile, it ends.
+    fn signed_in(&self, account_id: &str, conn_id: u64, seq: u64) {
+        let mut online = self.lock_online();
+        if let Some(o) = online.get_mut(account_id).filter(|o| o.conn_id == conn_id) {
+            o.sign_in = Some(seq);
+            if o.heard > seq {
+                o.kick.cancel();
+            }
+        }
     }
 }
 
@@ -312,6 +332,8 @@ fn take_seat<'a>(
         account_id.to_string(),
         Online {
             conn_id,
+            sign_in: None,
+            heard: 0,
             mail: signals.mail.clone(),
             online_only: signals.online_only.clone(),
             refill: signals.refill.clone(),
@@ -329,23 +351,61 @@ fn take_seat<'a>(
 }
 
 /// Hands the queue writer's new mail to the recipients' connections (see `writer::Handover`).
-struct ToOnline(Arc<OnlineTable>);
+struct ToOnline {
+    table: Arc<OnlineTable>,
+    /// Other relays commit to the same queue (`store::Bus::shared`): the mail is announced,
+    /// not held, and the connection reads it from the queue.
+    shared: bool,
+}
 
 impl writer::Handover for ToOnline {
     fn before_commit(&self, staged: Vec<(String, store::Queued)>) {
-        let online = lock_table(&self.0);
+        let online = lock_table(&self.table);
         for (to, q) in staged {
             if let Some(o) = online.get(&to) {
-                o.mail.put(q);
+                if self.shared {
+                    o.mail.put_unheld(q.id);
+                } else {
+                    o.mail.put(q);
+                }
             }
         }
     }
 
     fn after_commit(&self, recipients: Vec<String>) {
-        let online = lock_table(&self.0);
+        let online = lock_table(&self.table);
         for to in recipients {
             if let Some(o) = online.get(&to) {
                 o.mail.commit_done();
+            }
+        }
+    }
+}
+
+/// Tells the connections here what the relays on the database said: read the queue, or end
+/// for a later sign-in.
+fn hear(table: &OnlineTable, heard: store::Heard) {
+    let mut online = lock_table(table);
+    match heard {
+        store::Heard::SignedIn { account, seq } => {
+            if let Some(o) = online.get_mut(&account) {
+                match o.sign_in {
+                    Some(mine) if mine < seq => o.kick.cancel(),
+                    Some(_) => {}
+                    // It has taken its seat here before its own sign-in got its number, so
+                    // a later number may be heard first.
+                    None => o.heard = o.heard.max(seq),
+                }
+            }
+        }
+        store::Heard::Mail { account } => {
+            if let Some(o) = online.get(&account) {
+                o.mail.read_queue();
+            }
+        }
+        store::Heard::Missed => {
+            for o in online.values() {
+                o.mail.read_queue();
             }
         }
     }
@@ -362,6 +422,7 @@ fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
     let store::Stores {
         mut directory,
         queue,
+        bus,
     } = store::open(&config.database, data_dir, config.queue)?;
     let authority = Authority::load_or_create(&mut *directory)?;
     let blobs = BlobFiles::open(data_dir).map_err(store::StoreError::from)?;
@@ -369,8 +430,23 @@ fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
     let online: Arc<OnlineTable> = Arc::default();
     // New mail goes straight to its recipient's connection, if it is online; one that is not
     // reads it from the queue when it signs in.
-    let handover = ToOnline(online.clone());
+    let handover = ToOnline {
+        table: online.clone(),
+        shared: bus.shared(),
+    };
     let writer = Writer::spawn(queue, handover)?;
+    // Mail other relays commit reaches a connection here by their word.
+    let table = online.clone();
+    let seated = online.clone();
+    let listening = bus.listen(
+        Box::new(move |heard| hear(&table, heard)),
+        Box::new(move || {
+            lock_table(&seated)
+                .iter()
+                .filter_map(|(account, o)| Some((account.clone(), o.sign_in?)))
+                .collect()
+        }),
+    );
     let stats = Arc::new(Stats::default());
     let caps = Caps {
         total: config.max_connections,
@@ -390,6 +466,7 @@ fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
         rates: rate::Limiter::new(config.rate),
         blobs,
         config,
+        _listening: listening,
     })
 }
 

@@ -13,13 +13,15 @@
 
 use std::path::Path;
 
+pub mod bus;
 mod memory;
 mod postgres;
 pub mod rules;
 mod sqlite;
 
+pub use bus::{Alone, Bus, Hear, Heard, Listening};
 pub use memory::MemoryStore;
-pub use postgres::{PgDirectory, PgQueue};
+pub use postgres::{PgBus, PgDirectory, PgQueue};
 pub use sqlite::{RelayStore, SqliteQueue};
 
 use super::quota::{Entry, QueueLimits, Quota};
@@ -84,6 +86,8 @@ impl std::fmt::Debug for Database {
 pub struct Stores {
     pub directory: Box<dyn Directory>,
     pub queue: Box<dyn Queue>,
+    /// What the relays sharing the database say (nothing, for a backend only one can use).
+    pub bus: Box<dyn Bus>,
 }
 
 /// Opens the state `db` names (for SQLite, under `data_dir`, created if needed and made
@@ -94,15 +98,23 @@ pub fn open(db: &Database, data_dir: &Path, limits: QueueLimits) -> Result<Store
         Database::Sqlite => Stores {
             directory: Box::new(RelayStore::open(data_dir)?),
             queue: Box::new(SqliteQueue::open(data_dir, limits)?),
+            bus: Box::new(Alone),
         },
         Database::Memory(m) => Stores {
             directory: Box::new(m.clone()),
             queue: Box::new(m.queue(limits)),
+            bus: Box::new(Alone),
         },
-        Database::Postgres(url) => Stores {
-            directory: Box::new(PgDirectory::open(url)?),
-            queue: Box::new(PgQueue::open(url, limits)?),
-        },
+        Database::Postgres(url) => {
+            // Tells this relay's own words from the others' (its connections had its mail
+            // handed over in process already).
+            let instance: u64 = rand::random();
+            Stores {
+                directory: Box::new(PgDirectory::open(url)?),
+                queue: Box::new(PgQueue::open(url, limits, instance)?),
+                bus: Box::new(PgBus::new(url, instance)),
+            }
+        }
     })
 }
 
@@ -115,8 +127,10 @@ pub trait Directory: Send + 'static {
     /// The relay's own value under `key` (its keys, see `certs`).
     fn meta(&mut self, key: &str) -> Result<Option<Vec<u8>>>;
 
-    /// Writes several meta entries: all of them or none.
-    fn set_meta(&mut self, entries: &[(&str, &[u8])]) -> Result<()>;
+    /// Writes several meta entries, all of them or none, leaving any entry already present
+    /// as it is: the first writer wins, so relays starting together on one database settle
+    /// on one set of keys (each reads back what was kept).
+    fn add_meta(&mut self, entries: &[(&str, &[u8])]) -> Result<()>;
 
     /// Creates an account with its keys and one-time prekeys. Fails with `HandleTaken` if
     /// the handle is registered, otherwise with `KeyTaken` if the identity key is (see
@@ -207,6 +221,15 @@ pub trait Directory: Send + 'static {
 
     /// Envelopes waiting for `recipient`.
     fn queued_for(&mut self, recipient: &str) -> Result<u64>;
+
+    /// Records that `account_id` signed in on a new connection. Where other relays share the
+    /// database, returns the sign-in's place in the order of all sign-ins and announces it
+    /// to them (`bus::Heard::SignedIn`): a connection of theirs for the account that signed
+    /// in earlier ends. None where only this relay serves the database: its online table
+    /// alone orders the account's connections.
+    fn sign_in(&mut self, _account_id: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
 
     /// Records a new blob (nothing stored yet, `blob.stored` is ignored) unless its owner
     /// already has `max_blobs` blobs or would reserve more than `max_bytes` declared bytes

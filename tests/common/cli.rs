@@ -21,11 +21,15 @@ pub fn start_relay(dir: &Path) -> RelayProcess {
 
 /// As `start_relay`, listening on `addr` (e.g. the one a killed relay had).
 pub fn start_relay_at(dir: &Path, addr: &str) -> RelayProcess {
-    start_relay_with(dir, addr, &[])
+    start_relay_with::<&str>(dir, addr, &[])
 }
 
 /// As `start_relay_at`, with more arguments (`Backend::relay_args`, say).
-pub fn start_relay_with(dir: &Path, addr: &str, args: &[String]) -> RelayProcess {
+pub fn start_relay_with<S: AsRef<std::ffi::OsStr>>(
+    dir: &Path,
+    addr: &str,
+    args: &[S],
+) -> RelayProcess {
     let mut child = Command::new(BIN)
         .args(["relay", "--listen", addr, "--data-dir"])
         .arg(dir)

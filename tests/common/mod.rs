@@ -208,12 +208,21 @@ impl Client {
     /// Waits for the first event matching `pred`, failing the test after `PATIENCE`.
     pub async fn expect(&mut self, mut pred: impl FnMut(&Event) -> bool) -> Event {
         let deadline = tokio::time::Instant::now() + PATIENCE;
+        // The last events passed over, for the failure message: what came instead.
+        let mut passed = std::collections::VecDeque::new();
         loop {
             match tokio::time::timeout_at(deadline, self.handle.events.recv()).await {
-                Err(_) => panic!("no matching event within {PATIENCE:?}"),
+                Err(_) => panic!(
+                    "no matching event within {PATIENCE:?}; the last ones instead: {passed:#?}"
+                ),
                 Ok(None) => panic!("the manager stopped"),
                 Ok(Some(e)) if pred(&e) => return e,
-                Ok(Some(_)) => {}
+                Ok(Some(e)) => {
+                    if passed.len() == 8 {
+                        passed.pop_front();
+                    }
+                    passed.push_back(e);
+                }
             }
         }
     }

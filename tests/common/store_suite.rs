@@ -66,7 +66,7 @@ macro_rules! store_suite {
                 key_history_hands_out_the_latest_changes_oldest_first,
                 a_reset_is_claimed_once_with_the_right_code_before_expiry,
                 the_prekey_cap_holds_and_a_replaced_id_counts_once,
-                meta_entries_are_written_together,
+                meta_entries_are_written_together_and_the_first_writer_wins,
                 a_fan_out_is_queued_for_all_recipients_or_none,
                 a_sealed_sender_cannot_probe_accounts_with_tokens,
                 a_sealed_envelope_to_a_replaced_key_is_stale,
@@ -393,13 +393,14 @@ pub fn the_prekey_cap_holds_and_a_replaced_id_counts_once(f: &Fixture) {
     assert_eq!(d.prekey_count("bob").unwrap(), (5, 5));
 }
 
-pub fn meta_entries_are_written_together(f: &Fixture) {
+pub fn meta_entries_are_written_together_and_the_first_writer_wins(f: &Fixture) {
     let mut s = f.open();
     let d = &mut *s.directory;
     assert_eq!(d.meta("root").unwrap(), None);
-    d.set_meta(&[("root", b"r"), ("cert", b"c")]).unwrap();
-    d.set_meta(&[("root", b"r2")]).unwrap();
-    assert_eq!(d.meta("root").unwrap().as_deref(), Some(&b"r2"[..]));
+    d.add_meta(&[("root", b"r"), ("cert", b"c")]).unwrap();
+    // A second relay starting on the same database keeps the keys the first one wrote.
+    d.add_meta(&[("root", b"r2"), ("cert", b"c2")]).unwrap();
+    assert_eq!(d.meta("root").unwrap().as_deref(), Some(&b"r"[..]));
     assert_eq!(d.meta("cert").unwrap().as_deref(), Some(&b"c"[..]));
     // Another handle on the same state sees them (the relay's restart).
     let mut again = f.open();

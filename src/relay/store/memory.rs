@@ -200,10 +200,12 @@ impl Directory for MemoryStore {
         Ok(self.lock().meta.get(key).cloned())
     }
 
-    fn set_meta(&mut self, entries: &[(&str, &[u8])]) -> Result<()> {
+    fn add_meta(&mut self, entries: &[(&str, &[u8])]) -> Result<()> {
         let mut s = self.lock();
         for (key, value) in entries {
-            s.meta.insert(key.to_string(), value.to_vec());
+            s.meta
+                .entry(key.to_string())
+                .or_insert_with(|| value.to_vec());
         }
         Ok(())
     }

@@ -15,8 +15,11 @@ use postgres::error::SqlState;
 use postgres::{Client, GenericClient, NoTls, Row};
 use sha2::{Digest, Sha256};
 
+mod listen;
 mod queue;
 
+pub use listen::PgBus;
+use listen::{CHANNEL, SIGNED_IN_SQL};
 pub use queue::PgQueue;
 
 use super::rules;
@@ -28,7 +31,8 @@ use crate::wire::{B64, Bundle, KeyChange, KeyChangeVia, KeyUpload, PreKey, Signe
 
 /// The schema, one step per entry, applied in order; the number applied is `schema.version`.
 /// A step is never changed once released: a change is a new step.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BYTEA NOT NULL);
 CREATE TABLE accounts (
     account_id TEXT PRIMARY KEY,
@@ -104,7 +108,14 @@ CREATE TABLE blobs (
     created_at BIGINT NOT NULL
 );
 CREATE INDEX blobs_by_owner ON blobs(owner);
-"#];
+"#,
+    r#"
+-- The order of sign-ins across relays: a connection that signed in earlier than the
+-- account's latest, on any relay, ends (see `Directory::sign_in`).
+CREATE SEQUENCE sign_ins;
+ALTER TABLE accounts ADD COLUMN signed_in BIGINT NOT NULL DEFAULT 0;
+"#,
+];
 
 /// The advisory lock that serialises migrations between relays starting together.
 const MIGRATION_LOCK: i64 = 0x736f_7474_6f00_0001;
@@ -395,13 +406,14 @@ impl Directory for PgDirectory {
             .map(|r| r.get(0)))
     }
 
-    fn set_meta(&mut self, entries: &[(&str, &[u8])]) -> Result<()> {
+    fn add_meta(&mut self, entries: &[(&str, &[u8])]) -> Result<()> {
         self.client.revive()?;
         let mut tx = self.client.transaction()?;
+        // A second relay's insert of the same key waits for the first one's commit, then
+        // does nothing.
         for (key, value) in entries {
             tx.execute(
-                "INSERT INTO meta (key, value) VALUES ($1, $2)
-                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
                 &[key, value],
             )?;
         }
@@ -717,6 +729,20 @@ impl Directory for PgDirectory {
             top_senders,
             top_recipients,
         })
+    }
+
+    fn sign_in(&mut self, account_id: &str) -> Result<Option<u64>> {
+        self.client.revive()?;
+        // One statement, so one transaction: the word goes out only if the number is kept.
+        let row = self.client.query_opt(
+            &format!(
+                "WITH s AS (UPDATE accounts SET signed_in = nextval('sign_ins')
+                            WHERE account_id = $1 RETURNING signed_in)
+                 SELECT signed_in, pg_notify('{CHANNEL}', {SIGNED_IN_SQL}) FROM s"
+            ),
+            &[&account_id],
+        )?;
+        Ok(row.map(|r| u64_of(r.get(0))))
     }
 
     fn queued_for(&mut self, recipient: &str) -> Result<u64> {

@@ -194,10 +194,10 @@ impl Directory for RelayStore {
             .optional()?)
     }
 
-    fn set_meta(&mut self, entries: &[(&str, &[u8])]) -> Result<()> {
+    fn add_meta(&mut self, entries: &[(&str, &[u8])]) -> Result<()> {
         let tx = self.conn.transaction()?;
         for (key, value) in entries {
-            tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")
+            tx.prepare_cached("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)")
                 .and_then(|mut st| st.execute(params![key, value]))?;
         }
         tx.commit()?;

@@ -3,7 +3,9 @@
 //! whose mail or quota totals it touches, in ascending key order, so that two relays' batches
 //! never deadlock and, for any one recipient, envelopes are given their ids (from the
 //! `queue.id` sequence) and committed in the same order. The quota totals are rows of
-//! `queue_usage`, changed in the same transaction as the envelopes they count.
+//! `queue_usage`, changed in the same transaction as the envelopes they count. The batch
+//! names its recipients to the other relays with `NOTIFY` (see `listen`), which PostgreSQL
+//! delivers only once the transaction has committed.
 //!
 //! Owns the batch's transaction and the statements over `queue` and `queue_usage`. Must not
 //! serve reads (the directory's connection does) nor decide refusals (`rules`, `quota`).
@@ -12,6 +14,7 @@ use postgres::{Client, Statement};
 
 use super::super::rules;
 use super::super::{NewEnvelope, Origin, Outcome, Queue, Result, StoreError, Stored};
+use super::listen::{CHANNEL, word};
 use super::{Conn, connect, lock_all, recipient_view, u64_of};
 use crate::relay::quota::{self, QueueLimits, Usage};
 
@@ -28,6 +31,8 @@ pub struct PgQueue {
     /// has ended it.
     open: bool,
     statements: Statements,
+    /// This relay's instance, in its words (see `listen::word`).
+    instance: u64,
 }
 
 /// The queue's statements, prepared on its connection (again after a reconnect).
@@ -35,6 +40,9 @@ struct Statements {
     look_up: Statement,
     insert: Statement,
     remove: Statement,
+    /// Tells the other relays (`listen`) whose mail this batch queued; PostgreSQL sends the
+    /// words only if the transaction commits.
+    notify: Statement,
 }
 
 impl Statements {
@@ -83,17 +91,22 @@ impl Statements {
              SET envelopes = u.envelopes - t.envelopes, bytes = u.bytes - t.bytes
              FROM totals t WHERE u.kind = t.kind AND u.key = t.key"
         ))?;
+        let notify = client.prepare(&format!(
+            "SELECT count(pg_notify('{CHANNEL}', w)) FROM unnest($1::text[]) AS w"
+        ))?;
         Ok(Statements {
             look_up,
             insert,
             remove,
+            notify,
         })
     }
 }
 
 impl PgQueue {
-    /// Connects to the database `url` names, holding new envelopes to `limits`.
-    pub fn open(url: &str, limits: QueueLimits) -> Result<Self> {
+    /// Connects to the database `url` names, holding new envelopes to `limits`; its commits
+    /// are announced as relay `instance`'s.
+    pub fn open(url: &str, limits: QueueLimits, instance: u64) -> Result<Self> {
         let mut client = connect(url)?;
         let statements = Statements::prepare(&mut client)?;
         Ok(PgQueue {
@@ -101,6 +114,7 @@ impl PgQueue {
             limits,
             open: false,
             statements,
+            instance,
         })
     }
 
@@ -112,8 +126,19 @@ impl PgQueue {
     ) -> Result<Vec<Outcome>> {
         self.lock(new, remove)?;
         let mut outcomes = Vec::with_capacity(new.len());
+        let mut recipients: Vec<&str> = Vec::new();
         for unit in new {
-            outcomes.push(self.queue_unit(unit)?);
+            let outcome = self.queue_unit(unit)?;
+            if matches!(outcome, Outcome::Queued(_)) {
+                recipients.extend(unit.iter().map(|e| e.recipient.as_str()));
+            }
+            outcomes.push(outcome);
+        }
+        if !recipients.is_empty() {
+            recipients.sort_unstable();
+            recipients.dedup();
+            let words: Vec<String> = recipients.iter().map(|r| word(self.instance, r)).collect();
+            self.client.query_one(&self.statements.notify, &[&words])?;
         }
         if !remove.is_empty() {
             let ids: Vec<i64> = remove.iter().map(|(_, id)| *id as i64).collect();
