@@ -1,6 +1,8 @@
 //! Several relays on one PostgreSQL, as an operator runs them behind a TCP load balancer:
 //! each with its own data directory, all serving the same TLS certificate files. alice on
-//! relay A and bob on relay B chat in both modes, each message arriving once and in order;
+//! relay A and bob on relay B chat in both modes, each message arriving once and in order,
+//! receipts and typing indicators too; a newer sign-in on one relay ends the older
+//! connection on the other;
 //! and relay A, a `sotto relay` process, killed with SIGKILL in the middle of alice's stream
 //! while the load balancer (a test forwarder) sends her to B: every message alice was told
 //! the relay stored reaches bob exactly once, in order. Each test gets a database of its own
@@ -79,6 +81,22 @@ async fn alice_on_one_relay_and_bob_on_another_chat_in_both_modes_once_and_in_or
         // alice's receipt, committed on A, reaches bob on B too.
         bob.expect(|e| {
             matches!(e, Event::MessageState { id, state: MessageState::Delivered } if *id == got_them)
+        })
+        .await;
+        // So does her typing indicator, which no relay queues.
+        alice
+            .handle
+            .commands
+            .send(Command::Typing {
+                to: "bob".into(),
+                secret,
+                active: true,
+            })
+            .await
+            .unwrap();
+        bob.expect(|e| {
+            matches!(e, Event::Typing { contact, secret: s, active: true }
+                if contact == "alice" && *s == secret)
         })
         .await;
     }

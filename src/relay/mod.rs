@@ -249,6 +249,9 @@ pub(crate) struct Relay {
     rates: rate::Limiter,
     /// The blob store's files (its rows are in `db`).
     blobs: BlobFiles,
+    /// Other relays share the database (`store::Bus::shared`): online-only envelopes for
+    /// accounts not connected here go to them.
+    shared: bool,
     /// Word from the other relays on the same database, handed to the online table while
     /// this is held (see `hear`).
     _listening: store::Listening,
@@ -387,6 +390,11 @@ impl writer::Handover for ToOnline {
 fn hear(table: &OnlineTable, heard: store::Heard) {
     let mut online = lock_table(table);
     match heard {
+        store::Heard::OnlineOnly { account, envelope } => {
+            if let Some(o) = online.get(&account) {
+                o.online_only.put(envelope);
+            }
+        }
         store::Heard::SignedIn { account, seq } => {
             if let Some(o) = online.get_mut(&account) {
                 match o.sign_in {
@@ -430,9 +438,10 @@ fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
     let online: Arc<OnlineTable> = Arc::default();
     // New mail goes straight to its recipient's connection, if it is online; one that is not
     // reads it from the queue when it signs in.
+    let shared = bus.shared();
     let handover = ToOnline {
         table: online.clone(),
-        shared: bus.shared(),
+        shared,
     };
     let writer = Writer::spawn(queue, handover)?;
     // Mail other relays commit reaches a connection here by their word.
@@ -466,6 +475,7 @@ fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
         rates: rate::Limiter::new(config.rate),
         blobs,
         config,
+        shared,
         _listening: listening,
     })
 }

@@ -1,6 +1,8 @@
 //! Online-only envelopes (typing indicators): checked like any envelope, then handed to the
-//! recipient's connection if it is online, and otherwise dropped. Never stored: they touch
-//! neither the queue nor its writer, so nothing of them reaches the relay's files.
+//! recipient's connection if it is online (here, or on another relay sharing the database:
+//! `Directory::pass_elsewhere`), and otherwise dropped. Never stored: they touch neither the
+//! queue nor its writer, so nothing of them reaches the relay's files (on PostgreSQL, those
+//! passed to another relay go through its notification queue; see docs/protocol.md).
 //!
 //! Owns the per-connection inbox they wait in (in memory, bounded: what does not fit is
 //! dropped, as for an offline recipient) and the rule that the sender's answer is the same
@@ -30,7 +32,7 @@ pub(crate) struct Inbox {
 
 impl Inbox {
     /// Holds `q` for the connection, unless it holds too much already: then `q` is dropped.
-    fn put(&self, q: Queued) {
+    pub(crate) fn put(&self, q: Queued) {
         {
             let mut held = self.lock();
             if held.0.len() >= MAX_ITEMS || held.1 + q.payload.len() > MAX_BYTES {
@@ -73,8 +75,13 @@ pub(crate) async fn pass_on(relay: Arc<Relay>, e: NewEnvelope) -> Enqueued {
         }
         Ok(Some(refused)) => Some(refused),
         Ok(None) => {
-            if let Some(o) = relay.lock_online().get(&e.recipient) {
-                o.online_only.put(e.to_queued(0));
+            let here = relay
+                .lock_online()
+                .get(&e.recipient)
+                .map(|o| o.online_only.clone());
+            match here {
+                Some(inbox) => inbox.put(e.to_queued(0)),
+                None => pass_elsewhere(&relay, vec![(e.recipient.clone(), e.to_queued(0))]),
             }
             Some(Stored::Queued(0))
         }
@@ -107,15 +114,35 @@ pub(crate) async fn pass_on_all(relay: Arc<Relay>, copies: Vec<NewEnvelope>) -> 
         }
         Ok(refused) if !refused.is_empty() => Some(Outcome::Refused(refused)),
         Ok(_) => {
-            let online = relay.lock_online();
-            for e in &copies {
-                if let Some(o) = online.get(&e.recipient) {
-                    o.online_only.put(e.to_queued(0));
+            let mut elsewhere = Vec::new();
+            {
+                let online = relay.lock_online();
+                for e in &copies {
+                    match online.get(&e.recipient) {
+                        Some(o) => o.online_only.put(e.to_queued(0)),
+                        None => elsewhere.push((e.recipient.clone(), e.to_queued(0))),
+                    }
                 }
             }
+            pass_elsewhere(&relay, elsewhere);
             Some(Outcome::Queued(vec![0; copies.len()]))
         }
     }
+}
+
+/// Hands online-only envelopes for recipients not connected here to the other relays on
+/// the database, if any share it. Not waited for: the sender's answer comes as soon, and
+/// says the same, whether a recipient was connected here, elsewhere or nowhere.
+fn pass_elsewhere(relay: &Arc<Relay>, envelopes: Vec<(String, Queued)>) {
+    if !relay.shared || envelopes.is_empty() {
+        return;
+    }
+    let relay = relay.clone();
+    tokio::spawn(async move {
+        if let Err(err) = relay.db(move |db| db.pass_elsewhere(&envelopes)).await {
+            tracing::warn!(error = %err, "cannot hand online-only envelopes to the other relays; dropped");
+        }
+    });
 }
 
 #[cfg(test)]

@@ -110,7 +110,7 @@ pub fn open(db: &Database, data_dir: &Path, limits: QueueLimits) -> Result<Store
             // handed over in process already).
             let instance: u64 = rand::random();
             Stores {
-                directory: Box::new(PgDirectory::open(url)?),
+                directory: Box::new(PgDirectory::open(url)?.as_instance(instance)),
                 queue: Box::new(PgQueue::open(url, limits, instance)?),
                 bus: Box::new(PgBus::new(url, instance)),
             }
@@ -229,6 +229,14 @@ pub trait Directory: Send + 'static {
     /// alone orders the account's connections.
     fn sign_in(&mut self, _account_id: &str) -> Result<Option<u64>> {
         Ok(None)
+    }
+
+    /// Hands online-only envelopes (each with its recipient) to the other relays sharing the
+    /// database, for those of the recipients connected there (`bus::Heard::OnlineOnly`);
+    /// one too large for the word is dropped, as a full inbox drops it. Nothing where no
+    /// other relay can share the database.
+    fn pass_elsewhere(&mut self, _envelopes: &[(String, Queued)]) -> Result<()> {
+        Ok(())
     }
 
     /// Records a new blob (nothing stored yet, `blob.stored` is ignored) unless its owner

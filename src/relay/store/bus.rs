@@ -1,14 +1,18 @@
 //! Word between relays that share one database: "mail for this account was committed" from
 //! whichever relay committed it, "this account signed in anew" from the relay it signed in
-//! on, and "you may have missed some of that" when the word could not be heard for a while. A `Bus` is the listening end; the speaking end is inside each
-//! backend's commit (PostgreSQL's `NOTIFY`, sent only if the transaction commits).
+//! on, online-only envelopes (typing indicators, never queued) for accounts connected
+//! elsewhere, and "you may have missed some of that" when the word could not be heard for a
+//! while. A `Bus` is the listening end; the speaking end is inside the backend's writes
+//! (PostgreSQL's `NOTIFY`, sent only if the transaction commits).
 //!
 //! Owns the contract between the store layer and the relay's online table: what is heard and
-//! what each word obliges the relay to do. Must not carry envelope bytes (the queue is the
-//! truth; a word only says "read it") nor touch sockets. A backend only one relay can use
+//! what each word obliges the relay to do. Must not carry queued envelopes' bytes (the queue
+//! is the truth; a word only says "read it") nor touch sockets. A backend only one relay can use
 //! (SQLite, memory) has nothing to hear: `Alone`.
 
 use std::sync::Arc;
+
+use super::Queued;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What a relay hears from the others sharing its database.
@@ -17,6 +21,9 @@ pub enum Heard {
     /// Another relay committed mail for `account`: its connection here, if any, must read
     /// the queue.
     Mail { account: String },
+    /// An online-only envelope for `account` (see `relay::online_only`), sent to another
+    /// relay: its connection here, if any, is handed it; otherwise it is dropped.
+    OnlineOnly { account: String, envelope: Queued },
     /// `account` signed in on a connection whose place in the order of sign-ins is `seq`
     /// (see `Directory::sign_in`): its connection here, if it signed in earlier, must end.
     SignedIn { account: String, seq: u64 },

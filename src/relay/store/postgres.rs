@@ -19,7 +19,7 @@ mod listen;
 mod queue;
 
 pub use listen::PgBus;
-use listen::{CHANNEL, SIGNED_IN_SQL};
+use listen::{CHANNEL, SIGNED_IN_SQL, online_only_word};
 pub use queue::PgQueue;
 
 use super::rules;
@@ -354,6 +354,8 @@ fn recipient_view(keys: &(Vec<u8>, Vec<u8>)) -> rules::Recipient<'_> {
 /// operator's commands open to look at a relay's state.
 pub struct PgDirectory {
     client: Conn,
+    /// The relay this directory serves, in its words to the others (see `listen`).
+    instance: u64,
 }
 
 impl PgDirectory {
@@ -361,7 +363,13 @@ impl PgDirectory {
     pub fn open(url: &str) -> Result<Self> {
         Ok(PgDirectory {
             client: connect(url)?,
+            instance: 0,
         })
+    }
+
+    /// This directory as relay `instance`'s, whose words the others hear.
+    pub fn as_instance(self, instance: u64) -> Self {
+        PgDirectory { instance, ..self }
     }
 
     fn account_where(&mut self, column: &str, arg: &str) -> Result<Option<Account>> {
@@ -743,6 +751,22 @@ impl Directory for PgDirectory {
             &[&account_id],
         )?;
         Ok(row.map(|r| u64_of(r.get(0))))
+    }
+
+    fn pass_elsewhere(&mut self, envelopes: &[(String, Queued)]) -> Result<()> {
+        let words: Vec<String> = envelopes
+            .iter()
+            .filter_map(|(to, q)| online_only_word(self.instance, to, q))
+            .collect();
+        if words.is_empty() {
+            return Ok(());
+        }
+        self.client.revive()?;
+        self.client.execute(
+            &format!("SELECT count(pg_notify('{CHANNEL}', w)) FROM unnest($1::text[]) AS w"),
+            &[&words],
+        )?;
+        Ok(())
     }
 
     fn queued_for(&mut self, recipient: &str) -> Result<u64> {

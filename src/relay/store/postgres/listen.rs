@@ -1,12 +1,12 @@
 //! The PostgreSQL bus: the queue's commits `NOTIFY` the channel `CHANNEL` with the committing
 //! relay's instance and the recipient (`word`), sign-ins with their number and the account
-//! (`SIGNED_IN_SQL`), and each relay `LISTEN`s on a connection of its own, in a thread,
+//! (`SIGNED_IN_SQL`), online-only envelopes whole (`online_only_word`), and each relay `LISTEN`s on a connection of its own, in a thread,
 //! handing what it heard to the relay (`bus::Heard`).
 //!
 //! Owns the channel, the words' format and the listening connection, remade whenever it is
 //! lost (then `Heard::Missed`, and the sign-ins of the accounts online here are looked up:
 //! PostgreSQL keeps no notifications for a session that is gone).
-//! Must not carry envelope bytes nor decide what a connection pushes.
+//! Must not carry queued envelopes' bytes nor decide what a connection pushes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
 
+use super::super::Queued;
 use super::super::bus::{Bus, Hear, Heard, Listening, Seats};
 use super::connect;
+use crate::wire::B64;
 
 /// The channel the queue's commits notify.
 pub(super) const CHANNEL: &str = "sotto_mail";
@@ -36,11 +38,62 @@ pub(super) fn word(instance: u64, account: &str) -> String {
 /// included (its own connections are older, or the very one that signed in).
 pub(super) const SIGNED_IN_SQL: &str = "'in ' || signed_in || ' ' || $1";
 
-/// What relay `instance` makes of a word: mail from another relay (its own mail was handed
-/// over in process already), or a sign-in anywhere; None for its own mail and anything
-/// malformed.
+/// PostgreSQL refuses a notification payload of 8,000 bytes or more.
+const MAX_WORD: usize = 7999;
+
+/// An online-only envelope for `to`, as relay `instance` hands it to the others:
+/// `oo <instance> <json>`. None if it is too large for a word.
+pub(super) fn online_only_word(instance: u64, to: &str, q: &Queued) -> Option<String> {
+    let passed = Passed {
+        to: to.to_string(),
+        sender: q.sender.clone(),
+        sender_handle: q.sender_handle.clone(),
+        sealed: q.sealed,
+        payload: B64(q.payload.clone()),
+        received_at: q.received_at,
+    };
+    let word = format!(
+        "oo {instance:016x} {}",
+        serde_json::to_string(&passed).ok()?
+    );
+    (word.len() <= MAX_WORD).then_some(word)
+}
+
+/// An online-only envelope in a word (see `online_only_word`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Passed {
+    to: String,
+    sender: Option<String>,
+    sender_handle: Option<String>,
+    sealed: bool,
+    payload: B64,
+    received_at: u64,
+}
+
+/// What relay `instance` makes of a word: mail or an online-only envelope from another
+/// relay (its own were handed over in process already), or a sign-in anywhere; None for its
+/// own and anything malformed.
 fn heard(instance: u64, payload: &str) -> Option<Heard> {
     let (head, rest) = payload.split_once(' ')?;
+    if head == "oo" {
+        let (from, json) = rest.split_once(' ')?;
+        if u64::from_str_radix(from, 16).ok()? == instance {
+            return None;
+        }
+        let p: Passed = serde_json::from_str(json).ok()?;
+        return Some(Heard::OnlineOnly {
+            account: p.to,
+            envelope: Queued {
+                id: 0,
+                sender: p.sender,
+                sender_handle: p.sender_handle,
+                sealed: p.sealed,
+                payload: p.payload.0,
+                received_at: p.received_at,
+                expires_at: None,
+            },
+        });
+    }
     if head == "in" {
         let (seq, account) = rest.split_once(' ')?;
         let seq = seq.parse().ok()?;
@@ -162,7 +215,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_relay_hears_the_others_mail_every_sign_in_and_ignores_garbage() {
+    fn a_relay_hears_the_others_mail_and_online_only_envelopes_every_sign_in_and_ignores_garbage() {
         let mail = |account: &str| Heard::Mail {
             account: account.into(),
         };
@@ -175,8 +228,35 @@ mod tests {
                 seq: 42
             })
         );
+        // An online-only envelope crosses whole, but not back to the relay that sent it.
+        let typing = Queued {
+            id: 0,
+            sender: None,
+            sender_handle: None,
+            sealed: true,
+            payload: vec![7; 300],
+            received_at: 5,
+            expires_at: None,
+        };
+        let w = online_only_word(9, "acct", &typing).unwrap();
+        assert_eq!(
+            heard(7, &w),
+            Some(Heard::OnlineOnly {
+                account: "acct".into(),
+                envelope: typing.clone()
+            })
+        );
+        assert_eq!(heard(9, &w), None);
+        // One too large for a notification is not sent (and dropped, as a full inbox would).
+        let large = Queued {
+            payload: vec![7; 6000],
+            ..typing
+        };
+        assert_eq!(online_only_word(9, "acct", &large), None);
         for bad in [
             "",
+            "oo 0000000000000009",
+            "oo 0000000000000009 {}",
             "zz acct",
             "0000000000000009",
             "0000000000000009 ",
