@@ -212,7 +212,9 @@ impl Client {
         let mut passed = std::collections::VecDeque::new();
         loop {
             match tokio::time::timeout_at(deadline, self.handle.events.recv()).await {
-                Err(_) => panic!("no matching event within {PATIENCE:?}; the last ones instead: {passed:#?}"),
+                Err(_) => panic!(
+                    "no matching event within {PATIENCE:?}; the last ones instead: {passed:#?}"
+                ),
                 Ok(None) => panic!("the manager stopped"),
                 Ok(Some(e)) if pred(&e) => return e,
                 Ok(Some(e)) => {

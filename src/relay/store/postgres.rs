@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 mod listen;
 mod queue;
 
-pub use listen::PgBus;
+pub use listen::{CHANNEL as MAIL_CHANNEL, PgBus};
 pub use queue::PgQueue;
 
 use super::rules;

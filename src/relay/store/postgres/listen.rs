@@ -15,8 +15,8 @@ use postgres::fallible_iterator::FallibleIterator;
 use super::super::bus::{Bus, Hear, Heard, Listening};
 use super::connect;
 
-/// The channel the queue's commits notify.
-pub(super) const CHANNEL: &str = "sotto_mail";
+/// The channel the queue's commits notify (public for tools that count the words).
+pub const CHANNEL: &str = "sotto_mail";
 
 /// How often the listening thread looks whether it should stop.
 const POLL: Duration = Duration::from_millis(200);
