@@ -258,6 +258,7 @@ fn report(mode: &str, args: &Args, mut out: Outcome) -> f64 {
         serde_json::json!({
             "commits": pg.commits,
             "commits_per_sec": per_wall(pg.commits as f64).round(),
+            "commits_per_msg": (pg.commits as f64 / n.max(1) as f64 * 100.0).round() / 100.0,
             "wal_syncs_per_sec": per_wall(pg.wal_syncs as f64).round(),
             "wal_bytes_per_msg": (pg.wal_bytes as f64 / n.max(1) as f64).round(),
             "notifications": pg.notifications,
