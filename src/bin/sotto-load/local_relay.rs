@@ -30,6 +30,10 @@ impl LocalRelay {
         database: Database,
         cert: Option<&CertFiles>,
     ) -> Result<LocalRelay> {
+        // Opened once before serving, as `sotto relay` does, so that a database it cannot
+        // reach is reported as such, not as a client that cannot connect.
+        let (d, db) = (dir.clone(), database.clone());
+        tokio::task::spawn_blocking(move || sotto::relay::trust_root(&d, &db)).await??;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         // Every client comes from 127.0.0.1: lift the per-address caps, keep the others.
