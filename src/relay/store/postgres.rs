@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 mod listen;
 mod queue;
 
-pub use listen::PgBus;
+pub use listen::{CHANNEL as MAIL_CHANNEL, PgBus};
 use listen::{CHANNEL, SIGNED_IN_SQL, online_only_word};
 pub use queue::PgQueue;
 
