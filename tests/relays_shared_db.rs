@@ -281,6 +281,45 @@ async fn a_relay_starting_mid_upload_through_another_leaves_it_to_finish_and_ser
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_committed_while_a_relay_could_not_listen_is_pushed_once_it_listens_again() {
+    let Some(pg) = TestDb::create(
+        "mail_committed_while_a_relay_could_not_listen_is_pushed_once_it_listens_again",
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (tmp.path().join("relay-a"), tmp.path().join("relay-b"));
+    let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let a = TestRelay::start_with(&dir_a, pg.relay_config()).await;
+    share_certificate(&dir_a, &dir_b);
+    let b = TestRelay::start_with(&dir_b, pg.relay_config()).await;
+    common::register(&alice_dir, "alice", &a.url).await;
+    common::register(&bob_dir, "bob", &b.url).await;
+    let mut alice = Client::start(&alice_dir, &a.url).await;
+    let mut bob = Client::start(&bob_dir, &b.url).await;
+    alice.send("bob", false, "before").await;
+    assert_eq!(bob.receive().await.text, "before");
+
+    // Both relays lose their listening connections and cannot make new ones: A's word about
+    // alice's next message reaches nobody.
+    let deaf = {
+        let pg = &pg;
+        tokio::task::block_in_place(|| pg.deafen_relays())
+    };
+    assert_eq!(deaf, 2);
+    alice.send("bob", false, "while B was deaf").await;
+    // B listens again and, having missed words, has bob's connection read its queue.
+    tokio::task::block_in_place(|| pg.let_connect());
+    assert_eq!(bob.receive().await.text, "while B was deaf");
+    alice.send("bob", false, "after").await;
+    assert_eq!(bob.receive().await.text, "after");
+    alice.stop();
+    bob.stop();
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signing_in_on_another_relay_ends_the_older_connection_there() {
     let Some(pg) = TestDb::create("signing_in_on_another_relay_ends_the_older_connection_there")
     else {

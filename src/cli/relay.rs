@@ -29,14 +29,12 @@ fn relay_dir(config: &Config, data_dir: Option<PathBuf>) -> Result<PathBuf> {
 pub fn database(config: &Config, flag: Option<String>) -> Result<Database> {
     match flag.or(config.relay_server.database.clone()) {
         None => Ok(Database::Sqlite),
-        Some(s) if s == "sqlite" => Ok(Database::Sqlite),
-        Some(s) if s.starts_with("postgres://") || s.starts_with("postgresql://") => {
-            Ok(Database::Postgres(s))
-        }
-        Some(_) => bail!(
-            "the relay's database must be `sqlite` or a PostgreSQL URL such as \
-             postgres://USER@HOST:5432/DATABASE (check --database or [relay_server] database)"
-        ),
+        Some(s) => Database::named(&s).ok_or_else(|| {
+            anyhow!(
+                "the relay's database must be `sqlite` or a PostgreSQL URL such as \
+                 postgres://USER@HOST:5432/DATABASE (check --database or [relay_server] database)"
+            )
+        }),
     }
 }
 

@@ -295,6 +295,28 @@ mod tests {
     }
 
     #[test]
+    fn on_a_shared_queue_another_relays_mail_goes_first_and_its_late_word_pushes_nothing_twice() {
+        let mut committed = queue(1..=2);
+        let mut p = Pusher::new(8);
+        assert_eq!(round(&mut p, &committed, 0), "d1 d2 f drained");
+        // Another relay committed 3; its word is still on the way when this relay stages 4,
+        // handed over by id only (`Mailbox::put_unheld`).
+        committed.push(q(3));
+        assert!(p.mail(mail(vec![], true, 4), 0).is_empty());
+        assert_eq!(round(&mut p, &committed, 0), "d3 f");
+        assert!(p.awaiting_commit(), "4 is not committed yet");
+        committed.push(q(4));
+        assert_eq!(round(&mut p, &committed, 0), "d4 f");
+        // The word about 3 arrives (`Mailbox::read_queue`): the read finds nothing new.
+        assert!(p.mail(mail(vec![], true, 0), 0).is_empty());
+        assert_eq!(round(&mut p, &committed, 0), "f");
+        // Word of 5, committed by the other relay: read and pushed.
+        committed.push(q(5));
+        assert!(p.mail(mail(vec![], true, 0), 0).is_empty());
+        assert_eq!(round(&mut p, &committed, 0), "d5 f");
+    }
+
+    #[test]
     fn a_failed_commit_does_not_hold_the_connection_forever() {
         let mut p = Pusher::new(8);
         assert_eq!(round(&mut p, &[], 0), "f drained");

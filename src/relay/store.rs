@@ -24,7 +24,7 @@ mod sqlite;
 
 pub use bus::{Alone, Bus, Hear, Heard, Listening};
 pub use memory::MemoryStore;
-pub use postgres::{PgBlobBytes, PgBus, PgDirectory, PgQueue};
+pub use postgres::{MAIL_CHANNEL, PgBlobBytes, PgBus, PgDirectory, PgQueue};
 pub use sqlite::{RelayStore, SqliteQueue};
 
 use super::blob_files::BlobFiles;
@@ -81,6 +81,29 @@ impl std::fmt::Debug for Database {
             Database::Memory(_) => f.write_str("Memory"),
             // Not the string: it may hold a password.
             Database::Postgres(_) => f.write_str("Postgres"),
+        }
+    }
+}
+
+impl Database {
+    /// The database a `--database` value (or the config's `database`) names: `sqlite`, or a
+    /// PostgreSQL URL (`postgres://` or `postgresql://`); None for anything else.
+    pub fn named(value: &str) -> Option<Database> {
+        if value == "sqlite" {
+            Some(Database::Sqlite)
+        } else if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            Some(Database::Postgres(value.to_string()))
+        } else {
+            None
+        }
+    }
+
+    /// The backend's name, for reports: `sqlite`, `memory` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Database::Sqlite => "sqlite",
+            Database::Memory(_) => "memory",
+            Database::Postgres(_) => "postgres",
         }
     }
 }

@@ -42,6 +42,54 @@ impl TestDb {
 }
 
 impl TestDb {
+    /// Ends every relay's listening connection to this database (`LISTEN sotto_mail`) and
+    /// keeps them from connecting again until `let_connect`: the relays hear nothing
+    /// meanwhile, as when PostgreSQL restarts or a network drops. Returns how many were ended,
+    /// once they are gone.
+    pub fn deafen_relays(&self) -> usize {
+        on_server(
+            &self.server,
+            &format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", self.name),
+        )
+        .unwrap();
+        let mut admin = postgres::Client::connect(&self.server, postgres::NoTls).unwrap();
+        let listening = "SELECT pid FROM pg_stat_activity
+                         WHERE datname = $1 AND query = 'LISTEN sotto_mail'";
+        let pids: Vec<i32> = admin
+            .query(listening, &[&self.name])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for pid in &pids {
+            admin
+                .execute("SELECT pg_terminate_backend($1)", &[pid])
+                .unwrap();
+        }
+        // Terminating only signals the backends: wait until they are gone, so that no word
+        // sent from now on can still reach them.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !admin.query(listening, &[&self.name]).unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the listening connections did not end"
+            );
+            std::thread::yield_now();
+        }
+        pids.len()
+    }
+
+    /// Lets the relays connect to this database again (see `deafen_relays`).
+    pub fn let_connect(&self) {
+        on_server(
+            &self.server,
+            &format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", self.name),
+        )
+        .unwrap();
+    }
+}
+
+impl TestDb {
     /// A relay's default configuration with its state in this database.
     pub fn relay_config(&self) -> sotto::relay::RelayConfig {
         sotto::relay::RelayConfig {

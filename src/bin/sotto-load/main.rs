@@ -13,6 +13,14 @@
 //! over the run's wall time: near the machine's core count, a mode is held up by the
 //! processor; well below it, by waiting. Prints JSON lines.
 //!
+//! `relay`, `normal` and `secret` take the relays' `--database` (SQLite by default, or a
+//! PostgreSQL URL) and `--relays N` on it (`relays`): sender i uses relay i % N and its
+//! receiver relay (i + 1) % N, so with N > 1 every message crosses from relay to relay. With
+//! `--relay-process` the relays are `sotto relay` child processes: `cpu_us_per_msg` and
+//! `cores_busy` then add their CPU time to this process's, and each relay's is reported on
+//! its own. On PostgreSQL the run also reports the database's commits, WAL syncs and the
+//! relays' notifications (`pg_watch`).
+//!
 //! `--mode idle` measures the relay's memory per idle signed-in connection instead, with the
 //! relay in a child process (`idle`).
 //!
@@ -35,10 +43,12 @@ mod hostile_tally;
 mod idle;
 mod local_relay;
 mod pace;
+mod pg_watch;
 mod raw;
 mod relay_child;
 mod relay_only;
 mod relayed;
+mod relays;
 mod wire_client;
 
 use std::collections::HashMap;
@@ -46,6 +56,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use clap::{Parser, ValueEnum};
+use sotto::relay::store::Database;
 
 #[derive(Parser)]
 #[command(about = "Measure sotto's throughput and latency on loopback")]
@@ -84,6 +95,19 @@ struct Args {
     /// With `--mode hostile`: seconds each phase (the quiet one and each attack) lasts.
     #[arg(long, default_value_t = 10.0, value_parser = positive_secs)]
     phase_secs: f64,
+    /// Where the relays keep their state (relay, normal and secret): `sqlite`, a file in
+    /// each relay's data directory, or a PostgreSQL URL (postgres://USER@HOST:PORT/DATABASE,
+    /// a database of the run's own) that every relay of the run shares.
+    #[arg(long, default_value = "sqlite", value_parser = database)]
+    database: Database,
+    /// How many relays, all on `--database`: sender i uses relay i % N, its receiver relay
+    /// (i + 1) % N. More than one needs PostgreSQL.
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
+    relays: usize,
+    /// Run each relay as a `sotto relay` child process, so that its CPU time is reported
+    /// apart from the clients'.
+    #[arg(long)]
+    relay_process: bool,
 }
 
 /// The legitimate users' rate in `--mode hostile` without `--rate`: a lively chat, far
@@ -158,6 +182,12 @@ fn timer(s: &str) -> Result<u32, String> {
     }
 }
 
+fn database(s: &str) -> Result<Database, String> {
+    Database::named(s).ok_or_else(|| {
+        "must be `sqlite` or a PostgreSQL URL such as postgres://USER@HOST:5432/DATABASE".into()
+    })
+}
+
 fn positive_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
@@ -181,8 +211,15 @@ struct Outcome {
     latencies_us: Vec<u64>,
     /// Each pair's first message, sent before the measured run (normal and secret only).
     first_contact_us: Vec<u64>,
-    /// CPU time the whole process (relay and clients) used during the measured run.
+    /// CPU time this process (clients, and relays in this process) used during the
+    /// measured run.
     cpu: std::time::Duration,
+    /// CPU time of each relay process during the measured run (none in this process).
+    relay_cpu: Vec<std::time::Duration>,
+    /// The largest relay process's peak RSS in KiB (none in this process).
+    relay_peak_rss_kb: Option<u64>,
+    /// What PostgreSQL did from the start of the measured run until the relays stopped.
+    pg: Option<pg_watch::PgCounts>,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -211,9 +248,23 @@ fn report(mode: &str, args: &Args, mut out: Outcome) -> f64 {
         |p| (!out.first_contact_us.is_empty()).then(|| percentile(&out.first_contact_us, p));
     let n = out.latencies_us.len();
     let wall = out.elapsed.as_secs_f64();
-    let cpu = out.cpu.as_secs_f64();
+    let relay_cpu: Vec<f64> = out.relay_cpu.iter().map(|d| d.as_secs_f64()).collect();
+    let cpu = out.cpu.as_secs_f64() + relay_cpu.iter().sum::<f64>();
     let per_wall = |x: f64| if wall > 0.0 { x / wall } else { 0.0 };
+    let per_msg = |secs: f64| (secs * 1e6 / n.max(1) as f64).round();
     let msgs_per_sec = per_wall(n as f64);
+    let relayed = mode != "raw";
+    let pg = out.pg.map(|pg| {
+        serde_json::json!({
+            "commits": pg.commits,
+            "commits_per_sec": per_wall(pg.commits as f64).round(),
+            "commits_per_msg": (pg.commits as f64 / n.max(1) as f64 * 100.0).round() / 100.0,
+            "wal_syncs_per_sec": per_wall(pg.wal_syncs as f64).round(),
+            "wal_bytes_per_msg": (pg.wal_bytes as f64 / n.max(1) as f64).round(),
+            "notifications": pg.notifications,
+            "notifications_per_sec": per_wall(pg.notifications as f64).round(),
+        })
+    });
     println!(
         "{}",
         serde_json::json!({
@@ -224,14 +275,22 @@ fn report(mode: &str, args: &Args, mut out: Outcome) -> f64 {
             "size": args.size,
             "offered_rate": args.rate,
             "timer_secs": args.timer,
+            "backend": relayed.then(|| args.database.backend()),
+            "relays": relayed.then_some(args.relays),
+            "relay_process": relayed && args.relay_process,
             "msgs_per_sec": (msgs_per_sec * 10.0).round() / 10.0,
             "p50_us": percentile(&out.latencies_us, 0.50),
             "p99_us": percentile(&out.latencies_us, 0.99),
             "first_contact_p50_us": first(0.50),
             "first_contact_max_us": first(1.0),
-            "relay_peak_rss_kb": peak_rss_kb(),
-            "cpu_us_per_msg": (cpu * 1e6 / n.max(1) as f64).round(),
+            // With the relays in this process, its peak is theirs and the clients' together.
+            "relay_peak_rss_kb": out.relay_peak_rss_kb.unwrap_or_else(peak_rss_kb),
+            "client_peak_rss_kb": out.relay_peak_rss_kb.map(|_| peak_rss_kb()),
+            "cpu_us_per_msg": per_msg(cpu),
             "cores_busy": (per_wall(cpu) * 100.0).round() / 100.0,
+            "client_cpu_us_per_msg": (!relay_cpu.is_empty()).then(|| per_msg(out.cpu.as_secs_f64())),
+            "relay_cpu_us_per_msg": relay_cpu.iter().map(|&c| per_msg(c)).collect::<Vec<_>>(),
+            "pg": pg,
         })
     );
     msgs_per_sec
@@ -249,7 +308,30 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Refuses a combination of flags that cannot run, saying which flag to change.
+fn check(args: &Args) -> Result<()> {
+    let relay_flags =
+        args.relays > 1 || args.relay_process || !matches!(args.database, Database::Sqlite);
+    if relay_flags && matches!(args.mode, Mode::Raw | Mode::Idle | Mode::Hostile) && !args.compare {
+        bail!(
+            "--database, --relays and --relay-process set up the relays of --mode relay, normal \
+             and secret; leave them out with --mode {}",
+            args.mode.name()
+        );
+    }
+    if args.relays > 1 && !matches!(args.database, Database::Postgres(_)) {
+        bail!(
+            "--relays {} needs a database the relays share: each relay on SQLite has a file of \
+             its own, so no message could cross between them; pass --database \
+             postgres://USER@HOST:5432/DATABASE",
+            args.relays
+        );
+    }
+    Ok(())
+}
+
 async fn measure(args: Args) -> Result<()> {
+    check(&args)?;
     if args.mode == Mode::Idle {
         if args.compare {
             bail!("--compare runs raw, normal and secret; leave out --mode idle");
@@ -310,5 +392,51 @@ async fn run(mode: Mode, args: &Args) -> Result<Outcome> {
         Mode::Relay => relay_only::run(args).await,
         Mode::Idle => bail!("--mode idle measures memory, not messages"),
         Mode::Hostile => bail!("--mode hostile reports per phase, not one run"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checked(flags: &[&str]) -> Result<()> {
+        let args = Args::try_parse_from([&["sotto-load"], flags].concat())?;
+        check(&args)
+    }
+
+    #[test]
+    fn several_relays_need_postgresql() {
+        let e = checked(&["--mode", "relay", "--relays", "2"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--relays 2 needs a database the relays share")
+        );
+        assert!(e.to_string().contains("--database postgres://"));
+        let e = checked(&["--relays", "2", "--database", "sqlite"]).unwrap_err();
+        assert!(e.to_string().contains("pass --database postgres://"));
+        checked(&["--relays", "2", "--database", "postgres://u@h:5432/d"]).unwrap();
+        checked(&["--relays", "1", "--database", "sqlite", "--relay-process"]).unwrap();
+    }
+
+    #[test]
+    fn a_database_that_is_neither_sqlite_nor_postgresql_is_refused() {
+        let e = checked(&["--database", "mysql://u@h/d"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("must be `sqlite` or a PostgreSQL URL")
+        );
+    }
+
+    #[test]
+    fn relay_flags_are_refused_where_no_relay_of_the_run_uses_them() {
+        for mode in ["raw", "idle", "hostile"] {
+            let e = checked(&["--mode", mode, "--relay-process"]).unwrap_err();
+            assert!(
+                e.to_string().contains("leave them out with --mode"),
+                "{mode}"
+            );
+        }
+        let zero = checked(&["--relays", "0"]).unwrap_err();
+        assert!(zero.to_string().contains("must be at least 1"));
     }
 }

@@ -149,5 +149,8 @@ pub async fn run(args: &Args) -> Result<Outcome> {
         latencies_us: lat,
         first_contact_us: Vec::new(),
         cpu,
+        relay_cpu: Vec::new(),
+        relay_peak_rss_kb: None,
+        pg: None,
     })
 }

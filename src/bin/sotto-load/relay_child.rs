@@ -1,8 +1,8 @@
-//! The relay as a child process for `--mode idle` and `--mode hostile`: `sotto relay` from the
-//! binary next to this one, on a free loopback port with a temporary data directory and the
-//! `[relay_server]` settings its caller gives, its memory read from `/proc` and its disk use
-//! from its data directory. The relay runs in its own process so that its RSS is its own, not
-//! the clients'.
+//! The relay as a child process for `--mode idle`, `--mode hostile` and `--relay-process`:
+//! `sotto relay` from the binary next to this one, on a free loopback port with a temporary
+//! data directory and the `[relay_server]` settings its caller gives, its memory read from
+//! `/proc` and its disk use from its data directory. The relay runs in its own process so
+//! that its RSS and CPU time are its own, not the clients'.
 //!
 //! The child is always ended: `stop` asks with SIGTERM and waits, and dropping a `RelayChild`
 //! that was not stopped (an error path) does the same, then SIGKILLs a relay that lingers.
@@ -48,6 +48,15 @@ impl RelayChild {
     /// Starts `sotto relay` with `settings` (the body of the config file's `[relay_server]`
     /// table) and waits until it accepts connections.
     pub async fn start(settings: &str, transport: Transport) -> Result<RelayChild> {
+        RelayChild::start_with(settings, transport, &[]).await
+    }
+
+    /// As `start`, with `args` after `sotto relay`'s own (`--database`, `--tls-cert`, ...).
+    pub async fn start_with(
+        settings: &str,
+        transport: Transport,
+        args: &[std::ffi::OsString],
+    ) -> Result<RelayChild> {
         let exe = std::env::current_exe().context("cannot locate this executable")?;
         let sotto = exe.with_file_name("sotto");
         if !sotto.is_file() {
@@ -76,6 +85,7 @@ impl RelayChild {
                 Transport::Ws => &["--insecure-transport"][..],
                 Transport::Wss => &[],
             })
+            .args(args)
             .env("SOTTO_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

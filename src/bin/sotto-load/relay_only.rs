@@ -4,7 +4,8 @@
 //! Isolates what the relay itself adds over the raw forwarder (authenticated connections,
 //! the group-committed queue, the push window, acks), which `normal` cannot: there every
 //! message also costs two client stores. The body carries the send time; each receiver acks
-//! every envelope as a client does.
+//! every envelope as a client does. With several relays a sender and its receiver are on
+//! different ones (`relays`).
 
 use std::time::{Duration, Instant};
 
@@ -13,8 +14,8 @@ use futures_util::{SinkExt, StreamExt};
 use sotto::tls::Endpoint;
 use sotto::wire::{ClientFrame, Payload, RelayFrame};
 
-use crate::local_relay::LocalRelay;
 use crate::pace::{self, Pace};
+use crate::relays::Relays;
 use crate::wire_client::{self, Account};
 use crate::{Args, Outcome};
 
@@ -27,23 +28,25 @@ async fn account(relay: &Endpoint, handle: String) -> Result<Account> {
 
 pub async fn run(args: &Args) -> Result<Outcome> {
     let tmp = tempfile::tempdir()?;
-    let relay = LocalRelay::start(tmp.path().join("relay"), args.transport).await?;
-    let url = relay.endpoint.clone();
+    let relays = Relays::start(tmp.path(), args).await?;
     let (n, m) = (args.clients, args.messages);
     let base = Instant::now();
     let mut receivers = Vec::with_capacity(n);
     let mut recipients = Vec::with_capacity(n);
     for i in 0..n {
-        let acc = account(&url, format!("r{i}")).await?;
+        let url = relays.receiver(i);
+        let acc = account(url, format!("r{i}")).await?;
         recipients.push(acc.account_id.clone());
-        let ws = wire_client::sign_in(&url, &acc).await?;
+        let ws = wire_client::sign_in(url, &acc).await?;
         receivers.push(tokio::spawn(receive(ws, m, base)));
     }
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
-        let acc = account(&url, format!("s{i}")).await?;
-        conns.push(wire_client::sign_in(&url, &acc).await?);
+        let url = relays.sender(i);
+        let acc = account(url, format!("s{i}")).await?;
+        conns.push(wire_client::sign_in(url, &acc).await?);
     }
+    let meter = relays.meter().await?;
     let pace = args
         .rate
         .map(|r| Pace::new(tokio::time::Instant::now(), n, r));
@@ -61,15 +64,20 @@ pub async fn run(args: &Args) -> Result<Outcome> {
         end = end.max(t);
     }
     let cpu = crate::cpu::used().saturating_sub(cpu_at_start);
+    let relay_cpu = relays.cpu_since(&meter)?;
+    let relay_peak_rss_kb = relays.peak_rss_kb()?;
     for s in senders {
         s.await??;
     }
-    relay.stop().await?;
+    let pg = relays.stop(meter).await?;
     Ok(Outcome {
         elapsed: end - start,
         latencies_us: lat,
         first_contact_us: Vec::new(),
         cpu,
+        relay_cpu,
+        relay_peak_rss_kb,
+        pg,
     })
 }
 

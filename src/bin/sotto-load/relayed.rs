@@ -3,7 +3,8 @@
 //!
 //! Each pair exchanges a first message before the measured run: setting up a session (for
 //! secret, fetching the receiver's prekey bundle and PQXDH on both sides) happens once per
-//! contact, not per message, so it is timed on its own (`first_contact_us`).
+//! contact, not per message, so it is timed on its own (`first_contact_us`). With several
+//! relays a sender and its receiver are on different ones (`relays`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,8 +14,8 @@ use anyhow::{Context, Result, bail};
 use sotto::client::manager::{self, Command, ConnState, Event, ManagerHandle};
 use sotto::client::store::{MessageState, Store};
 
-use crate::local_relay::LocalRelay;
 use crate::pace::{self, Pace};
+use crate::relays::Relays;
 use crate::{Args, Outcome};
 
 /// Reads `m`'s events until one matches `wanted`; fails with `what` after 30 s.
@@ -111,19 +112,22 @@ async fn set_timers(
 /// The real relay with real clients: N senders, each sending M messages to its receiver.
 pub async fn run(secret: bool, args: &Args) -> Result<Outcome> {
     let tmp = tempfile::tempdir()?;
-    let relay = LocalRelay::start(tmp.path().join("relay"), args.transport).await?;
-    let url = relay.url.clone();
+    let relays = Relays::start(tmp.path(), args).await?;
     let n = args.clients;
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
     for i in 0..n {
         for (role, list) in [("s", &mut senders), ("r", &mut receivers)] {
+            let url = match role {
+                "s" => relays.sender(i).url(),
+                _ => relays.receiver(i).url(),
+            };
             let dir = tmp.path().join(format!("{role}{i}"));
             let store = Store::open(&dir)?;
             sotto::client::account::init(
                 &store,
                 &format!("{role}{i}"),
-                &url,
+                url,
                 std::time::SystemTime::now(),
                 &mut rand::rng(),
             )
@@ -142,6 +146,7 @@ pub async fn run(secret: bool, args: &Args) -> Result<Outcome> {
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let m = args.messages;
     let text = "x".repeat(args.size);
+    let meter = relays.meter().await?;
     let start = Instant::now();
     let cpu_at_start = crate::cpu::used();
     let pace = args
@@ -205,15 +210,20 @@ pub async fn run(secret: bool, args: &Args) -> Result<Outcome> {
     }
     let elapsed = end - start;
     let cpu = crate::cpu::used().saturating_sub(cpu_at_start);
+    let relay_cpu = relays.cpu_since(&meter)?;
+    let relay_peak_rss_kb = relays.peak_rss_kb()?;
     for f in feeders {
         keep.push(f.await?);
     }
     tokio::task::spawn_blocking(move || keep.into_iter().for_each(ManagerHandle::shutdown)).await?;
-    relay.stop().await?;
+    let pg = relays.stop(meter).await?;
     Ok(Outcome {
         elapsed,
         latencies_us: lat,
         first_contact_us,
         cpu,
+        relay_cpu,
+        relay_peak_rss_kb,
+        pg,
     })
 }

@@ -21,7 +21,7 @@ mod listen;
 mod queue;
 
 pub use blob_bytes::PgBlobBytes;
-pub use listen::PgBus;
+pub use listen::{CHANNEL as MAIL_CHANNEL, PgBus};
 use listen::{CHANNEL, SIGNED_IN_SQL, online_only_word};
 pub use queue::PgQueue;
 

@@ -19,8 +19,8 @@ use super::super::bus::{Bus, Hear, Heard, Listening, Seats};
 use super::connect;
 use crate::wire::B64;
 
-/// The channel the queue's commits notify.
-pub(super) const CHANNEL: &str = "sotto_mail";
+/// The channel the queue's commits notify (public for tools that count the words).
+pub const CHANNEL: &str = "sotto_mail";
 
 /// How often the listening thread looks whether it should stop.
 const POLL: Duration = Duration::from_millis(200);
