@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::blobs::MemBlobs;
+use common::files::{attach, file_state, ready, receive_file, save};
 use common::*;
 use sotto::client::attachment::{AttachmentState, plaintext_reader};
 use sotto::client::manager::{Command, Event, Settings};
@@ -118,58 +119,6 @@ impl Files {
     }
 }
 
-async fn attach(
-    c: &mut Client,
-    to: &str,
-    secret: bool,
-    path: &Path,
-    caption: Option<&str>,
-) -> String {
-    let id = uuid::Uuid::new_v4().to_string();
-    c.handle
-        .commands
-        .send(Command::Attach {
-            id: id.clone(),
-            to: to.into(),
-            secret,
-            path: path.to_path_buf(),
-            caption: caption.map(str::to_string),
-        })
-        .await
-        .unwrap();
-    id
-}
-
-/// Waits until file `id` is in `state` (compared without progress counts).
-async fn file_state(
-    c: &mut Client,
-    id: &str,
-    want: fn(&AttachmentState) -> bool,
-) -> AttachmentState {
-    match c
-        .expect(|e| matches!(e, Event::Attachment { id: i, attachment } if i == id && want(&attachment.state)))
-        .await
-    {
-        Event::Attachment { attachment, .. } => attachment.state,
-        _ => unreachable!(),
-    }
-}
-
-fn ready(s: &AttachmentState) -> bool {
-    *s == AttachmentState::Ready
-}
-
-/// Waits for the arriving message that carries a file.
-async fn receive_file(c: &mut Client) -> Message {
-    match c
-        .expect(|e| matches!(e, Event::Message(m) if !m.outgoing && m.attachment.is_some()))
-        .await
-    {
-        Event::Message(m) => m,
-        _ => unreachable!(),
-    }
-}
-
 /// Asks for a file that waits at the relay (or failed) to be fetched now, as Enter does.
 async fn ask_download(c: &mut Client, id: &str) {
     c.handle
@@ -180,27 +129,6 @@ async fn ask_download(c: &mut Client, id: &str) {
         })
         .await
         .unwrap();
-}
-
-async fn save(c: &mut Client, id: &str, dest: &Path) -> Result<PathBuf, String> {
-    let tag = rand::random::<u64>();
-    c.handle
-        .commands
-        .send(Command::SaveAttachment {
-            tag,
-            id: id.into(),
-            dest: dest.to_path_buf(),
-        })
-        .await
-        .unwrap();
-    match c
-        .expect(|e| matches!(e, Event::AttachmentSaved { tag: t, .. } | Event::Failed { tag: t, .. } if *t == tag))
-        .await
-    {
-        Event::AttachmentSaved { path, .. } => Ok(path),
-        Event::Failed { error, .. } => Err(error),
-        _ => unreachable!(),
-    }
 }
 
 async fn open(c: &mut Client, id: &str) -> Result<PathBuf, String> {

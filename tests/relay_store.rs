@@ -1,6 +1,7 @@
 //! Every relay store backend against the same conformance suite (`common/store_suite.rs`):
-//! the directory's accounts, bundles, key changes, resets, caps and blob rows, and the
-//! queue's all-or-none units, sealed-sender checks, quotas, ids, batches and reads. A backend
+//! the directory's accounts, bundles, key changes, resets, caps and blob rows, the queue's
+//! all-or-none units, sealed-sender checks, quotas, ids, batches and reads, and the blobs'
+//! bytes (files on SQLite and in memory, rows on PostgreSQL). A backend
 //! joins with one `store_suite!` line and a factory giving each test a fresh state.
 
 #[macro_use]

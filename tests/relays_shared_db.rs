@@ -1,8 +1,9 @@
 //! Several relays on one PostgreSQL, as an operator runs them behind a TCP load balancer:
 //! each with its own data directory, all serving the same TLS certificate files. alice on
 //! relay A and bob on relay B chat in both modes, each message arriving once and in order,
-//! receipts and typing indicators too; a newer sign-in on one relay ends the older
-//! connection on the other;
+//! receipts and typing indicators too; a file alice sends through A is saved by bob through
+//! B, and a relay starting while an upload through another is half done leaves it to finish;
+//! a newer sign-in on one relay ends the older connection on the other;
 //! and relay A, a `sotto relay` process, killed with SIGKILL in the middle of alice's stream
 //! while the load balancer (a test forwarder) sends her to B: every message alice was told
 //! the relay stored reaches bob exactly once, in order. Each test gets a database of its own
@@ -13,12 +14,13 @@ mod common;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use common::files::{attach, file_state, ready, receive_file, save};
 use common::pg::TestDb;
 use common::{Client, Raw, TestRelay};
 use sotto::client::manager::{Command, Event};
 use sotto::client::store::MessageState;
 use sotto::tls::{CERT_FILE, KEY_FILE};
-use sotto::wire::{ErrorCode, RelayFrame};
+use sotto::wire::{B64, ClientFrame, ErrorCode, MAX_BLOB_CHUNK, RelayFrame};
 
 /// Gives relay data directory `to` the TLS certificate files of `from`, as an operator gives
 /// every relay behind one address the same certificate: a client pins one fingerprint.
@@ -118,6 +120,162 @@ async fn alice_on_one_relay_and_bob_on_another_chat_in_both_modes_once_and_in_or
     assert_eq!(left, 0);
     alice.stop();
     bob.stop();
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Bytes that differ from chunk to chunk, so a chunk served from the wrong offset shows.
+fn content(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 1000) as u8).collect()
+}
+
+/// Nothing of a blob is in a relay's data directory: on PostgreSQL its bytes are in the
+/// database the relays share.
+fn no_blob_files(relay_dir: &Path) -> bool {
+    std::fs::read_dir(relay_dir.join(sotto::relay::blobs::DIR))
+        .map_or(true, |mut d| d.next().is_none())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_alice_sends_through_one_relay_is_saved_by_bob_through_another() {
+    let Some(pg) =
+        TestDb::create("a_file_alice_sends_through_one_relay_is_saved_by_bob_through_another")
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (tmp.path().join("relay-a"), tmp.path().join("relay-b"));
+    let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let a = TestRelay::start_with(&dir_a, pg.relay_config()).await;
+    share_certificate(&dir_a, &dir_b);
+    let b = TestRelay::start_with(&dir_b, pg.relay_config()).await;
+    common::register(&alice_dir, "alice", &a.url).await;
+    common::register(&bob_dir, "bob", &b.url).await;
+    let mut alice = Client::start(&alice_dir, &a.url).await;
+    let mut bob = Client::start(&bob_dir, &b.url).await;
+
+    // Several chunks of the wire, the last one short.
+    let want = content(3 * MAX_BLOB_CHUNK as usize + 1000);
+    let original = tmp.path().join("report.bin");
+    std::fs::write(&original, &want).unwrap();
+    let id = attach(&mut alice, "bob", false, &original, Some("the report")).await;
+    // Uploaded through A.
+    file_state(&mut alice, &id, ready).await;
+    let m = receive_file(&mut bob).await;
+    assert_eq!(
+        (m.id.as_str(), m.text.as_str()),
+        (id.as_str(), "the report")
+    );
+    // Downloaded through B.
+    file_state(&mut bob, &id, ready).await;
+    let saved = save(&mut bob, &id, &tmp.path().join("saved.bin"))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&saved).unwrap(), want);
+    assert!(no_blob_files(&dir_a) && no_blob_files(&dir_b));
+    alice.stop();
+    bob.stop();
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Puts `data` at `offset` of blob `id` on `conn` and waits for the relay's answer.
+async fn put(conn: &mut Raw, id: &str, offset: u64, data: &[u8]) -> RelayFrame {
+    conn.send(&ClientFrame::BlobPut {
+        req: 2,
+        blob_id: id.into(),
+        offset,
+        data: B64(data.to_vec()),
+    })
+    .await;
+    conn.expect(|f| {
+        matches!(
+            f,
+            RelayFrame::Ok { req: 2 } | RelayFrame::Error { req: Some(2), .. }
+        )
+    })
+    .await
+}
+
+/// The whole of complete blob `id`, `size` bytes, read through `conn`.
+async fn get_all(conn: &mut Raw, id: &str, size: u64) -> Vec<u8> {
+    let mut got = Vec::new();
+    while (got.len() as u64) < size {
+        conn.send(&ClientFrame::BlobGet {
+            req: 3,
+            blob_id: id.into(),
+            offset: got.len() as u64,
+            len: MAX_BLOB_CHUNK,
+        })
+        .await;
+        match conn
+            .expect(|f| {
+                matches!(
+                    f,
+                    RelayFrame::BlobData { req: 3, .. } | RelayFrame::Error { req: Some(3), .. }
+                )
+            })
+            .await
+        {
+            RelayFrame::BlobData { data, .. } if !data.0.is_empty() => {
+                got.extend_from_slice(&data.0)
+            }
+            other => panic!("no bytes at {} of {size}: {other:?}", got.len()),
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_starting_mid_upload_through_another_leaves_it_to_finish_and_serves_it() {
+    let Some(pg) = TestDb::create(
+        "a_relay_starting_mid_upload_through_another_leaves_it_to_finish_and_serves_it",
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (tmp.path().join("relay-a"), tmp.path().join("relay-b"));
+    let a = TestRelay::start_with(&dir_a, pg.relay_config()).await;
+    let want = content(MAX_BLOB_CHUNK as usize + 5000);
+    let half = MAX_BLOB_CHUNK as usize;
+    let mut uploader = Raw::anonymous(&a.url).await;
+    uploader
+        .send(&ClientFrame::BlobCreate {
+            req: 1,
+            size: want.len() as u64,
+            expires_at: None,
+            recipients: 1,
+        })
+        .await;
+    let RelayFrame::BlobCreated { blob_id: id, .. } = uploader
+        .expect(|f| {
+            matches!(
+                f,
+                RelayFrame::BlobCreated { req: 1, .. } | RelayFrame::Error { .. }
+            )
+        })
+        .await
+    else {
+        panic!("the relay did not create the blob");
+    };
+    assert_eq!(
+        put(&mut uploader, &id, 0, &want[..half]).await,
+        RelayFrame::Ok { req: 2 }
+    );
+    // B starts with the upload half done through A, whose data directory it does not see;
+    // once it answers a connection it has matched the blobs' bytes to their rows.
+    share_certificate(&dir_a, &dir_b);
+    let b = TestRelay::start_with(&dir_b, pg.relay_config()).await;
+    let mut through_b = Raw::anonymous(&b.url).await;
+    // The upload goes on through A where it stopped.
+    assert_eq!(
+        put(&mut uploader, &id, half as u64, &want[half..]).await,
+        RelayFrame::Ok { req: 2 }
+    );
+    // Either relay serves the whole file.
+    let mut through_a = Raw::anonymous(&a.url).await;
+    assert_eq!(get_all(&mut through_a, &id, want.len() as u64).await, want);
+    assert_eq!(get_all(&mut through_b, &id, want.len() as u64).await, want);
     a.stop().await;
     b.stop().await;
 }

@@ -1,5 +1,6 @@
-//! The blob store's bytes: one file per blob under `<data dir>/blobs/`, named by the blob's
-//! id, private to the relay's user (0600 in a 0700 directory).
+//! The blob store's bytes on SQLite (and in memory): one file per blob under
+//! `<data dir>/blobs/`, named by the blob's id, private to the relay's user (0600 in a 0700
+//! directory); `store::BlobBytes` on files.
 //!
 //! Owns those files: creating, writing a chunk durably, reading, removing, and matching them
 //! to the database's rows when the relay starts. Must not touch the database or decide who
@@ -11,6 +12,7 @@ use std::io;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
+use super::store::{self, BlobBytes};
 use crate::wire::valid_blob_id;
 
 /// The directory under a relay's data directory that holds the blobs.
@@ -60,9 +62,11 @@ impl BlobFiles {
         let path = path.display().to_string();
         move |cause| BlobFileError::Io { what, path, cause }
     }
+}
 
+impl BlobBytes for BlobFiles {
     /// Creates blob `id`'s empty file (0600); fails if it exists.
-    pub fn create(&self, id: &str) -> Result<()> {
+    fn create(&self, id: &str) -> store::Result<()> {
         let path = self.path(id)?;
         crate::private::file_options()
             .write(true)
@@ -73,7 +77,7 @@ impl BlobFiles {
     }
 
     /// Writes `data` at `offset` and syncs it: when this returns, the bytes survive a crash.
-    pub fn write_at(&self, id: &str, offset: u64, data: &[u8]) -> Result<()> {
+    fn write_at(&self, id: &str, offset: u64, data: &[u8]) -> store::Result<()> {
         let path = self.path(id)?;
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -81,11 +85,12 @@ impl BlobFiles {
             .map_err(Self::io("open", &path))?;
         file.write_all_at(data, offset)
             .and_then(|()| file.sync_data())
-            .map_err(Self::io("write", &path))
+            .map_err(Self::io("write", &path))?;
+        Ok(())
     }
 
     /// Up to `len` bytes from `offset` (fewer only at the end of the file).
-    pub fn read_at(&self, id: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+    fn read_at(&self, id: &str, offset: u64, len: usize) -> store::Result<Vec<u8>> {
         let path = self.path(id)?;
         let file = std::fs::File::open(&path).map_err(Self::io("open", &path))?;
         let mut buf = vec![0u8; len];
@@ -95,7 +100,7 @@ impl BlobFiles {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Self::io("read", &path)(e)),
+                Err(e) => return Err(Self::io("read", &path)(e).into()),
             }
         }
         buf.truncate(got);
@@ -103,10 +108,12 @@ impl BlobFiles {
     }
 
     /// Removes blob `id`'s file; one already gone is not an error.
-    pub fn remove(&self, id: &str) -> Result<()> {
+    fn remove(&self, id: &str) -> store::Result<()> {
         let path = self.path(id)?;
         match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Self::io("remove", &path)(e)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(Self::io("remove", &path)(e).into())
+            }
             _ => Ok(()),
         }
     }
@@ -115,7 +122,7 @@ impl BlobFiles {
     /// without a row is removed (deleted, or created by a crash before its row), a file longer
     /// than its row says is cut back to it (bytes written but not recorded when the relay
     /// died). Returns the ids of rows whose file is missing, for the caller to drop.
-    pub fn reconcile(&self, rows: &HashMap<String, u64>) -> Result<Vec<String>> {
+    fn reconcile(&self, rows: &HashMap<String, u64>) -> store::Result<Vec<String>> {
         let entries = std::fs::read_dir(&self.dir).map_err(Self::io("list", &self.dir))?;
         let mut seen = std::collections::HashSet::new();
         for entry in entries {

@@ -4,7 +4,7 @@
 //!
 //! Owns the rules of the blob requests (who may write, which offsets, the limits and the
 //! refusals' words) and the sweep. Must not read the bytes it stores: they are ciphertext it
-//! passes between `blob_files` and the socket. The owner of an anonymous upload is its source
+//! passes between the backend's `store::BlobBytes` and the socket. The owner of an anonymous upload is its source
 //! address, never an account.
 
 use std::collections::{HashMap, HashSet};
@@ -16,9 +16,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Relay;
+use super::blob_files::BlobFiles;
 pub use super::blob_files::DIR;
-use super::blob_files::{BlobFileError, BlobFiles};
-use super::store::{self, BlobRow, Created, Directory, Fetched, RelayStore};
+use super::store::{self, BlobBytes, BlobRow, Created, Directory, Fetched, RelayStore};
 use crate::wire::{ClientFrame, ErrorCode, MAX_BLOB_CHUNK, RelayFrame, ReqId, valid_blob_id};
 
 const MIB: u64 = 1024 * 1024;
@@ -184,13 +184,13 @@ async fn row(relay: &Arc<Relay>, req: ReqId, blob_id: &str) -> Result<BlobRow, R
     }
 }
 
-/// Runs a blocking file operation off the async threads.
-async fn files<T: Send + 'static>(
+/// Runs a blocking operation on the blobs' bytes off the async threads.
+async fn bytes<T: Send + 'static>(
     relay: &Relay,
-    f: impl FnOnce(&BlobFiles) -> Result<T, BlobFileError> + Send + 'static,
-) -> Result<T, BlobFileError> {
-    let files = relay.blobs.clone();
-    tokio::task::spawn_blocking(move || f(&files))
+    f: impl FnOnce(&dyn BlobBytes) -> store::Result<T> + Send + 'static,
+) -> store::Result<T> {
+    let blobs = relay.blobs.clone();
+    tokio::task::spawn_blocking(move || f(&*blobs))
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
@@ -260,7 +260,7 @@ async fn create(
         Err(e) => return failed(req, e),
     }
     let file_id = id.clone();
-    if let Err(e) = files(relay, move |f| f.create(&file_id)).await {
+    if let Err(e) = bytes(relay, move |f| f.create(&file_id)).await {
         let gone = id.clone();
         let _ = relay.db(move |db| db.delete_blob(&gone)).await;
         return failed(req, e);
@@ -316,7 +316,7 @@ async fn put(
     // Durable first, recorded second: a crash between them leaves bytes past `stored`,
     // which the next start cuts off, and the client resumes from what was recorded.
     let file_id = blob_id.clone();
-    if let Err(e) = files(relay, move |f| f.write_at(&file_id, offset, &data)).await {
+    if let Err(e) = bytes(relay, move |f| f.write_at(&file_id, offset, &data)).await {
         return failed(req, e);
     }
     match relay
@@ -372,7 +372,7 @@ async fn get(relay: &Arc<Relay>, req: ReqId, blob_id: String, offset: u64, len: 
         );
     }
     let len = (len.min(MAX_BLOB_CHUNK) as u64).min(b.size - offset) as usize;
-    match files(relay, move |f| f.read_at(&blob_id, offset, len)).await {
+    match bytes(relay, move |f| f.read_at(&blob_id, offset, len)).await {
         Ok(data) => RelayFrame::BlobData {
             req,
             offset,
@@ -411,8 +411,8 @@ async fn fetched(
     match relay.db(move |db| db.blob_fetched(&id)).await {
         Ok(Fetched::Counted) => RelayFrame::Ok { req },
         Ok(Fetched::Last) => {
-            if let Err(e) = files(relay, move |f| f.remove(&blob_id)).await {
-                tracing::warn!(error = %e, "a fetched blob's file could not be removed");
+            if let Err(e) = bytes(relay, move |f| f.remove(&blob_id)).await {
+                tracing::warn!(error = %e, "a fetched blob's bytes could not be removed");
             }
             RelayFrame::Ok { req }
         }
@@ -421,22 +421,22 @@ async fn fetched(
     }
 }
 
-/// Matches the blob files to the rows when the relay starts (see `BlobFiles::reconcile`).
-pub(crate) fn reconcile(store: &mut dyn Directory, files: &BlobFiles) -> store::Result<()> {
+/// Matches the blobs' bytes to the rows when the relay starts (see `BlobBytes::reconcile`).
+pub(crate) fn reconcile(store: &mut dyn Directory, blobs: &dyn BlobBytes) -> store::Result<()> {
     let rows: HashMap<String, u64> = store.blob_lengths()?.into_iter().collect();
-    for lost in files.reconcile(&rows)? {
-        tracing::warn!("a blob's file is missing; its row is dropped");
+    for lost in blobs.reconcile(&rows)? {
+        tracing::warn!("a blob's bytes are missing; its row is dropped");
         store.delete_blob(&lost)?;
     }
     Ok(())
 }
 
 /// Deletes every blob due at `now` (Unix ms): past its expiry, older than the retention, or
-/// an upload abandoned; rows first, then files (a file left by a crash in between is removed
+/// an upload abandoned; rows first, then bytes (a file left by a crash in between is removed
 /// at the next start). Returns how many were deleted.
 pub fn sweep(
     store: &mut dyn Directory,
-    files: &BlobFiles,
+    blobs: &dyn BlobBytes,
     limits: &BlobLimits,
     now: u64,
 ) -> store::Result<usize> {
@@ -447,7 +447,7 @@ pub fn sweep(
         before(limits.abandoned_after),
     )?;
     for id in &due {
-        files.remove(id)?;
+        blobs.remove(id)?;
     }
     if !due.is_empty() {
         tracing::info!(deleted = due.len(), "blobs deleted by the sweep");
@@ -472,9 +472,9 @@ pub(crate) async fn sweeping(relay: Arc<Relay>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(limits.sweep_interval) => {}
         }
-        let files = relay.blobs.clone();
+        let blobs = relay.blobs.clone();
         let now = super::conn::now_ms();
-        let swept = relay.db(move |db| sweep(db, &files, &limits, now)).await;
+        let swept = relay.db(move |db| sweep(db, &*blobs, &limits, now)).await;
         if let Err(e) = swept {
             tracing::warn!(error = %e, "the blob sweep failed; it runs again later");
         }

@@ -35,7 +35,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use blob_files::BlobFiles;
 pub use blobs::BlobLimits;
 use certs::Authority;
 pub use certs::CertError;
@@ -247,8 +246,8 @@ pub(crate) struct Relay {
     refusing: Arc<Semaphore>,
     /// The rate limits' buckets.
     rates: rate::Limiter,
-    /// The blob store's files (its rows are in `db`).
-    blobs: BlobFiles,
+    /// The blob store's bytes (its rows are in `db`).
+    blobs: Arc<dyn store::BlobBytes>,
     /// Other relays share the database (`store::Bus::shared`): online-only envelopes for
     /// accounts not connected here go to them.
     shared: bool,
@@ -430,11 +429,11 @@ fn open(data_dir: &Path, config: RelayConfig) -> Result<Relay, RelayError> {
     let store::Stores {
         mut directory,
         queue,
+        blobs,
         bus,
     } = store::open(&config.database, data_dir, config.queue)?;
     let authority = Authority::load_or_create(&mut *directory)?;
-    let blobs = BlobFiles::open(data_dir).map_err(store::StoreError::from)?;
-    blobs::reconcile(&mut *directory, &blobs)?;
+    blobs::reconcile(&mut *directory, &*blobs)?;
     let online: Arc<OnlineTable> = Arc::default();
     // New mail goes straight to its recipient's connection, if it is online; one that is not
     // reads it from the queue when it signs in.

@@ -1,7 +1,8 @@
-//! The relay's durable state behind two traits, and where it lives: the `Directory`
+//! The relay's durable state behind three traits, and where it lives: the `Directory`
 //! (accounts, prekeys, key changes, resets, the relay's own keys, the blob store's rows and
-//! reads of the envelope queue) and the `Queue` (the queue's write path, in batches), the
-//! types they share, and `open`, which opens a `Database`'s backend.
+//! reads of the envelope queue), the `Queue` (the queue's write path, in batches) and
+//! `BlobBytes` (the blobs' bytes), the types they share, and `open`, which opens a
+//! `Database`'s backend.
 //!
 //! Owns the contract every backend keeps. The decisions a backend must make the same way as
 //! every other (the sealed-sender check, reset claims, the prekey and blob caps) are the
@@ -11,7 +12,9 @@
 //! them back. Every method blocks; the relay calls them off the async threads (`Relay::db`,
 //! the queue's writer thread).
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 pub mod bus;
 mod memory;
@@ -21,9 +24,10 @@ mod sqlite;
 
 pub use bus::{Alone, Bus, Hear, Heard, Listening};
 pub use memory::MemoryStore;
-pub use postgres::{MAIL_CHANNEL, PgBus, PgDirectory, PgQueue};
+pub use postgres::{MAIL_CHANNEL, PgBlobBytes, PgBus, PgDirectory, PgQueue};
 pub use sqlite::{RelayStore, SqliteQueue};
 
+use super::blob_files::BlobFiles;
 use super::quota::{Entry, QueueLimits, Quota};
 use crate::wire::{Bundle, KeyChange, KeyChangeVia, KeyUpload, PreKey, SignedKey};
 
@@ -104,11 +108,14 @@ impl Database {
     }
 }
 
-/// A relay's two ways into its state: the directory, shared by the connections, and the
-/// queue's write path, owned by the queue's writer.
+/// A relay's ways into its state: the directory, shared by the connections, the queue's
+/// write path, owned by the queue's writer, and the blobs' bytes.
 pub struct Stores {
     pub directory: Box<dyn Directory>,
     pub queue: Box<dyn Queue>,
+    /// Where the blobs' bytes are: files in the data directory on SQLite and in memory, the
+    /// database itself on PostgreSQL, so that every relay sharing it serves every blob.
+    pub blobs: Arc<dyn BlobBytes>,
     /// What the relays sharing the database say (nothing, for a backend only one can use).
     pub bus: Box<dyn Bus>,
 }
@@ -121,11 +128,13 @@ pub fn open(db: &Database, data_dir: &Path, limits: QueueLimits) -> Result<Store
         Database::Sqlite => Stores {
             directory: Box::new(RelayStore::open(data_dir)?),
             queue: Box::new(SqliteQueue::open(data_dir, limits)?),
+            blobs: Arc::new(BlobFiles::open(data_dir)?),
             bus: Box::new(Alone),
         },
         Database::Memory(m) => Stores {
             directory: Box::new(m.clone()),
             queue: Box::new(m.queue(limits)),
+            blobs: Arc::new(BlobFiles::open(data_dir)?),
             bus: Box::new(Alone),
         },
         Database::Postgres(url) => {
@@ -135,6 +144,7 @@ pub fn open(db: &Database, data_dir: &Path, limits: QueueLimits) -> Result<Store
             Stores {
                 directory: Box::new(PgDirectory::open(url)?.as_instance(instance)),
                 queue: Box::new(PgQueue::open(url, limits, instance)?),
+                blobs: Arc::new(PgBlobBytes::open(url)?),
                 bus: Box::new(PgBus::new(url, instance)),
             }
         }
@@ -330,6 +340,33 @@ pub trait Queue: Send + 'static {
     /// Discards the open batch, if any, after `stage` or `commit` failed: nothing of it is
     /// kept and the quota totals are as they were before it. Ids it gave out stay used.
     fn rollback(&mut self);
+}
+
+/// The blob store's bytes, by blob id (the rows are the `Directory`'s). The caller has
+/// validated the id and checked the row: who may write, at which offset, how much may be
+/// read. Each method blocks; any number of threads may call at once.
+pub trait BlobBytes: Send + Sync + 'static {
+    /// Makes room for blob `id`, whose row has just been created, holding nothing yet.
+    fn create(&self, id: &str) -> Result<()>;
+
+    /// Writes `data` at `offset`, replacing what was written there before (a resumed upload
+    /// writes again what was written but not recorded): when this returns, the bytes survive
+    /// a crash.
+    fn write_at(&self, id: &str, offset: u64, data: &[u8]) -> Result<()>;
+
+    /// Up to `len` bytes from `offset`, fewer only at the end of what was written. The caller
+    /// bounds `offset + len` by the row's recorded length: bytes past it were never recorded
+    /// and must not be served.
+    fn read_at(&self, id: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+
+    /// Removes blob `id`'s bytes; bytes already gone are not an error.
+    fn remove(&self, id: &str) -> Result<()>;
+
+    /// Matches the bytes to the rows (`id` → recorded length) when the relay starts, after a
+    /// crash may have left bytes without a row or a row without bytes. Returns the ids of rows
+    /// whose bytes are missing, for the caller to drop; a backend other relays share must not
+    /// return any, nor touch bytes an upload through another relay may be writing.
+    fn reconcile(&self, rows: &HashMap<String, u64>) -> Result<Vec<String>>;
 }
 
 /// A registered account as the directory knows it.

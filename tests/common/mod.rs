@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod blobs;
 pub mod cli;
+pub mod files;
 pub mod pg;
 pub mod tui;
 

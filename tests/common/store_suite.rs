@@ -1,5 +1,5 @@
-//! The relay store's conformance suite: one body per behaviour of `store::Directory` and
-//! `store::Queue`, run against every backend through `store::open` (see
+//! The relay store's conformance suite: one body per behaviour of `store::Directory`,
+//! `store::Queue` and `store::BlobBytes`, run against every backend through `store::open` (see
 //! `tests/relay_store.rs`, which instantiates it per backend with `store_suite!`).
 //!
 //! Each body gets a fresh, empty state (`Fixture`) and may open the stores on it more than
@@ -80,6 +80,8 @@ macro_rules! store_suite {
                 the_summary_counts_and_ranks_the_queue,
                 blob_rows_keep_quotas_counts_and_stored_lengths,
                 due_blobs_are_deleted_by_expiry_retention_and_abandonment,
+                blob_bytes_are_written_resumed_read_within_bounds_and_removed,
+                a_blobs_bytes_go_when_its_last_recipient_fetched_it,
             );
         }
     };
@@ -900,4 +902,107 @@ pub fn due_blobs_are_deleted_by_expiry_retention_and_abandonment(f: &Fixture) {
     left.sort();
     assert_eq!(left, ["not-yet", "uploading"]);
     assert!(d.delete_due_blobs(1000, 100, 300).unwrap().is_empty());
+}
+
+/// A blob id as the relay makes them (the file backend takes no other).
+fn blob_id(n: u8) -> String {
+    format!("{n:032x}")
+}
+
+/// Bytes that differ at every position, so bytes served from the wrong offset show.
+fn bytes_of(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 + i / 251) as u8).collect()
+}
+
+pub fn blob_bytes_are_written_resumed_read_within_bounds_and_removed(f: &Fixture) {
+    let chunk = sotto::wire::MAX_BLOB_CHUNK as usize;
+    let want = bytes_of(2 * chunk + 700);
+    let id = blob_id(1);
+    {
+        let Stores {
+            mut directory,
+            blobs,
+            ..
+        } = f.open();
+        let row = blob(&id, "bob", want.len() as u64, 1, 1);
+        assert_eq!(
+            directory.create_blob(&row, 10, 1 << 30).unwrap(),
+            Created::Yes
+        );
+        blobs.create(&id).unwrap();
+        assert_eq!(blobs.read_at(&id, 0, 10).unwrap(), b"");
+        blobs.write_at(&id, 0, &want[..1000]).unwrap();
+        assert!(directory.record_stored(&id, 0, 1000).unwrap());
+        // Fewer bytes than asked for only at the end of what was written.
+        assert_eq!(blobs.read_at(&id, 0, 5000).unwrap(), &want[..1000]);
+        assert_eq!(blobs.read_at(&id, 400, 100).unwrap(), &want[400..500]);
+        // A chunk written but not recorded when the relay died.
+        blobs.write_at(&id, 1000, &[0xee; 300]).unwrap();
+    }
+    // The relay starts again, its bytes matched to its rows, and the upload resumes at what
+    // was recorded, with a chunk longer than the unrecorded one, then one longer than a
+    // chunk of the wire.
+    let Stores {
+        mut directory,
+        blobs,
+        ..
+    } = f.open();
+    let rows = directory.blob_lengths().unwrap().into_iter().collect();
+    assert_eq!(blobs.reconcile(&rows).unwrap(), Vec::<String>::new());
+    assert_eq!(directory.blob(&id).unwrap().unwrap().stored, 1000);
+    assert_eq!(blobs.read_at(&id, 0, 1000).unwrap(), &want[..1000]);
+    blobs.write_at(&id, 1000, &want[1000..chunk]).unwrap();
+    blobs.write_at(&id, chunk as u64, &want[chunk..]).unwrap();
+    assert!(
+        directory
+            .record_stored(&id, 1000, want.len() as u64)
+            .unwrap()
+    );
+    // Every read is the bytes at its offset: across the resumed chunk's start, across
+    // chunk boundaries, and as a download reads it, a chunk of the wire at a time.
+    assert_eq!(blobs.read_at(&id, 990, 20).unwrap(), &want[990..1010]);
+    assert_eq!(
+        blobs.read_at(&id, chunk as u64 - 5, 10).unwrap(),
+        &want[chunk - 5..chunk + 5]
+    );
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        let more = blobs.read_at(&id, got.len() as u64, chunk).unwrap();
+        assert!(!more.is_empty(), "no bytes at {}", got.len());
+        got.extend_from_slice(&more);
+    }
+    assert_eq!(got, want);
+    assert_eq!(blobs.read_at(&id, want.len() as u64, 10).unwrap(), b"");
+    // Removed, nothing of it is served; removing again is no error.
+    blobs.remove(&id).unwrap();
+    assert!(blobs.read_at(&id, 0, 10).map_or(true, |b| b.is_empty()));
+    blobs.remove(&id).unwrap();
+}
+
+pub fn a_blobs_bytes_go_when_its_last_recipient_fetched_it(f: &Fixture) {
+    let Stores {
+        mut directory,
+        blobs,
+        ..
+    } = f.open();
+    let (gone, kept) = (blob_id(2), blob_id(3));
+    for id in [&gone, &kept] {
+        let row = blob(id, "bob", 100, 1, 1);
+        assert_eq!(
+            directory.create_blob(&row, 10, 1 << 30).unwrap(),
+            Created::Yes
+        );
+        blobs.create(id).unwrap();
+        blobs.write_at(id, 0, &bytes_of(100)).unwrap();
+        assert!(directory.record_stored(id, 0, 100).unwrap());
+    }
+    // As the relay does on the last recipient's fetch: the row, then the bytes.
+    assert_eq!(directory.blob_fetched(&gone).unwrap(), Fetched::Last);
+    blobs.remove(&gone).unwrap();
+    assert!(blobs.read_at(&gone, 0, 100).map_or(true, |b| b.is_empty()));
+    assert_eq!(blobs.read_at(&kept, 0, 100).unwrap(), bytes_of(100));
+    // A start finds nothing to drop, and the other blob whole.
+    let rows = directory.blob_lengths().unwrap().into_iter().collect();
+    assert_eq!(blobs.reconcile(&rows).unwrap(), Vec::<String>::new());
+    assert_eq!(blobs.read_at(&kept, 0, 100).unwrap(), bytes_of(100));
 }

@@ -1,6 +1,7 @@
 //! The relay's state in PostgreSQL, which several relays may share: the directory
 //! (`PgDirectory`) on one connection, the queue's write path (`PgQueue`, in `queue`) on
-//! another, both made by `connect`, which brings the schema up to date first.
+//! another, the blobs' bytes (`PgBlobBytes`, in `blob_bytes`) on a third, each made by
+//! `connect`, which brings the schema up to date first.
 //!
 //! Owns the PostgreSQL schema, its numbered migrations and every PostgreSQL statement of the
 //! relay, and what makes them safe with other relays on the same database (row and advisory
@@ -15,9 +16,11 @@ use postgres::error::SqlState;
 use postgres::{Client, GenericClient, NoTls, Row};
 use sha2::{Digest, Sha256};
 
+mod blob_bytes;
 mod listen;
 mod queue;
 
+pub use blob_bytes::PgBlobBytes;
 pub use listen::{CHANNEL as MAIL_CHANNEL, PgBus};
 use listen::{CHANNEL, SIGNED_IN_SQL, online_only_word};
 pub use queue::PgQueue;
@@ -114,6 +117,18 @@ CREATE INDEX blobs_by_owner ON blobs(owner);
 -- account's latest, on any relay, ends (see `Directory::sign_in`).
 CREATE SEQUENCE sign_ins;
 ALTER TABLE accounts ADD COLUMN signed_in BIGINT NOT NULL DEFAULT 0;
+"#,
+    r#"
+-- The blobs' bytes, in the database every relay shares (until now they were files in each
+-- relay's data directory, which no other relay could serve): each chunk as written, at its
+-- offset. Deleting a blob's row deletes its chunks in the same transaction, and no chunk is
+-- written without a row (see blob_bytes.rs).
+CREATE TABLE blob_chunks (
+    blob_id TEXT NOT NULL REFERENCES blobs(id) ON DELETE CASCADE,
+    off BIGINT NOT NULL,
+    data BYTEA NOT NULL,
+    PRIMARY KEY (blob_id, off)
+);
 "#,
 ];
 
