@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use common::files::{attach, file_state, ready, receive_file, save};
@@ -39,6 +39,49 @@ fn bobs_thread(bob: &Path, secret: bool) -> Vec<(bool, String)> {
         .collect()
 }
 
+/// Relays A and B on one fresh PostgreSQL database, each with its own data directory and
+/// both serving the same certificate files (B gets A's).
+struct TwoRelays {
+    pg: TestDb,
+    tmp: tempfile::TempDir,
+    a: TestRelay,
+    b: TestRelay,
+}
+
+impl TwoRelays {
+    /// None, having said why, when no PostgreSQL is configured.
+    async fn start(test: &str) -> Option<TwoRelays> {
+        let pg = TestDb::create(test)?;
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir_a, dir_b) = (tmp.path().join("relay-a"), tmp.path().join("relay-b"));
+        let a = TestRelay::start_with(&dir_a, pg.relay_config()).await;
+        share_certificate(&dir_a, &dir_b);
+        let b = TestRelay::start_with(&dir_b, pg.relay_config()).await;
+        assert_eq!(a.fingerprint, b.fingerprint);
+        Some(TwoRelays { pg, tmp, a, b })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// alice registered through A and online there, bob through B: the accounts are in the
+    /// one database.
+    async fn alice_on_a_bob_on_b(&self) -> (Client, Client) {
+        let (alice_dir, bob_dir) = (self.path("alice"), self.path("bob"));
+        common::register(&alice_dir, "alice", &self.a.url).await;
+        common::register(&bob_dir, "bob", &self.b.url).await;
+        let alice = Client::start(&alice_dir, &self.a.url).await;
+        let bob = Client::start(&bob_dir, &self.b.url).await;
+        (alice, bob)
+    }
+
+    async fn stop(self) {
+        self.a.stop().await;
+        self.b.stop().await;
+    }
+}
+
 /// Waits until bob has received `n` messages from alice; returns their texts in arrival order.
 async fn receive_n(bob: &mut Client, n: usize) -> Vec<String> {
     let mut got = Vec::new();
@@ -50,23 +93,15 @@ async fn receive_n(bob: &mut Client, n: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alice_on_one_relay_and_bob_on_another_chat_in_both_modes_once_and_in_order() {
-    let Some(pg) = TestDb::create(
+    let Some(two) = TwoRelays::start(
         "alice_on_one_relay_and_bob_on_another_chat_in_both_modes_once_and_in_order",
-    ) else {
+    )
+    .await
+    else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let (dir_a, dir_b) = (tmp.path().join("relay-a"), tmp.path().join("relay-b"));
-    let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
-    let a = TestRelay::start_with(&dir_a, pg.relay_config()).await;
-    share_certificate(&dir_a, &dir_b);
-    let b = TestRelay::start_with(&dir_b, pg.relay_config()).await;
-    assert_eq!(a.fingerprint, b.fingerprint);
-    // Registered through different relays: the accounts are in the one database.
-    common::register(&alice_dir, "alice", &a.url).await;
-    common::register(&bob_dir, "bob", &b.url).await;
-    let mut alice = Client::start(&alice_dir, &a.url).await;
-    let mut bob = Client::start(&bob_dir, &b.url).await;
+    let (mut alice, mut bob) = two.alice_on_a_bob_on_b().await;
+    let bob_dir = two.path("bob");
 
     for secret in [false, true] {
         let sent: Vec<String> = (0..15)
@@ -115,13 +150,13 @@ async fn alice_on_one_relay_and_bob_on_another_chat_in_both_modes_once_and_in_or
     }
     // Nothing is left queued: every delivery was acked to the relay that made it.
     let bob_id = common::account_id(&bob_dir);
-    let db = pg.relay_config().database;
-    let left = common::relay_directory(&dir_a, &db, move |d| d.queued_for(&bob_id).unwrap()).await;
+    let db = two.pg.relay_config().database;
+    let left =
+        common::relay_directory(&two.a.dir, &db, move |d| d.queued_for(&bob_id).unwrap()).await;
     assert_eq!(left, 0);
     alice.stop();
     bob.stop();
-    a.stop().await;
-    b.stop().await;
+    two.stop().await;
 }
 
 /// Bytes that differ from chunk to chunk, so a chunk served from the wrong offset shows.
@@ -138,25 +173,17 @@ fn no_blob_files(relay_dir: &Path) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_alice_sends_through_one_relay_is_saved_by_bob_through_another() {
-    let Some(pg) =
-        TestDb::create("a_file_alice_sends_through_one_relay_is_saved_by_bob_through_another")
+    let Some(two) =
+        TwoRelays::start("a_file_alice_sends_through_one_relay_is_saved_by_bob_through_another")
+            .await
     else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let (dir_a, dir_b) = (tmp.path().join("relay-a"), tmp.path().join("relay-b"));
-    let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
-    let a = TestRelay::start_with(&dir_a, pg.relay_config()).await;
-    share_certificate(&dir_a, &dir_b);
-    let b = TestRelay::start_with(&dir_b, pg.relay_config()).await;
-    common::register(&alice_dir, "alice", &a.url).await;
-    common::register(&bob_dir, "bob", &b.url).await;
-    let mut alice = Client::start(&alice_dir, &a.url).await;
-    let mut bob = Client::start(&bob_dir, &b.url).await;
+    let (mut alice, mut bob) = two.alice_on_a_bob_on_b().await;
 
     // Several chunks of the wire, the last one short.
     let want = content(3 * MAX_BLOB_CHUNK as usize + 1000);
-    let original = tmp.path().join("report.bin");
+    let original = two.path("report.bin");
     std::fs::write(&original, &want).unwrap();
     let id = attach(&mut alice, "bob", false, &original, Some("the report")).await;
     // Uploaded through A.
@@ -168,15 +195,12 @@ async fn a_file_alice_sends_through_one_relay_is_saved_by_bob_through_another() 
     );
     // Downloaded through B.
     file_state(&mut bob, &id, ready).await;
-    let saved = save(&mut bob, &id, &tmp.path().join("saved.bin"))
-        .await
-        .unwrap();
+    let saved = save(&mut bob, &id, &two.path("saved.bin")).await.unwrap();
     assert_eq!(std::fs::read(&saved).unwrap(), want);
-    assert!(no_blob_files(&dir_a) && no_blob_files(&dir_b));
+    assert!(no_blob_files(&two.a.dir) && no_blob_files(&two.b.dir));
     alice.stop();
     bob.stop();
-    a.stop().await;
-    b.stop().await;
+    two.stop().await;
 }
 
 /// Puts `data` at `offset` of blob `id` on `conn` and waits for the relay's answer.
@@ -282,55 +306,41 @@ async fn a_relay_starting_mid_upload_through_another_leaves_it_to_finish_and_ser
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_committed_while_a_relay_could_not_listen_is_pushed_once_it_listens_again() {
-    let Some(pg) = TestDb::create(
+    let Some(two) = TwoRelays::start(
         "mail_committed_while_a_relay_could_not_listen_is_pushed_once_it_listens_again",
-    ) else {
+    )
+    .await
+    else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let (dir_a, dir_b) = (tmp.path().join("relay-a"), tmp.path().join("relay-b"));
-    let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
-    let a = TestRelay::start_with(&dir_a, pg.relay_config()).await;
-    share_certificate(&dir_a, &dir_b);
-    let b = TestRelay::start_with(&dir_b, pg.relay_config()).await;
-    common::register(&alice_dir, "alice", &a.url).await;
-    common::register(&bob_dir, "bob", &b.url).await;
-    let mut alice = Client::start(&alice_dir, &a.url).await;
-    let mut bob = Client::start(&bob_dir, &b.url).await;
+    let (mut alice, mut bob) = two.alice_on_a_bob_on_b().await;
     alice.send("bob", false, "before").await;
     assert_eq!(bob.receive().await.text, "before");
 
     // Both relays lose their listening connections and cannot make new ones: A's word about
     // alice's next message reaches nobody.
-    let deaf = {
-        let pg = &pg;
-        tokio::task::block_in_place(|| pg.deafen_relays())
-    };
+    let deaf = tokio::task::block_in_place(|| two.pg.deafen_relays());
     assert_eq!(deaf, 2);
     alice.send("bob", false, "while B was deaf").await;
     // B listens again and, having missed words, has bob's connection read its queue.
-    tokio::task::block_in_place(|| pg.let_connect());
+    tokio::task::block_in_place(|| two.pg.let_connect());
     assert_eq!(bob.receive().await.text, "while B was deaf");
     alice.send("bob", false, "after").await;
     assert_eq!(bob.receive().await.text, "after");
     alice.stop();
     bob.stop();
-    a.stop().await;
-    b.stop().await;
+    two.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signing_in_on_another_relay_ends_the_older_connection_there() {
-    let Some(pg) = TestDb::create("signing_in_on_another_relay_ends_the_older_connection_there")
+    let Some(two) =
+        TwoRelays::start("signing_in_on_another_relay_ends_the_older_connection_there").await
     else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let (dir_a, dir_b) = (tmp.path().join("relay-a"), tmp.path().join("relay-b"));
-    let (carol_dir, dave_dir) = (tmp.path().join("carol"), tmp.path().join("dave"));
-    let a = TestRelay::start_with(&dir_a, pg.relay_config()).await;
-    share_certificate(&dir_a, &dir_b);
-    let b = TestRelay::start_with(&dir_b, pg.relay_config()).await;
+    let (a, b) = (&two.a, &two.b);
+    let (carol_dir, dave_dir) = (two.path("carol"), two.path("dave"));
     common::register(&carol_dir, "carol", &a.url).await;
     common::register(&dave_dir, "dave", &a.url).await;
     // carol's device signs in on A, then (a reconnection the load balancer sent elsewhere,
@@ -354,8 +364,7 @@ async fn signing_in_on_another_relay_ends_the_older_connection_there() {
         .expect(|f| matches!(f, RelayFrame::Deliver { .. }))
         .await;
     dave.stop();
-    a.stop().await;
-    b.stop().await;
+    two.stop().await;
 }
 
 /// A TCP forwarder standing in for a load balancer: every connection it accepts goes to the
