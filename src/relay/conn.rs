@@ -300,11 +300,15 @@ async fn session(
     let seat = relay.go_online(&account_id, conn_id, &signals);
     // Taken after the seat: a sign-in elsewhere numbered later is then sure to find this
     // connection (its word follows its number, which follows this one).
-    let id = account_id.clone();
-    match relay.db(move |db| db.sign_in(&id)).await {
-        Ok(Some(seq)) => relay.signed_in(&account_id, conn_id, seq),
-        Ok(None) => {}
-        Err(e) => return internal(e),
+    // Only relays sharing the database number sign-ins: alone, the online table orders an
+    // account's connections, and a sign-in costs no trip through the blocking pool.
+    if relay.shared {
+        let id = account_id.clone();
+        match relay.db(move |db| db.sign_in(&id)).await {
+            Ok(Some(seq)) => relay.signed_in(&account_id, conn_id, seq),
+            Ok(None) => {}
+            Err(e) => return internal(e),
+        }
     }
     let end = authenticated(relay, ws, &account_id, &handle, &signals, &nonce).await;
     drop(seat);

@@ -248,8 +248,8 @@ pub(crate) struct Relay {
     rates: rate::Limiter,
     /// The blob store's bytes (its rows are in `db`).
     blobs: Arc<dyn store::BlobBytes>,
-    /// Other relays share the database (`store::Bus::shared`): online-only envelopes for
-    /// accounts not connected here go to them.
+    /// Other relays share the database (`store::Bus::shared`): sign-ins are numbered and
+    /// announced, and online-only envelopes for accounts not connected here go to them.
     shared: bool,
     /// Word from the other relays on the same database, handed to the online table while
     /// this is held (see `hear`).

@@ -22,7 +22,7 @@ mod queue;
 
 pub use blob_bytes::PgBlobBytes;
 pub use listen::{CHANNEL as MAIL_CHANNEL, PgBus};
-use listen::{CHANNEL, SIGNED_IN_SQL, online_only_word};
+use listen::{CHANNEL, SIGNED_IN_SQL, notify_all_sql, online_only_word};
 pub use queue::PgQueue;
 
 use super::rules;
@@ -777,10 +777,7 @@ impl Directory for PgDirectory {
             return Ok(());
         }
         self.client.revive()?;
-        self.client.execute(
-            &format!("SELECT count(pg_notify('{CHANNEL}', w)) FROM unnest($1::text[]) AS w"),
-            &[&words],
-        )?;
+        self.client.execute(&notify_all_sql(), &[&words])?;
         Ok(())
     }
 

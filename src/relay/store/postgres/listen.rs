@@ -33,6 +33,12 @@ pub(super) fn word(instance: u64, account: &str) -> String {
     format!("{instance:016x} {account}")
 }
 
+/// The statement that sends each word of the text array `$1` on `CHANNEL` (when the
+/// transaction commits).
+pub(super) fn notify_all_sql() -> String {
+    format!("SELECT count(pg_notify('{CHANNEL}', w)) FROM unnest($1::text[]) AS w")
+}
+
 /// The word a sign-in sends, as an SQL expression over the new number `signed_in` and the
 /// account `$1`: `in <number> <account>`. Sent by every relay, heard by all, its own
 /// included (its own connections are older, or the very one that signed in).

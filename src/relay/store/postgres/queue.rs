@@ -14,7 +14,7 @@ use postgres::{Client, Statement};
 
 use super::super::rules;
 use super::super::{NewEnvelope, Origin, Outcome, Queue, Result, StoreError, Stored};
-use super::listen::{CHANNEL, word};
+use super::listen::{notify_all_sql, word};
 use super::{Conn, connect, lock_all, recipient_view, u64_of};
 use crate::relay::quota::{self, QueueLimits, Usage};
 
@@ -91,9 +91,7 @@ impl Statements {
              SET envelopes = u.envelopes - t.envelopes, bytes = u.bytes - t.bytes
              FROM totals t WHERE u.kind = t.kind AND u.key = t.key"
         ))?;
-        let notify = client.prepare(&format!(
-            "SELECT count(pg_notify('{CHANNEL}', w)) FROM unnest($1::text[]) AS w"
-        ))?;
+        let notify = client.prepare(&notify_all_sql())?;
         Ok(Statements {
             look_up,
             insert,
